@@ -1,0 +1,3 @@
+"""Typed stub of the compiled Rust core (`rust/src/lib.rs`)."""
+
+def version() -> str: ...

@@ -1,0 +1,3 @@
+"""Built-in plugin: generation (registered through the `dialinsight_engine` entry-point group)."""
+
+from __future__ import annotations

@@ -1,0 +1,181 @@
+"""The `dialengine` command line. Parsing and printing only: the work is in spec/, run/ and
+the stages. Plugins add commands through the `register_commands` hook."""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import ReviewPending, StageFailed, UserError
+
+EXIT_USER, EXIT_FAILURE, EXIT_REVIEW, EXIT_INTERRUPTED = 2, 1, 3, 130
+
+
+def _console(quiet: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, quiet=quiet, highlight=False)
+
+
+class Group(click.Group):
+    """Maps our exceptions to exit codes and clear messages (tracebacks with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.exceptions.Abort):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - every failure gets an exit code
+            debug = bool(ctx.params.get("debug")) or bool((ctx.obj or {}).get("debug"))
+            raise SystemExit(_report(exc, debug)) from None
+
+
+def _report(exc: BaseException, debug: bool) -> int:
+    err = _console()
+    if debug and not isinstance(exc, KeyboardInterrupt | SystemExit):
+        err.print(traceback.format_exc(), markup=False)
+    if isinstance(exc, SystemExit):
+        return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_FAILURE
+    if isinstance(exc, KeyboardInterrupt):
+        err.print("[yellow]interrupted[/yellow]: finished stages are kept; rerun the same command to resume")
+        return EXIT_INTERRUPTED
+    if isinstance(exc, ReviewPending):
+        err.print(f"[yellow]review pending[/yellow]: {exc}")
+        return EXIT_REVIEW
+    if isinstance(exc, UserError):
+        err.print(f"[red]error[/red]: {exc.render()}", markup=True, highlight=False)
+        return EXIT_USER
+    if isinstance(exc, StageFailed):
+        err.print(f"[red]failed[/red]: {exc}" + ("" if debug else " (run with --debug for the traceback)"))
+        return EXIT_FAILURE
+    if isinstance(exc, OSError):
+        err.print(f"[red]failed[/red]: {exc}")
+        return EXIT_FAILURE
+    err.print(f"[red]failed[/red]: {type(exc).__name__}: {exc}" + ("" if debug else " (--debug for details)"))
+    return EXIT_FAILURE
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dialengine")
+@click.option("--quiet", "-q", is_flag=True, help="Only errors.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
+    """dialinsight-engine: domain dialogues -> quality-filtered fine-tuning data -> tuned model."""
+    ctx.obj = {"quiet": quiet, "debug": debug, "console": _console(quiet)}
+
+
+def _load(spec_path: str) -> tuple[Any, Any]:
+    from .plugins import get_registry
+    from .spec import load_spec
+
+    registry = get_registry()
+    return load_spec(spec_path, registry), registry
+
+
+def _stage_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--force", "force", multiple=True, metavar="STAGE", help="Rerun STAGE (repeatable).")(fn)
+    fn = click.option("--until", "until", metavar="STAGE", help="Stop after STAGE.")(fn)
+    fn = click.option("--from", "from_stage", metavar="STAGE", help="Rerun from STAGE onward.")(fn)
+    return fn
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.pass_obj
+def validate(obj: dict[str, Any], spec: str) -> None:
+    """Check a spec: TOML, keys, types, plugin names and plugin sections."""
+    loaded, _ = _load(spec)
+    obj["console"].print(
+        f"[green]ok[/green] {spec}: project {loaded.project.name!r}, {len(loaded.scenes)} scenes, "
+        f"{len(loaded.tasks)} tasks, {len(loaded.backends)} backends")
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@_stage_options
+@click.pass_obj
+def plan(obj: dict[str, Any], spec: str, from_stage: str | None, until: str | None, force: tuple[str, ...]) -> None:
+    """Show which stages would run, and why."""
+    from rich.table import Table
+
+    from .run import Runner
+
+    loaded, registry = _load(spec)
+    items = Runner(loaded, registry).plan(from_stage=from_stage, until=until, force=force)
+    table = Table("stage", "action", "why", title=f"plan for {loaded.run_dir()}")
+    colour = {"run": "yellow", "skip": "green", "disabled": "dim", "excluded": "dim"}
+    for item in items:
+        table.add_row(item.stage.name, f"[{colour[item.action]}]{item.action}[/]", item.why)
+    _console().print(table) if not obj["quiet"] else None
+    click.echo(json.dumps({i.stage.name: i.action for i in items})) if obj["quiet"] else None
+
+
+@cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@_stage_options
+@click.pass_obj
+def apply(obj: dict[str, Any], spec: str, from_stage: str | None, until: str | None, force: tuple[str, ...]) -> None:
+    """Run the pipeline; a rerun resumes where it stopped."""
+    import time
+
+    from .run import Runner
+
+    loaded, registry = _load(spec)
+    t0 = time.perf_counter()
+    runner = Runner(loaded, registry, console=obj["console"], quiet=obj["quiet"])
+    items = runner.apply(from_stage=from_stage, until=until, force=force)
+    ran = [i.stage.name for i in items if i.action == "run"]
+    obj["console"].print(f"[bold]done[/bold] in {time.perf_counter() - t0:.1f}s: ran {', '.join(ran) or 'nothing'}"
+                         f"; outputs in {runner.run_dir}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def plugins(as_json: bool) -> None:
+    """List installed plugins, their versions and what they provide."""
+    from rich.table import Table
+
+    from .plugins import get_registry
+
+    registry = get_registry()
+    if as_json:
+        click.echo(json.dumps({n: {"dist": p.dist, "version": p.version, "provides": p.provides, "error": p.error}
+                               for n, p in registry.plugins.items()}, indent=2))
+        return
+    table = Table("plugin", "package", "version", "provides", "status")
+    for info in registry.plugins.values():
+        provides = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in info.provides.items())
+        table.add_row(info.name, info.dist, info.version, provides,
+                      f"[red]failed: {info.error}[/red]" if info.error else "[green]ok[/green]")
+    _console().print(table)
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of the spec (for editors)."""
+    from .spec import Spec
+
+    click.echo(json.dumps(Spec.model_json_schema(), indent=2))
+
+
+def _add_plugin_commands() -> None:
+    from .plugins import get_registry
+
+    try:
+        get_registry().add_commands(cli)
+    except Exception as exc:  # a plugin's commands must not break the CLI
+        print(f"warning: a plugin failed to add commands: {exc}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _add_plugin_commands()
+    cli.main(args=argv, prog_name="dialengine")
+
+

@@ -1,0 +1,122 @@
+"""The metric interface: one quality dimension, scored per row.
+
+A metric is a class with a unique `name`, a `phase` ("instruction": scored by the `assess`
+stage on the reviewed instructions; "label": scored by `verify` once rows have a `response`),
+a pydantic `Config` for its `[quality.metrics.NAME] params`, and `score(df, ctx)`.
+
+`score` returns a frame with one row per input row, in the same order:
+
+- ``score`` (Float64): the metric's score, higher is better (built-ins use 0..1);
+- ``reason`` (String, optional): a hard flag, e.g. "near duplicate of 3f2a..."; a row with a
+  reason is dropped whatever the weights and thresholds say;
+- any other columns: details kept in the output as ``<name>.<column>`` (raw measures, cluster
+  ids, the judge's explanation...), so every decision can be explained later.
+
+Write one in a file, return it from a `register_metrics` hook, and name it in the spec: see
+docs/plugins.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import polars as pl
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from ..run.context import StageContext
+    from ..spec.models import Spec
+
+Phase = Literal["instruction", "label"]
+
+#: columns a metric may return besides details
+SCORE = "score"
+REASON = "reason"
+
+
+class MetricConfig(BaseModel):
+    """Base of every metric's `Config`: unknown keys are errors (reported at spec file:line)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class MetricContext:
+    """What a metric may use while it scores: the spec, generation backends, logging, progress,
+    per-metric stats (saved in the stage manifest) and paths. Built from a stage's context, or
+    standalone (tests, notebooks) with `MetricContext.standalone()`."""
+
+    def __init__(self, *, spec: Spec | None = None, stage_ctx: StageContext | None = None,
+                 log: logging.Logger | None = None, backends: dict[str, Any] | None = None) -> None:
+        self.spec = spec if spec is not None else (stage_ctx.spec if stage_ctx else None)
+        self.stage_ctx = stage_ctx
+        self.log = log or (stage_ctx.log if stage_ctx else logging.getLogger("dialinsight_engine.metrics"))
+        self._backends = dict(backends or {})
+        #: metric name -> JSON-able stats; the stages put them in the manifest
+        self.stats: dict[str, dict[str, Any]] = {}
+
+    @classmethod
+    def standalone(cls, spec: Spec | None = None, backends: dict[str, Any] | None = None) -> MetricContext:
+        return cls(spec=spec, backends=backends)
+
+    def backend(self, name: str) -> Any:
+        """A generation client (`generate(list[GenerationRequest]) -> list[GenerationResult]`)."""
+        if name in self._backends:
+            return self._backends[name]
+        if self.stage_ctx is None:
+            from ..errors import UserError
+
+            raise UserError(f"metric needs backend {name!r} but none is available outside a run")
+        return self.stage_ctx.backend(name)
+
+    def resolve_path(self, path: str) -> Path:
+        """A path from a metric's params: relative to the spec file (or `@examples/...`)."""
+        if self.spec is not None:
+            return self.spec.resolve_path(path)
+        return Path(path)
+
+    @property
+    def cache_dir(self) -> Path | None:
+        return self.stage_ctx.cache_dir if self.stage_ctx else None
+
+    @contextmanager
+    def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        if self.stage_ctx is None:
+            yield lambda n=1: None
+            return
+        with self.stage_ctx.progress(description, total) as advance:
+            yield advance
+
+
+class Metric(ABC):
+    #: unique name, used in `[quality.metrics.NAME]` and in column names `score_NAME`
+    name: ClassVar[str]
+    #: "instruction" (assess stage) or "label" (verify stage, rows have a `response`)
+    phase: ClassVar[Phase] = "instruction"
+    #: validates `[quality.metrics.NAME] params`
+    Config: ClassVar[type[MetricConfig]] = MetricConfig
+    #: one line for `dialengine plugins` and the report
+    description: ClassVar[str] = ""
+    #: bump when scores change for the same input and params (reruns the stage)
+    version: ClassVar[str] = "1"
+    #: input columns the metric reads (checked before scoring, for a clear error)
+    requires: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, config: MetricConfig | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any] | None) -> Metric:
+        return cls(cls.Config.model_validate(params or {}))
+
+    @abstractmethod
+    def score(self, df: pl.DataFrame, ctx: MetricContext) -> pl.DataFrame:
+        """One row per input row, same order: `score`, optional `reason`, detail columns."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this metric's output besides the input rows (stage fingerprints)."""
+        return {"version": self.version, "params": self.config.model_dump(mode="json")}

@@ -1,0 +1,85 @@
+"""Dialogue readers: each turns one file into records; `normalize_record` checks the shape.
+
+A record is ``{"id": str, "turns": [{"role": str, "text": str}, ...], "truth": any | None,
+"intents": [str], "meta": {...}}``. Broken input raises `DataError` naming file:line, or
+with ``on_error = "skip"`` is counted and skipped (the ingest manifest lists every skip).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import DataError
+
+
+class ReaderConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class RawRecord:
+    """One record as read, with where it came from (for error messages)."""
+
+    data: Any
+    file: Path
+    line: int | None  # 1-based line (JSONL) or row number (tables)
+
+
+class Reader(ABC):
+    name: ClassVar[str]
+    #: file name endings this reader takes when `[data] format = "auto"`
+    extensions: ClassVar[tuple[str, ...]] = ()
+    Config: ClassVar[type[ReaderConfig]] = ReaderConfig
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: ReaderConfig | None = None) -> None:
+        self.config = config or self.Config()
+
+    def accepts(self, path: Path) -> bool:
+        return any(path.name.endswith(ext) for ext in self.extensions)
+
+    @abstractmethod
+    def read(self, path: Path) -> Iterator[RawRecord | DataError]:
+        """Yield records; yield (not raise) a `DataError` for a broken one so the caller can
+        decide between failing and skipping."""
+
+
+TURN_KEYS = ("turns", "messages", "conversation", "dialogue")
+
+
+def normalize_record(raw: RawRecord, index: int) -> dict[str, Any]:
+    """Check and normalise one record; raises DataError naming file:line:key."""
+    data = raw.data
+    where = {"file": raw.file, "line": raw.line}
+    if not isinstance(data, dict):
+        raise DataError(f"a record must be an object, got {type(data).__name__}", **where)
+    turns_key = next((k for k in TURN_KEYS if k in data), None)
+    if turns_key is None:
+        raise DataError("record has no 'turns' list", key="turns", **where)
+    turns_in = data[turns_key]
+    if not isinstance(turns_in, list) or not turns_in:
+        raise DataError(f"'{turns_key}' must be a non-empty list", key=turns_key, **where)
+    turns = []
+    for i, turn in enumerate(turns_in):
+        if not isinstance(turn, dict):
+            raise DataError("a turn must be an object with 'role' and 'text'", key=f"{turns_key}[{i}]", **where)
+        role = turn.get("role", turn.get("speaker", turn.get("from")))
+        text = turn.get("text", turn.get("content", turn.get("value", turn.get("utterance"))))
+        if not isinstance(role, str) or not role.strip():
+            raise DataError("turn has no 'role' string", key=f"{turns_key}[{i}].role", **where)
+        if not isinstance(text, str):
+            raise DataError("turn has no 'text' string", key=f"{turns_key}[{i}].text", **where)
+        turns.append({"role": role.strip(), "text": text})
+    record_id = data.get("id", data.get("dialogue_id"))
+    if record_id is None:
+        record_id = f"{raw.file.stem}-{raw.line if raw.line is not None else index}"
+    intents = data.get("intents") or []
+    meta = {k: v for k, v in data.items() if k not in (*TURN_KEYS, "id", "dialogue_id", "truth", "intents")}
+    return {"id": str(record_id), "turns": turns, "truth": data.get("truth"),
+            "intents": [str(i) for i in intents] if isinstance(intents, list) else [], "meta": meta}

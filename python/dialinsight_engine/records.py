@@ -1,0 +1,63 @@
+"""Column names and conventions shared by the stages (the data contract between them).
+
+Row-level conventions:
+- a frame with a ``kept`` (Boolean) column carries rows that were filtered out too, so reports
+  and ``dialengine explain`` can say why; downstream stages use only ``kept`` rows;
+- ``reasons`` (List[String]) holds every reason a row was filtered (empty when kept).
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import polars as pl
+
+#: placeholder kept inside an instruction for the dialogue; filled in by `compose_prompt`
+DIALOGUE_PLACEHOLDER = "{dialogue}"
+
+# ingest
+DIALOGUE_ID = "dialogue_id"
+SOURCE = "source"
+TURNS = "turns"  # List[Struct{role: String, text: String}]
+DIALOGUE_TEXT = "dialogue_text"  # "Customer: ...\nAgent: ..." rendering of the turns
+TRUTH = "truth"  # JSON string or null: ground truth carried through unchanged
+N_TURNS = "n_turns"
+# scenes
+SCENES = "scenes"  # List[String]
+ROLES = "roles"  # List[String]
+# seeds / evolve
+INSTRUCTION_ID = "instruction_id"
+SCENE = "scene"
+TASK = "task"
+INSTRUCTION = "instruction"  # task instruction containing DIALOGUE_PLACEHOLDER
+PROMPT = "prompt"  # instruction with the dialogue filled in: what a model sees
+OUTPUT_SCHEMA = "output_schema"  # JSON schema string or null
+PARENT_ID = "parent_id"
+OPERATOR = "operator"
+ROUND = "round"
+# filtering
+KEPT = "kept"
+REASONS = "reasons"
+QUALITY_SCORE = "quality_score"
+# labels
+RESPONSE = "response"
+
+TURNS_DTYPE = pl.List(pl.Struct({"role": pl.String, "text": pl.String}))
+
+
+def compose_prompt(instruction: str, dialogue_text: str) -> str:
+    """Fill the dialogue into an instruction (appended when the placeholder is missing)."""
+    if DIALOGUE_PLACEHOLDER in instruction:
+        return instruction.replace(DIALOGUE_PLACEHOLDER, dialogue_text)
+    return f"{instruction}\n\nDialogue:\n{dialogue_text}"
+
+
+def stable_id(*parts: object, length: int = 16) -> str:
+    """A short content hash used for row ids, so ids survive reruns and reordering."""
+    h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8"))
+    return h.hexdigest()[:length]
+
+
+def kept_rows(df: pl.DataFrame) -> pl.DataFrame:
+    """Only the rows still in play (all rows when the frame has no ``kept`` column)."""
+    return df.filter(pl.col(KEPT)) if KEPT in df.columns else df

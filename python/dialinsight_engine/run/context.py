@@ -1,0 +1,103 @@
+"""What a stage sees while it runs: the spec, its input, its folder, progress, backends."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from . import atomic
+from .manifest import OUTPUT
+
+if TYPE_CHECKING:
+    from ..plugins import Registry
+    from ..spec import Spec
+
+
+class StageContext:
+    def __init__(
+        self,
+        *,
+        spec: Spec,
+        registry: Registry,
+        run_dir: Path,
+        stage: str,
+        input_stage: str | None,
+        log: logging.Logger,
+        progress_factory: Callable[[str, int | None], Any] | None = None,
+    ) -> None:
+        self.spec = spec
+        self.registry = registry
+        self.run_dir = run_dir
+        self.stage = stage
+        self.stage_dir = run_dir / stage
+        self.input_stage = input_stage
+        self.log = log
+        self.stats: dict[str, Any] = {}
+        self._progress_factory = progress_factory
+        self._input: pl.DataFrame | None = None
+        self._clients: dict[str, Any] = {}
+
+    # -- data ------------------------------------------------------------------------------
+    @property
+    def input(self) -> pl.DataFrame:
+        """The previous enabled stage's output (empty frame for the first stage)."""
+        if self._input is None:
+            self._input = self.read_stage(self.input_stage) if self.input_stage else pl.DataFrame()
+            if self._input is None:
+                self._input = pl.DataFrame()
+        return self._input
+
+    def read_stage(self, name: str) -> pl.DataFrame | None:
+        """Output of any stage of this run, or None when it has none."""
+        path = self.run_dir / name / OUTPUT
+        return pl.read_parquet(path) if path.exists() else None
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.run_dir / "cache"
+
+    # -- side files (atomic) -----------------------------------------------------------------
+    def write_text(self, relpath: str, text: str) -> Path:
+        return atomic.write_text(self.stage_dir / relpath, text)
+
+    def write_bytes(self, relpath: str, data: bytes) -> Path:
+        return atomic.write_bytes(self.stage_dir / relpath, data)
+
+    def write_json(self, relpath: str, obj: Any) -> Path:
+        return atomic.write_json(self.stage_dir / relpath, obj)
+
+    def write_parquet(self, relpath: str, df: pl.DataFrame) -> Path:
+        return atomic.write_parquet(self.stage_dir / relpath, df)
+
+    # -- progress ------------------------------------------------------------------------------
+    @contextmanager
+    def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
+        """``with ctx.progress("labelling", n) as advance: advance(1)`` (rich bar with ETA);
+        ``advance(1, description="training: loss 0.42")`` also relabels the bar."""
+        if self._progress_factory is None:
+            yield lambda n=1, description=None: None
+            return
+        with self._progress_factory(description, total) as advance:
+            yield advance
+
+    # -- generation backends -----------------------------------------------------------------
+    def backend(self, name: str) -> Any:
+        """A caching, batching, retrying client for `[backends.NAME]` (see backends.client)."""
+        if name not in self._clients:
+            from ..backends.client import open_client
+
+            self._clients[name] = open_client(self.spec, name, self.registry, self.cache_dir, self.log)
+        return self._clients[name]
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            stats = getattr(client, "stats", None)
+            if stats:
+                self.stats.setdefault("backend", {})[getattr(client, "name", "?")] = dict(stats)
+            client.close()
+        self._clients.clear()

@@ -1,0 +1,223 @@
+"""The stage DAG: decide what runs, run it, write outputs atomically, resume on rerun."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import polars as pl
+
+from ..errors import StageFailed, UserError
+from ..records import KEPT
+from ..stages.base import Stage
+from . import atomic
+from .context import StageContext
+from .manifest import OUTPUT, Manifest, canonical_hash
+
+if TYPE_CHECKING:
+    from ..plugins import Registry
+    from ..spec import Spec
+
+Action = Literal["run", "skip", "disabled", "excluded"]
+LOG = logging.getLogger("dialinsight_engine")
+
+
+@dataclass
+class PlanItem:
+    stage: Stage
+    action: Action
+    why: str
+    input_stage: str | None = None
+    config_hash: str = ""
+    fingerprint: str = ""
+
+
+class Runner:
+    def __init__(self, spec: Spec, registry: Registry, *, run_dir: Path | None = None,
+                 console: Any = None, quiet: bool = False) -> None:
+        self.spec = spec
+        self.registry = registry
+        self.run_dir = Path(run_dir) if run_dir else spec.run_dir()
+        self.console = console
+        self.quiet = quiet
+        self.stages: list[Stage] = sorted(
+            (cls() for cls in registry.items.get("stage", {}).values()), key=lambda s: (s.order, s.name)
+        )
+
+    # -- planning ------------------------------------------------------------------------------
+    def _check_names(self, *names: str | None) -> None:
+        known = [s.name for s in self.stages]
+        for name in names:
+            if name and name not in known:
+                import difflib
+
+                close = difflib.get_close_matches(name, known, n=1)
+                raise UserError(f"unknown stage {name!r}", hint=f"did you mean {close[0]!r}?" if close
+                                else f"stages: {', '.join(known)}")
+
+    def _fingerprint(self, stage: Stage, ctx: StageContext) -> tuple[str, str, dict[str, Any]]:
+        config = {key: self.spec.section(key) for key in stage.config_keys}
+        config_hash = canonical_hash(config)
+        extra = stage.fingerprint_extra(ctx)
+        owner = self.registry.version_of("stage", stage.name)
+        fingerprint = canonical_hash([stage.name, stage.version, config_hash, owner, extra])
+        return fingerprint, config_hash, extra
+
+    def plan(self, *, from_stage: str | None = None, until: str | None = None,
+             force: tuple[str, ...] = ()) -> list[PlanItem]:
+        self._check_names(from_stage, until, *force)
+        items: list[PlanItem] = []
+        previous: str | None = None
+        upstream_runs = False
+        reached_from = from_stage is None
+        past_until = False
+        for stage in self.stages:
+            reason = stage.disabled_reason(self.spec)
+            if reason:
+                items.append(PlanItem(stage, "disabled", reason))
+                continue
+            if past_until:
+                items.append(PlanItem(stage, "excluded", f"after --until {until}"))
+                continue
+            ctx = self._context(stage, previous, progress=False)
+            fingerprint, config_hash, _ = self._fingerprint(stage, ctx)
+            manifest = Manifest.load(self.run_dir / stage.name)
+            done = manifest is not None and (self.run_dir / stage.name / OUTPUT).exists()
+            if stage.name == from_stage:
+                reached_from = True
+            if not reached_from:
+                if not done:
+                    raise UserError(f"--from {from_stage}: stage {stage.name!r} before it has no output yet")
+                action, why = "skip", "before --from: output kept as is"
+            elif stage.name in force or (from_stage and stage.name == from_stage):
+                action, why = "run", "forced"
+            elif manifest is None or not done:
+                action, why = "run", "no output yet"
+            elif manifest.config_hash != config_hash:
+                action, why = "run", f"config changed ({', '.join(stage.config_keys)})"
+            elif manifest.fingerprint != fingerprint:
+                action, why = "run", "inputs, plugin version or stage version changed"
+            elif upstream_runs:
+                action, why = "run", f"upstream {previous} reruns (skipped if its output is unchanged)"
+            elif previous and manifest.inputs.get(previous) != self._output_hash(previous):
+                action, why = "run", f"output of {previous} changed"
+            else:
+                action, why = "skip", "up to date"
+            if from_stage and reached_from:
+                action, why = ("run", why if action == "run" else "from --from")
+            items.append(PlanItem(stage, action, why, previous, config_hash, fingerprint))
+            upstream_runs = upstream_runs or action == "run"
+            previous = stage.name
+            if stage.name == until:
+                past_until = True
+        return items
+
+    def _output_hash(self, stage_name: str) -> str | None:
+        manifest = Manifest.load(self.run_dir / stage_name)
+        return manifest.output_hash if manifest else None
+
+    # -- running ---------------------------------------------------------------------------------
+    def apply(self, *, from_stage: str | None = None, until: str | None = None,
+              force: tuple[str, ...] = ()) -> list[PlanItem]:
+        items = self.plan(from_stage=from_stage, until=until, force=force)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(self.run_dir / "run.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        LOG.addHandler(handler)
+        LOG.setLevel(logging.DEBUG)
+        try:
+            LOG.info("apply %s -> %s", self.spec.source, self.run_dir)
+            for item in items:
+                if item.action == "run" and "skipped if" in item.why:
+                    # early cutoff: the upstream reran but produced the same output
+                    manifest = Manifest.load(self.run_dir / item.stage.name)
+                    if (manifest and manifest.fingerprint == item.fingerprint and item.input_stage
+                            and manifest.inputs.get(item.input_stage) == self._output_hash(item.input_stage)):
+                        item.action, item.why = "skip", f"{item.input_stage} output unchanged"
+                if item.action != "run":
+                    LOG.info("stage %s: %s (%s)", item.stage.name, item.action, item.why)
+                    self._say(f"[dim]{item.stage.name:<8} {item.action}: {item.why}[/dim]")
+                    continue
+                self._run_stage(item)
+        finally:
+            LOG.removeHandler(handler)
+            handler.close()
+        return items
+
+    def _run_stage(self, item: PlanItem) -> None:
+        stage = item.stage
+        folder = self.run_dir / stage.name
+        atomic.clean_stale_temps(folder)
+        ctx = self._context(stage, item.input_stage, progress=not self.quiet)
+        fingerprint, config_hash, extra = self._fingerprint(stage, ctx)
+        started = datetime.now(UTC)
+        t0 = time.perf_counter()
+        self._say(f"[bold]{stage.name:<8}[/bold] running ({item.why})")
+        LOG.info("stage %s: run (%s)", stage.name, item.why)
+        try:
+            rows_in = ctx.input.height if item.input_stage else 0
+            output = stage.run(ctx)
+        except (UserError, KeyboardInterrupt, StageFailed):
+            raise
+        except Exception as exc:
+            LOG.exception("stage %s failed", stage.name)
+            raise StageFailed(f"stage {stage.name} failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            ctx.close()
+        if not isinstance(output, pl.DataFrame):
+            raise StageFailed(f"stage {stage.name} returned {type(output).__name__}, not a polars DataFrame")
+        atomic.write_parquet(folder / OUTPUT, output)
+        files = {
+            str(p.relative_to(folder)): atomic.file_sha256(p)
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name not in ("manifest.json", OUTPUT) and not p.name.startswith(".tmp-")
+        }
+        inputs = {}
+        if item.input_stage:
+            inputs[item.input_stage] = self._output_hash(item.input_stage) or ""
+        kept = int(output[KEPT].sum()) if KEPT in output.columns else None
+        manifest = Manifest(
+            stage=stage.name, fingerprint=fingerprint, config_hash=config_hash,
+            config_keys=list(stage.config_keys), inputs=inputs,
+            plugin_versions={"stage": self.registry.version_of("stage", stage.name), **extra.get("plugins", {})},
+            extra=extra, rows_in=rows_in, rows_out=output.height, rows_kept=kept,
+            output_hash=atomic.frame_hash(output), files=files, stats=ctx.stats,
+            started=started.isoformat(timespec="seconds"),
+            finished=datetime.now(UTC).isoformat(timespec="seconds"),
+            seconds=round(time.perf_counter() - t0, 3),
+        )
+        manifest.save(folder)
+        kept_txt = f", {kept} kept" if kept is not None else ""
+        self._say(f"[green]{stage.name:<8} done[/green]: {output.height} rows{kept_txt} in {manifest.seconds:.1f}s")
+        LOG.info("stage %s: done, %d rows in %.2fs", stage.name, output.height, manifest.seconds)
+
+    def _context(self, stage: Stage, input_stage: str | None, *, progress: bool) -> StageContext:
+        return StageContext(
+            spec=self.spec, registry=self.registry, run_dir=self.run_dir, stage=stage.name,
+            input_stage=input_stage, log=LOG.getChild(stage.name),
+            progress_factory=self._progress if progress else None,
+        )
+
+    @contextmanager
+    def _progress(self, description: str, total: int | None) -> Iterator[Any]:
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
+                      transient=True, disable=self.quiet) as bar:
+            task = bar.add_task(description, total=total)
+            def advance(n: int = 1, description: str | None = None) -> None:
+                bar.update(task, advance=n, **({"description": description} if description else {}))
+
+            yield advance
+
+    def _say(self, message: str) -> None:
+        if self.console is not None and not self.quiet:
+            self.console.print(message)

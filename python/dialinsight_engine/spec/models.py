@@ -1,0 +1,173 @@
+"""The spec: one TOML file per domain, validated by these pydantic models.
+
+Every key is documented in docs/spec.md. Paths are relative to the spec file; a path starting
+with ``@examples/`` names example data shipped inside the package.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .base import PluginRef, Section
+from .generation import BackendSpec, EvolutionSpec, LabelsSpec, ReviewMode, SamplingSpec
+from .quality import QualitySpec
+from .training import EvalSpec, TrainSpec
+
+
+class ProjectSpec(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Run folder name: runs/<name>/")
+    description: str = ""
+    business: str = Field("", description="Business requirements, available to templates as {{ business }}")
+    runs_dir: str = Field("runs", description="Where runs are written, relative to the working directory")
+    seed: int = 0
+    language: str = "en"
+
+
+class DataSpec(Section):
+    paths: list[str] = Field(min_length=1, description="Dialogue files or folders (relative to the spec)")
+    format: str = Field("auto", description="Reader plugin: auto (by extension), jsonl, parquet, hf_dataset")
+    on_error: Literal["fail", "skip"] = "fail"
+    min_turns: int = Field(2, ge=1)
+    max_dialogues: int | None = Field(None, ge=1, description="Keep only the first N dialogues (smoke runs)")
+    role_map: dict[str, str] = Field(default_factory=dict, description="Rename roles on read, e.g. USER = 'customer'")
+    options: dict[str, Any] = Field(default_factory=dict, description="Reader-specific options")
+
+    def plugin_refs(self, loc: tuple[str | int, ...]) -> list[PluginRef]:
+        if self.format == "auto":
+            return []
+        return [PluginRef("reader", self.format, (*loc, "format"), self.options, (*loc, "options"))]
+
+
+class RoleSpec(Section):
+    name: str
+    aliases: list[str] = Field(default_factory=list, description="Role names in the data that mean this role")
+    description: str = ""
+
+
+class SceneSpec(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    description: str = ""
+    weight: float = Field(1.0, ge=0)
+    keywords: list[str] = Field(default_factory=list, description="Case-insensitive words or phrases")
+    regex: list[str] = Field(default_factory=list, description="Python regular expressions (case-insensitive)")
+    min_hits: int = Field(1, ge=1, description="Matches needed (keywords and regexes together)")
+    roles: list[str] = Field(default_factory=list, description="Only count matches in turns of these roles")
+    intents: list[str] = Field(default_factory=list, description="Also match when the record's `intents` holds one")
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: list[str]) -> list[str]:
+        import re
+
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"regex {pattern!r} does not compile: {exc}") from exc
+        return value
+
+
+class TaskSpec(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
+    description: str = ""
+    weight: float = Field(1.0, ge=0)
+    scenes: list[str] = Field(default_factory=list, description="Scenes this task applies to (empty: all)")
+    template: str | list[str] | None = Field(None, description="Jinja2 template(s); several give diverse seeds")
+    template_file: str | None = None
+    requirements: str = Field("", description="Task-specific business requirements, {{ requirements }}")
+    output_schema: dict[str, Any] | None = Field(None, description="JSON schema the answer must follow")
+    output_schema_file: str | None = None
+    seeds_per_dialogue: int = Field(1, ge=1)
+    eval: str | None = Field(None, description="Evaluator that scores this task against ground truth")
+
+    @model_validator(mode="after")
+    def _has_template(self) -> TaskSpec:
+        if self.template is None and self.template_file is None:
+            raise ValueError("a task needs `template` or `template_file`")
+        return self
+
+    def templates(self) -> list[str]:
+        if self.template is None:
+            return []
+        return [self.template] if isinstance(self.template, str) else list(self.template)
+
+
+class ExportSpec(Section):
+    formats: list[Literal["openai", "sharegpt", "alpaca"]] = Field(
+        default_factory=lambda: ["openai", "sharegpt", "alpaca"]
+    )
+    system_prompt: str = ""
+
+
+class Spec(Section):
+    """The whole spec. `source` and `base_dir` are set by the loader."""
+
+    project: ProjectSpec
+    data: DataSpec
+    roles: list[RoleSpec] = Field(default_factory=list)
+    scenes: list[SceneSpec] = Field(min_length=1)
+    tasks: list[TaskSpec] = Field(min_length=1)
+    evolution: EvolutionSpec = Field(default_factory=EvolutionSpec)
+    review: ReviewMode = "skip"
+    quality: QualitySpec = Field(default_factory=QualitySpec)
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
+    labels: LabelsSpec = Field(default_factory=LabelsSpec)
+    export: ExportSpec = Field(default_factory=ExportSpec)
+    train: TrainSpec | None = None
+    eval: EvalSpec | None = None
+    backends: dict[str, BackendSpec] = Field(default_factory=dict)
+
+    source: Path | None = Field(None, exclude=True)
+    base_dir: Path = Field(Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _cross_refs(self) -> Spec:
+        scene_names = [s.name for s in self.scenes]
+        for names, what in ((scene_names, "scene"), ([t.name for t in self.tasks], "task")):
+            dupes = {n for n in names if names.count(n) > 1}
+            if dupes:
+                raise ValueError(f"duplicate {what} names: {sorted(dupes)}")
+        for task in self.tasks:
+            unknown = [s for s in task.scenes if s not in scene_names]
+            if unknown:
+                raise ValueError(f"task {task.name!r} names unknown scenes {unknown}; scenes are {scene_names}")
+        return self
+
+    # -- helpers ---------------------------------------------------------------------------
+    def resolve_path(self, path: str) -> Path:
+        """A spec path: ``@examples/...`` is packaged data, else relative to the spec file."""
+        if path.startswith("@examples/"):
+            from importlib.resources import files
+
+            return Path(str(files("dialinsight_engine") / "data" / path.removeprefix("@examples/")))
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+    def run_dir(self) -> Path:
+        return Path(self.project.runs_dir) / self.project.name
+
+    def plugin_refs(self, loc: tuple[str | int, ...] = ()) -> list[PluginRef]:
+        refs = self.data.plugin_refs(("data",))
+        refs += self.evolution.plugin_refs(("evolution",))
+        refs += self.quality.plugin_refs(("quality",))
+        refs += self.labels.plugin_refs(("labels",))
+        if self.train is not None:
+            refs += self.train.plugin_refs(("train",))
+        if self.eval is not None:
+            refs += self.eval.plugin_refs(("eval",))
+        for name, backend in self.backends.items():
+            refs += backend.plugin_refs(("backends", name))
+        for i, task in enumerate(self.tasks):
+            if task.eval:
+                refs.append(PluginRef("evaluator", task.eval, ("tasks", i, "eval")))
+        return refs
+
+    def section(self, dotted: str) -> Any:
+        """The JSON-able value of a dotted section (used in stage fingerprints)."""
+        value: Any = self.model_dump(mode="json")
+        for part in dotted.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        return value

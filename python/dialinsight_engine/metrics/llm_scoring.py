@@ -62,6 +62,7 @@ def rating_schema(lo: int, hi: int, with_reason: bool = False) -> dict[str, Any]
     props: dict[str, Any] = {"score": {"type": "integer", "minimum": lo, "maximum": hi}}
     required = ["score"]
     if with_reason:
-        props = {"reason": {"type": "string", "maxLength": 300}, **props}
-        required = ["reason", "score"]
+        # score first: its log-probabilities are then read at the first digit of the answer
+        props["reason"] = {"type": "string", "maxLength": 300}
+        required = ["score", "reason"]
     return {"type": "object", "properties": props, "required": required, "additionalProperties": False}

@@ -1,26 +1,44 @@
 """Spec sections for generation: backends, evolution, review, sampling, labels.
 
 Owned by the generation issue; the plugin-specific keys are validated by each plugin's
-`Config` model (see `base.PluginRef`).
+`Config` model (see `base.PluginRef`). Every key is documented in docs/spec.md.
 """
 
 from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from .base import PluginRef, Section
 
 ReviewMode = Literal["required", "optional", "skip"]
 
+#: phrases of the evolution prompts that must not leak into an evolved instruction
+DEFAULT_COPIED_PHRASES = [
+    "#rewritten", "rewritten instruction", "rewritten prompt", "given instruction",
+    "given prompt", "#given", "#instruction#", "original instruction",
+]
+#: a rewrite that refuses or apologises is not an instruction
+DEFAULT_REFUSAL_PATTERNS = [
+    r"\bsorry\b", r"\bas an ai\b", r"\bi (?:cannot|can't|can not|am unable to)\b",
+    r"\bi'm (?:sorry|unable)\b",
+]
+
 
 class BackendSpec(Section):
-    """`[backends.NAME]`: `plugin` picks the backend; every other key is the plugin's own."""
+    """`[backends.NAME]`: `plugin` picks the backend; the client keys below are the engine's,
+    every other key is the plugin's own (validated by the plugin's `Config`)."""
 
     model_config = ConfigDict(extra="allow")
 
     plugin: str = Field(description="Backend plugin: llamacpp, openai, vllm, ...")
+    cache: bool = Field(True, description="Cache answers on disk (runs/<project>/cache/)")
+    batch_size: int = Field(16, ge=1, description="Requests handed to the backend at once")
+    max_attempts: int = Field(3, ge=1, description="Tries per request when an answer fails or breaks its schema")
+    retry_temperature: float = Field(
+        0.7, ge=0, description="Temperature of retries after a schema-invalid answer (a greedy retry repeats itself)"
+    )
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -41,10 +59,64 @@ class OperatorSpec(Section):
         return dict(self.model_extra or {})
 
 
+class EliminationSpec(Section):
+    """`[evolution.elimination]`: rules that reject an evolved instruction (each a reason)."""
+
+    unchanged: bool = Field(True, description="Reject a rewrite equal to its parent (case and spaces ignored)")
+    placeholders: bool = Field(True, description="Reject a rewrite that lost {dialogue} or another {name} of the parent")
+    keep_phrases: list[str] = Field(
+        default_factory=list, description="Words that must survive when the parent has them (case-insensitive)"
+    )
+    min_chars: int = Field(20, ge=0)
+    max_chars: int = Field(1500, ge=1)
+    max_growth: float | None = Field(4.0, gt=0, description="Reject a rewrite more than this many times the parent's length")
+    copied_phrases: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_COPIED_PHRASES),
+        description="Evolution-prompt words that must not appear (case-insensitive)",
+    )
+    refusal_patterns: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_REFUSAL_PATTERNS),
+        description="Regular expressions (case-insensitive) of refusals",
+    )
+    scene_check: bool = Field(False, description="Ask the evolution backend whether the rewrite still fits the scene")
+
+    @model_validator(mode="after")
+    def _lengths(self) -> EliminationSpec:
+        import re
+
+        if self.min_chars >= self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) must be below max_chars ({self.max_chars})")
+        for pattern in self.refusal_patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"refusal pattern {pattern!r} does not compile: {exc}") from exc
+        return self
+
+
 class EvolutionSpec(Section):
     rounds: int = Field(0, ge=0, description="Evolution rounds; 0 passes seeds through")
     backend: str = Field("default", description="Name of a [backends.NAME] table")
     operators: list[OperatorSpec] = Field(default_factory=list)
+    seed: int | None = Field(None, description="Operator choice and sampling seed (default: project.seed)")
+    max_tokens: int = Field(160, ge=1, description="Longest rewrite, in tokens")
+    temperature: float = Field(0.7, ge=0)
+    placeholder: Literal["reinsert", "keep"] = Field(
+        "reinsert",
+        description="reinsert: the model rewrites the text without {dialogue}, which is put back; "
+        "keep: the model sees {dialogue} and must keep it",
+    )
+    variants: int = Field(
+        1, ge=1, description="Distinct rewrites per instruction text, operator and round (rows beyond share them)"
+    )
+    keep_seeds: bool = Field(True, description="Keep the seed instructions in the pool beside their evolutions")
+    elimination: EliminationSpec = Field(default_factory=EliminationSpec)
+
+    @model_validator(mode="after")
+    def _operators(self) -> EvolutionSpec:
+        if self.rounds > 0 and self.operators and sum(op.weight for op in self.operators) <= 0:
+            raise ValueError("at least one evolution operator needs a weight above 0")
+        return self
 
     def plugin_refs(self, loc: tuple[str | int, ...]) -> list[PluginRef]:
         return [
@@ -55,10 +127,26 @@ class EvolutionSpec(Section):
 
 class SamplingSpec(Section):
     n: int | None = Field(None, ge=1, description="How many instructions to sample (default: all kept)")
-    seed: int | None = None
+    seed: int | None = Field(None, description="Sampling seed (default: project.seed)")
+    by: Literal["scene_task", "scene", "task", "none"] = Field(
+        "scene_task", description="Which weights set the quotas: scene x task, scene only, task only, none"
+    )
+    quality: Literal["ignore", "top", "weighted"] = Field(
+        "ignore", description="Within a quota, ignore quality_score, take the best, or draw in proportion to it"
+    )
+    redistribute: bool = Field(True, description="Give a cell's shortfall to cells that still have rows")
+    task_weights: dict[str, float] = Field(
+        default_factory=dict, description="Weights of tasks not in [[tasks]] (e.g. ones a breadth evolution made)"
+    )
 
 
 class LabelsSpec(Section):
     backend: str = Field("default", description="Name of a [backends.NAME] table")
     max_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0)
+    system_prompt: str = Field("", description="System message of every label request")
+    use_schema: bool = Field(True, description="Constrain answers to the row's output_schema")
+    max_string_length: int | None = Field(
+        120, ge=1, description="maxLength added to schema strings without one (small models loop in open strings)"
+    )
+    drop_truncated: bool = Field(False, description="Reject answers cut off at max_tokens")

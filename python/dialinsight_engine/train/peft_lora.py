@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import UserError
 from . import models
-from .base import TrainerConfig, TrainResult, Trainer
+from .base import Trainer, TrainerConfig, TrainResult
 from .data import Example, encode, general_count, read_general
 
 CHECKPOINT = "checkpoint.pt"
@@ -115,7 +115,12 @@ class PeftLoraTrainer(Trainer):
               log: Any = None, max_steps: int | None = None,
               on_step: Callable[[int], None] | None = None) -> TrainResult:
         import torch
-        from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+        from peft import (
+            LoraConfig,
+            get_peft_model,
+            get_peft_model_state_dict,
+            set_peft_model_state_dict,
+        )
         from transformers import get_scheduler
 
         cfg = self.config

@@ -1,0 +1,156 @@
+"""OpenAI-compatible HTTP backend: `vllm serve`, llama.cpp's server, hosted APIs.
+
+Async httpx with a concurrency limit, timeouts, and retries with exponential backoff
+(tenacity) on connection errors, timeouts, 429/5xx and unreadable bodies. The API key comes
+from the environment variable named by `api_key_env`, never from the spec.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any, Literal
+
+import httpx
+from pydantic import Field
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from ..errors import UserError
+from .base import Backend, BackendConfig, GenerationRequest, GenerationResult
+
+
+class OpenAIConfig(BackendConfig):
+    base_url: str = Field(description="Server root including /v1, e.g. http://127.0.0.1:8000/v1")
+    model: str = Field("default", description="Model name the server serves")
+    api_key_env: str | None = Field(None, description="Environment variable holding the API key")
+    concurrency: int = Field(8, ge=1, description="Requests in flight at once")
+    timeout_s: float = Field(120.0, gt=0, description="Seconds before one request is abandoned (then retried)")
+    max_retries: int = Field(4, ge=0, description="HTTP retries per request (errors, timeouts, 429/5xx)")
+    backoff_s: float = Field(0.5, ge=0, description="First backoff; doubles with jitter")
+    backoff_max_s: float = Field(8.0, ge=0)
+    schema_format: Literal["json_schema", "json_object", "none"] = Field(
+        "json_schema",
+        description="How a JSON schema is sent: OpenAI/vLLM json_schema, llama.cpp-server json_object, or not at all",
+    )
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="Extra fields merged into every request body")
+
+
+class _Retriable(Exception):
+    """A failure another attempt may fix."""
+
+
+class OpenAIBackend(Backend):
+    name = "openai"
+    Config = OpenAIConfig
+    description = "any OpenAI-compatible chat-completions server (vLLM, llama.cpp server, hosted APIs)"
+
+    def __init__(self, config: OpenAIConfig) -> None:  # type: ignore[override]
+        super().__init__(config)
+        self.config: OpenAIConfig = config
+        self.api_key: str | None = None
+        if config.api_key_env:
+            self.api_key = os.environ.get(config.api_key_env)
+            if not self.api_key:
+                raise UserError(f"environment variable {config.api_key_env} (api_key_env) is not set",
+                                key="api_key_env")
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.config.base_url.rstrip('/')}|{self.config.model}"
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        return asyncio.run(self._generate(requests))
+
+    async def _generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        cfg = self.config
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
+        gate = asyncio.Semaphore(cfg.concurrency)
+        async with httpx.AsyncClient(base_url=cfg.base_url.rstrip("/"), headers=headers,
+                                     timeout=httpx.Timeout(cfg.timeout_s), limits=limits) as http:
+            return list(await asyncio.gather(*(self._one(http, gate, r) for r in requests)))
+
+    def _body(self, req: GenerationRequest) -> dict[str, Any]:
+        messages = ([{"role": "system", "content": req.system}] if req.system else []) + [
+            {"role": "user", "content": req.prompt}
+        ]
+        body: dict[str, Any] = {
+            "model": self.config.model, "messages": messages, "max_tokens": req.max_tokens,
+            "temperature": req.temperature, "seed": req.seed,
+        }
+        if req.stop:
+            body["stop"] = list(req.stop)
+        if req.top_logprobs > 0:
+            body.update(logprobs=True, top_logprobs=req.top_logprobs)
+        if req.json_schema is not None and self.config.schema_format == "json_schema":
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "answer", "schema": req.json_schema}}
+        elif req.json_schema is not None and self.config.schema_format == "json_object":
+            body["response_format"] = {"type": "json_object", "schema": req.json_schema}
+        body.update(self.config.extra_body)
+        return body
+
+    async def _one(self, http: httpx.AsyncClient, gate: asyncio.Semaphore,
+                   req: GenerationRequest) -> GenerationResult:
+        cfg = self.config
+        body = self._body(req)
+        attempts = 0
+        t0 = time.perf_counter()
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(cfg.max_retries + 1),
+                wait=wait_exponential_jitter(initial=cfg.backoff_s, max=cfg.backoff_max_s),
+                retry=retry_if_exception_type(_Retriable),
+                reraise=True,
+            ):
+                with attempt:
+                    attempts += 1
+                    async with gate:
+                        t0 = time.perf_counter()
+                        result = await self._post(http, body)
+                    result.latency_s = time.perf_counter() - t0
+                    result.attempts = attempts
+                    return result
+        except _Retriable as exc:
+            return GenerationResult(None, finish_reason="error", attempts=attempts,
+                                    error=f"gave up after {attempts} attempts: {exc}",
+                                    latency_s=time.perf_counter() - t0)
+        except _Fatal as exc:
+            return GenerationResult(None, finish_reason="error", attempts=attempts, error=str(exc),
+                                    latency_s=time.perf_counter() - t0)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _post(self, http: httpx.AsyncClient, body: dict[str, Any]) -> GenerationResult:
+        try:
+            resp = await http.post("/chat/completions", json=body)
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            raise _Retriable(f"{type(exc).__name__}: {exc}") from exc
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise _Retriable(f"HTTP {resp.status_code}: {resp.text[:200]}")
+        if resp.status_code >= 400:
+            raise _Fatal(f"HTTP {resp.status_code}: {resp.text[:500]}")
+        try:
+            data = resp.json()
+            choice = data["choices"][0]
+            text = choice["message"].get("content")
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise _Retriable(f"unreadable response ({type(exc).__name__}): {resp.text[:200]!r}") from exc
+        usage = data.get("usage") or {}
+        return GenerationResult(
+            text=text if text is not None else "",
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            finish_reason=choice.get("finish_reason"),
+            logprobs=_logprobs(choice.get("logprobs")),
+        )
+
+
+class _Fatal(Exception):
+    """A failure no retry fixes (400, 401, 404...)."""
+
+
+def _logprobs(block: dict[str, Any] | None) -> list[dict[str, float]] | None:
+    if not block or not block.get("content"):
+        return None
+    return [{t["token"]: float(t["logprob"]) for t in item.get("top_logprobs") or []} for item in block["content"]]

@@ -1,0 +1,188 @@
+"""`data_redundancy`: near duplicates within the set and overlap with reference sets.
+
+- Within the set: MinHash/LSH clusters from the Rust core (`fast.near_duplicates`), computed
+  per `group_by` group (by default per task: the same dialogue under two tasks is two
+  different examples). One row per cluster is kept by the declared `keep` rule ("first",
+  "longest", or the name of a numeric column such as an earlier metric's `score_...`); the
+  others are flagged "near duplicate of <id>".
+- Against reference sets (e.g. the evaluation dialogues): rows whose `against` text matches a
+  reference text at Jaccard >= threshold are flagged "contaminated" (`fast.contamination`).
+- Optionally semantic near duplicates: embedding cosine >= `semantic_threshold` to a row kept
+  before it (in `keep` order, same group).
+
+Score: 1 - the highest similarity found (within the set, to a reference, or semantic).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from .. import records as R
+from ..errors import DataError, UserError
+from . import embeddings
+from .base import Metric, MetricConfig, MetricContext
+
+KEY = "quality.metrics.data_redundancy.params"
+
+
+class ReferenceSet(MetricConfig):
+    path: str = Field(description="JSONL, Parquet or CSV file (relative to the spec; @examples/ works)")
+    name: str | None = Field(None, description="Label in reasons and the report (default: the file name)")
+    text: str = Field("turns", description="Field to compare: 'turns' (rendered like ingest) or a text column")
+    threshold: float | None = Field(None, gt=0, le=1, description="Jaccard threshold (default: the metric's)")
+
+
+class DataRedundancyConfig(MetricConfig):
+    column: str = Field(R.PROMPT, description="Text compared within the set")
+    group_by: list[str] = Field(default_factory=lambda: [R.TASK], description="Duplicates only within a group")
+    threshold: float = Field(0.8, gt=0, le=1, description="Estimated Jaccard at which rows are near duplicates")
+    num_perm: int = Field(128, ge=16, le=1024)
+    ngram: int = Field(3, ge=1, le=10)
+    unit: str = Field("word", pattern="^(word|char)$")
+    seed: int = 1
+    keep: str = Field("first", description="Which row of a cluster stays: first, longest, or a numeric column")
+    references: list[ReferenceSet] = Field(default_factory=list, description="Sets no row may overlap (eval data)")
+    against: str = Field(R.DIALOGUE_TEXT, description="Row text compared with the reference sets")
+    semantic_threshold: float | None = Field(None, gt=0, le=1, description="Embedding cosine for semantic duplicates")
+
+
+def read_reference(path: Path, text: str) -> pl.Series:
+    from ..stages.ingest import render_dialogue
+
+    try:
+        if path.suffix == ".parquet":
+            frame = pl.read_parquet(path)
+            records = frame.to_dicts()
+        elif path.suffix == ".csv":
+            records = pl.read_csv(path).to_dicts()
+        else:
+            with path.open(encoding="utf-8") as fh:
+                records = [json.loads(line) for line in fh if line.strip()]
+    except FileNotFoundError:
+        raise DataError("reference set not found", file=path) from None
+    except (json.JSONDecodeError, pl.exceptions.PolarsError) as exc:
+        raise DataError(f"cannot read reference set: {exc}", file=path) from None
+    out = []
+    for i, rec in enumerate(records):
+        value = rec.get(text)
+        if text == "turns" and isinstance(value, list):
+            value = render_dialogue([{"role": str(t.get("role", "")), "text": str(t.get("text", ""))} for t in value])
+        if value is None:
+            raise DataError(f"record {i + 1} has no {text!r}", file=path, line=i + 1 if path.suffix == ".jsonl" else None)
+        out.append(str(value))
+    return pl.Series("reference", out, dtype=pl.String)
+
+
+class DataRedundancy(Metric):
+    name = "data_redundancy"
+    phase = "instruction"
+    Config = DataRedundancyConfig
+    description = "MinHash/LSH near duplicates (keep one per cluster), contamination vs reference sets"
+    config: DataRedundancyConfig
+
+    def score(self, df: pl.DataFrame, ctx: MetricContext) -> pl.DataFrame:
+        cfg = self.config
+        for col in (cfg.column, *cfg.group_by):
+            if col not in df.columns:
+                raise UserError(f"data_redundancy: no column {col!r} in the input", key=KEY)
+        if cfg.keep not in ("first", "longest") and cfg.keep not in df.columns:
+            raise UserError(f"data_redundancy: keep = {cfg.keep!r} is neither 'first', 'longest' nor a column",
+                            key=f"{KEY}.keep", hint=f"numeric columns: {', '.join(c for c in df.columns if df[c].dtype.is_numeric())}")
+        ids = df[R.INSTRUCTION_ID].cast(pl.String) if R.INSTRUCTION_ID in df.columns else \
+            pl.int_range(df.height, eager=True).cast(pl.String)
+        out = self._within(df.with_columns(_id=ids))
+        reasons: list[str | None] = [
+            f"near duplicate of {d} (jaccard {j:.2f})" if d is not None else None
+            for d, j in zip(out["duplicate_of"].to_list(), out["max_jaccard"].to_list(), strict=True)
+        ]
+        similarity = out["max_jaccard"].to_numpy().copy()
+        stats: dict[str, Any] = {
+            "clusters_with_duplicates": int(out.filter(pl.col("cluster_size") > 1)["cluster_id"].n_unique()),
+            "near_duplicates": int(out["is_duplicate"].sum()),
+        }
+        for ref in cfg.references:
+            found = self._contamination(df, ref, ctx)
+            label = ref.name or Path(ref.path).name
+            hits = found["contaminated"].to_list()
+            for i, (hit, j, k) in enumerate(zip(hits, found["max_jaccard"].to_list(), found["ref_index"].to_list(), strict=True)):
+                if hit:
+                    note = f"contaminated: matches {label} row {k} (jaccard {j:.2f})"
+                    reasons[i] = f"{reasons[i]}; {note}" if reasons[i] else note
+            similarity = np.maximum(similarity, found["max_jaccard"].fill_null(0.0).to_numpy())
+            out = out.with_columns(found["max_jaccard"].alias(f"ref_jaccard_{label}"))
+            stats.setdefault("contaminated", {})[label] = int(sum(hits))
+        if cfg.semantic_threshold is not None:
+            dup, sim = self._semantic(df, ids, ctx)
+            for i, d in enumerate(dup):
+                if d is not None and reasons[i] is None:
+                    reasons[i] = f"semantic duplicate of {d} (cosine {sim[i]:.2f})"
+            similarity = np.maximum(similarity, sim.astype(np.float64))
+            out = out.with_columns(semantic_duplicate_of=pl.Series(dup, dtype=pl.String),
+                                   semantic_cosine=pl.Series(sim, dtype=pl.Float64))
+            stats["semantic_duplicates"] = sum(d is not None for d in dup)
+        ctx.stats[self.name] = stats
+        return out.with_columns(
+            score=pl.Series(np.clip(1.0 - similarity, 0.0, 1.0), dtype=pl.Float64),
+            reason=pl.Series(reasons, dtype=pl.String),
+        )
+
+    def _within(self, df: pl.DataFrame) -> pl.DataFrame:
+        from .. import fast
+
+        cfg = self.config
+        indexed = df.with_row_index("_row")
+        parts = indexed.partition_by(cfg.group_by, maintain_order=True) if cfg.group_by else [indexed]
+        results, offset = [], 0
+        for part in parts:
+            found = fast.near_duplicates(
+                part, cfg.column, threshold=cfg.threshold, num_perm=cfg.num_perm, seed=cfg.seed,
+                ngram=cfg.ngram, unit=cfg.unit, normalize=True, keep=cfg.keep, id_column="_id")
+            found = found.with_columns(
+                _row=part["_row"], cluster_id=pl.col("cluster_id").cast(pl.UInt64) + offset,
+                duplicate_of=pl.col("duplicate_of").cast(pl.String))
+            offset = int(found["cluster_id"].max() or 0) + 1 if found.height else offset
+            results.append(found)
+        if not results:
+            return pl.DataFrame(schema={"cluster_id": pl.UInt64, "duplicate_of": pl.String, "max_jaccard": pl.Float64,
+                                        "is_duplicate": pl.Boolean, "cluster_size": pl.UInt32})
+        merged = pl.concat(results).sort("_row").drop("_row")
+        return merged.with_columns(cluster_size=pl.len().over("cluster_id")).select(
+            "cluster_id", "duplicate_of", "max_jaccard", "is_duplicate", "cluster_size")
+
+    def _contamination(self, df: pl.DataFrame, ref: ReferenceSet, ctx: MetricContext) -> pl.DataFrame:
+        from .. import fast
+
+        cfg = self.config
+        if cfg.against not in df.columns:
+            raise UserError(f"data_redundancy: no column {cfg.against!r} to compare with references",
+                            key=f"{KEY}.against")
+        reference = read_reference(ctx.resolve_path(ref.path), ref.text)
+        return fast.contamination(df[cfg.against].fill_null(""), reference,
+                                  threshold=ref.threshold or cfg.threshold, num_perm=cfg.num_perm,
+                                  seed=cfg.seed, ngram=cfg.ngram)
+
+    def _semantic(self, df: pl.DataFrame, ids: pl.Series, ctx: MetricContext) -> tuple[list[str | None], np.ndarray]:
+        cfg = self.config
+        missing = embeddings.available()
+        if missing:
+            raise UserError(f"data_redundancy: semantic_threshold needs embeddings, but {missing}",
+                            key=f"{KEY}.semantic_threshold")
+        assert cfg.semantic_threshold is not None
+        vectors = embeddings.embed(df[cfg.column].fill_null("").to_list())
+        if cfg.keep == "first":
+            order = np.arange(df.height)
+        elif cfg.keep == "longest":
+            order = np.argsort(-df[cfg.column].fill_null("").str.len_chars().to_numpy(), kind="stable")
+        else:
+            order = np.argsort(-df[cfg.keep].cast(pl.Float64).fill_null(-np.inf).to_numpy(), kind="stable")
+        groups = (df.select(pl.struct(cfg.group_by).rank("dense")).to_series().to_numpy()
+                  if cfg.group_by else None)
+        dup, sim = embeddings.greedy_semantic_duplicates(vectors, order, cfg.semantic_threshold, groups)
+        id_list = ids.to_list()
+        return [id_list[d] if d >= 0 else None for d in dup], sim

@@ -1,0 +1,484 @@
+//! MinHash signatures.
+//!
+//! Three modes share one shingling (see [`crate::text`]):
+//!
+//! * [`Mode::Native`]: 64-bit xxh3 of the shingle bytes, folded to 32 bits, then
+//!   `num_perm` affine permutations `a*x + b mod 2^32` (`a` odd, so each is a
+//!   bijection on u32) drawn from SplitMix64(seed). Vectorised (AVX2 when available).
+//! * [`Mode::DatasketchLegacy`]: bit-for-bit datasketch's `scheme="legacy"` (the only
+//!   scheme before datasketch 2.0): `x = sha1(shingle)[:4]` little-endian, permutations
+//!   from `np.random.RandomState(seed)` (`a ∈ [1, 2^61-1)`, `b ∈ [0, 2^61-1)`, drawn
+//!   in pairs), `((a*x + b) mod 2^64) mod (2^61-1)` truncated to 32 bits.
+//! * [`Mode::DatasketchAffine32`]: datasketch ≥ 2.0's default `scheme="affine32"`:
+//!   `x = fmix32(sha1(shingle)[:4])`, `a = 2*randint(0, 2^31)+1` (num_perm draws), then
+//!   `b = randint(0, 2^32)`, `a*x + b mod 2^32`.
+//!
+//! All signatures are stored as `u32` (every mode's values fit in 32 bits); an empty
+//! set has every slot at `u32::MAX`, as datasketch's empty MinHash.
+use crate::text::{for_each_shingle, normalize_into, NormalizeOptions, Unit};
+use rayon::prelude::*;
+use sha1::{Digest, Sha1};
+
+pub const MERSENNE_61: u64 = (1u64 << 61) - 1;
+pub const EMPTY: u32 = u32::MAX;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Native,
+    DatasketchLegacy,
+    DatasketchAffine32,
+}
+
+impl Mode {
+    pub fn parse(mode: &str, scheme: &str) -> Result<Mode, String> {
+        match (mode, scheme) {
+            ("native", _) => Ok(Mode::Native),
+            ("datasketch", "legacy") => Ok(Mode::DatasketchLegacy),
+            ("datasketch", "affine32") => Ok(Mode::DatasketchAffine32),
+            ("datasketch", s) => Err(format!(
+                "datasketch scheme must be 'legacy' or 'affine32', got {s:?}"
+            )),
+            (m, _) => Err(format!("mode must be 'native' or 'datasketch', got {m:?}")),
+        }
+    }
+}
+
+/// numpy's legacy `RandomState` generator (MT19937 with `init_genrand` seeding).
+pub struct Mt19937 {
+    mt: [u32; 624],
+    idx: usize,
+}
+
+impl Mt19937 {
+    pub fn new(seed: u32) -> Self {
+        let mut mt = [0u32; 624];
+        mt[0] = seed;
+        for i in 1..624 {
+            mt[i] = 1812433253u32
+                .wrapping_mul(mt[i - 1] ^ (mt[i - 1] >> 30))
+                .wrapping_add(i as u32);
+        }
+        Mt19937 { mt, idx: 624 }
+    }
+
+    fn twist(&mut self) {
+        const UPPER: u32 = 0x8000_0000;
+        const LOWER: u32 = 0x7fff_ffff;
+        for i in 0..624 {
+            let y = (self.mt[i] & UPPER) | (self.mt[(i + 1) % 624] & LOWER);
+            let mut v = self.mt[(i + 397) % 624] ^ (y >> 1);
+            if y & 1 != 0 {
+                v ^= 0x9908_b0df;
+            }
+            self.mt[i] = v;
+        }
+        self.idx = 0;
+    }
+
+    pub fn next_u32(&mut self) -> u32 {
+        if self.idx >= 624 {
+            self.twist();
+        }
+        let mut y = self.mt[self.idx];
+        self.idx += 1;
+        y ^= y >> 11;
+        y ^= (y << 7) & 0x9d2c_5680;
+        y ^= (y << 15) & 0xefc6_0000;
+        y ^= y >> 18;
+        y
+    }
+
+    /// numpy's `next_uint64` for the legacy MT19937: high word drawn first.
+    pub fn next_u64(&mut self) -> u64 {
+        let hi = self.next_u32() as u64;
+        let lo = self.next_u32() as u64;
+        (hi << 32) | lo
+    }
+
+    fn mask(rng: u64) -> u64 {
+        let mut m = rng;
+        m |= m >> 1;
+        m |= m >> 2;
+        m |= m >> 4;
+        m |= m >> 8;
+        m |= m >> 16;
+        m |= m >> 32;
+        m
+    }
+
+    /// `RandomState.randint(low, high, dtype=np.uint64)` (high exclusive), numpy's
+    /// masked rejection sampling.
+    pub fn randint_u64(&mut self, low: u64, high: u64) -> u64 {
+        let rng = high - low - 1;
+        if rng == 0 {
+            return low;
+        }
+        let mask = Self::mask(rng);
+        if rng <= 0xffff_ffff {
+            if rng == 0xffff_ffff {
+                return low + self.next_u32() as u64;
+            }
+            loop {
+                let v = (self.next_u32() as u64) & mask;
+                if v <= rng {
+                    return low + v;
+                }
+            }
+        }
+        if rng == u64::MAX {
+            return low.wrapping_add(self.next_u64());
+        }
+        loop {
+            let v = self.next_u64() & mask;
+            if v <= rng {
+                return low + v;
+            }
+        }
+    }
+}
+
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[inline(always)]
+pub fn fmix32(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+#[inline(always)]
+pub fn sha1_hash32(bytes: &[u8]) -> u32 {
+    let d = Sha1::digest(bytes);
+    u32::from_le_bytes([d[0], d[1], d[2], d[3]])
+}
+
+#[inline(always)]
+pub fn native_hash32(bytes: &[u8]) -> u32 {
+    let h = xxhash_rust::xxh3::xxh3_64(bytes);
+    ((h >> 32) ^ h) as u32
+}
+
+/// Everything that defines a signature.
+#[derive(Clone, Debug)]
+pub struct MinHashParams {
+    pub num_perm: usize,
+    pub seed: u64,
+    pub ngram: usize,
+    pub unit: Unit,
+    pub norm: NormalizeOptions,
+    pub mode: Mode,
+}
+
+impl MinHashParams {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.num_perm == 0 || self.num_perm > 4096 {
+            return Err(format!("num_perm must be in [1, 4096], got {}", self.num_perm));
+        }
+        if self.ngram == 0 {
+            return Err("ngram must be >= 1".into());
+        }
+        if self.mode != Mode::Native && self.seed > u32::MAX as u64 {
+            return Err(format!(
+                "datasketch mode needs a seed in [0, 2**32 - 1] (numpy RandomState), got {}",
+                self.seed
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The permutation parameters of one configuration.
+#[derive(Clone, Debug)]
+pub enum Permutations {
+    /// u32 affine (native and affine32 datasketch).
+    Affine32 { a: Vec<u32>, b: Vec<u32> },
+    /// datasketch legacy, mod 2^61-1.
+    Legacy { a: Vec<u64>, b: Vec<u64> },
+}
+
+impl Permutations {
+    pub fn new(mode: Mode, num_perm: usize, seed: u64) -> Permutations {
+        match mode {
+            Mode::Native => {
+                let mut st = seed ^ 0x6469_616c_696e_7369; // "dialinsi"
+                let mut a = Vec::with_capacity(num_perm);
+                let mut b = Vec::with_capacity(num_perm);
+                for _ in 0..num_perm {
+                    let r = splitmix64(&mut st);
+                    a.push((r as u32) | 1);
+                    b.push((r >> 32) as u32);
+                }
+                Permutations::Affine32 { a, b }
+            }
+            Mode::DatasketchLegacy => {
+                let mut g = Mt19937::new(seed as u32);
+                let mut a = Vec::with_capacity(num_perm);
+                let mut b = Vec::with_capacity(num_perm);
+                for _ in 0..num_perm {
+                    a.push(g.randint_u64(1, MERSENNE_61));
+                    b.push(g.randint_u64(0, MERSENNE_61));
+                }
+                Permutations::Legacy { a, b }
+            }
+            Mode::DatasketchAffine32 => {
+                let mut g = Mt19937::new(seed as u32);
+                let a = (0..num_perm)
+                    .map(|_| (g.randint_u64(0, 1 << 31) as u32).wrapping_mul(2).wrapping_add(1))
+                    .collect();
+                let b = (0..num_perm)
+                    .map(|_| g.randint_u64(0, 1 << 32) as u32)
+                    .collect();
+                Permutations::Affine32 { a, b }
+            }
+        }
+    }
+
+    /// (a, b) as u64 vectors (for Python and tests).
+    pub fn as_u64(&self) -> (Vec<u64>, Vec<u64>) {
+        match self {
+            Permutations::Affine32 { a, b } => (
+                a.iter().map(|&x| x as u64).collect(),
+                b.iter().map(|&x| x as u64).collect(),
+            ),
+            Permutations::Legacy { a, b } => (a.clone(), b.clone()),
+        }
+    }
+}
+
+#[inline(always)]
+fn affine_update_generic(sig: &mut [u32], a: &[u32], b: &[u32], hashes: &[u32]) {
+    let n = sig.len();
+    let (a, b) = (&a[..n], &b[..n]);
+    for &x in hashes {
+        for i in 0..n {
+            let v = a[i].wrapping_mul(x).wrapping_add(b[i]);
+            sig[i] = sig[i].min(v);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn affine_update_avx2(sig: &mut [u32], a: &[u32], b: &[u32], hashes: &[u32]) {
+    affine_update_generic(sig, a, b, hashes)
+}
+
+/// Fold token hashes into a u32 signature with affine permutations.
+pub fn affine_update(sig: &mut [u32], a: &[u32], b: &[u32], hashes: &[u32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2 (checked at run time).
+            unsafe { affine_update_avx2(sig, a, b, hashes) };
+            return;
+        }
+    }
+    affine_update_generic(sig, a, b, hashes)
+}
+
+#[inline(always)]
+fn mod_mersenne61(v: u64) -> u64 {
+    // v % (2^61 - 1) for any u64 v.
+    let r = (v & MERSENNE_61) + (v >> 61);
+    if r >= MERSENNE_61 {
+        r - MERSENNE_61
+    } else {
+        r
+    }
+}
+
+fn legacy_update(sig: &mut [u32], a: &[u64], b: &[u64], hashes: &[u32]) {
+    let n = sig.len();
+    for &x in hashes {
+        let x = x as u64;
+        for i in 0..n {
+            let v = mod_mersenne61(a[i].wrapping_mul(x).wrapping_add(b[i])) as u32;
+            sig[i] = sig[i].min(v);
+        }
+    }
+}
+
+/// Reusable per-thread buffers.
+#[derive(Default)]
+pub struct Scratch {
+    norm: String,
+    shingle: Vec<u8>,
+    hashes: Vec<u32>,
+}
+
+/// The MinHash engine for one configuration.
+pub struct MinHasher {
+    pub params: MinHashParams,
+    pub perms: Permutations,
+}
+
+impl MinHasher {
+    pub fn new(params: MinHashParams) -> Result<MinHasher, String> {
+        params.validate()?;
+        let perms = Permutations::new(params.mode, params.num_perm, params.seed);
+        Ok(MinHasher { params, perms })
+    }
+
+    pub fn num_perm(&self) -> usize {
+        self.params.num_perm
+    }
+
+    /// Token hashes of one text (after normalisation and shingling), into `scratch.hashes`.
+    fn token_hashes(&self, text: &str, scratch: &mut Scratch) {
+        let Scratch { norm, shingle, hashes } = scratch;
+        hashes.clear();
+        let p = &self.params;
+        let t: &str = if p.norm.is_noop() {
+            text
+        } else {
+            normalize_into(text, &p.norm, norm);
+            norm.as_str()
+        };
+        match p.mode {
+            Mode::Native => {
+                for_each_shingle(t, p.unit, p.ngram, shingle, |s| hashes.push(native_hash32(s)));
+            }
+            Mode::DatasketchLegacy => {
+                for_each_shingle(t, p.unit, p.ngram, shingle, |s| hashes.push(sha1_hash32(s)));
+            }
+            Mode::DatasketchAffine32 => {
+                for_each_shingle(t, p.unit, p.ngram, shingle, |s| {
+                    hashes.push(fmix32(sha1_hash32(s)))
+                });
+            }
+        }
+        if p.mode == Mode::Native && hashes.len() > 64 {
+            // Repeated shingles cannot change a minimum: drop them (cheap, and long
+            // repetitive documents get much faster).
+            hashes.sort_unstable();
+            hashes.dedup();
+        }
+    }
+
+    /// Signature of one text into `out` (length `num_perm`). Returns the number of
+    /// shingles (0 means the empty set: `out` is all [`EMPTY`]).
+    pub fn signature_into(&self, text: &str, out: &mut [u32], scratch: &mut Scratch) -> usize {
+        out.fill(EMPTY);
+        self.token_hashes(text, scratch);
+        let hashes = &scratch.hashes;
+        match &self.perms {
+            Permutations::Affine32 { a, b } => affine_update(out, a, b, hashes),
+            Permutations::Legacy { a, b } => legacy_update(out, a, b, hashes),
+        }
+        hashes.len()
+    }
+
+    pub fn signature(&self, text: &str) -> Vec<u32> {
+        let mut out = vec![EMPTY; self.num_perm()];
+        self.signature_into(text, &mut out, &mut Scratch::default());
+        out
+    }
+
+    /// Signatures of a batch of texts (nulls give the empty signature), in parallel.
+    /// `out` must hold `texts.len() * num_perm` values. Returns per-row "has at least
+    /// one shingle" flags.
+    pub fn signatures_into(&self, texts: &[Option<&str>], out: &mut [u32]) -> Vec<bool> {
+        let p = self.num_perm();
+        assert_eq!(out.len(), texts.len() * p);
+        let mut nonempty = vec![false; texts.len()];
+        out.par_chunks_mut(p)
+            .zip(nonempty.par_iter_mut())
+            .zip(texts.par_iter())
+            .with_min_len(16)
+            .for_each_init(Scratch::default, |scratch, ((sig, ne), t)| match t {
+                Some(t) => *ne = self.signature_into(t, sig, scratch) > 0,
+                None => sig.fill(EMPTY),
+            });
+        nonempty
+    }
+}
+
+/// Estimated Jaccard: share of equal slots.
+#[inline]
+pub fn jaccard_estimate(a: &[u32], b: &[u32]) -> f64 {
+    debug_assert_eq!(a.len(), b.len());
+    if a.is_empty() {
+        return 0.0;
+    }
+    let eq = a.iter().zip(b).filter(|(x, y)| x == y).count();
+    eq as f64 / a.len() as f64
+}
+
+/// Exact Jaccard of two shingle sets (tests and benchmarks).
+pub fn exact_jaccard<T: std::hash::Hash + Eq>(a: &[T], b: &[T]) -> f64 {
+    use std::collections::HashSet;
+    let sa: HashSet<&T> = a.iter().collect();
+    let sb: HashSet<&T> = b.iter().collect();
+    let union = sa.union(&sb).count();
+    if union == 0 {
+        return 0.0;
+    }
+    sa.intersection(&sb).count() as f64 / union as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(mode: Mode) -> MinHashParams {
+        MinHashParams {
+            num_perm: 128,
+            seed: 1,
+            ngram: 3,
+            unit: Unit::Word,
+            norm: NormalizeOptions::ALL,
+            mode,
+        }
+    }
+
+    #[test]
+    fn mt19937_matches_numpy() {
+        // np.random.RandomState(1).randint(0, 2**32, dtype=np.uint64) -> first u32 draw
+        let mut g = Mt19937::new(5489);
+        // Reference value of the canonical MT19937 (seed 5489) first output.
+        assert_eq!(g.next_u32(), 3499211612);
+        // np.random.RandomState(1): a, b = randint(1, 2**61-1), randint(0, 2**61-1)
+        let mut g = Mt19937::new(1);
+        let a = g.randint_u64(1, MERSENNE_61);
+        let b = g.randint_u64(0, MERSENNE_61);
+        assert!(a >= 1 && a < MERSENNE_61 && b < MERSENNE_61);
+    }
+
+    #[test]
+    fn empty_and_single_token() {
+        for mode in [Mode::Native, Mode::DatasketchLegacy, Mode::DatasketchAffine32] {
+            let h = MinHasher::new(params(mode)).unwrap();
+            assert!(h.signature("").iter().all(|&v| v == EMPTY));
+            assert!(h.signature("  ,, ").iter().all(|&v| v == EMPTY));
+            let one = h.signature("hello");
+            assert!(one.iter().any(|&v| v != EMPTY));
+            assert_eq!(one, h.signature("HELLO!"));
+            assert_eq!(jaccard_estimate(&one, &h.signature("Hello")), 1.0);
+        }
+    }
+
+    #[test]
+    fn mersenne_reduction() {
+        for v in [0u64, 1, MERSENNE_61 - 1, MERSENNE_61, MERSENNE_61 + 1, u64::MAX, 1 << 63] {
+            assert_eq!(mod_mersenne61(v), v % MERSENNE_61);
+        }
+    }
+
+    #[test]
+    fn invalid_params() {
+        let mut p = params(Mode::Native);
+        p.num_perm = 0;
+        assert!(MinHasher::new(p).is_err());
+        let mut p = params(Mode::DatasketchLegacy);
+        p.seed = 1 << 40;
+        assert!(MinHasher::new(p).is_err());
+    }
+}

@@ -1,0 +1,242 @@
+//! Text normalisation and shingling (word or character n-grams).
+//!
+//! Pure Rust, no Python: unit-tested with `cargo test`.
+use unicode_normalization::UnicodeNormalization;
+
+/// Which normalisation steps run before shingling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NormalizeOptions {
+    /// Lowercase (full Unicode lowercase mapping).
+    pub lowercase: bool,
+    /// Unicode NFKC (compatibility composition: full-width forms, ligatures, ...).
+    pub nfkc: bool,
+    /// Replace punctuation and symbols (any char that is neither alphanumeric nor
+    /// whitespace) with a space.
+    pub punctuation: bool,
+    /// Collapse runs of whitespace into one ASCII space and trim both ends.
+    pub whitespace: bool,
+}
+
+impl NormalizeOptions {
+    pub const ALL: NormalizeOptions = NormalizeOptions {
+        lowercase: true,
+        nfkc: true,
+        punctuation: true,
+        whitespace: true,
+    };
+    pub const NONE: NormalizeOptions = NormalizeOptions {
+        lowercase: false,
+        nfkc: false,
+        punctuation: false,
+        whitespace: false,
+    };
+    pub fn is_noop(&self) -> bool {
+        *self == Self::NONE
+    }
+}
+
+/// Shingle unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    Word,
+    Char,
+}
+
+impl Unit {
+    pub fn parse(s: &str) -> Result<Unit, String> {
+        match s {
+            "word" => Ok(Unit::Word),
+            "char" => Ok(Unit::Char),
+            other => Err(format!("unit must be 'word' or 'char', got {other:?}")),
+        }
+    }
+}
+
+#[inline]
+fn push_folded(out: &mut String, c: char, opts: &NormalizeOptions, last_space: &mut bool) {
+    let c = if opts.punctuation && !c.is_alphanumeric() && !c.is_whitespace() {
+        ' '
+    } else {
+        c
+    };
+    if opts.whitespace && c.is_whitespace() {
+        if !*last_space {
+            out.push(' ');
+            *last_space = true;
+        }
+        return;
+    }
+    *last_space = false;
+    out.push(c);
+}
+
+/// Normalise `text` into `out` (cleared first).
+pub fn normalize_into(text: &str, opts: &NormalizeOptions, out: &mut String) {
+    out.clear();
+    if opts.is_noop() {
+        out.push_str(text);
+        return;
+    }
+    // Leading whitespace is dropped when folding (as if a space was already written).
+    let mut last_space = true;
+    if text.is_ascii() {
+        // NFKC is the identity on ASCII; lowercase is ASCII lowercase.
+        out.reserve(text.len());
+        for &b in text.as_bytes() {
+            let b = if opts.lowercase { b.to_ascii_lowercase() } else { b };
+            push_folded(out, b as char, opts, &mut last_space);
+        }
+    } else {
+        let mut lower_and_fold = |c: char, out: &mut String| {
+            if opts.lowercase && !c.is_lowercase() {
+                for l in c.to_lowercase() {
+                    push_folded(out, l, opts, &mut last_space);
+                }
+            } else {
+                push_folded(out, c, opts, &mut last_space);
+            }
+        };
+        if opts.nfkc {
+            for c in text.nfkc() {
+                lower_and_fold(c, out);
+            }
+        } else {
+            for c in text.chars() {
+                lower_and_fold(c, out);
+            }
+        }
+    }
+    if opts.whitespace && out.ends_with(' ') {
+        out.pop();
+    }
+}
+
+/// Normalise into a new string.
+pub fn normalize(text: &str, opts: &NormalizeOptions) -> String {
+    let mut s = String::new();
+    normalize_into(text, opts, &mut s);
+    s
+}
+
+/// Call `f` with the bytes of every shingle of an already-normalised text.
+///
+/// * Word unit: words are the whitespace-separated tokens; a shingle is `ngram`
+///   consecutive words joined by single ASCII spaces (utf-8 bytes).
+/// * Char unit: a shingle is `ngram` consecutive Unicode scalar values (utf-8 bytes of
+///   that substring).
+/// * A text with at least one but fewer than `ngram` units yields exactly one shingle
+///   made of all its units; an empty text yields none.
+///
+/// Returns the number of shingles emitted (with repeats).
+pub fn for_each_shingle<F: FnMut(&[u8])>(
+    text: &str,
+    unit: Unit,
+    ngram: usize,
+    buf: &mut Vec<u8>,
+    mut f: F,
+) -> usize {
+    let n = ngram.max(1);
+    match unit {
+        Unit::Word => {
+            let words: Vec<&str> = text.split_whitespace().collect();
+            if words.is_empty() {
+                return 0;
+            }
+            let emit = |ws: &[&str], buf: &mut Vec<u8>, f: &mut F| {
+                buf.clear();
+                for (i, w) in ws.iter().enumerate() {
+                    if i > 0 {
+                        buf.push(b' ');
+                    }
+                    buf.extend_from_slice(w.as_bytes());
+                }
+                f(buf);
+            };
+            if words.len() < n {
+                emit(&words, buf, &mut f);
+                return 1;
+            }
+            for win in words.windows(n) {
+                emit(win, buf, &mut f);
+            }
+            words.len() - n + 1
+        }
+        Unit::Char => {
+            if text.is_empty() {
+                return 0;
+            }
+            let bytes = text.as_bytes();
+            if text.is_ascii() {
+                if bytes.len() < n {
+                    f(bytes);
+                    return 1;
+                }
+                for win in bytes.windows(n) {
+                    f(win);
+                }
+                return bytes.len() - n + 1;
+            }
+            let mut starts: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
+            let nchars = starts.len();
+            starts.push(bytes.len());
+            if nchars < n {
+                f(bytes);
+                return 1;
+            }
+            for i in 0..=(nchars - n) {
+                f(&bytes[starts[i]..starts[i + n]]);
+            }
+            nchars - n + 1
+        }
+    }
+}
+
+/// All shingles as owned strings (tests and debugging; the hot path uses
+/// [`for_each_shingle`]).
+pub fn shingles(text: &str, unit: Unit, ngram: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut buf = Vec::new();
+    for_each_shingle(text, unit, ngram, &mut buf, |b| {
+        out.push(String::from_utf8(b.to_vec()).expect("shingles are utf-8"))
+    });
+    out
+}
+
+/// Validate raw bytes as UTF-8, naming the row on failure. Used by callers that hand
+/// bytes (not Arrow strings) to the core.
+pub fn text_from_bytes(bytes: &[u8], row: usize) -> Result<&str, String> {
+    std::str::from_utf8(bytes).map_err(|e| format!("row {row} is not valid UTF-8: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_case_width_punct_space() {
+        let s = normalize("  Héllo,   WORLD!!  Ｆｕｌｌ\twidth ﬁ ", &NormalizeOptions::ALL);
+        assert_eq!(s, "héllo world full width fi");
+        let s = normalize("A  b", &NormalizeOptions::NONE);
+        assert_eq!(s, "A  b");
+        let ascii = normalize("Hello, World -- ok?", &NormalizeOptions::ALL);
+        assert_eq!(ascii, "hello world ok");
+    }
+
+    #[test]
+    fn word_and_char_shingles() {
+        assert_eq!(shingles("a b c d", Unit::Word, 3), vec!["a b c", "b c d"]);
+        assert_eq!(shingles("a b", Unit::Word, 3), vec!["a b"]);
+        assert!(shingles("", Unit::Word, 3).is_empty());
+        assert!(shingles("   ", Unit::Word, 3).is_empty());
+        assert_eq!(shingles("abcd", Unit::Char, 3), vec!["abc", "bcd"]);
+        assert_eq!(shingles("日本語テキ", Unit::Char, 4), vec!["日本語テ", "本語テキ"]);
+        assert_eq!(shingles("日本", Unit::Char, 4), vec!["日本"]);
+    }
+
+    #[test]
+    fn non_utf8_rejected() {
+        assert!(text_from_bytes(b"ok", 0).is_ok());
+        let err = text_from_bytes(&[0x66, 0xff, 0x66], 7).unwrap_err();
+        assert!(err.contains("row 7"));
+    }
+}

@@ -1,0 +1,167 @@
+"""Runs: manifests, skip and resume, config-driven reruns, --from/--until/--force, SIGKILL
+mid-write and Ctrl-C. Everything through the real CLI in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+from conftest import dialengine, install_plugin
+
+from dialinsight_engine.run.atomic import frame_hash
+
+
+def _stage_actions(stderr: str) -> dict[str, str]:
+    out = {}
+    for line in stderr.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].rstrip(":") in ("running", "skip", "done"):
+            out.setdefault(parts[0], parts[1].rstrip(":"))
+    return out
+
+
+def test_apply_writes_manifests_and_rerun_skips(write_spec, tmp_path):
+    spec = write_spec()
+    first = dialengine("apply", str(spec))
+    assert first.returncode == 0, first.stderr
+    run = tmp_path / "runs" / "t"
+    for stage in ("ingest", "scenes", "seeds", "export"):
+        manifest = json.loads((run / stage / "manifest.json").read_text())
+        assert manifest["rows_out"] > 0 and manifest["fingerprint"] and manifest["output_hash"]
+        assert manifest["plugin_versions"]["stage"].startswith("dialinsight-engine==")
+    seeds = json.loads((run / "seeds" / "manifest.json").read_text())
+    assert seeds["inputs"] == {"scenes": json.loads((run / "scenes" / "manifest.json").read_text())["output_hash"]}
+    assert (run / "run.log").read_text().count("stage seeds: run") == 1
+    second = dialengine("apply", str(spec))
+    assert second.returncode == 0
+    assert set(_stage_actions(second.stderr).values()) == {"skip"}
+    for fmt in ("openai", "sharegpt", "alpaca"):
+        assert (run / "export" / f"{fmt}.jsonl").stat().st_size > 0
+
+
+def test_config_change_reruns_that_stage_onward_only(write_spec):
+    spec = write_spec()
+    assert dialengine("apply", str(spec)).returncode == 0
+    spec.write_text(spec.read_text().replace('template = "Summarise', 'template = "Briefly summarise'))
+    plan = dialengine("--quiet", "plan", str(spec))
+    assert json.loads(plan.stdout) == {"ingest": "skip", "scenes": "skip", "seeds": "run", "export": "run"}
+    rerun = dialengine("apply", str(spec))
+    assert _stage_actions(rerun.stderr) == {"ingest": "skip", "scenes": "skip", "seeds": "running", "export": "running"}
+
+
+def test_from_until_and_force(write_spec):
+    spec = write_spec()
+    until = dialengine("apply", str(spec), "--until", "scenes")
+    assert _stage_actions(until.stderr) == {"ingest": "running", "scenes": "running"}
+    forced = dialengine("apply", str(spec), "--force", "ingest")
+    # ingest reruns, its output is identical, so scenes is cut off early; seeds/export are new
+    assert _stage_actions(forced.stderr) == {"ingest": "running", "scenes": "skip", "seeds": "running", "export": "running"}
+    from_seeds = dialengine("--quiet", "plan", str(spec), "--from", "seeds")
+    assert json.loads(from_seeds.stdout) == {"ingest": "skip", "scenes": "skip", "seeds": "run", "export": "run"}
+    bad = dialengine("apply", str(spec), "--from", "seed")
+    assert bad.returncode == 2 and "did you mean 'seeds'" in bad.stderr
+
+
+KILL_DRIVER = """
+import os, signal, sys
+import polars as pl
+from dialinsight_engine.cli import main
+original = pl.DataFrame.write_parquet
+def dying(self, path, *a, **k):
+    # write part of the seeds output, then die as if SIGKILLed mid-write
+    if "seeds" in str(path) and self.height > 10:
+        with open(path, "wb") as fh:
+            fh.write(b"PAR1" + b"x" * 100)
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, path, *a, **k)
+pl.DataFrame.write_parquet = dying
+sys.argv = ["dialengine", "apply", sys.argv[1]]
+main()
+"""
+
+
+def test_sigkill_mid_write_then_rerun_gives_the_same_output(write_spec, tmp_path):
+    clean_spec = write_spec(name="clean", filename="clean.toml")
+    assert dialengine("apply", str(clean_spec)).returncode == 0
+    spec = write_spec(name="killed", filename="killed.toml")
+    driver = tmp_path / "driver.py"
+    driver.write_text(KILL_DRIVER)
+    env = {**os.environ, "DIALENGINE_PLUGINS": "core"}
+    killed = subprocess.run([sys.executable, str(driver), str(spec)], env=env, capture_output=True, text=True)
+    assert killed.returncode == -signal.SIGKILL
+    run = tmp_path / "runs" / "killed"
+    assert not (run / "seeds" / "data.parquet").exists()  # the partial file never took the real name
+    assert list((run / "seeds").glob(".tmp-*"))  # ...it is a temp file the rerun cleans
+    rerun = dialengine("apply", str(spec))
+    assert rerun.returncode == 0, rerun.stderr
+    assert _stage_actions(rerun.stderr) == {"ingest": "skip", "scenes": "skip", "seeds": "running", "export": "running"}
+    assert not list((run / "seeds").glob(".tmp-*"))
+    for stage in ("seeds", "export"):
+        got = pl.read_parquet(run / stage / "data.parquet")
+        want = pl.read_parquet(tmp_path / "runs" / "clean" / stage / "data.parquet")
+        assert frame_hash(got) == frame_hash(want)
+
+
+SLOW_STAGE = '''
+import time
+from dialinsight_engine.hookspecs import hookimpl
+from dialinsight_engine.stages.base import Stage
+
+class Slow(Stage):
+    name = "slow"
+    order = 35
+    def run(self, ctx):
+        print("slow stage started", flush=True)
+        time.sleep(60)
+        return ctx.input
+
+@hookimpl
+def register_stages():
+    return [Slow]
+'''
+
+
+def test_ctrl_c_exits_130_keeps_finished_stages_and_resumes(write_spec, tmp_path):
+    env = install_plugin(tmp_path / "site", "dialinsight-slow", "dialinsight_slow", SLOW_STAGE, entry="slow")
+    spec = write_spec()
+    proc = subprocess.Popen([sys.executable, "-m", "dialinsight_engine", "apply", str(spec)],
+                            env={**os.environ, **env, "DIALENGINE_PLUGINS": "core,slow"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 60
+    while "slow stage started" not in proc.stdout.readline():
+        assert time.monotonic() < deadline and proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "interrupted" in stderr and "rerun" in stderr
+    run = tmp_path / "runs" / "t"
+    assert (run / "seeds" / "manifest.json").exists()
+    assert not (run / "slow" / "manifest.json").exists()
+    plan = dialengine("--quiet", "plan", str(spec), env={**env}, plugins="core,slow")
+    assert json.loads(plan.stdout) == {"ingest": "skip", "scenes": "skip", "seeds": "skip", "slow": "run", "export": "run"}
+
+
+def test_failing_stage_exits_1_and_names_the_stage(write_spec, tmp_path):
+    env = install_plugin(tmp_path / "site", "dialinsight-boom", "dialinsight_boom", '''
+        from dialinsight_engine.hookspecs import hookimpl
+        from dialinsight_engine.stages.base import Stage
+        class Boom(Stage):
+            name = "boom"
+            order = 25
+            def run(self, ctx):
+                raise RuntimeError("model server went away")
+        @hookimpl
+        def register_stages():
+            return [Boom]
+        ''', entry="boom")
+    result = dialengine("apply", str(write_spec()), env=env, plugins="core,boom")
+    assert result.returncode == 1
+    assert "stage boom failed: RuntimeError: model server went away" in result.stderr
+    assert Path(write_spec().parent / "runs" / "t" / "scenes" / "manifest.json").exists()

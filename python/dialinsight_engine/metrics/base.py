@@ -117,6 +117,7 @@ class Metric(ABC):
     def score(self, df: pl.DataFrame, ctx: MetricContext) -> pl.DataFrame:
         """One row per input row, same order: `score`, optional `reason`, detail columns."""
 
-    def fingerprint(self) -> dict[str, Any]:
-        """What identifies this metric's output besides the input rows (stage fingerprints)."""
-        return {"version": self.version, "params": self.config.model_dump(mode="json")}
+    def fingerprint(self, ctx: MetricContext) -> dict[str, Any]:
+        """What identifies this metric's output besides the input rows and its params (stage
+        fingerprints): override to add the hashes of files the metric reads."""
+        return {"version": self.version}

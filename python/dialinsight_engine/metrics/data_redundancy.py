@@ -86,6 +86,15 @@ class DataRedundancy(Metric):
     description = "MinHash/LSH near duplicates (keep one per cluster), contamination vs reference sets"
     config: DataRedundancyConfig
 
+    def fingerprint(self, ctx: MetricContext) -> dict[str, Any]:
+        from ..run.atomic import file_sha256
+
+        hashes = {}
+        for ref in self.config.references:
+            path = ctx.resolve_path(ref.path)
+            hashes[ref.path] = file_sha256(path) if path.is_file() else "missing"
+        return {"version": self.version, "references": hashes}
+
     def score(self, df: pl.DataFrame, ctx: MetricContext) -> pl.DataFrame:
         cfg = self.config
         for col in (cfg.column, *cfg.group_by):

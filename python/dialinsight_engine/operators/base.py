@@ -1,0 +1,110 @@
+"""Evolution operators: each turns an instruction into the prompt that asks a model to rewrite it.
+
+An operator is a class with a `name`, an optional pydantic `Config` (its keys in
+`[[evolution.operators]]`) and `prompt(view)`. The built-ins are Jinja2 templates shipped as
+package data in `operators/prompts/`; a third party can ship a prompt file and use the generic
+`template` operator, or subclass `TemplateOperator` with its own `template_text`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from functools import cache
+from importlib.resources import files
+from pathlib import Path
+from typing import ClassVar
+
+import jinja2
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import UserError
+
+KEEP_NOTE = " Keep the marker {dialogue} exactly as it is: it stands for the conversation."
+
+
+class OperatorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hint: str = Field("", description="Extra guidance appended to the operator's prompt")
+
+
+@dataclass(frozen=True)
+class InstructionView:
+    """What an operator sees of one instruction."""
+
+    instruction: str  # the text to rewrite (without {dialogue} in "reinsert" mode)
+    scene: str
+    scene_description: str
+    task: str
+    task_description: str
+    business: str
+    keep_placeholder: bool  # the model must keep {dialogue} in its rewrite
+
+
+class Operator(ABC):
+    name: ClassVar[str]
+    Config: ClassVar[type[BaseModel]] = OperatorConfig
+    description: ClassVar[str] = ""
+    #: breadth operators write a new task: the answer schema of the parent no longer applies
+    new_task: ClassVar[bool] = False
+
+    def __init__(self, config: BaseModel, base_dir: Path | None = None) -> None:
+        self.config = config
+        self.base_dir = base_dir or Path(".")
+
+    @abstractmethod
+    def prompt(self, view: InstructionView) -> str:
+        """The rewrite request sent to the evolution backend."""
+
+    def makes_new_task(self) -> bool:
+        return self.new_task
+
+    def task_name(self, parent_task: str) -> str:
+        return f"{parent_task}-{self.name}" if self.makes_new_task() else parent_task
+
+    def fingerprint(self) -> str:
+        """Changes when the operator's prompt changes (part of the evolve stage's fingerprint)."""
+        return self.config.model_dump_json()
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False,
+                              autoescape=False)
+
+
+def packaged_prompt(filename: str) -> str:
+    return (files("dialinsight_engine.operators") / "prompts" / filename).read_text(encoding="utf-8")
+
+
+def render(template_text: str, view: InstructionView, hint: str = "") -> str:
+    business = view.business.strip()
+    # the first sentence of the business text is enough context for a small model
+    business_short = business.split(". ")[0].rstrip(".") if business else "a company"
+    try:
+        return _environment().from_string(template_text).render(
+            instruction=view.instruction, scene=view.scene,
+            scene_description=view.scene_description or view.scene.replace("_", " "),
+            task=view.task, task_description=view.task_description, business=business,
+            business_short=business_short, keep_note=KEEP_NOTE if view.keep_placeholder else "",
+            hint=f" {hint.strip()}" if hint.strip() else "",
+        ).strip()
+    except jinja2.TemplateError as exc:
+        raise UserError(f"evolution prompt template: {exc}") from None
+
+
+class TemplateOperator(Operator):
+    """An operator whose prompt is a Jinja2 template (variables: instruction, scene,
+    scene_description, task, task_description, business, business_short, keep_note, hint)."""
+
+    template_text: ClassVar[str] = ""
+
+    def template(self) -> str:
+        return self.template_text
+
+    def prompt(self, view: InstructionView) -> str:
+        return render(self.template(), view, getattr(self.config, "hint", ""))
+
+    def fingerprint(self) -> str:
+        return self.template() + "\x1f" + super().fingerprint()

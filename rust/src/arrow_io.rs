@@ -1,0 +1,225 @@
+//! Arrow side of the data exchange: string columns in (from an Arrow C stream, in
+//! batches), numeric columns out. No Python here; `lib.rs` wires it to PyCapsules.
+use arrow_array::{
+    Array, ArrayRef, BooleanArray, Float64Array, GenericStringArray, OffsetSizeTrait, RecordBatch,
+    StringViewArray, UInt64Array,
+};
+use arrow_schema::{ArrowError, DataType, Field, Schema};
+use std::sync::Arc;
+
+/// Rows handed to the kernels at once: bounds memory of per-batch buffers (signatures of
+/// a batch, metrics of a batch) whatever the chunking of the producer.
+pub const BATCH_ROWS: usize = 16_384;
+
+#[derive(Debug)]
+pub enum IoError {
+    /// Wrong column type (maps to Python TypeError).
+    Type(String),
+    /// Bad value (maps to Python ValueError).
+    Value(String),
+}
+
+impl std::fmt::Display for IoError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IoError::Type(s) | IoError::Value(s) => f.write_str(s),
+        }
+    }
+}
+
+impl From<ArrowError> for IoError {
+    fn from(e: ArrowError) -> Self {
+        IoError::Value(format!("Arrow stream error: {e}"))
+    }
+}
+
+/// Check the Arrow type of a text column.
+pub fn check_string_type(dt: &DataType, column: &str) -> Result<(), IoError> {
+    match dt {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => Ok(()),
+        other => Err(IoError::Type(format!(
+            "column {column:?} has Arrow type {other}; expected a string column \
+             (string, large_string or string_view)"
+        ))),
+    }
+}
+
+fn offsets_views<O: OffsetSizeTrait>(
+    a: &GenericStringArray<O>,
+    column: &str,
+) -> Result<Vec<Option<&str>>, IoError> {
+    // Arrow producers must give valid UTF-8, but nothing checked it at import: check the
+    // whole value buffer once, and that every offset falls on a char boundary.
+    let values = a.value_data();
+    let offsets = a.value_offsets();
+    let (lo, hi) = (offsets[0].as_usize(), offsets[offsets.len() - 1].as_usize());
+    let s = std::str::from_utf8(&values[lo..hi]).map_err(|e| {
+        IoError::Value(format!("column {column:?} holds invalid UTF-8: {e}"))
+    })?;
+    for o in offsets.iter() {
+        if !s.is_char_boundary(o.as_usize() - lo) {
+            return Err(IoError::Value(format!(
+                "column {column:?} holds a value that splits a UTF-8 character"
+            )));
+        }
+    }
+    Ok((0..a.len())
+        .map(|i| {
+            if a.is_null(i) {
+                None
+            } else {
+                Some(&s[offsets[i].as_usize() - lo..offsets[i + 1].as_usize() - lo])
+            }
+        })
+        .collect())
+}
+
+fn view_values<'a>(a: &'a StringViewArray, column: &str) -> Result<Vec<Option<&'a str>>, IoError> {
+    let mut out = Vec::with_capacity(a.len());
+    for i in 0..a.len() {
+        if a.is_null(i) {
+            out.push(None);
+        } else {
+            // SAFETY-free path: re-validate the bytes of each view.
+            let bytes: &[u8] = a.value(i).as_bytes();
+            let s = std::str::from_utf8(bytes).map_err(|e| {
+                IoError::Value(format!("column {column:?} holds invalid UTF-8: {e}"))
+            })?;
+            out.push(Some(s));
+        }
+    }
+    Ok(out)
+}
+
+/// Borrow the values of one string array (any of the three layouts; an all-null array of
+/// Arrow type null is accepted too).
+pub fn string_values<'a>(arr: &'a ArrayRef, column: &str) -> Result<Vec<Option<&'a str>>, IoError> {
+    check_string_type(arr.data_type(), column)?;
+    let any = arr.as_any();
+    if let Some(a) = any.downcast_ref::<GenericStringArray<i32>>() {
+        offsets_views(a, column)
+    } else if let Some(a) = any.downcast_ref::<GenericStringArray<i64>>() {
+        offsets_views(a, column)
+    } else if let Some(a) = any.downcast_ref::<StringViewArray>() {
+        view_values(a, column)
+    } else {
+        Ok(vec![None; arr.len()])
+    }
+}
+
+/// Drive `f` over every batch of at most [`BATCH_ROWS`] rows of a string column stream.
+/// `f` gets the global offset of the batch's first row and its values.
+pub fn for_each_text_batch<I, F>(stream: I, column: &str, mut f: F) -> Result<usize, IoError>
+where
+    I: Iterator<Item = Result<ArrayRef, ArrowError>>,
+    F: FnMut(usize, &[Option<&str>]) -> Result<(), IoError>,
+{
+    let mut offset = 0usize;
+    for chunk in stream {
+        let chunk = chunk?;
+        check_string_type(chunk.data_type(), column)?;
+        let mut start = 0;
+        while start < chunk.len() {
+            let len = BATCH_ROWS.min(chunk.len() - start);
+            let part = chunk.slice(start, len);
+            let values = string_values(&part, column)?;
+            f(offset, &values)?;
+            offset += len;
+            start += len;
+        }
+    }
+    Ok(offset)
+}
+
+/// Collect a numeric stream as f64 (nulls and NaN become NaN). Accepts Float64 only: the
+/// Python side casts first.
+pub fn collect_f64<I>(stream: I, column: &str) -> Result<Vec<f64>, IoError>
+where
+    I: Iterator<Item = Result<ArrayRef, ArrowError>>,
+{
+    let mut out = Vec::new();
+    for chunk in stream {
+        let chunk = chunk?;
+        let a = chunk.as_any().downcast_ref::<Float64Array>().ok_or_else(|| {
+            IoError::Type(format!(
+                "column {column:?} has Arrow type {}; expected a numeric column",
+                chunk.data_type()
+            ))
+        })?;
+        out.extend((0..a.len()).map(|i| if a.is_null(i) { f64::NAN } else { a.value(i) }));
+    }
+    Ok(out)
+}
+
+/// A named output column.
+pub enum Column {
+    U64(Vec<u64>),
+    OptU64(Vec<Option<u64>>),
+    F64(Vec<f64>),
+    OptF64(Vec<Option<f64>>),
+    OptU64Nullable(Vec<Option<u64>>),
+    Bool(Vec<bool>),
+}
+
+/// Build one record batch from named columns (all of the same length).
+pub fn record_batch(cols: Vec<(&str, Column)>) -> Result<RecordBatch, ArrowError> {
+    let mut fields = Vec::with_capacity(cols.len());
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(cols.len());
+    for (name, col) in cols {
+        let (dt, arr): (DataType, ArrayRef) = match col {
+            Column::U64(v) => (DataType::UInt64, Arc::new(UInt64Array::from(v))),
+            Column::OptU64(v) | Column::OptU64Nullable(v) => {
+                (DataType::UInt64, Arc::new(UInt64Array::from(v)))
+            }
+            Column::F64(v) => (DataType::Float64, Arc::new(Float64Array::from(v))),
+            Column::OptF64(v) => (DataType::Float64, Arc::new(Float64Array::from(v))),
+            Column::Bool(v) => (DataType::Boolean, Arc::new(BooleanArray::from(v))),
+        };
+        fields.push(Field::new(name, dt, true));
+        arrays.push(arr);
+    }
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow_array::{Int64Array, LargeStringArray, StringArray};
+
+    #[test]
+    fn reads_all_string_layouts() {
+        let v = vec![Some("a"), None, Some("日本")];
+        let arrays: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(v.clone())),
+            Arc::new(LargeStringArray::from(v.clone())),
+            Arc::new(StringViewArray::from(v.clone())),
+        ];
+        for a in &arrays {
+            assert_eq!(string_values(a, "t").unwrap(), v);
+            let sliced = a.slice(1, 2);
+            assert_eq!(string_values(&sliced, "t").unwrap(), v[1..].to_vec());
+        }
+    }
+
+    #[test]
+    fn rejects_non_string_naming_column() {
+        let a: ArrayRef = Arc::new(Int64Array::from(vec![1, 2]));
+        let err = string_values(&a, "score").unwrap_err();
+        assert!(matches!(err, IoError::Type(_)));
+        assert!(err.to_string().contains("\"score\""));
+    }
+
+    #[test]
+    fn batches_large_chunks() {
+        let n = BATCH_ROWS * 2 + 5;
+        let a: ArrayRef = Arc::new(StringArray::from(vec![Some("x"); n]));
+        let mut seen = Vec::new();
+        let total = for_each_text_batch(std::iter::once(Ok(a)), "t", |off, vals| {
+            seen.push((off, vals.len()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(total, n);
+        assert_eq!(seen, vec![(0, BATCH_ROWS), (BATCH_ROWS, BATCH_ROWS), (2 * BATCH_ROWS, 5)]);
+    }
+}

@@ -165,3 +165,36 @@ def test_failing_stage_exits_1_and_names_the_stage(write_spec, tmp_path):
     assert result.returncode == 1
     assert "stage boom failed: RuntimeError: model server went away" in result.stderr
     assert Path(write_spec().parent / "runs" / "t" / "scenes" / "manifest.json").exists()
+
+
+def test_disk_full_fails_cleanly_and_resumes_when_space_returns(write_spec, tmp_path):
+    import shutil
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(mount)], capture_output=True)
+    if made.returncode != 0:
+        import pytest
+
+        pytest.skip(f"cannot mount a small tmpfs to fill up here: {made.stderr.decode().strip()}")
+    try:
+        spec = write_spec()
+        spec.write_text(spec.read_text().replace((tmp_path / "runs").as_posix(), mount.as_posix()))
+        full = dialengine("apply", str(spec))
+        assert full.returncode == 1
+        assert "No space left on device" in full.stderr or "os error 28" in full.stderr
+        done = [p.parent.name for p in mount.glob("t/*/manifest.json")]
+        assert "ingest" in done and "export" not in done
+        for stage_dir in mount.glob("t/*"):
+            if stage_dir.is_dir() and not (stage_dir / "manifest.json").exists():
+                assert not (stage_dir / "data.parquet").exists()
+        # space returns: the same runs folder, moved to a roomy disk, resumes
+        roomy = tmp_path / "roomy"
+        shutil.copytree(mount, roomy)
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+    spec.write_text(spec.read_text().replace(mount.as_posix(), roomy.as_posix()))
+    resumed = dialengine("apply", str(spec))
+    assert resumed.returncode == 0, resumed.stderr
+    assert _stage_actions(resumed.stderr)["ingest"] == "skip"
+    assert (roomy / "t" / "export" / "manifest.json").exists()

@@ -172,7 +172,10 @@ class Runner:
             ctx.close()
         if not isinstance(output, pl.DataFrame):
             raise StageFailed(f"stage {stage.name} returned {type(output).__name__}, not a polars DataFrame")
-        atomic.write_parquet(folder / OUTPUT, output)
+        try:
+            atomic.write_parquet(folder / OUTPUT, output)
+        except Exception as exc:  # disk full, permissions...: nothing half-written is left
+            raise StageFailed(f"stage {stage.name}: cannot write {folder / OUTPUT}: {exc}") from exc
         files = {
             str(p.relative_to(folder)): atomic.file_sha256(p)
             for p in sorted(folder.rglob("*"))

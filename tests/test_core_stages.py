@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import polars as pl
-from conftest import dialengine
 
 from dialinsight_engine.spec.models import SceneSpec
 from dialinsight_engine.stages.scenes import SceneMatcher
+
+from conftest import dialengine
 
 
 def test_scene_rules_keywords_regex_roles_intents():

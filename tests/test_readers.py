@@ -7,12 +7,13 @@ import json
 import polars as pl
 import pyarrow as pa
 import pytest
-from conftest import EXAMPLES, dialengine
 
 from dialinsight_engine.errors import DataError
 from dialinsight_engine.readers.base import normalize_record
 from dialinsight_engine.readers.jsonl import JsonlReader
 from dialinsight_engine.readers.tables import HfDatasetReader, ParquetReader
+
+from conftest import EXAMPLES, dialengine
 
 EXAMPLE = EXAMPLES / "realestate_dialogues.jsonl"
 

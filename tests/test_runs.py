@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import polars as pl
-from conftest import dialengine, install_plugin
 
 from dialinsight_engine.run.atomic import frame_hash
+
+from conftest import dialengine, install_plugin
 
 
 def _stage_actions(stderr: str) -> dict[str, str]:

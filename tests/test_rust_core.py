@@ -6,9 +6,10 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import REPO
 
 import dialinsight_engine._core as core
+
+from conftest import REPO
 
 pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo (Rust toolchain) not installed")
 

@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 
 from dialinsight_engine.errors import PluginError, SpecError
 from dialinsight_engine.hookspecs import hookimpl
 from dialinsight_engine.plugins import build_registry
 from dialinsight_engine.spec import Spec, load_spec
 from dialinsight_engine.spec.locate import key_lines
+
+from conftest import REPO
 
 
 def _line_of(path: Path, needle: str) -> int:
@@ -83,10 +84,6 @@ def test_missing_spec_file(tmp_path):
 
 
 # -- plugin names and plugin-owned sections -----------------------------------------------------
-class _FakeMetricConfig:
-    pass
-
-
 def _registry():
     from pydantic import BaseModel, ConfigDict
 

@@ -22,8 +22,11 @@ class HeldOut:
     truth: dict[str, Any]
 
 
-def read_heldout(paths: Sequence[Path], *, limit: int | None = None, key: str = "eval.domain_data") -> list[HeldOut]:
-    """Dialogues with a `truth` object, in file order (records without truth are skipped)."""
+def read_heldout(paths: Sequence[Path], *, limit: int | None = None, key: str = "eval.domain_data",
+                 role_alias: dict[str, str] | None = None) -> list[HeldOut]:
+    """Dialogues with a `truth` object, in file order (records without truth are skipped);
+    roles are renamed through `role_alias` (lower-case keys) as ingest does."""
+    alias = role_alias or {}
     out: list[HeldOut] = []
     reader = JsonlReader()
     for path in paths:
@@ -38,7 +41,8 @@ def read_heldout(paths: Sequence[Path], *, limit: int | None = None, key: str = 
                 truth = json.loads(truth)
             if not isinstance(truth, dict):
                 continue
-            out.append(HeldOut(rec["id"], render_dialogue(rec["turns"]), truth))
+            turns = [{"role": alias.get(t["role"].lower(), t["role"].lower()), "text": t["text"]} for t in rec["turns"]]
+            out.append(HeldOut(rec["id"], render_dialogue(turns), truth))
             if limit is not None and len(out) >= limit:
                 return out
     if not out:

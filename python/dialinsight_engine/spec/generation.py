@@ -109,7 +109,9 @@ class EvolutionSpec(Section):
     variants: int = Field(
         1, ge=1, description="Distinct rewrites per instruction text, operator and round (rows beyond share them)"
     )
-    keep_seeds: bool = Field(True, description="Keep the seed instructions in the pool beside their evolutions")
+    keep_ancestors: bool = Field(
+        True, description="Keep seeds and earlier rounds in the pool beside each lineage's latest evolution"
+    )
     elimination: EliminationSpec = Field(default_factory=EliminationSpec)
 
     @model_validator(mode="after")

@@ -11,7 +11,6 @@ cost grows with the number of distinct instruction texts, not with the dialogues
 
 from __future__ import annotations
 
-import json
 import random
 from collections import Counter
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ import polars as pl
 
 from .. import records as R
 from ..backends.base import GenerationRequest
+from ..backends.client import parse_json_answer
 from ..operators.base import InstructionView, Operator
 from ..operators.builtin import DEFAULT_OPERATORS
 from ..operators.elimination import clean_rewrite, eliminate
@@ -192,7 +192,7 @@ class EvolveStage(Stage):
             if not result.ok:
                 errors += 1  # an unanswered check does not eliminate a rewrite
                 continue
-            if not json.loads(result.text or "{}").get("fits", True):
+            if not parse_json_answer(result.text or "{}").get("fits", True):
                 row[R.KEPT] = False
                 row[R.REASONS] = [*row[R.REASONS], "off_scene"]
         ctx.stats["scene_check_errors"] = errors

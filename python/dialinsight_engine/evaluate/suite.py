@@ -1,0 +1,75 @@
+"""Run evaluators on one model: domain tasks over held-out dialogues (prompt, decode, parse,
+score) and general capability checks. Used by the eval stage and by benchmarks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..records import compose_prompt
+from .base import DomainEvaluator, GeneralEvaluator
+from .heldout import HeldOut
+from .lm import LanguageModel, parse_json_object, slot_schema
+from .scoring import Score
+
+
+@dataclass
+class DomainTask:
+    """A domain evaluator bound to its prompt: `instruction` contains `{dialogue}`."""
+
+    entry: str  # the name in [eval.evaluators] (or the evaluator's own name)
+    evaluator: DomainEvaluator
+    instruction: str
+    schema: dict[str, Any] | None
+
+
+@dataclass
+class Row:
+    suite: str
+    evaluator: str
+    metric: str
+    value: float
+    n: int
+
+
+def run_domain(lm: LanguageModel, task: DomainTask, dialogues: Sequence[HeldOut], *, decoding: str,
+               max_new_tokens: int, advance: Callable[..., None] | None = None
+               ) -> tuple[list[Row], list[dict[str, Any]]]:
+    """Scores plus one prediction record per dialogue (for inspection). Dialogues whose truth
+    lacks what the evaluator compares with are left out."""
+    usable: list[tuple[HeldOut, Any]] = []
+    for d in dialogues:
+        try:
+            usable.append((d, task.evaluator.reference(d.truth)))
+        except KeyError:
+            continue
+    prompts = [compose_prompt(task.instruction, d.dialogue_text) for d, _ in usable]
+    answers: list[tuple[dict[str, Any] | None, str]] = []
+    if decoding == "slots" and task.schema is not None and slot_schema(task.schema):
+        for prompt in prompts:
+            obj, text = lm.fill_slots(prompt, task.schema)
+            answers.append((obj, text))
+            if advance is not None:
+                advance(1)
+    else:
+        for start in range(0, len(prompts), lm.batch_size):
+            texts = lm.generate(prompts[start:start + lm.batch_size], max_new_tokens)
+            answers += [(parse_json_object(t), t) for t in texts]
+            if advance is not None:
+                advance(len(texts))
+    predictions = [task.evaluator.parse(obj) for obj, _ in answers]
+    references = [ref for _, ref in usable]
+    scores = task.evaluator.score(predictions, references)
+    rows = [Row("domain", task.entry, s.metric, s.value, s.n) for s in scores]
+    records = [{"evaluator": task.entry, "dialogue_id": d.dialogue_id, "answer": text,
+                "parsed": obj is not None, "reference": ref}
+               for (d, ref), (obj, text) in zip(usable, answers, strict=True)]
+    return rows, records
+
+
+def run_general(lm: LanguageModel, entry: str, evaluator: GeneralEvaluator, *, base_dir: Path | None,
+                exclude: set[str]) -> list[Row]:
+    scores: list[Score] = evaluator.evaluate(lm, base_dir=base_dir, exclude=exclude)
+    return [Row("general", entry, s.metric, s.value, s.n) for s in scores]

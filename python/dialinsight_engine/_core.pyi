@@ -1,3 +1,78 @@
-"""Typed stub of the compiled Rust core (`rust/src/lib.rs`)."""
+"""Typed stub of the compiled Rust core (`rust/src/lib.rs`).
+
+Text arguments are any object with ``__arrow_c_stream__`` holding one string column
+(``string``, ``large_string`` or ``string_view``): a ``polars.Series``, a pyarrow array
+or chunked array, ... Tables come back as Arrow tables (objects with
+``__arrow_c_stream__``; wrap them with ``polars.DataFrame(...)``). Use the typed wrappers
+in :mod:`dialinsight_engine.fast` rather than calling these directly.
+"""
+
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "contamination",
+    "minhash_signatures",
+    "near_duplicates",
+    "optimal_lsh_params",
+    "permutations",
+    "text_metrics",
+    "version",
+]
+
+class _ArrowStream(Protocol):
+    def __arrow_c_stream__(self, requested_schema: object | None = None) -> object: ...
+
+_Norm = tuple[bool, bool, bool, bool]
 
 def version() -> str: ...
+def minhash_signatures(
+    texts: _ArrowStream,
+    column: str,
+    num_perm: int,
+    seed: int,
+    ngram: int,
+    unit: str,
+    norm: _Norm,
+    mode: str,
+    scheme: str,
+) -> npt.NDArray[np.uint64]: ...
+def near_duplicates(
+    texts: _ArrowStream,
+    column: str,
+    quality: _ArrowStream | None,
+    keep: str,
+    threshold: float,
+    num_perm: int,
+    seed: int,
+    ngram: int,
+    unit: str,
+    norm: _Norm,
+    mode: str,
+    scheme: str,
+    bands: int | None = None,
+    rows: int | None = None,
+) -> Any: ...
+def contamination(
+    texts: _ArrowStream,
+    column: str,
+    reference: _ArrowStream,
+    ref_column: str,
+    threshold: float,
+    num_perm: int,
+    seed: int,
+    ngram: int,
+    unit: str,
+    norm: _Norm,
+    mode: str,
+    scheme: str,
+    bands: int | None = None,
+    rows: int | None = None,
+) -> Any: ...
+def text_metrics(texts: _ArrowStream, column: str, instruction: bool = False) -> Any: ...
+def optimal_lsh_params(threshold: float, num_perm: int) -> tuple[int, int]: ...
+def permutations(
+    num_perm: int, seed: int, mode: str = "datasketch", scheme: str = "legacy"
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]: ...

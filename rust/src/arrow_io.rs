@@ -44,10 +44,10 @@ pub fn check_string_type(dt: &DataType, column: &str) -> Result<(), IoError> {
     }
 }
 
-fn offsets_views<O: OffsetSizeTrait>(
-    a: &GenericStringArray<O>,
+fn offsets_views<'a, O: OffsetSizeTrait>(
+    a: &'a GenericStringArray<O>,
     column: &str,
-) -> Result<Vec<Option<&str>>, IoError> {
+) -> Result<Vec<Option<&'a str>>, IoError> {
     // Arrow producers must give valid UTF-8, but nothing checked it at import: check the
     // whole value buffer once, and that every offset falls on a char boundary.
     let values = a.value_data();
@@ -157,7 +157,6 @@ pub enum Column {
     OptU64(Vec<Option<u64>>),
     F64(Vec<f64>),
     OptF64(Vec<Option<f64>>),
-    OptU64Nullable(Vec<Option<u64>>),
     Bool(Vec<bool>),
 }
 
@@ -168,9 +167,7 @@ pub fn record_batch(cols: Vec<(&str, Column)>) -> Result<RecordBatch, ArrowError
     for (name, col) in cols {
         let (dt, arr): (DataType, ArrayRef) = match col {
             Column::U64(v) => (DataType::UInt64, Arc::new(UInt64Array::from(v))),
-            Column::OptU64(v) | Column::OptU64Nullable(v) => {
-                (DataType::UInt64, Arc::new(UInt64Array::from(v)))
-            }
+            Column::OptU64(v) => (DataType::UInt64, Arc::new(UInt64Array::from(v))),
             Column::F64(v) => (DataType::Float64, Arc::new(Float64Array::from(v))),
             Column::OptF64(v) => (DataType::Float64, Arc::new(Float64Array::from(v))),
             Column::Bool(v) => (DataType::Boolean, Arc::new(BooleanArray::from(v))),
@@ -221,5 +218,32 @@ mod tests {
         .unwrap();
         assert_eq!(total, n);
         assert_eq!(seen, vec![(0, BATCH_ROWS), (BATCH_ROWS, BATCH_ROWS), (2 * BATCH_ROWS, 5)]);
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use arrow_array::StringArray;
+    use arrow_buffer::{Buffer, OffsetBuffer, ScalarBuffer};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn invalid_utf8_is_rejected_cleanly(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+            let valid = std::str::from_utf8(&bytes).is_ok();
+            prop_assert_eq!(crate::text::text_from_bytes(&bytes, 0).is_ok(), valid);
+            // An Arrow string array whose producer broke the UTF-8 promise.
+            let offsets = OffsetBuffer::new(ScalarBuffer::from(vec![0i32, bytes.len() as i32]));
+            // SAFETY: deliberately unchecked to simulate a misbehaving producer.
+            let arr = unsafe { StringArray::new_unchecked(offsets, Buffer::from_vec(bytes.clone()), None) };
+            let arr: ArrayRef = Arc::new(arr);
+            let got = string_values(&arr, "t");
+            prop_assert_eq!(got.is_ok(), valid);
+            if let Err(e) = got {
+                prop_assert!(matches!(e, IoError::Value(_)));
+                prop_assert!(e.to_string().contains("\"t\""));
+            }
+        }
     }
 }

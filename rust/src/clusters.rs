@@ -226,3 +226,62 @@ mod tests {
         assert_eq!(r.duplicate_of, vec![Some(3), None, Some(3), None]);
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Naive connected components by repeated relaxation.
+    fn naive_labels(n: usize, edges: &[(u32, u32)]) -> Vec<u32> {
+        let mut label: Vec<u32> = (0..n as u32).collect();
+        loop {
+            let mut changed = false;
+            for &(a, b) in edges {
+                let m = label[a as usize].min(label[b as usize]);
+                for x in [a, b] {
+                    if label[x as usize] != m {
+                        label[x as usize] = m;
+                        changed = true;
+                    }
+                }
+            }
+            if !changed {
+                return label;
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn union_find_matches_naive_components(
+            n in 1usize..60,
+            raw in prop::collection::vec((0u32..60, 0u32..60), 0..80),
+        ) {
+            let edges: Vec<(u32, u32)> = raw.into_iter().map(|(a, b)| (a % n as u32, b % n as u32)).collect();
+            let mut uf = UnionFind::new(n);
+            for &(a, b) in &edges {
+                uf.union(a, b);
+            }
+            let labels = uf.labels_min_index();
+            prop_assert_eq!(&labels, &naive_labels(n, &edges));
+            // find is idempotent and same-set iff same label
+            for i in 0..n as u32 {
+                let r = uf.find(i);
+                prop_assert_eq!(uf.find(r), r);
+                prop_assert!(labels[i as usize] <= i);
+            }
+            // the size of each root equals its component size
+            let r = finish_clusters(uf, &Keep::First, vec![0.0; n]);
+            for i in 0..n {
+                match r.duplicate_of[i] {
+                    Some(d) => {
+                        prop_assert_eq!(d, r.cluster_id[i]);
+                        prop_assert!(d < i as u64);
+                    }
+                    None => prop_assert!(r.cluster_id[i] == i as u64),
+                }
+            }
+        }
+    }
+}

@@ -1,5 +1,104 @@
 //! `dialinsight_engine._core`: thin PyO3 bindings over the Rust core.
+//!
+//! Text columns come in through the Arrow PyCapsule stream interface
+//! (`__arrow_c_stream__`, via `pyo3-arrow`), zero-copy, and are processed in batches of
+//! [`arrow_io::BATCH_ROWS`] rows with the GIL released; results go back as Arrow tables
+//! (PyCapsule again) or numpy arrays. The logic lives in the modules below.
+pub mod arrow_io;
+pub mod clusters;
+pub mod lsh;
+pub mod metrics;
+pub mod minhash;
+pub mod text;
+
+use arrow_array::RecordBatch;
+use arrow_io::{Column, IoError};
+use clusters::Keep;
+use minhash::{MinHashParams, MinHasher, Mode};
+use numpy::{PyArray1, PyArray2, PyArrayMethods};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3_arrow::{PyArrayReader, PyTable};
+use text::{NormalizeOptions, Unit};
+
+fn io_err(e: IoError) -> PyErr {
+    match e {
+        IoError::Type(s) => PyTypeError::new_err(s),
+        IoError::Value(s) => PyValueError::new_err(s),
+    }
+}
+
+fn val_err(e: String) -> PyErr {
+    PyValueError::new_err(e)
+}
+
+fn arrow_err(e: arrow_schema::ArrowError) -> PyErr {
+    PyValueError::new_err(e.to_string())
+}
+
+type Norm = (bool, bool, bool, bool);
+type PermPair<'py> = (Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<u64>>);
+
+#[allow(clippy::too_many_arguments)]
+fn make_hasher(
+    num_perm: usize,
+    seed: u64,
+    ngram: usize,
+    unit: &str,
+    norm: Norm,
+    mode: &str,
+    scheme: &str,
+) -> PyResult<MinHasher> {
+    let params = MinHashParams {
+        num_perm,
+        seed,
+        ngram,
+        unit: Unit::parse(unit).map_err(val_err)?,
+        norm: NormalizeOptions {
+            lowercase: norm.0,
+            nfkc: norm.1,
+            punctuation: norm.2,
+            whitespace: norm.3,
+        },
+        mode: Mode::parse(mode, scheme).map_err(val_err)?,
+    };
+    MinHasher::new(params).map_err(val_err)
+}
+
+fn table(batches: Vec<RecordBatch>, schema_of_empty: RecordBatch) -> PyResult<PyTable> {
+    let schema = schema_of_empty.schema();
+    let batches = if batches.is_empty() { vec![schema_of_empty] } else { batches };
+    PyTable::try_new(batches, schema)
+}
+
+/// Signatures of every row, flat `n * num_perm` (u32) plus per-row non-empty flags and
+/// lengths in chars (for `keep="longest"`).
+struct Signed {
+    sigs: Vec<u32>,
+    nonempty: Vec<bool>,
+    chars: Vec<u64>,
+}
+
+fn sign_stream(
+    reader: Box<dyn pyo3_arrow::ffi::ArrayReader + Send>,
+    column: &str,
+    hasher: &MinHasher,
+    with_chars: bool,
+) -> Result<Signed, IoError> {
+    let p = hasher.num_perm();
+    let mut s = Signed { sigs: Vec::new(), nonempty: Vec::new(), chars: Vec::new() };
+    arrow_io::for_each_text_batch(reader, column, |_, vals| {
+        let start = s.sigs.len();
+        s.sigs.resize(start + vals.len() * p, 0);
+        let ne = hasher.signatures_into(vals, &mut s.sigs[start..]);
+        s.nonempty.extend(ne);
+        if with_chars {
+            s.chars.extend(vals.iter().map(|v| v.map_or(0, |t| t.chars().count() as u64)));
+        }
+        Ok(())
+    })?;
+    Ok(s)
+}
 
 /// Version of the compiled core (the crate version).
 #[pyfunction]
@@ -7,8 +106,273 @@ fn version() -> &'static str {
     env!("CARGO_PKG_VERSION")
 }
 
+/// MinHash signatures of a string column stream: `(n, num_perm)` uint64 array.
+#[pyfunction]
+#[pyo3(signature = (texts, column, num_perm, seed, ngram, unit, norm, mode, scheme))]
+#[allow(clippy::too_many_arguments)]
+fn minhash_signatures<'py>(
+    py: Python<'py>,
+    texts: PyArrayReader,
+    column: &str,
+    num_perm: usize,
+    seed: u64,
+    ngram: usize,
+    unit: &str,
+    norm: Norm,
+    mode: &str,
+    scheme: &str,
+) -> PyResult<Bound<'py, PyArray2<u64>>> {
+    let hasher = make_hasher(num_perm, seed, ngram, unit, norm, mode, scheme)?;
+    let reader = texts.into_reader()?;
+    let out = py
+        .detach(|| {
+            let mut out: Vec<u64> = Vec::new();
+            let mut buf: Vec<u32> = Vec::new();
+            arrow_io::for_each_text_batch(reader, column, |_, vals| {
+                buf.clear();
+                buf.resize(vals.len() * num_perm, 0);
+                hasher.signatures_into(vals, &mut buf);
+                out.extend(buf.iter().map(|&v| v as u64));
+                Ok(())
+            })?;
+            Ok::<_, IoError>(out)
+        })
+        .map_err(io_err)?;
+    let n = out.len() / num_perm;
+    PyArray1::from_vec(py, out).reshape([n, num_perm])
+}
+
+fn resolve_bands(threshold: f64, num_perm: usize, bands: Option<usize>, rows: Option<usize>) -> PyResult<(usize, usize)> {
+    if !(0.0..=1.0).contains(&threshold) || threshold.is_nan() {
+        return Err(val_err(format!("threshold must be in [0, 1], got {threshold}")));
+    }
+    let (b, r) = match (bands, rows) {
+        (Some(b), Some(r)) => (b, r),
+        (None, None) => lsh::optimal_param(threshold.clamp(1e-6, 1.0 - 1e-6), num_perm, 0.5, 0.5),
+        _ => return Err(val_err("give both bands and rows, or neither".into())),
+    };
+    if b == 0 || r == 0 || b * r > num_perm {
+        return Err(val_err(format!("need bands*rows <= num_perm ({num_perm}), got {b}x{r}")));
+    }
+    Ok((b, r))
+}
+
+/// Near-duplicate clusters of a string column stream.
+#[pyfunction]
+#[pyo3(signature = (texts, column, quality, keep, threshold, num_perm, seed, ngram, unit, norm, mode, scheme, bands=None, rows=None))]
+#[allow(clippy::too_many_arguments)]
+fn near_duplicates(
+    py: Python<'_>,
+    texts: PyArrayReader,
+    column: &str,
+    quality: Option<PyArrayReader>,
+    keep: &str,
+    threshold: f64,
+    num_perm: usize,
+    seed: u64,
+    ngram: usize,
+    unit: &str,
+    norm: Norm,
+    mode: &str,
+    scheme: &str,
+    bands: Option<usize>,
+    rows: Option<usize>,
+) -> PyResult<PyTable> {
+    let hasher = make_hasher(num_perm, seed, ngram, unit, norm, mode, scheme)?;
+    let (b, r) = resolve_bands(threshold, num_perm, bands, rows)?;
+    if !matches!(keep, "first" | "longest" | "quality") {
+        return Err(val_err(format!("keep must be 'first', 'longest' or 'quality', got {keep:?}")));
+    }
+    if keep == "quality" && quality.is_none() {
+        return Err(val_err("keep='quality' needs a quality column".into()));
+    }
+    let reader = texts.into_reader()?;
+    let qreader = quality.map(|q| q.into_reader()).transpose()?;
+    let res = py
+        .detach(|| {
+            let signed = sign_stream(reader, column, &hasher, keep == "longest")?;
+            let n = signed.nonempty.len();
+            let keep_rule = match keep {
+                "longest" => Keep::Longest(signed.chars),
+                "quality" => {
+                    let q = arrow_io::collect_f64(qreader.expect("checked"), "quality")?;
+                    if q.len() != n {
+                        return Err(IoError::Value(format!(
+                            "quality column has {} rows, text column {n}",
+                            q.len()
+                        )));
+                    }
+                    Keep::Quality(q)
+                }
+                _ => Keep::First,
+            };
+            Ok(clusters::cluster_signatures(
+                &signed.sigs,
+                num_perm,
+                &signed.nonempty,
+                b,
+                r,
+                threshold,
+                &keep_rule,
+            ))
+        })
+        .map_err(io_err)?;
+    let batch = arrow_io::record_batch(vec![
+        ("cluster_id", Column::U64(res.cluster_id)),
+        ("duplicate_of", Column::OptU64(res.duplicate_of)),
+        ("max_jaccard", Column::F64(res.max_jaccard)),
+    ])
+    .map_err(arrow_err)?;
+    let schema = batch.schema();
+    PyTable::try_new(vec![batch], schema)
+}
+
+/// Rows of `texts` that are near-duplicates of rows of `reference`.
+#[pyfunction]
+#[pyo3(signature = (texts, column, reference, ref_column, threshold, num_perm, seed, ngram, unit, norm, mode, scheme, bands=None, rows=None))]
+#[allow(clippy::too_many_arguments)]
+fn contamination(
+    py: Python<'_>,
+    texts: PyArrayReader,
+    column: &str,
+    reference: PyArrayReader,
+    ref_column: &str,
+    threshold: f64,
+    num_perm: usize,
+    seed: u64,
+    ngram: usize,
+    unit: &str,
+    norm: Norm,
+    mode: &str,
+    scheme: &str,
+    bands: Option<usize>,
+    rows: Option<usize>,
+) -> PyResult<PyTable> {
+    let hasher = make_hasher(num_perm, seed, ngram, unit, norm, mode, scheme)?;
+    let (b, r) = resolve_bands(threshold, num_perm, bands, rows)?;
+    let reader = texts.into_reader()?;
+    let rreader = reference.into_reader()?;
+    let empty = arrow_io::record_batch(vec![
+        ("ref_index", Column::OptU64(vec![])),
+        ("max_jaccard", Column::F64(vec![])),
+        ("contaminated", Column::Bool(vec![])),
+    ])
+    .map_err(arrow_err)?;
+    let batches = py
+        .detach(|| {
+            let refs = sign_stream(rreader, ref_column, &hasher, false)?;
+            let index = lsh::ReferenceIndex::build(&refs.sigs, num_perm, &refs.nonempty, b, r);
+            let mut batches = Vec::new();
+            let mut buf: Vec<u32> = Vec::new();
+            arrow_io::for_each_text_batch(reader, column, |_, vals| {
+                buf.clear();
+                buf.resize(vals.len() * num_perm, 0);
+                let ne = hasher.signatures_into(vals, &mut buf);
+                let hits = clusters::query_reference(&index, &refs.sigs, &buf, &ne);
+                let batch = arrow_io::record_batch(vec![
+                    ("ref_index", Column::OptU64(hits.iter().map(|h| h.0).collect())),
+                    ("max_jaccard", Column::F64(hits.iter().map(|h| h.1).collect())),
+                    (
+                        "contaminated",
+                        Column::Bool(hits.iter().map(|h| h.0.is_some() && h.1 >= threshold).collect()),
+                    ),
+                ])?;
+                batches.push(batch);
+                Ok(())
+            })?;
+            Ok::<_, IoError>(batches)
+        })
+        .map_err(io_err)?;
+    table(batches, empty)
+}
+
+/// Text-complexity metrics of a string column stream (one row per input row).
+#[pyfunction]
+#[pyo3(signature = (texts, column, instruction=false))]
+fn text_metrics(py: Python<'_>, texts: PyArrayReader, column: &str, instruction: bool) -> PyResult<PyTable> {
+    let reader = texts.into_reader()?;
+    let build = |ms: Vec<Option<metrics::TextMetrics>>| -> Result<RecordBatch, arrow_schema::ArrowError> {
+        macro_rules! col {
+            ($name:ident, U64) => {
+                (stringify!($name), Column::OptU64(ms.iter().map(|m| m.as_ref().map(|m| m.$name)).collect()))
+            };
+            ($name:ident, F64) => {
+                (stringify!($name), Column::OptF64(ms.iter().map(|m| m.as_ref().map(|m| m.$name)).collect()))
+            };
+        }
+        let mut cols = vec![
+            col!(words, U64),
+            col!(chars, U64),
+            col!(approx_tokens, U64),
+            col!(sentences, U64),
+            col!(mean_sentence_words, F64),
+            col!(ttr, F64),
+            col!(mtld, F64),
+            col!(word_entropy, F64),
+            col!(distinct_1, F64),
+            col!(distinct_2, F64),
+            col!(char_rep_ratio, F64),
+            col!(word_rep_ratio, F64),
+        ];
+        if instruction {
+            cols.extend([
+                col!(constraint_cues, U64),
+                col!(enumerated_steps, U64),
+                col!(question_marks, U64),
+                col!(format_requirements, U64),
+            ]);
+        }
+        arrow_io::record_batch(cols)
+    };
+    let empty = build(vec![]).map_err(arrow_err)?;
+    let batches = py
+        .detach(|| {
+            let mut batches = Vec::new();
+            arrow_io::for_each_text_batch(reader, column, |_, vals| {
+                batches.push(build(metrics::batch_metrics(vals, instruction))?);
+                Ok(())
+            })?;
+            Ok::<_, IoError>(batches)
+        })
+        .map_err(io_err)?;
+    table(batches, empty)
+}
+
+/// datasketch's `_optimal_param(threshold, num_perm, 0.5, 0.5)`: (bands, rows).
+#[pyfunction]
+fn optimal_lsh_params(py: Python<'_>, threshold: f64, num_perm: usize) -> PyResult<(usize, usize)> {
+    if !(threshold > 0.0 && threshold < 1.0) {
+        return Err(val_err(format!("threshold must be in (0, 1), got {threshold}")));
+    }
+    if num_perm == 0 {
+        return Err(val_err("num_perm must be >= 1".into()));
+    }
+    Ok(py.detach(|| lsh::optimal_param(threshold, num_perm, 0.5, 0.5)))
+}
+
+/// The permutation parameters (a, b) used by a mode (for checks against datasketch).
+#[pyfunction]
+#[pyo3(signature = (num_perm, seed, mode="datasketch", scheme="legacy"))]
+fn permutations<'py>(
+    py: Python<'py>,
+    num_perm: usize,
+    seed: u64,
+    mode: &str,
+    scheme: &str,
+) -> PyResult<PermPair<'py>> {
+    let h = make_hasher(num_perm, seed, 1, "word", (false, false, false, false), mode, scheme)?;
+    let (a, b) = h.perms.as_u64();
+    Ok((PyArray1::from_vec(py, a), PyArray1::from_vec(py, b)))
+}
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add_function(wrap_pyfunction!(minhash_signatures, m)?)?;
+    m.add_function(wrap_pyfunction!(near_duplicates, m)?)?;
+    m.add_function(wrap_pyfunction!(contamination, m)?)?;
+    m.add_function(wrap_pyfunction!(text_metrics, m)?)?;
+    m.add_function(wrap_pyfunction!(optimal_lsh_params, m)?)?;
+    m.add_function(wrap_pyfunction!(permutations, m)?)?;
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! benchmark `benchmarks/bench_metrics.py` holds a plain Python implementation that must
 //! give identical results.
 use rayon::prelude::*;
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 use xxhash_rust::xxh3::xxh3_64;
 
 pub const MTLD_THRESHOLD: f64 = 0.72;
@@ -63,29 +63,39 @@ fn is_sentence_end(c: char) -> bool {
 /// drop empty tokens.
 pub fn lexical_tokens(text: &str) -> Vec<String> {
     let lower = text.to_lowercase();
+    lexical_slices(&lower).into_iter().map(str::to_owned).collect()
+}
+
+/// Lexical tokens of an already-lowercased text, as slices of it.
+fn lexical_slices(lower: &str) -> Vec<&str> {
     lower
         .split(is_py_space)
         .map(|w| w.trim_matches(|c: char| c.is_ascii_punctuation()))
         .filter(|w| !w.is_empty())
-        .map(str::to_owned)
         .collect()
 }
 
-fn mtld_pass<I: Iterator<Item = u32>>(ids: I, n: usize, seen: &mut HashSet<u32>) -> f64 {
+/// One MTLD pass; `seen[id] == epoch` marks a type seen in the current segment.
+fn mtld_pass<I: Iterator<Item = u32>>(ids: I, n: usize, seen: &mut [u32], epoch: &mut u32) -> f64 {
     let mut factors = 0.0f64;
     let mut count = 0usize;
-    seen.clear();
+    let mut types = 0usize;
+    *epoch += 1;
     for id in ids {
         count += 1;
-        seen.insert(id);
-        if seen.len() as f64 / count as f64 <= MTLD_THRESHOLD {
+        if seen[id as usize] != *epoch {
+            seen[id as usize] = *epoch;
+            types += 1;
+        }
+        if types as f64 / count as f64 <= MTLD_THRESHOLD {
             factors += 1.0;
-            seen.clear();
+            *epoch += 1;
+            types = 0;
             count = 0;
         }
     }
     if count > 0 {
-        factors += (1.0 - seen.len() as f64 / count as f64) / (1.0 - MTLD_THRESHOLD);
+        factors += (1.0 - types as f64 / count as f64) / (1.0 - MTLD_THRESHOLD);
     }
     if factors > 0.0 {
         n as f64 / factors
@@ -151,7 +161,8 @@ fn word_rep_ratio_ids(ids: &[u32], n: usize) -> f64 {
     if ids.len() < n || n == 0 {
         return 0.0;
     }
-    let mut counts: HashMap<&[u32], u64> = HashMap::with_capacity(ids.len() - n + 1);
+    let mut counts: FxHashMap<&[u32], u64> = FxHashMap::default();
+    counts.reserve(ids.len() - n + 1);
     for w in ids.windows(n) {
         *counts.entry(w).or_insert(0) += 1;
     }
@@ -191,7 +202,7 @@ fn is_enumerated_line(line: &str) -> bool {
 struct CueMatcher {
     /// phrase token sequences, longest first
     phrases: Vec<Vec<&'static str>>,
-    format: HashSet<&'static str>,
+    format: FxHashSet<&'static str>,
 }
 
 impl CueMatcher {
@@ -205,13 +216,13 @@ impl CueMatcher {
         }
     }
 
-    fn constraint_count(&self, toks: &[String]) -> u64 {
+    fn constraint_count(&self, toks: &[&str]) -> u64 {
         let mut i = 0;
         let mut count = 0;
         while i < toks.len() {
             let mut step = 1;
             for p in &self.phrases {
-                if i + p.len() <= toks.len() && p.iter().zip(&toks[i..]).all(|(a, b)| *a == b) {
+                if i + p.len() <= toks.len() && p.iter().zip(&toks[i..]).all(|(a, b)| *a == *b) {
                     count += 1;
                     step = p.len();
                     break;
@@ -222,8 +233,8 @@ impl CueMatcher {
         count
     }
 
-    fn format_count(&self, toks: &[String]) -> u64 {
-        toks.iter().filter(|t| self.format.contains(t.as_str())).count() as u64
+    fn format_count(&self, toks: &[&str]) -> u64 {
+        toks.iter().filter(|t| self.format.contains(*t)).count() as u64
     }
 }
 
@@ -260,16 +271,18 @@ pub fn text_metrics(text: &str, instruction: bool) -> TextMetrics {
         0.0
     };
 
-    let toks = lexical_tokens(text);
+    let lower = text.to_lowercase();
+    let toks = lexical_slices(&lower);
     let n = toks.len();
     // Token ids in first-occurrence order.
-    let mut id_of: HashMap<&str, u32> = HashMap::with_capacity(n / 2 + 1);
+    let mut id_of: FxHashMap<&str, u32> = FxHashMap::default();
+    id_of.reserve(n / 2 + 1);
     let mut counts: Vec<u64> = Vec::new();
     let ids: Vec<u32> = toks
         .iter()
         .map(|t| {
             let next = id_of.len() as u32;
-            let id = *id_of.entry(t.as_str()).or_insert(next);
+            let id = *id_of.entry(t).or_insert(next);
             if id == next {
                 counts.push(0);
             }
@@ -281,9 +294,10 @@ pub fn text_metrics(text: &str, instruction: bool) -> TextMetrics {
     if n > 0 {
         m.ttr = types as f64 / n as f64;
         m.distinct_1 = m.ttr;
-        let mut seen = HashSet::new();
-        let fwd = mtld_pass(ids.iter().copied(), n, &mut seen);
-        let bwd = mtld_pass(ids.iter().rev().copied(), n, &mut seen);
+        let mut seen = vec![0u32; types];
+        let mut epoch = 0u32;
+        let fwd = mtld_pass(ids.iter().copied(), n, &mut seen, &mut epoch);
+        let bwd = mtld_pass(ids.iter().rev().copied(), n, &mut seen, &mut epoch);
         m.mtld = (fwd + bwd) / 2.0;
         let mut h = 0.0f64;
         for &c in &counts {

@@ -441,7 +441,6 @@ mod tests {
 
     #[test]
     fn mt19937_matches_numpy() {
-        // np.random.RandomState(1).randint(0, 2**32, dtype=np.uint64) -> first u32 draw
         let mut g = Mt19937::new(5489);
         // Reference value of the canonical MT19937 (seed 5489) first output.
         assert_eq!(g.next_u32(), 3499211612);
@@ -449,7 +448,8 @@ mod tests {
         let mut g = Mt19937::new(1);
         let a = g.randint_u64(1, MERSENNE_61);
         let b = g.randint_u64(0, MERSENNE_61);
-        assert!(a >= 1 && a < MERSENNE_61 && b < MERSENNE_61);
+        // np.random.RandomState(1).randint(1, 2**61-1, dtype=np.uint64), then (0, 2**61-1)
+        assert_eq!((a, b), (775169054918279404, 1758426461858698312));
     }
 
     #[test]
@@ -480,5 +480,69 @@ mod tests {
         let mut p = params(Mode::DatasketchLegacy);
         p.seed = 1 << 40;
         assert!(MinHasher::new(p).is_err());
+    }
+}
+
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use crate::text::shingles;
+    use proptest::prelude::*;
+
+    fn hasher(mode: Mode, num_perm: usize) -> MinHasher {
+        MinHasher::new(MinHashParams {
+            num_perm,
+            seed: 7,
+            ngram: 2,
+            unit: Unit::Word,
+            norm: NormalizeOptions::ALL,
+            mode,
+        })
+        .unwrap()
+    }
+
+    fn doc() -> impl Strategy<Value = String> {
+        prop::collection::vec(prop::sample::select(vec!["a", "b", "c", "d", "e", "f", "g", "h"]), 0..40)
+            .prop_map(|w| w.join(" "))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        #[test]
+        fn estimate_is_bounded_and_tracks_exact(x in doc(), y in doc()) {
+            let h = hasher(Mode::Native, 256);
+            let (sx, sy) = (h.signature(&x), h.signature(&y));
+            let est = jaccard_estimate(&sx, &sy);
+            prop_assert!((0.0..=1.0).contains(&est));
+            prop_assert_eq!(jaccard_estimate(&sx, &sx), 1.0);
+            let (shx, shy) = (shingles(&normalize_ascii(&x), Unit::Word, 2), shingles(&normalize_ascii(&y), Unit::Word, 2));
+            if !shx.is_empty() && !shy.is_empty() {
+                let exact = exact_jaccard(&shx, &shy);
+                // 5 standard errors of a 256-permutation estimate (<= 0.157)
+                prop_assert!((est - exact).abs() <= 0.16, "est {} exact {}", est, exact);
+                if exact == 0.0 { prop_assert!(est < 0.1); }
+            }
+        }
+
+        #[test]
+        fn any_text_signs_without_panic(s in "\\PC{0,64}", mode in prop::sample::select(vec![Mode::Native, Mode::DatasketchLegacy, Mode::DatasketchAffine32])) {
+            let h = hasher(mode, 16);
+            let sig = h.signature(&s);
+            let has_word = s.chars().any(char::is_alphanumeric);
+            prop_assert_eq!(sig.iter().any(|&v| v != EMPTY), has_word);
+        }
+
+        #[test]
+        fn one_token_docs_match_themselves(w in "[a-z]{1,12}") {
+            let h = hasher(Mode::DatasketchLegacy, 32);
+            let a = h.signature(&w);
+            prop_assert!(a.iter().all(|&v| v != EMPTY));
+            prop_assert_eq!(jaccard_estimate(&a, &h.signature(&w.to_uppercase())), 1.0);
+        }
+    }
+
+    fn normalize_ascii(s: &str) -> String {
+        crate::text::normalize(s, &NormalizeOptions::ALL)
     }
 }

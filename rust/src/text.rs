@@ -52,6 +52,12 @@ impl Unit {
     }
 }
 
+/// `char::is_whitespace` restricted to ASCII (space, \t, \n, \x0b, \x0c, \r).
+#[inline(always)]
+fn is_ascii_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
 #[inline]
 fn push_folded(out: &mut String, c: char, opts: &NormalizeOptions, last_space: &mut bool) {
     let c = if opts.punctuation && !c.is_alphanumeric() && !c.is_whitespace() {
@@ -80,12 +86,29 @@ pub fn normalize_into(text: &str, opts: &NormalizeOptions, out: &mut String) {
     // Leading whitespace is dropped when folding (as if a space was already written).
     let mut last_space = true;
     if text.is_ascii() {
-        // NFKC is the identity on ASCII; lowercase is ASCII lowercase.
-        out.reserve(text.len());
+        // NFKC is the identity on ASCII; lowercase is ASCII lowercase. Byte loop, written
+        // straight into the string's buffer.
+        let mut bytes = std::mem::take(out).into_bytes();
+        bytes.reserve(text.len());
         for &b in text.as_bytes() {
             let b = if opts.lowercase { b.to_ascii_lowercase() } else { b };
-            push_folded(out, b as char, opts, &mut last_space);
+            let b = if opts.punctuation && !b.is_ascii_alphanumeric() && !is_ascii_space(b) {
+                b' '
+            } else {
+                b
+            };
+            if opts.whitespace && is_ascii_space(b) {
+                if !last_space {
+                    bytes.push(b' ');
+                    last_space = true;
+                }
+                continue;
+            }
+            last_space = false;
+            bytes.push(b);
         }
+        // SAFETY: only ASCII bytes were written.
+        *out = unsafe { String::from_utf8_unchecked(bytes) };
     } else {
         let mut lower_and_fold = |c: char, out: &mut String| {
             if opts.lowercase && !c.is_lowercase() {
@@ -138,26 +161,56 @@ pub fn for_each_shingle<F: FnMut(&[u8])>(
     let n = ngram.max(1);
     match unit {
         Unit::Word => {
-            let words: Vec<&str> = text.split_whitespace().collect();
+            // Word byte ranges; ASCII text is split with a byte loop.
+            let mut words: Vec<(usize, usize)> = Vec::new();
+            if text.is_ascii() {
+                let b = text.as_bytes();
+                let mut i = 0;
+                while i < b.len() {
+                    while i < b.len() && is_ascii_space(b[i]) {
+                        i += 1;
+                    }
+                    let start = i;
+                    while i < b.len() && !is_ascii_space(b[i]) {
+                        i += 1;
+                    }
+                    if i > start {
+                        words.push((start, i));
+                    }
+                }
+            } else {
+                let base = text.as_ptr() as usize;
+                words.extend(text.split_whitespace().map(|w| {
+                    let s = w.as_ptr() as usize - base;
+                    (s, s + w.len())
+                }));
+            }
             if words.is_empty() {
                 return 0;
             }
-            let emit = |ws: &[&str], buf: &mut Vec<u8>, f: &mut F| {
-                buf.clear();
-                for (i, w) in ws.iter().enumerate() {
-                    if i > 0 {
-                        buf.push(b' ');
+            let bytes = text.as_bytes();
+            let mut emit = |ws: &[(usize, usize)], buf: &mut Vec<u8>| {
+                // Contiguous when every gap is exactly one ASCII space (always so after
+                // whitespace folding): hash the slice in place.
+                if ws.windows(2).all(|p| p[1].0 == p[0].1 + 1 && bytes[p[0].1] == b' ') {
+                    f(&bytes[ws[0].0..ws[ws.len() - 1].1]);
+                } else {
+                    buf.clear();
+                    for (i, &(s, e)) in ws.iter().enumerate() {
+                        if i > 0 {
+                            buf.push(b' ');
+                        }
+                        buf.extend_from_slice(&bytes[s..e]);
                     }
-                    buf.extend_from_slice(w.as_bytes());
+                    f(buf);
                 }
-                f(buf);
             };
             if words.len() < n {
-                emit(&words, buf, &mut f);
+                emit(&words, buf);
                 return 1;
             }
             for win in words.windows(n) {
-                emit(win, buf, &mut f);
+                emit(win, buf);
             }
             words.len() - n + 1
         }

@@ -58,9 +58,12 @@ def register_commands(cli: Any) -> None:
         """Write the run's self-contained HTML report (works offline)."""
         from pathlib import Path
 
+        from ..errors import UserError
         from ..report.html import write_report
         from ..run.paths import resolve_run
 
         run_dir = resolve_run(run)
+        if not run_dir.is_dir():
+            raise UserError(f"no run folder at {run_dir}", hint="run `dialengine apply SPEC` first")
         path = write_report(run_dir, Path(out) if out else run_dir / "report" / "report.html")
         click.echo(str(path))

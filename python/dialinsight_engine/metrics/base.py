@@ -86,10 +86,14 @@ class MetricContext:
     @contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
         if self.stage_ctx is None:
-            yield lambda n=1: None
+            yield _no_progress
             return
         with self.stage_ctx.progress(description, total) as advance:
             yield advance
+
+
+def _no_progress(n: int = 1) -> None:
+    """Progress callback outside a stage: nothing to show."""
 
 
 class Metric(ABC):

@@ -56,7 +56,7 @@ def instantiate(quality: QualitySpec, registry: Registry, phase: Phase | None = 
         if phase is not None and getattr(cls, "phase", "instruction") != phase:
             continue
         try:
-            out[name] = cls.from_params(mspec.params) if hasattr(cls, "from_params") else cls(cls.Config(**mspec.params))
+            out[name] = cls.from_params(mspec.params)  # type: ignore[attr-defined]
         except Exception as exc:  # validated at load time; this is a safety net for direct use
             raise UserError(f"invalid params: {exc}", key=f"quality.metrics.{name}.params") from None
     return out
@@ -162,7 +162,7 @@ def summarise(frame: pl.DataFrame, quality: QualitySpec, metrics: dict[str, Metr
               timings: dict[str, float], stats: dict[str, Any]) -> dict[str, Any]:
     """What the report and `dialengine explain` need without the spec: config and counts."""
     specs = quality.active()
-    out: dict[str, Any] = {"phase": phase, "min_score": quality.min_score, "metrics": {}}
+    out: dict[str, Any] = {"phase": phase, "min_score": quality.min_score, "examples": quality.examples, "metrics": {}}
     for name, spec in specs.items():
         col = score_col(name)
         entry: dict[str, Any] = {

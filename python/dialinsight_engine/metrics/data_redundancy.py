@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import polars as pl
@@ -44,7 +44,7 @@ class DataRedundancyConfig(MetricConfig):
     threshold: float = Field(0.8, gt=0, le=1, description="Estimated Jaccard at which rows are near duplicates")
     num_perm: int = Field(128, ge=16, le=1024)
     ngram: int = Field(3, ge=1, le=10)
-    unit: str = Field("word", pattern="^(word|char)$")
+    unit: Literal["word", "char"] = "word"
     seed: int = 1
     keep: str = Field("first", description="Which row of a cluster stays: first, longest, or a numeric column")
     references: list[ReferenceSet] = Field(default_factory=list, description="Sets no row may overlap (eval data)")
@@ -155,7 +155,8 @@ class DataRedundancy(Metric):
             found = found.with_columns(
                 _row=part["_row"], cluster_id=pl.col("cluster_id").cast(pl.UInt64) + offset,
                 duplicate_of=pl.col("duplicate_of").cast(pl.String))
-            offset = int(found["cluster_id"].max() or 0) + 1 if found.height else offset
+            top = found["cluster_id"].max()
+            offset = int(top) + 1 if isinstance(top, int) else offset
             results.append(found)
         if not results:
             return pl.DataFrame(schema={"cluster_id": pl.UInt64, "duplicate_of": pl.String, "max_jaccard": pl.Float64,

@@ -25,10 +25,13 @@ from .base import Metric, MetricConfig, MetricContext
 
 class DataRichnessConfig(MetricConfig):
     column: str = Field(R.PROMPT, description="Text whose diversity counts (instruction with dialogue)")
+    group_by: list[str] = Field(
+        default_factory=lambda: [R.TASK],
+        description="Neighbours are looked for within a group (one dialogue under two tasks is no repeat)")
     embeddings: Literal["auto", "on", "off"] = Field(
         "auto", description="auto: use embeddings when installed, else n-gram novelty")
     ngram: int = Field(2, ge=1, le=5, description="n of the n-gram novelty fallback")
-    max_seq_length: int = Field(256, ge=16, le=512)
+    max_seq_length: int = Field(128, ge=16, le=512, description="Tokens embedded per row (cost grows with it)")
     batch_size: int = Field(64, ge=1)
 
 
@@ -102,21 +105,32 @@ class DataRichness(Metric):
         if cfg.embeddings == "auto" and missing:
             stats["fallback_because"] = missing
             ctx.log.info("data_richness: n-gram novelty (%s)", missing)
-        novelty = ngram_novelty(texts, cfg.ngram)
-        out = pl.DataFrame({"novelty": novelty})
+        groups = [c for c in cfg.group_by if c in df.columns]
+        indexed = df.with_row_index("_row")
+        parts = indexed.partition_by(groups, maintain_order=True) if groups else [indexed]
+        vectors = None
         if use_embeddings:
             with ctx.progress("embedding for diversity", df.height) as advance:
                 vectors = embeddings.embed(texts.to_list(), batch_size=cfg.batch_size,
                                            max_seq_length=cfg.max_seq_length)
                 advance(df.height)
-            idx, sim = embeddings.nearest_neighbours(vectors)
-            distance = np.clip(1.0 - sim.astype(np.float64), 0.0, 1.0) if df.height > 1 else np.ones(df.height)
-            ids = df[R.INSTRUCTION_ID].to_list() if R.INSTRUCTION_ID in df.columns else list(range(df.height))
-            out = out.with_columns(
-                nn_distance=pl.Series(distance, dtype=pl.Float64),
-                nearest=pl.Series([str(ids[i]) if i >= 0 else None for i in idx], dtype=pl.String),
-            )
-            stats["mean_nn_distance"] = float(np.mean(distance)) if df.height else 0.0
+        ids = df[R.INSTRUCTION_ID].cast(pl.String).to_list() if R.INSTRUCTION_ID in df.columns \
+            else [str(i) for i in range(df.height)]
+        pieces = []
+        for part in parts:
+            rows = part["_row"].to_numpy()
+            piece = pl.DataFrame({"_row": part["_row"], "novelty": ngram_novelty(part[cfg.column].fill_null(""), cfg.ngram)})
+            if vectors is not None:
+                idx, sim = embeddings.nearest_neighbours(vectors[rows])
+                distance = np.clip(1.0 - sim.astype(np.float64), 0.0, 1.0) if len(rows) > 1 else np.ones(len(rows))
+                piece = piece.with_columns(
+                    nn_distance=pl.Series(distance, dtype=pl.Float64),
+                    nearest=pl.Series([ids[rows[i]] if i >= 0 else None for i in idx], dtype=pl.String))
+            pieces.append(piece)
+        out = pl.concat(pieces).sort("_row").drop("_row") if pieces else pl.DataFrame({"novelty": []}, schema={"novelty": pl.Float64})
+        if vectors is not None:
+            mean = out["nn_distance"].mean()
+            stats["mean_nn_distance"] = float(mean) if isinstance(mean, int | float) else 0.0
             out = out.with_columns(score=pl.col("nn_distance"))
         else:
             out = out.with_columns(score=pl.col("novelty"))

@@ -50,7 +50,7 @@ def speaker_balance(turns: list[tuple[str, str]]) -> float:
 class InputComplexityConfig(MetricConfig):
     column: str = Field(R.DIALOGUE_TEXT, description="Rendered dialogue ('Role: text' lines)")
     caps: dict[str, float] = Field(
-        default_factory=lambda: {"turns": 16, "words": 300, "entities": 15, "mtld": 80, "balance": 1.0})
+        default_factory=lambda: {"turns": 16.0, "words": 300.0, "entities": 15.0, "mtld": 80.0, "balance": 1.0})
     weights: dict[str, float] = Field(
         default_factory=lambda: {"turns": 0.2, "words": 0.2, "entities": 0.25, "mtld": 0.15, "balance": 0.2})
 

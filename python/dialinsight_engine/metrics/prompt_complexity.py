@@ -32,8 +32,8 @@ COMPLEXITY_PROMPT = "Please identify the complexity score of the following user 
 class PromptComplexityConfig(MetricConfig):
     column: str = Field(R.INSTRUCTION, description="Text to rate (the instruction, without the dialogue)")
     caps: dict[str, float] = Field(
-        default_factory=lambda: {"words": 60, "constraint_cues": 4, "enumerated_steps": 3,
-                                 "format_requirements": 2, "mtld": 80},
+        default_factory=lambda: {"words": 60.0, "constraint_cues": 4.0, "enumerated_steps": 3.0,
+                                 "format_requirements": 2.0, "mtld": 80.0},
         description="Value at which each measure counts fully")
     weights: dict[str, float] = Field(
         default_factory=lambda: {"words": 0.25, "constraint_cues": 0.25, "enumerated_steps": 0.15,

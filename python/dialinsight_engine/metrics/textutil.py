@@ -99,8 +99,9 @@ def grounded(value: str, dialogue_norm: str) -> bool:
     if f" {value_norm} " in dialogue_norm:
         return True
     tokens = value_norm.split()
-    if len(tokens) == 1 and tokens[0].isdigit():
-        return any(f" {form} " in dialogue_norm for form in number_forms(int(tokens[0])))
+    if len(tokens) == 1 and (tokens[0].isdigit() or tokens[0] in NUMBER_WORDS):
+        n = int(tokens[0]) if tokens[0].isdigit() else NUMBER_WORDS[tokens[0]]
+        return any(f" {form} " in dialogue_norm for form in number_forms(n))
     return False
 
 

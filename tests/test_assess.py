@@ -1,0 +1,222 @@
+"""Combining metrics: normalisation, weights, thresholds and the composite change the kept set
+as docs/spec.md says; the assess and verify stages in real runs; `dialengine explain`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from dialinsight_engine import records as R
+from dialinsight_engine.metrics.base import Metric, MetricConfig, MetricContext
+from dialinsight_engine.metrics.combine import assess_phase, combine
+from dialinsight_engine.plugins import build_registry
+from dialinsight_engine.run.context import StageContext
+from dialinsight_engine.spec import load_spec
+from dialinsight_engine.spec.quality import QualitySpec
+from dialinsight_engine.stages.ingest import render_dialogue
+from dialinsight_engine.stages.verify import VerifyStage
+
+from conftest import EXAMPLES, dialengine
+
+PLUGINS = "core,generation,quality"
+
+QUALITY_TOML = """
+[quality]
+min_score = {min_score}
+
+[quality.metrics.prompt_complexity]
+weight = {w_prompt}
+
+[quality.metrics.input_complexity]
+weight = {w_input}
+min = {input_min}
+
+[quality.metrics.data_richness]
+weight = 1.0
+params = {{ embeddings = "off" }}
+
+[quality.metrics.data_redundancy]
+weight = 0.5
+normalize = "rank"
+"""
+
+
+def _frame(a: list[float], b: list[float]) -> pl.DataFrame:
+    return pl.DataFrame({R.INSTRUCTION_ID: [f"r{i}" for i in range(len(a))], "score_a": a, "score_b": b,
+                         "flag_a": pl.Series([None] * len(a), dtype=pl.String),
+                         "flag_b": pl.Series([None] * len(a), dtype=pl.String)})
+
+
+def _quality(**metrics) -> QualitySpec:
+    min_score = metrics.pop("min_score", None)
+    return QualitySpec.model_validate({"min_score": min_score, "metrics": metrics})
+
+
+def test_normalisations():
+    frame = _frame([1.0, 2.0, 4.0, 4.0], [0.0, 0.0, 0.0, 0.0])
+    for method, expected in {"minmax": [0.0, 1 / 3, 1.0, 1.0], "rank": [0.0, 1 / 3, 5 / 6, 5 / 6],
+                             "none": [1.0, 2.0, 4.0, 4.0]}.items():
+        out = combine(frame, _quality(a={"normalize": method}, b={"weight": 0}), ["a", "b"])
+        assert out["norm_a"].to_list() == pytest.approx(expected), method
+    z = combine(frame, _quality(a={"normalize": "z"}, b={"weight": 0}), ["a"])["norm_a"]
+    assert z.mean() == pytest.approx(0.0) and z.std() == pytest.approx(1.0)
+    constant = combine(frame, _quality(b={"normalize": "minmax"}), ["b"])
+    assert constant["norm_b"].to_list() == [1.0] * 4, "a constant metric penalises no row"
+
+
+def test_weights_and_thresholds_change_the_kept_set():
+    frame = _frame([0.1, 0.5, 0.9, 0.7], [0.9, 0.6, 0.1, 0.2])
+    equal = combine(frame, _quality(a={}, b={}, min_score=0.5), ["a", "b"])
+    # minmax: a -> 0, .5, 1, .75; b -> 1, .625, 0, .125; equal weights average them
+    assert equal["quality_score"].to_list() == pytest.approx([0.5, 0.5625, 0.5, 0.4375])
+    assert equal["kept"].to_list() == [True, True, True, False]
+    assert equal["reasons"].to_list()[3] == ["quality_score 0.438 < min_score 0.5"]
+    heavy_a = combine(frame, _quality(a={"weight": 3}, b={}, min_score=0.5), ["a", "b"])
+    assert heavy_a["kept"].to_list() == [False, True, True, True]
+    thresholds = combine(frame, _quality(a={"min": 0.3}, b={"max": 0.65}), ["a", "b"])
+    assert thresholds["kept"].to_list() == [False, True, True, True]
+    assert thresholds["reasons"].to_list()[0] == ["a: score 0.1 < min 0.3", "b: score 0.9 > max 0.65"]
+    weight_zero = combine(frame, _quality(a={"weight": 0}, b={}, min_score=0.5), ["a", "b"])
+    assert weight_zero["quality_score"].to_list() == pytest.approx([1.0, 0.625, 0.0, 0.125])
+
+
+class Flagger(Metric):
+    """A real metric plugin of this test: flags rows whose text mentions a pet."""
+
+    name = "pets"
+    Config = MetricConfig
+
+    def score(self, df, ctx):
+        mentions = df[R.DIALOGUE_TEXT].str.contains("(?i)pet")
+        return pl.DataFrame({"score": (~mentions).cast(pl.Float64),
+                             "reason": pl.Series([("mentions pets" if m else None) for m in mentions], dtype=pl.String)})
+
+
+class FlaggerPlugin:
+    @staticmethod
+    def register_metrics():
+        return [Flagger]
+
+
+def _rows(n: int) -> pl.DataFrame:
+    dialogues = [json.loads(line) for line in (EXAMPLES / "realestate_dialogues.jsonl").open(encoding="utf-8")][:n]
+    return pl.DataFrame([{R.INSTRUCTION_ID: f"i{i}", R.TASK: "t", R.SCENE: "s", R.INSTRUCTION: "Summarise.\n{dialogue}",
+                          R.DIALOGUE_TEXT: render_dialogue(d["turns"]), R.PROMPT: "Summarise.\n" + render_dialogue(d["turns"]),
+                          R.KEPT: i != 0, R.REASONS: ["review: rejected"] if i == 0 else []}
+                         for i, d in enumerate(dialogues)])
+
+
+def test_flags_drop_or_record_and_upstream_drops_stay_untouched():
+    from pluggy import HookimplMarker
+
+    impl = HookimplMarker("dialinsight_engine")
+    plugin = type("P", (), {"register_metrics": staticmethod(impl(FlaggerPlugin.register_metrics))})
+    registry = build_registry([plugin])
+    frame = _rows(12)
+    mentions = frame[R.DIALOGUE_TEXT].str.contains("(?i)pet").to_list()
+    assert any(mentions[1:]) and not all(mentions[1:])
+    result = assess_phase(frame, _quality(pets={}), registry, MetricContext.standalone(), "instruction")
+    out = result.frame
+    assert out[R.INSTRUCTION_ID].to_list() == frame[R.INSTRUCTION_ID].to_list()
+    assert out.row(0, named=True)["score_pets"] is None and out["reasons"].to_list()[0] == ["review: rejected"]
+    for i in range(1, 12):
+        assert out["kept"][i] == (not mentions[i])
+        assert out["reasons"].to_list()[i] == (["pets: mentions pets"] if mentions[i] else [])
+    assert result.summary["metrics"]["pets"]["flagged"] == sum(mentions[1:])
+    recorded = assess_phase(frame, _quality(pets={"on_flag": "record"}), registry, MetricContext.standalone(),
+                            "instruction").frame
+    assert recorded["kept"].to_list() == [False] + [True] * 11
+    assert recorded["flag_pets"].drop_nulls().len() == sum(mentions[1:])
+
+
+def _spec(write_spec, **kw) -> Path:
+    values = {"min_score": 0.0, "w_prompt": 1.0, "w_input": 1.0, "input_min": 0.0} | kw
+    return write_spec(QUALITY_TOML.format(**values), name="q")
+
+
+def test_assess_stage_in_a_run_and_spec_changes_the_kept_set(write_spec, tmp_path):
+    spec = _spec(write_spec)
+    first = dialengine("apply", str(spec), "--until", "assess", plugins=PLUGINS)
+    assert first.returncode == 0, first.stderr
+    run = tmp_path / "runs" / "q"
+    out = pl.read_parquet(run / "assess" / "data.parquet")
+    for name in ("prompt_complexity", "input_complexity", "data_richness", "data_redundancy"):
+        assert out[f"score_{name}"].null_count() == 0 and f"norm_{name}" in out.columns
+    assert out["kept"].all() and out["quality_score"].is_between(0, 1).all()
+    manifest = json.loads((run / "assess" / "manifest.json").read_text())
+    assert manifest["extra"]["plugins"]["metric:data_redundancy"].startswith("dialinsight-engine==")
+    summary = json.loads((run / "assess" / "quality_summary.json").read_text())
+    assert summary["metrics"]["data_richness"]["stats"]["distinct_2"] > 0
+
+    # a threshold drops exactly the rows below it; the composite threshold those below it
+    cut = float(out["score_input_complexity"].median())
+    spec = _spec(write_spec, input_min=cut)
+    second = dialengine("apply", str(spec), "--until", "assess", plugins=PLUGINS)
+    assert second.returncode == 0, second.stderr
+    assert "seeds    skip" in second.stderr and "assess   running" in second.stderr
+    out2 = pl.read_parquet(run / "assess" / "data.parquet")
+    assert out2["kept"].to_list() == (out["score_input_complexity"] >= cut).to_list()
+
+    q_cut = float(out["quality_score"].quantile(0.25))
+    spec = _spec(write_spec, min_score=q_cut)
+    assert dialengine("apply", str(spec), "--until", "assess", plugins=PLUGINS).returncode == 0
+    out3 = pl.read_parquet(run / "assess" / "data.parquet")
+    assert out3["kept"].to_list() == (out["quality_score"] >= q_cut).to_list()
+
+    dropped = out3.filter(~pl.col("kept"))[R.INSTRUCTION_ID][0]
+    explained = dialengine("explain", str(run), dropped[:10], plugins=PLUGINS)
+    assert explained.returncode == 0, explained.stderr
+    assert "dropped at assess: quality_score" in explained.stdout and "input_complexity" in explained.stdout
+    as_json = json.loads(dialengine("explain", str(spec), dropped, "--json", plugins=PLUGINS).stdout)
+    entry = next(s for s in as_json["stages"] if s["stage"] == "assess")
+    assert entry["kept"] is False and entry["metrics"]["prompt_complexity"]["weight"] == 1.0
+    missing = dialengine("explain", str(run), "nosuchrow", plugins=PLUGINS)
+    assert missing.returncode == 2 and "no row 'nosuchrow'" in missing.stderr
+
+    # re-weighting moves the composite: prompt complexity alone decides the order
+    spec = _spec(write_spec, w_input=0.0)
+    assert dialengine("apply", str(spec), "--until", "assess", plugins=PLUGINS).returncode == 0
+    out4 = pl.read_parquet(run / "assess" / "data.parquet")
+    assert out4["quality_score"].to_list() != pytest.approx(out["quality_score"].to_list())
+
+
+def test_bad_metric_params_point_at_the_spec_line(write_spec):
+    spec = write_spec('\n[quality.metrics.data_redundancy]\nparams = { treshold = 0.9 }\n', name="q")
+    result = dialengine("validate", str(spec), plugins=PLUGINS)
+    assert result.returncode == 2
+    assert "treshold" in result.stderr and "threshold" in result.stderr and "spec.toml:" in result.stderr
+    unknown = write_spec('\n[quality.metrics.data_redundnacy]\nweight = 1\n', name="q")
+    result = dialengine("validate", str(unknown), plugins=PLUGINS)
+    assert result.returncode == 2 and "did you mean 'data_redundancy'" in result.stderr
+
+
+def test_verify_stage_applies_label_metrics_and_recombines(write_spec, tmp_path):
+    spec_path = _spec(write_spec, min_score=0.0)
+    spec_path.write_text(spec_path.read_text() + "\n[quality.metrics.label_quality]\nweight = 2.0\n")
+    registry = build_registry()
+    spec = load_spec(spec_path, registry)
+    run = tmp_path / "runs" / "q"
+    assert dialengine("apply", str(spec_path), "--until", "assess", plugins=PLUGINS).returncode == 0
+    assessed = pl.read_parquet(run / "assess" / "data.parquet").filter(pl.col("kept")).head(6)
+    responses = ["", "I cannot help with that request.", "The customer wants a bigger flat and", None, "A short, fine summary.",
+                 "The customer needs a flat."]
+    labelled = assessed.with_columns(pl.Series(R.RESPONSE, responses, dtype=pl.String),
+                                     pl.lit(None, dtype=pl.String).alias(R.OUTPUT_SCHEMA))
+    (run / "label").mkdir(parents=True)
+    labelled.write_parquet(run / "label" / "data.parquet")
+    ctx = StageContext(spec=spec, registry=registry, run_dir=run, stage="verify", input_stage="label",
+                       log=logging.getLogger("test"))
+    out = VerifyStage().run(ctx)
+    assert out["kept"].to_list() == [False, False, False, False, True, True]
+    assert out["reasons"].to_list()[1] == ["label_quality: refusal: the response declines the task"]
+    assert out["reasons"].to_list()[2] == ["label_quality: truncated: ends mid-sentence"]
+    assert out["score_label_quality"].to_list() == [0.0, 0.0, 0.0, 0.0, 1.0, 1.0]
+    # the composite now includes the label dimension next to the instruction ones
+    assert set(out.columns) >= {"norm_label_quality", "norm_prompt_complexity"}
+    assert out["quality_score"].to_list() != pytest.approx(assessed["quality_score"].to_list())
+    assert (run / "verify" / "quality_summary.json").exists()
+    assert ctx.stats["quality"]["dropped_here"] == 4

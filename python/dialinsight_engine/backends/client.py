@@ -43,13 +43,13 @@ def backend_spec(spec: Spec, name: str) -> BackendSpec:
     if name in spec.backends:
         return spec.backends[name]
     if name == "default":
-        return BackendSpec(plugin="llamacpp")
+        return BackendSpec.model_validate({"plugin": "llamacpp"})
     raise UserError(f"backend {name!r} is not declared", key=f"backends.{name}",
                     file=spec.source, hint=f"declared: {', '.join(sorted(spec.backends)) or 'none'}")
 
 
 def make_backend(bspec: BackendSpec, registry: Registry, name: str) -> Backend:
-    cls = registry.get("backend", bspec.plugin, where=f"backends.{name}.plugin")
+    cls: Any = registry.get("backend", bspec.plugin, where=f"backends.{name}.plugin")
     try:
         config = cls.Config.model_validate(bspec.params())
     except ValidationError as exc:
@@ -62,6 +62,8 @@ def open_client(spec: Spec, name: str, registry: Registry, cache_dir: Path,
                 log: logging.Logger | None = None) -> GenerationClient:
     bspec = backend_spec(spec, name)
     backend = make_backend(bspec, registry, name)
+    if bspec.cache_dir:
+        cache_dir = spec.resolve_path(bspec.cache_dir)
     return GenerationClient(
         backend, name=name, cache_dir=cache_dir if bspec.cache else None, batch_size=bspec.batch_size,
         max_attempts=bspec.max_attempts, retry_temperature=bspec.retry_temperature, log=log,

@@ -14,7 +14,12 @@ from typing import Any, Literal
 
 import httpx
 from pydantic import Field
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
 
 from ..errors import UserError
 from .base import Backend, BackendConfig, GenerationRequest, GenerationResult
@@ -100,7 +105,7 @@ class OpenAIBackend(Backend):
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(cfg.max_retries + 1),
-                wait=wait_exponential_jitter(initial=cfg.backoff_s, max=cfg.backoff_max_s),
+                wait=wait_exponential_jitter(multiplier=cfg.backoff_s, max=cfg.backoff_max_s, jitter=cfg.backoff_s),
                 retry=retry_if_exception_type(_Retriable),
                 reraise=True,
             ):

@@ -13,6 +13,7 @@ from ..records import DIALOGUE_PLACEHOLDER
 from ..spec.generation import EliminationSpec
 
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
+_JSON_OBJECT = re.compile(r'\{\s*"')
 _LABEL = re.compile(r"^\s*(?:new|rewritten|revised)?\s*(?:task|instruction|prompt)\s*:\s*", re.IGNORECASE)
 
 
@@ -34,6 +35,13 @@ def _compiled(patterns: tuple[str, ...]) -> list[re.Pattern[str]]:
     return [re.compile(p, re.IGNORECASE) for p in patterns]
 
 
+def repetition(text: str) -> float:
+    """Share of word 3-grams that repeat an earlier one (0: none, near 1: a loop)."""
+    words = text.split()
+    grams = [tuple(words[i:i + 3]) for i in range(len(words) - 2)]
+    return 1 - len(set(grams)) / len(grams) if grams else 0.0
+
+
 def eliminate(parent: str, child: str, rules: EliminationSpec) -> list[str]:
     """Reasons the rewrite `child` of the instruction `parent` fails (empty: it passes).
     Both are full instructions (with `{dialogue}` where it belongs)."""
@@ -52,11 +60,15 @@ def eliminate(parent: str, child: str, rules: EliminationSpec) -> list[str]:
         reasons.append(f"too_short:{n}<{rules.min_chars}")
     if n > rules.max_chars:
         reasons.append(f"too_long:{n}>{rules.max_chars}")
-    if rules.max_growth is not None and parent_text and n > rules.max_growth * len(parent_text):
+    if rules.max_growth and parent_text and n > rules.max_growth * len(parent_text):
         reasons.append(f"too_much_growth:{n / len(parent_text):.1f}x")
     for phrase in rules.copied_phrases:
         if phrase.lower() in child_text and phrase.lower() not in parent_text:
             reasons.append(f"copied_prompt_words:{phrase}")
+    if rules.answered and _JSON_OBJECT.search(child) and not _JSON_OBJECT.search(parent):
+        reasons.append("answered_instead")
+    if repetition(child_text) > rules.max_repetition:
+        reasons.append(f"repetitive:{repetition(child_text):.2f}")
     for pattern in _compiled(tuple(rules.refusal_patterns)):
         if pattern.search(child_text) and not pattern.search(parent_text):
             reasons.append(f"refusal:{pattern.pattern}")

@@ -34,6 +34,7 @@ class BackendSpec(Section):
 
     plugin: str = Field(description="Backend plugin: llamacpp, openai, vllm, ...")
     cache: bool = Field(True, description="Cache answers on disk (runs/<project>/cache/)")
+    cache_dir: str | None = Field(None, description="Another cache folder (relative to the spec), e.g. shared by projects")
     batch_size: int = Field(16, ge=1, description="Requests handed to the backend at once")
     max_attempts: int = Field(3, ge=1, description="Tries per request when an answer fails or breaks its schema")
     retry_temperature: float = Field(
@@ -69,7 +70,7 @@ class EliminationSpec(Section):
     )
     min_chars: int = Field(20, ge=0)
     max_chars: int = Field(1500, ge=1)
-    max_growth: float | None = Field(4.0, gt=0, description="Reject a rewrite more than this many times the parent's length")
+    max_growth: float = Field(4.0, ge=0, description="Reject a rewrite more than this many times the parent's length (0: off)")
     copied_phrases: list[str] = Field(
         default_factory=lambda: list(DEFAULT_COPIED_PHRASES),
         description="Evolution-prompt words that must not appear (case-insensitive)",
@@ -77,6 +78,12 @@ class EliminationSpec(Section):
     refusal_patterns: list[str] = Field(
         default_factory=lambda: list(DEFAULT_REFUSAL_PATTERNS),
         description="Regular expressions (case-insensitive) of refusals",
+    )
+    answered: bool = Field(
+        True, description="Reject a rewrite holding a JSON object the parent lacks (the model answered instead)"
+    )
+    max_repetition: float = Field(
+        0.5, gt=0, le=1, description="Reject a rewrite whose share of repeated word 3-grams is above this (1: off)"
     )
     scene_check: bool = Field(False, description="Ask the evolution backend whether the rewrite still fits the scene")
 
@@ -112,7 +119,7 @@ class EvolutionSpec(Section):
     keep_ancestors: bool = Field(
         True, description="Keep seeds and earlier rounds in the pool beside each lineage's latest evolution"
     )
-    elimination: EliminationSpec = Field(default_factory=EliminationSpec)
+    elimination: EliminationSpec = Field(default_factory=lambda: EliminationSpec.model_validate({}))
 
     @model_validator(mode="after")
     def _operators(self) -> EvolutionSpec:
@@ -148,7 +155,7 @@ class LabelsSpec(Section):
     temperature: float = Field(0.0, ge=0)
     system_prompt: str = Field("", description="System message of every label request")
     use_schema: bool = Field(True, description="Constrain answers to the row's output_schema")
-    max_string_length: int | None = Field(
-        120, ge=1, description="maxLength added to schema strings without one (small models loop in open strings)"
+    max_string_length: int = Field(
+        64, ge=0, description="maxLength added to schema strings without one, 0: none (small models loop in open strings)"
     )
     drop_truncated: bool = Field(False, description="Reject answers cut off at max_tokens")

@@ -1,0 +1,105 @@
+"""Stage `label`: the sampled instructions' prompts answered by the label backend.
+
+Rows with an `output_schema` are constrained to it (and validated; invalid answers are
+retried by the client). Every row keeps its answer's token counts, latency, finish reason,
+attempts and error; a row whose answer failed is kept with `kept=False` and the reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from .. import records as R
+from ..backends.base import GenerationRequest
+from .base import ORDER, Stage
+
+if TYPE_CHECKING:
+    from ..run.context import StageContext
+
+LABEL_COLUMNS = {
+    R.RESPONSE: pl.String, "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64, "latency_s": pl.Float64,
+    "finish_reason": pl.String, "attempts": pl.Int64, "label_error": pl.String, "label_cached": pl.Boolean,
+    "label_model": pl.String,
+}
+
+
+def bound_strings(schema: Any, limit: int | None) -> Any:
+    """A copy of a JSON schema whose open strings get `maxLength: limit` (a small model under a
+    grammar can otherwise repeat inside one string until max_tokens)."""
+    if not limit:
+        return schema
+    schema = copy.deepcopy(schema)
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            types = node.get("type")
+            is_string = types == "string" or (isinstance(types, list) and "string" in types)
+            if is_string and "maxLength" not in node and "enum" not in node and "const" not in node:
+                node["maxLength"] = limit
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    return schema
+
+
+class LabelStage(Stage):
+    name = "label"
+    order = ORDER["label"]
+    config_keys = ("labels",)
+    version = "1"
+    description = "answer the sampled prompts with the label backend (JSON schema where the task has one)"
+
+    def fingerprint_extra(self, ctx: StageContext) -> dict[str, Any]:
+        name = ctx.spec.labels.backend
+        bspec = ctx.spec.backends.get(name)
+        plugin = bspec.plugin if bspec else "llamacpp"
+        return {"backend": ctx.spec.section(f"backends.{name}"),
+                "plugins": {f"backend:{plugin}": ctx.registry.version_of("backend", plugin)}}
+
+    def run(self, ctx: StageContext) -> pl.DataFrame:
+        cfg = ctx.spec.labels
+        df = R.kept_rows(ctx.input)
+        if R.REASONS not in df.columns:
+            df = df.with_columns(pl.lit([], dtype=pl.List(pl.String)).alias(R.REASONS))
+        if R.KEPT not in df.columns:
+            df = df.with_columns(pl.lit(True).alias(R.KEPT))
+        rows = df.to_dicts()
+        requests = []
+        for row in rows:
+            schema = None
+            if cfg.use_schema and row.get(R.OUTPUT_SCHEMA):
+                schema = bound_strings(json.loads(row[R.OUTPUT_SCHEMA]), cfg.max_string_length)
+            requests.append(GenerationRequest(
+                prompt=row[R.PROMPT], system=cfg.system_prompt or None, max_tokens=cfg.max_tokens,
+                temperature=cfg.temperature, json_schema=schema, seed=ctx.spec.project.seed,
+            ))
+        client = ctx.backend(cfg.backend)
+        with ctx.progress("labelling", len(requests)) as advance:
+            results = client.generate(requests, progress=advance) if requests else []
+        failed = truncated = 0
+        for row, res in zip(rows, results, strict=True):
+            row.update({
+                R.RESPONSE: res.text if res.ok else None, "prompt_tokens": res.prompt_tokens,
+                "completion_tokens": res.completion_tokens, "latency_s": round(res.latency_s, 4),
+                "finish_reason": res.finish_reason, "attempts": res.attempts, "label_error": res.error,
+                "label_cached": res.cached, "label_model": client.model_id,
+            })
+            if not res.ok:
+                failed += 1
+                row[R.KEPT] = False
+                row[R.REASONS] = [*row[R.REASONS], f"label_failed:{res.error}"]
+            elif cfg.drop_truncated and res.finish_reason == "length":
+                truncated += 1
+                row[R.KEPT] = False
+                row[R.REASONS] = [*row[R.REASONS], "label_truncated"]
+        ctx.stats.update(labelled=len(rows) - failed - truncated, failed=failed, truncated=truncated,
+                         cached=sum(1 for r in results if r.cached))
+        return pl.DataFrame(rows, schema={**df.schema, **LABEL_COLUMNS})

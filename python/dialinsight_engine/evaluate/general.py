@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
@@ -64,7 +64,8 @@ class Gsm8kLoglik(GeneralEvaluator):
     def evaluate(self, lm: LanguageModel, *, base_dir: Path | None, exclude: set[str]) -> list[Score]:
         key = f"eval.evaluators.{self.name}.path"
         rows = read_jsonl(resolve(self.config.path, base_dir), key)[self.config.offset:]
-        pairs, skipped = [], 0
+        pairs: list[tuple[str, str]] = []
+        skipped = 0
         for lineno, rec in rows:
             if len(pairs) == self.config.n:
                 break

@@ -52,58 +52,10 @@ def read_heldout(paths: Sequence[Path], *, limit: int | None = None, key: str = 
 
 def overlapping(texts: Sequence[str], reference: Sequence[str], threshold: float) -> list[bool]:
     """For each text, whether some reference text is at least `threshold` similar (MinHash
-    estimate of the Jaccard similarity of word 5-grams). Uses the engine's Rust core when it
-    provides `contamination`, else datasketch."""
+    estimate of the Jaccard similarity of word 3-grams, the Rust core's `contamination`)."""
     if not texts or not reference:
         return [False] * len(texts)
-    try:
-        from ..fast import contamination  # type: ignore[attr-defined]
-    except ImportError:
-        contamination = None
-    if contamination is not None:
-        result = contamination(list(texts), list(reference), threshold=threshold)
-        return [bool(_flag(r, threshold)) for r in _as_list(result)]
-    return _datasketch_overlap(texts, reference, threshold)
+    from ..fast import contamination
 
-
-def _as_list(result: Any) -> list[Any]:
-    if hasattr(result, "to_list"):
-        return result.to_list()
-    if hasattr(result, "columns") and hasattr(result, "get_column"):  # a frame: take its last column
-        return result.get_column(result.columns[-1]).to_list()
-    return list(result)
-
-
-def _flag(value: Any, threshold: float) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float):
-        return value >= threshold
-    return bool(value)
-
-
-def _shingles(text: str, n: int = 5) -> set[bytes]:
-    words = text.lower().split()
-    if len(words) < n:
-        return {" ".join(words).encode()}
-    return {" ".join(words[i:i + n]).encode() for i in range(len(words) - n + 1)}
-
-
-def _datasketch_overlap(texts: Sequence[str], reference: Sequence[str], threshold: float) -> list[bool]:
-    from datasketch import MinHash, MinHashLSH
-
-    def signature(text: str) -> MinHash:
-        m = MinHash(num_perm=128, seed=1)
-        m.update_batch(list(_shingles(text)))
-        return m
-
-    lsh = MinHashLSH(threshold=threshold, num_perm=128)
-    ref_sigs = {}
-    for i, text in enumerate(reference):
-        ref_sigs[str(i)] = sig = signature(text)
-        lsh.insert(str(i), sig)
-    flags = []
-    for text in texts:
-        sig = signature(text)
-        flags.append(any(sig.jaccard(ref_sigs[k]) >= threshold for k in lsh.query(sig)))
-    return flags
+    found = contamination(list(texts), list(reference), threshold=threshold)
+    return [bool(flag) for flag in found["contaminated"].to_list()]

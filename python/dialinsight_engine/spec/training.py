@@ -67,7 +67,7 @@ class EvalSpec(Section):
     batch_size: int = Field(8, ge=1, description="Rows per forward pass in scoring and free generation")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
     variants: list[Literal["base", "tuned"]] = Field(
-        default_factory=lambda: ["base", "tuned"], description="Which models to evaluate")
+        default=["base", "tuned"], description="Which models to evaluate")
     ablations: list[Ablation] = Field(
         default_factory=list, description="Train and evaluate these variants too, with the same budget")
     guard: GuardSpec = Field(default_factory=GuardSpec)

@@ -132,7 +132,8 @@ def load_base(base_model: str, *, base_dir: Path | None = None, cache_dir: Path 
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype).to(device)
+    model: Any = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch_dtype)
+    model = model.to(device)
     model.eval()
     return model, tokenizer
 

@@ -46,7 +46,7 @@ class MixGeneral(BaseModel):
 class PeftLoraConfig(TrainerConfig):
     base_model: str = Field(models.EMBEDDED, description='"embedded", a .gguf file or a Hugging Face folder')
     r: int = Field(8, ge=1, description="LoRA rank")
-    alpha: float = Field(16, gt=0, description="LoRA alpha (scale = alpha / r)")
+    alpha: int = Field(16, gt=0, description="LoRA alpha (scale = alpha / r)")
     dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
@@ -188,9 +188,9 @@ class PeftLoraTrainer(Trainer):
             elif log is not None:
                 log.info("checkpoint is from another config or data set: starting over")
 
-        causal = peft_model.get_base_model()
-        body = causal.get_decoder()
-        head = causal.get_output_embeddings()
+        causal: Any = peft_model.get_base_model()
+        body: Any = causal.get_decoder()
+        head: Any = causal.get_output_embeddings()
         schedule = _Schedule(len(examples), cfg.batch_size, cfg.seed)
         peft_model.train()
         t0 = time.perf_counter()
@@ -235,7 +235,7 @@ class PeftLoraTrainer(Trainer):
         _atomic_dir(out_dir / ADAPTER, lambda tmp: peft_model.save_pretrained(str(tmp)))
         merged_dir = None
         if cfg.merge:
-            merged = peft_model.merge_and_unload()
+            merged: Any = peft_model.merge_and_unload()
 
             def save_merged(tmp: Path) -> None:
                 merged.save_pretrained(str(tmp))
@@ -245,7 +245,9 @@ class PeftLoraTrainer(Trainer):
         state = {"fingerprint": fingerprint, "steps": total_steps, "examples": len(examples),
                  "dropped_too_long": dropped, "general_rows": len(general), "resumed_from": start_step,
                  "losses": losses, "seconds": round(time.perf_counter() - t0, 2),
-                 "merged": bool(merged_dir)}
+                 "merged": bool(merged_dir),
+                 # evaluators must not score replayed general rows as unseen
+                 "general_prompts": [m["content"] for conv in general for m in conv if m["role"] == "user"]}
         _atomic_text(state_path, json.dumps(state, indent=2) + "\n")
         ckpt_path.unlink(missing_ok=True)
         return _result_from_state(out_dir, state)
@@ -299,7 +301,8 @@ def _result_from_state(out_dir: Path, state: dict[str, Any]) -> TrainResult:
         dropped_too_long=state["dropped_too_long"], general_rows=state["general_rows"],
         resumed_from=state["resumed_from"], losses=state["losses"],
         merged_dir=out_dir / MERGED if state.get("merged") else None,
-        extra={"seconds": state.get("seconds"), "fingerprint": state["fingerprint"]})
+        extra={"seconds": state.get("seconds"), "fingerprint": state["fingerprint"],
+               "general_prompts": state.get("general_prompts", [])})
 
 
 def _atomic_text(path: Path, text: str) -> None:

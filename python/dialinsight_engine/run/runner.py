@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
-from ..errors import StageFailed, UserError
+from ..errors import ReviewPending, StageFailed, UserError
 from ..records import KEPT
 from ..stages.base import Stage
 from . import atomic
@@ -163,7 +163,7 @@ class Runner:
         try:
             rows_in = ctx.input.height if item.input_stage else 0
             output = stage.run(ctx)
-        except (UserError, KeyboardInterrupt, StageFailed):
+        except (UserError, KeyboardInterrupt, StageFailed, ReviewPending):
             raise
         except Exception as exc:
             LOG.exception("stage %s failed", stage.name)

@@ -132,7 +132,8 @@ def run_peers(name: str, texts: list[str], peer_n: int) -> dict[str, float]:
     ]
     print(f"\n## {name}: {len(texts):,} docs (peers on the first {len(sub):,})")
     for label, fn, n in runs:
-        wall, cpu, _ = timed(fn)
+        # best of 3 for every side: the first call also pays thread start-up and page faults
+        wall, cpu, _ = min((timed(fn) for _ in range(3)), key=lambda t: t[0])
         rates[label] = n / wall
         print(f"{label:48s} {n / wall:>12,.0f} docs/s  (wall {wall:.2f} s, cpu {cpu:.2f} s)")
     core = rates["core native (end to end)"]
@@ -250,6 +251,14 @@ def planted_eval(n: int, peer_n: int) -> None:
         fp_random = int((out.get_column("is_duplicate").to_numpy() & ~planted_rows).sum())
         prec = tp / max(tp + fp_planted + fp_random, 1)
         rec = tp / max(int(truth.sum()), 1)
+        # Pairs within +-0.05 of the threshold sit inside one standard error of a 128-slot
+        # estimate (~0.035 at J=0.8): no 128-permutation estimator separates them reliably,
+        # so P/R is also given for the pairs clearly on either side.
+        clear = np.abs(exact - 0.8) >= 0.05
+        tp_c = int((same & truth & clear).sum())
+        fp_c = int((same & ~truth & clear).sum())
+        prec_c = tp_c / max(tp_c + fp_c + fp_random, 1)
+        rec_c = tp_c / max(int((truth & clear).sum()), 1)
         bands_rows = (bands, rows) if bands else fast.optimal_lsh_params(0.8, NUM_PERM)
         print(
             f"{label} {bands_rows}: {n / wall:,.0f} docs/s end to end (signatures+LSH+clusters, "
@@ -257,6 +266,10 @@ def planted_eval(n: int, peer_n: int) -> None:
             f"(tp {tp}, fp planted {fp_planted}, fp random {fp_random}); "
             f"RSS before call {base:.0f} MiB, peak RSS during call {call_peak:.0f} MiB "
             f"(+{call_peak - base:.0f} MiB)"
+        )
+        print(
+            f"    pairs with |exact J - 0.8| >= 0.05 ({int(clear.sum()):,} of {len(clear):,}): "
+            f"precision {prec_c:.4f} recall {rec_c:.4f}"
         )
         for lo, hi in ((0.99, 1.01), (0.85, 0.99), (0.8, 0.85), (0.7, 0.8), (0.0, 0.7)):
             m = (exact >= lo) & (exact < hi)
@@ -282,7 +295,7 @@ def main() -> None:
         run_peers("sgd-all dialogues", texts, args.peer_n)
         print("\n## estimate error vs exact Jaccard (SGD dialogue vs edited copy, num_perm 128)")
         accuracy(texts)
-    planted_eval(args.n, 0)
+    planted_eval(args.n, args.peer_n)
     print(f"\npeak RSS (process) {peak_rss_mib():.0f} MiB")
 
 

@@ -231,13 +231,15 @@ def test_near_duplicates_on_real_dialogues_against_exact() -> None:
     assert out.height == len(texts)
     sh = [set(py_shingles(t, 3, "word")) for t in texts]
     n0 = len(docs)
-    hits = 0
+    hits = eligible = 0
     for k in range(len(planted)):
         j = exact_jaccard(list(sh[k * 4]), list(sh[n0 + k]))
         row = out.row(n0 + k, named=True)
         if j >= 0.9:
+            eligible += 1
             hits += row["cluster_id"] == out["cluster_id"][k * 4]
-    assert hits >= 0.9 * len(planted)
+    # LSH banding (9 bands of 13 rows for 0.8) finds a J=0.91 pair with p ~0.96
+    assert eligible >= 80 and hits >= 0.9 * eligible
     # Every flagged duplicate is truly similar to its representative.
     for i, rep in enumerate(out["duplicate_of"].to_list()):
         if rep is not None:

@@ -53,9 +53,8 @@ fn offsets_views<'a, O: OffsetSizeTrait>(
     let values = a.value_data();
     let offsets = a.value_offsets();
     let (lo, hi) = (offsets[0].as_usize(), offsets[offsets.len() - 1].as_usize());
-    let s = std::str::from_utf8(&values[lo..hi]).map_err(|e| {
-        IoError::Value(format!("column {column:?} holds invalid UTF-8: {e}"))
-    })?;
+    let s = std::str::from_utf8(&values[lo..hi])
+        .map_err(|e| IoError::Value(format!("column {column:?} holds invalid UTF-8: {e}")))?;
     for o in offsets.iter() {
         if !s.is_char_boundary(o.as_usize() - lo) {
             return Err(IoError::Value(format!(
@@ -140,12 +139,15 @@ where
     let mut out = Vec::new();
     for chunk in stream {
         let chunk = chunk?;
-        let a = chunk.as_any().downcast_ref::<Float64Array>().ok_or_else(|| {
-            IoError::Type(format!(
-                "column {column:?} has Arrow type {}; expected a numeric column",
-                chunk.data_type()
-            ))
-        })?;
+        let a = chunk
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .ok_or_else(|| {
+                IoError::Type(format!(
+                    "column {column:?} has Arrow type {}; expected a numeric column",
+                    chunk.data_type()
+                ))
+            })?;
         out.extend((0..a.len()).map(|i| if a.is_null(i) { f64::NAN } else { a.value(i) }));
     }
     Ok(out)
@@ -217,7 +219,14 @@ mod tests {
         })
         .unwrap();
         assert_eq!(total, n);
-        assert_eq!(seen, vec![(0, BATCH_ROWS), (BATCH_ROWS, BATCH_ROWS), (2 * BATCH_ROWS, 5)]);
+        assert_eq!(
+            seen,
+            vec![
+                (0, BATCH_ROWS),
+                (BATCH_ROWS, BATCH_ROWS),
+                (2 * BATCH_ROWS, 5)
+            ]
+        );
     }
 }
 

@@ -222,7 +222,11 @@ mod tests {
         assert_eq!(r.duplicate_of, vec![None, None, Some(0), Some(0)]);
         let r = finish_clusters(uf.clone(), &Keep::Longest(vec![1, 9, 5, 5]), vec![0.0; 4]);
         assert_eq!(r.duplicate_of, vec![Some(2), None, None, Some(2)]);
-        let r = finish_clusters(uf, &Keep::Quality(vec![f64::NAN, 0.0, 0.1, 0.7]), vec![0.0; 4]);
+        let r = finish_clusters(
+            uf,
+            &Keep::Quality(vec![f64::NAN, 0.0, 0.1, 0.7]),
+            vec![0.0; 4],
+        );
         assert_eq!(r.duplicate_of, vec![Some(3), None, Some(3), None]);
     }
 }

@@ -19,6 +19,7 @@ use numpy::{PyArray1, PyArray2, PyArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3_arrow::{PyArrayReader, PyTable};
+use rayon::prelude::*;
 use text::{NormalizeOptions, Unit};
 
 fn io_err(e: IoError) -> PyErr {
@@ -67,7 +68,11 @@ fn make_hasher(
 
 fn table(batches: Vec<RecordBatch>, schema_of_empty: RecordBatch) -> PyResult<PyTable> {
     let schema = schema_of_empty.schema();
-    let batches = if batches.is_empty() { vec![schema_of_empty] } else { batches };
+    let batches = if batches.is_empty() {
+        vec![schema_of_empty]
+    } else {
+        batches
+    };
     PyTable::try_new(batches, schema)
 }
 
@@ -86,14 +91,21 @@ fn sign_stream(
     with_chars: bool,
 ) -> Result<Signed, IoError> {
     let p = hasher.num_perm();
-    let mut s = Signed { sigs: Vec::new(), nonempty: Vec::new(), chars: Vec::new() };
+    let mut s = Signed {
+        sigs: Vec::new(),
+        nonempty: Vec::new(),
+        chars: Vec::new(),
+    };
     arrow_io::for_each_text_batch(reader, column, |_, vals| {
         let start = s.sigs.len();
         s.sigs.resize(start + vals.len() * p, 0);
         let ne = hasher.signatures_into(vals, &mut s.sigs[start..]);
         s.nonempty.extend(ne);
         if with_chars {
-            s.chars.extend(vals.iter().map(|v| v.map_or(0, |t| t.chars().count() as u64)));
+            s.chars.extend(
+                vals.iter()
+                    .map(|v| v.map_or(0, |t| t.chars().count() as u64)),
+            );
         }
         Ok(())
     })?;
@@ -132,7 +144,7 @@ fn minhash_signatures<'py>(
                 buf.clear();
                 buf.resize(vals.len() * num_perm, 0);
                 hasher.signatures_into(vals, &mut buf);
-                out.extend(buf.iter().map(|&v| v as u64));
+                out.par_extend(buf.par_iter().map(|&v| v as u64));
                 Ok(())
             })?;
             Ok::<_, IoError>(out)
@@ -142,9 +154,16 @@ fn minhash_signatures<'py>(
     PyArray1::from_vec(py, out).reshape([n, num_perm])
 }
 
-fn resolve_bands(threshold: f64, num_perm: usize, bands: Option<usize>, rows: Option<usize>) -> PyResult<(usize, usize)> {
+fn resolve_bands(
+    threshold: f64,
+    num_perm: usize,
+    bands: Option<usize>,
+    rows: Option<usize>,
+) -> PyResult<(usize, usize)> {
     if !(0.0..=1.0).contains(&threshold) || threshold.is_nan() {
-        return Err(val_err(format!("threshold must be in [0, 1], got {threshold}")));
+        return Err(val_err(format!(
+            "threshold must be in [0, 1], got {threshold}"
+        )));
     }
     let (b, r) = match (bands, rows) {
         (Some(b), Some(r)) => (b, r),
@@ -152,7 +171,9 @@ fn resolve_bands(threshold: f64, num_perm: usize, bands: Option<usize>, rows: Op
         _ => return Err(val_err("give both bands and rows, or neither".into())),
     };
     if b == 0 || r == 0 || b * r > num_perm {
-        return Err(val_err(format!("need bands*rows <= num_perm ({num_perm}), got {b}x{r}")));
+        return Err(val_err(format!(
+            "need bands*rows <= num_perm ({num_perm}), got {b}x{r}"
+        )));
     }
     Ok((b, r))
 }
@@ -181,7 +202,9 @@ fn near_duplicates(
     let hasher = make_hasher(num_perm, seed, ngram, unit, norm, mode, scheme)?;
     let (b, r) = resolve_bands(threshold, num_perm, bands, rows)?;
     if !matches!(keep, "first" | "longest" | "quality") {
-        return Err(val_err(format!("keep must be 'first', 'longest' or 'quality', got {keep:?}")));
+        return Err(val_err(format!(
+            "keep must be 'first', 'longest' or 'quality', got {keep:?}"
+        )));
     }
     if keep == "quality" && quality.is_none() {
         return Err(val_err("keep='quality' needs a quality column".into()));
@@ -270,11 +293,21 @@ fn contamination(
                 let ne = hasher.signatures_into(vals, &mut buf);
                 let hits = clusters::query_reference(&index, &refs.sigs, &buf, &ne);
                 let batch = arrow_io::record_batch(vec![
-                    ("ref_index", Column::OptU64(hits.iter().map(|h| h.0).collect())),
-                    ("max_jaccard", Column::F64(hits.iter().map(|h| h.1).collect())),
+                    (
+                        "ref_index",
+                        Column::OptU64(hits.iter().map(|h| h.0).collect()),
+                    ),
+                    (
+                        "max_jaccard",
+                        Column::F64(hits.iter().map(|h| h.1).collect()),
+                    ),
                     (
                         "contaminated",
-                        Column::Bool(hits.iter().map(|h| h.0.is_some() && h.1 >= threshold).collect()),
+                        Column::Bool(
+                            hits.iter()
+                                .map(|h| h.0.is_some() && h.1 >= threshold)
+                                .collect(),
+                        ),
                     ),
                 ])?;
                 batches.push(batch);
@@ -289,41 +322,53 @@ fn contamination(
 /// Text-complexity metrics of a string column stream (one row per input row).
 #[pyfunction]
 #[pyo3(signature = (texts, column, instruction=false))]
-fn text_metrics(py: Python<'_>, texts: PyArrayReader, column: &str, instruction: bool) -> PyResult<PyTable> {
+fn text_metrics(
+    py: Python<'_>,
+    texts: PyArrayReader,
+    column: &str,
+    instruction: bool,
+) -> PyResult<PyTable> {
     let reader = texts.into_reader()?;
-    let build = |ms: Vec<Option<metrics::TextMetrics>>| -> Result<RecordBatch, arrow_schema::ArrowError> {
-        macro_rules! col {
-            ($name:ident, U64) => {
-                (stringify!($name), Column::OptU64(ms.iter().map(|m| m.as_ref().map(|m| m.$name)).collect()))
-            };
-            ($name:ident, F64) => {
-                (stringify!($name), Column::OptF64(ms.iter().map(|m| m.as_ref().map(|m| m.$name)).collect()))
-            };
-        }
-        let mut cols = vec![
-            col!(words, U64),
-            col!(chars, U64),
-            col!(approx_tokens, U64),
-            col!(sentences, U64),
-            col!(mean_sentence_words, F64),
-            col!(ttr, F64),
-            col!(mtld, F64),
-            col!(word_entropy, F64),
-            col!(distinct_1, F64),
-            col!(distinct_2, F64),
-            col!(char_rep_ratio, F64),
-            col!(word_rep_ratio, F64),
-        ];
-        if instruction {
-            cols.extend([
-                col!(constraint_cues, U64),
-                col!(enumerated_steps, U64),
-                col!(question_marks, U64),
-                col!(format_requirements, U64),
-            ]);
-        }
-        arrow_io::record_batch(cols)
-    };
+    let build =
+        |ms: Vec<Option<metrics::TextMetrics>>| -> Result<RecordBatch, arrow_schema::ArrowError> {
+            macro_rules! col {
+                ($name:ident, U64) => {
+                    (
+                        stringify!($name),
+                        Column::OptU64(ms.iter().map(|m| m.as_ref().map(|m| m.$name)).collect()),
+                    )
+                };
+                ($name:ident, F64) => {
+                    (
+                        stringify!($name),
+                        Column::OptF64(ms.iter().map(|m| m.as_ref().map(|m| m.$name)).collect()),
+                    )
+                };
+            }
+            let mut cols = vec![
+                col!(words, U64),
+                col!(chars, U64),
+                col!(approx_tokens, U64),
+                col!(sentences, U64),
+                col!(mean_sentence_words, F64),
+                col!(ttr, F64),
+                col!(mtld, F64),
+                col!(word_entropy, F64),
+                col!(distinct_1, F64),
+                col!(distinct_2, F64),
+                col!(char_rep_ratio, F64),
+                col!(word_rep_ratio, F64),
+            ];
+            if instruction {
+                cols.extend([
+                    col!(constraint_cues, U64),
+                    col!(enumerated_steps, U64),
+                    col!(question_marks, U64),
+                    col!(format_requirements, U64),
+                ]);
+            }
+            arrow_io::record_batch(cols)
+        };
     let empty = build(vec![]).map_err(arrow_err)?;
     let batches = py
         .detach(|| {
@@ -342,7 +387,9 @@ fn text_metrics(py: Python<'_>, texts: PyArrayReader, column: &str, instruction:
 #[pyfunction]
 fn optimal_lsh_params(py: Python<'_>, threshold: f64, num_perm: usize) -> PyResult<(usize, usize)> {
     if !(threshold > 0.0 && threshold < 1.0) {
-        return Err(val_err(format!("threshold must be in (0, 1), got {threshold}")));
+        return Err(val_err(format!(
+            "threshold must be in (0, 1), got {threshold}"
+        )));
     }
     if num_perm == 0 {
         return Err(val_err("num_perm must be >= 1".into()));
@@ -360,7 +407,15 @@ fn permutations<'py>(
     mode: &str,
     scheme: &str,
 ) -> PyResult<PermPair<'py>> {
-    let h = make_hasher(num_perm, seed, 1, "word", (false, false, false, false), mode, scheme)?;
+    let h = make_hasher(
+        num_perm,
+        seed,
+        1,
+        "word",
+        (false, false, false, false),
+        mode,
+        scheme,
+    )?;
     let (a, b) = h.perms.as_u64();
     Ok((PyArray1::from_vec(py, a), PyArray1::from_vec(py, b)))
 }

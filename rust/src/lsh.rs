@@ -34,12 +34,22 @@ pub fn false_positive_probability(threshold: f64, b: usize, r: usize) -> f64 {
 }
 
 pub fn false_negative_probability(threshold: f64, b: usize, r: usize) -> f64 {
-    simpson(|s| 1.0 - collision_probability(s, b, r), threshold, 1.0, 512)
+    simpson(
+        |s| 1.0 - collision_probability(s, b, r),
+        threshold,
+        1.0,
+        512,
+    )
 }
 
 /// datasketch's `_optimal_param`: the (bands, rows) with `bands*rows <= num_perm`
 /// minimising `fp_weight*FP + fn_weight*FN` (integrated probabilities).
-pub fn optimal_param(threshold: f64, num_perm: usize, fp_weight: f64, fn_weight: f64) -> (usize, usize) {
+pub fn optimal_param(
+    threshold: f64,
+    num_perm: usize,
+    fp_weight: f64,
+    fn_weight: f64,
+) -> (usize, usize) {
     let mut best = (0usize, 0usize);
     let mut min_error = f64::INFINITY;
     for b in 1..=num_perm {
@@ -61,8 +71,9 @@ fn band_key(sig: &[u32], band: usize, rows: usize) -> u64 {
     let slice = &sig[band * rows..(band + 1) * rows];
     // SAFETY: an initialised u32 slice is a valid u8 slice of 4x the length (u8 has
     // alignment 1).
-    let bytes =
-        unsafe { std::slice::from_raw_parts(slice.as_ptr() as *const u8, std::mem::size_of_val(slice)) };
+    let bytes = unsafe {
+        std::slice::from_raw_parts(slice.as_ptr() as *const u8, std::mem::size_of_val(slice))
+    };
     xxh3_64_with_seed(bytes, band as u64)
 }
 
@@ -81,12 +92,12 @@ pub fn candidate_pairs(
     let mut keys: Vec<(u64, u32)> = Vec::with_capacity(n);
     for band in 0..bands {
         keys.clear();
-        keys.par_extend(
-            (0..n)
-                .into_par_iter()
-                .filter(|&i| active[i])
-                .map(|i| (band_key(&sigs[i * num_perm..(i + 1) * num_perm], band, rows), i as u32)),
-        );
+        keys.par_extend((0..n).into_par_iter().filter(|&i| active[i]).map(|i| {
+            (
+                band_key(&sigs[i * num_perm..(i + 1) * num_perm], band, rows),
+                i as u32,
+            )
+        }));
         keys.par_sort_unstable();
         let mut start = 0;
         while start < keys.len() {
@@ -146,7 +157,13 @@ pub struct ReferenceIndex {
 }
 
 impl ReferenceIndex {
-    pub fn build(sigs: &[u32], num_perm: usize, active: &[bool], bands: usize, rows: usize) -> Self {
+    pub fn build(
+        sigs: &[u32],
+        num_perm: usize,
+        active: &[bool],
+        bands: usize,
+        rows: usize,
+    ) -> Self {
         assert!(bands * rows <= num_perm, "bands*rows must be <= num_perm");
         let n = active.len();
         let tables = (0..bands)
@@ -154,13 +171,23 @@ impl ReferenceIndex {
                 let mut t: Vec<(u64, u32)> = (0..n)
                     .into_par_iter()
                     .filter(|&i| active[i])
-                    .map(|i| (band_key(&sigs[i * num_perm..(i + 1) * num_perm], band, rows), i as u32))
+                    .map(|i| {
+                        (
+                            band_key(&sigs[i * num_perm..(i + 1) * num_perm], band, rows),
+                            i as u32,
+                        )
+                    })
                     .collect();
                 t.par_sort_unstable();
                 t
             })
             .collect();
-        ReferenceIndex { num_perm, bands, rows, tables }
+        ReferenceIndex {
+            num_perm,
+            bands,
+            rows,
+            tables,
+        }
     }
 
     /// Reference rows sharing at least one band with `sig` (deduplicated).

@@ -11,21 +11,87 @@ pub const WORD_REP_N: usize = 10;
 
 /// Constraint cues (lowercased token sequences), matched greedily longest-first.
 pub const CONSTRAINT_CUES: &[&str] = &[
-    "must", "must not", "should", "should not", "shall", "need to", "needs to", "required",
-    "require", "requires", "at most", "at least", "exactly", "only", "do not", "don't",
-    "don’t", "never", "always", "without", "no more than", "no less than", "no fewer than",
-    "fewer than", "less than", "more than", "up to", "include", "includes", "including",
-    "exclude", "excludes", "excluding", "within", "limit", "limited", "maximum", "minimum",
-    "ensure", "avoid", "strictly",
+    "must",
+    "must not",
+    "should",
+    "should not",
+    "shall",
+    "need to",
+    "needs to",
+    "required",
+    "require",
+    "requires",
+    "at most",
+    "at least",
+    "exactly",
+    "only",
+    "do not",
+    "don't",
+    "don’t",
+    "never",
+    "always",
+    "without",
+    "no more than",
+    "no less than",
+    "no fewer than",
+    "fewer than",
+    "less than",
+    "more than",
+    "up to",
+    "include",
+    "includes",
+    "including",
+    "exclude",
+    "excludes",
+    "excluding",
+    "within",
+    "limit",
+    "limited",
+    "maximum",
+    "minimum",
+    "ensure",
+    "avoid",
+    "strictly",
 ];
 
 /// Output-format cues (single lowercased tokens).
 pub const FORMAT_CUES: &[&str] = &[
-    "json", "yaml", "xml", "csv", "tsv", "html", "markdown", "table", "tables", "bullet",
-    "bullets", "bulleted", "list", "lists", "numbered", "format", "formatted", "formatting",
-    "template", "schema", "field", "fields", "column", "columns", "heading", "headings",
-    "header", "headers", "title", "paragraph", "paragraphs", "sentences", "words", "lines",
-    "characters", "points",
+    "json",
+    "yaml",
+    "xml",
+    "csv",
+    "tsv",
+    "html",
+    "markdown",
+    "table",
+    "tables",
+    "bullet",
+    "bullets",
+    "bulleted",
+    "list",
+    "lists",
+    "numbered",
+    "format",
+    "formatted",
+    "formatting",
+    "template",
+    "schema",
+    "field",
+    "fields",
+    "column",
+    "columns",
+    "heading",
+    "headings",
+    "header",
+    "headers",
+    "title",
+    "paragraph",
+    "paragraphs",
+    "sentences",
+    "words",
+    "lines",
+    "characters",
+    "points",
 ];
 
 /// Metrics of one text.
@@ -63,7 +129,10 @@ fn is_sentence_end(c: char) -> bool {
 /// drop empty tokens.
 pub fn lexical_tokens(text: &str) -> Vec<String> {
     let lower = text.to_lowercase();
-    lexical_slices(&lower).into_iter().map(str::to_owned).collect()
+    lexical_slices(&lower)
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Lexical tokens of an already-lowercased text, as slices of it.
@@ -120,7 +189,9 @@ pub fn char_rep_ratio(text: &str, n: usize) -> f64 {
         }
         starts.push(text.len());
         let b = text.as_bytes();
-        (0..=nchars - n).map(|i| xxh3_64(&b[starts[i]..starts[i + n]])).collect()
+        (0..=nchars - n)
+            .map(|i| xxh3_64(&b[starts[i]..starts[i + n]]))
+            .collect()
     };
     rep_ratio_top_sqrt(&mut hashes)
 }
@@ -207,8 +278,10 @@ struct CueMatcher {
 
 impl CueMatcher {
     fn new() -> Self {
-        let mut phrases: Vec<Vec<&'static str>> =
-            CONSTRAINT_CUES.iter().map(|p| p.split(' ').collect()).collect();
+        let mut phrases: Vec<Vec<&'static str>> = CONSTRAINT_CUES
+            .iter()
+            .map(|p| p.split(' ').collect())
+            .collect();
         phrases.sort_by_key(|p| std::cmp::Reverse(p.len()));
         CueMatcher {
             phrases,
@@ -307,8 +380,10 @@ pub fn text_metrics(text: &str, instruction: bool) -> TextMetrics {
         m.word_entropy = h;
     }
     if n > 1 {
-        let mut bigrams: Vec<u64> =
-            ids.windows(2).map(|w| ((w[0] as u64) << 32) | w[1] as u64).collect();
+        let mut bigrams: Vec<u64> = ids
+            .windows(2)
+            .map(|w| ((w[0] as u64) << 32) | w[1] as u64)
+            .collect();
         let total = bigrams.len();
         bigrams.sort_unstable();
         bigrams.dedup();

@@ -2,7 +2,8 @@
 //!
 //! Three modes share one shingling (see [`crate::text`]):
 //!
-//! * [`Mode::Native`]: 64-bit xxh3 of the shingle bytes, folded to 32 bits, then
+//! * [`Mode::Native`]: a 32-bit hash per shingle (word shingles: xxh3 of each normalised
+//!   word, mixed in order over the shingle's words; char shingles: xxh3 of the bytes), then
 //!   `num_perm` affine permutations `a*x + b mod 2^32` (`a` odd, so each is a
 //!   bijection on u32) drawn from SplitMix64(seed). Vectorised (AVX2 when available).
 //! * [`Mode::DatasketchLegacy`]: bit-for-bit datasketch's `scheme="legacy"` (the only
@@ -15,12 +16,14 @@
 //!
 //! All signatures are stored as `u32` (every mode's values fit in 32 bits); an empty
 //! set has every slot at `u32::MAX`, as datasketch's empty MinHash.
-use crate::text::{for_each_shingle, normalize_into, NormalizeOptions, Unit};
+use crate::text::{for_each_shingle_with, is_ascii_space, normalize_into, NormalizeOptions, Unit};
 use rayon::prelude::*;
 use sha1::{Digest, Sha1};
 
 pub const MERSENNE_61: u64 = (1u64 << 61) - 1;
 pub const EMPTY: u32 = u32::MAX;
+/// Shingle count above which native mode drops repeated shingle hashes before permuting.
+const DEDUP_ABOVE: usize = 2048;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
@@ -160,6 +163,18 @@ pub fn sha1_hash32(bytes: &[u8]) -> u32 {
     u32::from_le_bytes([d[0], d[1], d[2], d[3]])
 }
 
+/// Order-dependent mix of a shingle's word hashes, folded to 32 bits.
+#[inline(always)]
+fn mix_words(words: &[u64]) -> u32 {
+    let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+    for &w in words {
+        h = (h ^ w).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        h ^= h >> 29;
+    }
+    h = (h ^ (h >> 32)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    ((h >> 32) ^ h) as u32
+}
+
 #[inline(always)]
 pub fn native_hash32(bytes: &[u8]) -> u32 {
     let h = xxhash_rust::xxh3::xxh3_64(bytes);
@@ -180,7 +195,10 @@ pub struct MinHashParams {
 impl MinHashParams {
     pub fn validate(&self) -> Result<(), String> {
         if self.num_perm == 0 || self.num_perm > 4096 {
-            return Err(format!("num_perm must be in [1, 4096], got {}", self.num_perm));
+            return Err(format!(
+                "num_perm must be in [1, 4096], got {}",
+                self.num_perm
+            ));
         }
         if self.ngram == 0 {
             return Err("ngram must be >= 1".into());
@@ -231,7 +249,11 @@ impl Permutations {
             Mode::DatasketchAffine32 => {
                 let mut g = Mt19937::new(seed as u32);
                 let a = (0..num_perm)
-                    .map(|_| (g.randint_u64(0, 1 << 31) as u32).wrapping_mul(2).wrapping_add(1))
+                    .map(|_| {
+                        (g.randint_u64(0, 1 << 31) as u32)
+                            .wrapping_mul(2)
+                            .wrapping_add(1)
+                    })
                     .collect();
                 let b = (0..num_perm)
                     .map(|_| g.randint_u64(0, 1 << 32) as u32)
@@ -253,12 +275,32 @@ impl Permutations {
     }
 }
 
+/// Permutations per register block: 32 lanes of (sig, a, b) fit in 12 AVX2 registers, so
+/// the inner loop over hashes does no loads or stores.
+const BLOCK: usize = 32;
+
 #[inline(always)]
 fn affine_update_generic(sig: &mut [u32], a: &[u32], b: &[u32], hashes: &[u32]) {
     let n = sig.len();
     let (a, b) = (&a[..n], &b[..n]);
+    let mut start = 0;
+    while start + BLOCK <= n {
+        let mut s = [0u32; BLOCK];
+        let mut ab = [0u32; BLOCK];
+        let mut bb = [0u32; BLOCK];
+        s.copy_from_slice(&sig[start..start + BLOCK]);
+        ab.copy_from_slice(&a[start..start + BLOCK]);
+        bb.copy_from_slice(&b[start..start + BLOCK]);
+        for &x in hashes {
+            for j in 0..BLOCK {
+                s[j] = s[j].min(ab[j].wrapping_mul(x).wrapping_add(bb[j]));
+            }
+        }
+        sig[start..start + BLOCK].copy_from_slice(&s);
+        start += BLOCK;
+    }
     for &x in hashes {
-        for i in 0..n {
+        for i in start..n {
             let v = a[i].wrapping_mul(x).wrapping_add(b[i]);
             sig[i] = sig[i].min(v);
         }
@@ -311,6 +353,8 @@ fn legacy_update(sig: &mut [u32], a: &[u64], b: &[u64], hashes: &[u32]) {
 pub struct Scratch {
     norm: String,
     shingle: Vec<u8>,
+    words: Vec<(usize, usize)>,
+    word_hashes: Vec<u64>,
     hashes: Vec<u32>,
 }
 
@@ -333,9 +377,19 @@ impl MinHasher {
 
     /// Token hashes of one text (after normalisation and shingling), into `scratch.hashes`.
     fn token_hashes(&self, text: &str, scratch: &mut Scratch) {
-        let Scratch { norm, shingle, hashes } = scratch;
-        hashes.clear();
         let p = &self.params;
+        if p.mode == Mode::Native && p.unit == Unit::Word {
+            self.native_word_hashes(text, scratch);
+            return;
+        }
+        let Scratch {
+            norm,
+            shingle,
+            words,
+            hashes,
+            ..
+        } = scratch;
+        hashes.clear();
         let t: &str = if p.norm.is_noop() {
             text
         } else {
@@ -344,20 +398,93 @@ impl MinHasher {
         };
         match p.mode {
             Mode::Native => {
-                for_each_shingle(t, p.unit, p.ngram, shingle, |s| hashes.push(native_hash32(s)));
+                for_each_shingle_with(t, p.unit, p.ngram, shingle, words, |s| {
+                    hashes.push(native_hash32(s))
+                });
             }
             Mode::DatasketchLegacy => {
-                for_each_shingle(t, p.unit, p.ngram, shingle, |s| hashes.push(sha1_hash32(s)));
+                for_each_shingle_with(t, p.unit, p.ngram, shingle, words, |s| {
+                    hashes.push(sha1_hash32(s))
+                });
             }
             Mode::DatasketchAffine32 => {
-                for_each_shingle(t, p.unit, p.ngram, shingle, |s| {
+                for_each_shingle_with(t, p.unit, p.ngram, shingle, words, |s| {
                     hashes.push(fmix32(sha1_hash32(s)))
                 });
             }
         }
-        if p.mode == Mode::Native && hashes.len() > 64 {
-            // Repeated shingles cannot change a minimum: drop them (cheap, and long
-            // repetitive documents get much faster).
+        if p.mode == Mode::Native && hashes.len() > DEDUP_ABOVE {
+            // Repeated shingles cannot change a minimum: drop them. Sorting costs about
+            // half of one shingle's 128 permutations, so it only pays on long documents,
+            // where repeats are common (and huge repetitive ones get much faster).
+            hashes.sort_unstable();
+            hashes.dedup();
+        }
+    }
+
+    /// Native word shingles: every word is hashed once (xxh3 of its normalised bytes) and a
+    /// shingle's hash is an order-dependent mix of its words' hashes, so the joined shingle
+    /// bytes are never built or rehashed. ASCII text is normalised, split and hashed in one
+    /// pass; other text goes through [`normalize_into`] first. Both give the same word bytes,
+    /// hence the same hashes.
+    fn native_word_hashes(&self, text: &str, scratch: &mut Scratch) {
+        let Scratch {
+            norm,
+            shingle: word,
+            word_hashes,
+            hashes,
+            ..
+        } = scratch;
+        let p = &self.params;
+        word_hashes.clear();
+        hashes.clear();
+        if text.is_ascii() {
+            let punct = p.norm.punctuation;
+            let lower = p.norm.lowercase;
+            let is_sep = |b: u8| is_ascii_space(b) || (punct && !b.is_ascii_alphanumeric());
+            let bytes = text.as_bytes();
+            let mut i = 0;
+            while i < bytes.len() {
+                while i < bytes.len() && is_sep(bytes[i]) {
+                    i += 1;
+                }
+                let start = i;
+                while i < bytes.len() && !is_sep(bytes[i]) {
+                    i += 1;
+                }
+                if i > start {
+                    let w = &bytes[start..i];
+                    if lower && w.iter().any(u8::is_ascii_uppercase) {
+                        word.clear();
+                        word.extend(w.iter().map(u8::to_ascii_lowercase));
+                        word_hashes.push(xxhash_rust::xxh3::xxh3_64(word));
+                    } else {
+                        word_hashes.push(xxhash_rust::xxh3::xxh3_64(w));
+                    }
+                }
+            }
+        } else {
+            let t: &str = if p.norm.is_noop() {
+                text
+            } else {
+                normalize_into(text, &p.norm, norm);
+                norm.as_str()
+            };
+            word_hashes.extend(
+                t.split_whitespace()
+                    .map(|w| xxhash_rust::xxh3::xxh3_64(w.as_bytes())),
+            );
+        }
+        let n = p.ngram.max(1);
+        if word_hashes.is_empty() {
+            return;
+        }
+        if word_hashes.len() < n {
+            hashes.push(mix_words(word_hashes));
+            return;
+        }
+        hashes.extend(word_hashes.windows(n).map(mix_words));
+        if hashes.len() > DEDUP_ABOVE {
             hashes.sort_unstable();
             hashes.dedup();
         }
@@ -454,7 +581,11 @@ mod tests {
 
     #[test]
     fn empty_and_single_token() {
-        for mode in [Mode::Native, Mode::DatasketchLegacy, Mode::DatasketchAffine32] {
+        for mode in [
+            Mode::Native,
+            Mode::DatasketchLegacy,
+            Mode::DatasketchAffine32,
+        ] {
             let h = MinHasher::new(params(mode)).unwrap();
             assert!(h.signature("").iter().all(|&v| v == EMPTY));
             assert!(h.signature("  ,, ").iter().all(|&v| v == EMPTY));
@@ -467,7 +598,15 @@ mod tests {
 
     #[test]
     fn mersenne_reduction() {
-        for v in [0u64, 1, MERSENNE_61 - 1, MERSENNE_61, MERSENNE_61 + 1, u64::MAX, 1 << 63] {
+        for v in [
+            0u64,
+            1,
+            MERSENNE_61 - 1,
+            MERSENNE_61,
+            MERSENNE_61 + 1,
+            u64::MAX,
+            1 << 63,
+        ] {
             assert_eq!(mod_mersenne61(v), v % MERSENNE_61);
         }
     }
@@ -502,8 +641,11 @@ mod proptests {
     }
 
     fn doc() -> impl Strategy<Value = String> {
-        prop::collection::vec(prop::sample::select(vec!["a", "b", "c", "d", "e", "f", "g", "h"]), 0..40)
-            .prop_map(|w| w.join(" "))
+        prop::collection::vec(
+            prop::sample::select(vec!["a", "b", "c", "d", "e", "f", "g", "h"]),
+            0..40,
+        )
+        .prop_map(|w| w.join(" "))
     }
 
     proptest! {

@@ -54,7 +54,7 @@ impl Unit {
 
 /// `char::is_whitespace` restricted to ASCII (space, \t, \n, \x0b, \x0c, \r).
 #[inline(always)]
-fn is_ascii_space(b: u8) -> bool {
+pub fn is_ascii_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
@@ -91,7 +91,11 @@ pub fn normalize_into(text: &str, opts: &NormalizeOptions, out: &mut String) {
         let mut bytes = std::mem::take(out).into_bytes();
         bytes.reserve(text.len());
         for &b in text.as_bytes() {
-            let b = if opts.lowercase { b.to_ascii_lowercase() } else { b };
+            let b = if opts.lowercase {
+                b.to_ascii_lowercase()
+            } else {
+                b
+            };
             let b = if opts.punctuation && !b.is_ascii_alphanumeric() && !is_ascii_space(b) {
                 b' '
             } else {
@@ -156,13 +160,25 @@ pub fn for_each_shingle<F: FnMut(&[u8])>(
     unit: Unit,
     ngram: usize,
     buf: &mut Vec<u8>,
+    f: F,
+) -> usize {
+    for_each_shingle_with(text, unit, ngram, buf, &mut Vec::new(), f)
+}
+
+/// [`for_each_shingle`] with a caller-owned word buffer (no allocation per text in hot loops).
+pub fn for_each_shingle_with<F: FnMut(&[u8])>(
+    text: &str,
+    unit: Unit,
+    ngram: usize,
+    buf: &mut Vec<u8>,
+    words: &mut Vec<(usize, usize)>,
     mut f: F,
 ) -> usize {
     let n = ngram.max(1);
     match unit {
         Unit::Word => {
             // Word byte ranges; ASCII text is split with a byte loop.
-            let mut words: Vec<(usize, usize)> = Vec::new();
+            words.clear();
             if text.is_ascii() {
                 let b = text.as_bytes();
                 let mut i = 0;
@@ -192,7 +208,10 @@ pub fn for_each_shingle<F: FnMut(&[u8])>(
             let mut emit = |ws: &[(usize, usize)], buf: &mut Vec<u8>| {
                 // Contiguous when every gap is exactly one ASCII space (always so after
                 // whitespace folding): hash the slice in place.
-                if ws.windows(2).all(|p| p[1].0 == p[0].1 + 1 && bytes[p[0].1] == b' ') {
+                if ws
+                    .windows(2)
+                    .all(|p| p[1].0 == p[0].1 + 1 && bytes[p[0].1] == b' ')
+                {
                     f(&bytes[ws[0].0..ws[ws.len() - 1].1]);
                 } else {
                     buf.clear();
@@ -206,7 +225,7 @@ pub fn for_each_shingle<F: FnMut(&[u8])>(
                 }
             };
             if words.len() < n {
-                emit(&words, buf);
+                emit(words, buf);
                 return 1;
             }
             for win in words.windows(n) {
@@ -267,7 +286,10 @@ mod tests {
 
     #[test]
     fn normalises_case_width_punct_space() {
-        let s = normalize("  Héllo,   WORLD!!  Ｆｕｌｌ\twidth ﬁ ", &NormalizeOptions::ALL);
+        let s = normalize(
+            "  Héllo,   WORLD!!  Ｆｕｌｌ\twidth ﬁ ",
+            &NormalizeOptions::ALL,
+        );
         assert_eq!(s, "héllo world full width fi");
         let s = normalize("A  b", &NormalizeOptions::NONE);
         assert_eq!(s, "A  b");
@@ -282,7 +304,10 @@ mod tests {
         assert!(shingles("", Unit::Word, 3).is_empty());
         assert!(shingles("   ", Unit::Word, 3).is_empty());
         assert_eq!(shingles("abcd", Unit::Char, 3), vec!["abc", "bcd"]);
-        assert_eq!(shingles("日本語テキ", Unit::Char, 4), vec!["日本語テ", "本語テキ"]);
+        assert_eq!(
+            shingles("日本語テキ", Unit::Char, 4),
+            vec!["日本語テ", "本語テキ"]
+        );
         assert_eq!(shingles("日本", Unit::Char, 4), vec!["日本"]);
     }
 

@@ -31,6 +31,7 @@ from pydantic import Field, field_validator
 
 from .. import records as R
 from ..backends.base import GenerationRequest
+from ..spec.base import compiled_patterns
 from .base import Metric, MetricConfig, MetricContext
 from .llm_scoring import rating, rating_schema
 from .textutil import (
@@ -102,12 +103,7 @@ class LabelQualityConfig(MetricConfig):
     @field_validator("refusal_patterns")
     @classmethod
     def _compiles(cls, value: list[str]) -> list[str]:
-        for pattern in value:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"pattern {pattern!r} does not compile: {exc}") from exc
-        return value
+        return compiled_patterns(value)
 
 
 @cache

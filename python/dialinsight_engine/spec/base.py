@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,3 +29,13 @@ class PluginRef:
     name_loc: tuple[str | int, ...]
     params: dict[str, Any] | None = None
     params_loc: tuple[str | int, ...] = ()
+
+
+def compiled_patterns(value: list[str], what: str = "pattern") -> list[str]:
+    """Validator body for lists of regular expressions: each must compile."""
+    for pattern in value:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"{what} {pattern!r} does not compile: {exc}") from exc
+    return value

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from .base import PluginRef, Section
+from .base import PluginRef, Section, compiled_patterns
 from .generation import BackendSpec, EvolutionSpec, LabelsSpec, ReviewMode, SamplingSpec
 from .quality import QualitySpec
 from .training import EvalSpec, TrainSpec
@@ -60,14 +60,7 @@ class SceneSpec(Section):
     @field_validator("regex")
     @classmethod
     def _compiles(cls, value: list[str]) -> list[str]:
-        import re
-
-        for pattern in value:
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise ValueError(f"regex {pattern!r} does not compile: {exc}") from exc
-        return value
+        return compiled_patterns(value, "regex")
 
 
 class TaskSpec(Section):

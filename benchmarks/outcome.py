@@ -2,7 +2,8 @@
 real SGD real-estate dialogues without losing general ability, and do verified labels beat
 raw ones?
 
-What it does (all on CPU, about 20-30 minutes on 2 cores):
+What it does (all on CPU: ~5 minutes with the defaults, ~15 with the docs/results.md command,
+on 2 free cores):
 
 1. Training prompts: the shortest `--train-n` dialogues of ../shared/data/sgd-homes/train.jsonl
    (short ones keep CPU training affordable), each with the extraction instruction below.
@@ -20,6 +21,7 @@ What it does (all on CPU, about 20-30 minutes on 2 cores):
    perplexity on the packaged general text. The guard: +15 F1 points, at most 2% worse.
 
     python benchmarks/outcome.py [--train-n 64 --steps 16 --dev-n 40 --gsm8k-n 30]
+    python benchmarks/outcome.py --train-n 160 --steps 48 --dev-n 60 --gsm8k-n 40   # docs/results.md
 """
 
 from __future__ import annotations

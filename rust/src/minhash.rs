@@ -362,13 +362,33 @@ pub struct Scratch {
 pub struct MinHasher {
     pub params: MinHashParams,
     pub perms: Permutations,
+    /// Per-byte tables for the one-pass ASCII word path: separator flags and the byte each
+    /// word byte becomes after normalisation (lowercase when on).
+    ascii_sep: [bool; 256],
+    ascii_map: [u8; 256],
 }
 
 impl MinHasher {
     pub fn new(params: MinHashParams) -> Result<MinHasher, String> {
         params.validate()?;
         let perms = Permutations::new(params.mode, params.num_perm, params.seed);
-        Ok(MinHasher { params, perms })
+        let mut ascii_sep = [false; 256];
+        let mut ascii_map = [0u8; 256];
+        for b in 0..=255u8 {
+            ascii_sep[b as usize] =
+                is_ascii_space(b) || (params.norm.punctuation && !b.is_ascii_alphanumeric());
+            ascii_map[b as usize] = if params.norm.lowercase {
+                b.to_ascii_lowercase()
+            } else {
+                b
+            };
+        }
+        Ok(MinHasher {
+            params,
+            perms,
+            ascii_sep,
+            ascii_map,
+        })
     }
 
     pub fn num_perm(&self) -> usize {
@@ -439,29 +459,20 @@ impl MinHasher {
         word_hashes.clear();
         hashes.clear();
         if text.is_ascii() {
-            let punct = p.norm.punctuation;
-            let lower = p.norm.lowercase;
-            let is_sep = |b: u8| is_ascii_space(b) || (punct && !b.is_ascii_alphanumeric());
-            let bytes = text.as_bytes();
-            let mut i = 0;
-            while i < bytes.len() {
-                while i < bytes.len() && is_sep(bytes[i]) {
-                    i += 1;
-                }
-                let start = i;
-                while i < bytes.len() && !is_sep(bytes[i]) {
-                    i += 1;
-                }
-                if i > start {
-                    let w = &bytes[start..i];
-                    if lower && w.iter().any(u8::is_ascii_uppercase) {
-                        word.clear();
-                        word.extend(w.iter().map(u8::to_ascii_lowercase));
+            let (sep, map) = (&self.ascii_sep, &self.ascii_map);
+            word.clear();
+            for &b in text.as_bytes() {
+                if sep[b as usize] {
+                    if !word.is_empty() {
                         word_hashes.push(xxhash_rust::xxh3::xxh3_64(word));
-                    } else {
-                        word_hashes.push(xxhash_rust::xxh3::xxh3_64(w));
+                        word.clear();
                     }
+                } else {
+                    word.push(map[b as usize]);
                 }
+            }
+            if !word.is_empty() {
+                word_hashes.push(xxhash_rust::xxh3::xxh3_64(word));
             }
         } else {
             let t: &str = if p.norm.is_noop() {

@@ -26,18 +26,14 @@ class _ArrowStream(Protocol):
     def __arrow_c_stream__(self, requested_schema: object | None = None) -> object: ...
 
 _Norm = tuple[bool, bool, bool, bool]
+# (num_perm, seed, ngram, unit, norm, mode, scheme): how texts are hashed
+_Hashing = tuple[int, int, int, str, _Norm, str, str]
 
 def version() -> str: ...
 def minhash_signatures(
     texts: _ArrowStream,
     column: str,
-    num_perm: int,
-    seed: int,
-    ngram: int,
-    unit: str,
-    norm: _Norm,
-    mode: str,
-    scheme: str,
+    hashing: _Hashing,
 ) -> npt.NDArray[np.uint64]: ...
 def near_duplicates(
     texts: _ArrowStream,
@@ -45,13 +41,7 @@ def near_duplicates(
     quality: _ArrowStream | None,
     keep: str,
     threshold: float,
-    num_perm: int,
-    seed: int,
-    ngram: int,
-    unit: str,
-    norm: _Norm,
-    mode: str,
-    scheme: str,
+    hashing: _Hashing,
     bands: int | None = None,
     rows: int | None = None,
 ) -> Any: ...
@@ -61,13 +51,7 @@ def contamination(
     reference: _ArrowStream,
     ref_column: str,
     threshold: float,
-    num_perm: int,
-    seed: int,
-    ngram: int,
-    unit: str,
-    norm: _Norm,
-    mode: str,
-    scheme: str,
+    hashing: _Hashing,
     bands: int | None = None,
     rows: int | None = None,
 ) -> Any: ...

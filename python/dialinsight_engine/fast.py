@@ -80,7 +80,10 @@ def _col_name(s: pl.Series, default: str) -> str:
     return s.name or default
 
 
-def _check_common(num_perm: int, seed: int, ngram: int, unit: str, mode: str) -> None:
+def _hashing(
+    num_perm: int, seed: int, ngram: int, unit: str, normalize: Normalize, mode: str, scheme: str
+) -> tuple[int, int, int, str, tuple[bool, bool, bool, bool], str, str]:
+    """The core's `hashing` tuple, after checking each part (the core checks again)."""
     if not isinstance(num_perm, int) or num_perm < 1:
         raise ValueError(f"num_perm must be a positive int, got {num_perm!r}")
     if not isinstance(seed, int) or seed < 0:
@@ -91,6 +94,7 @@ def _check_common(num_perm: int, seed: int, ngram: int, unit: str, mode: str) ->
         raise ValueError(f"unit must be 'word' or 'char', got {unit!r}")
     if mode not in ("native", "datasketch"):
         raise ValueError(f"mode must be 'native' or 'datasketch', got {mode!r}")
+    return (num_perm, seed, ngram, unit, _norm(normalize), mode, scheme)
 
 
 def minhash_signatures(
@@ -114,11 +118,9 @@ def minhash_signatures(
     A row with no shingle (null, empty) has every value at ``2**32 - 1``, as
     datasketch's empty MinHash.
     """
-    _check_common(num_perm, seed, ngram, unit, mode)
+    hashing = _hashing(num_perm, seed, ngram, unit, normalize, mode, scheme)
     s = _as_text_series(texts)
-    return _core.minhash_signatures(
-        s, _col_name(s, "texts"), num_perm, seed, ngram, unit, _norm(normalize), mode, scheme
-    )
+    return _core.minhash_signatures(s, _col_name(s, "texts"), hashing)
 
 
 def optimal_lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
@@ -160,7 +162,7 @@ def near_duplicates(
     null for representatives and singletons), ``max_jaccard`` (Float64, best estimated
     Jaccard to any LSH candidate, 0.0 if none) and ``is_duplicate`` (Boolean).
     """
-    _check_common(num_perm, seed, ngram, unit, mode)
+    hashing = _hashing(num_perm, seed, ngram, unit, normalize, mode, scheme)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
     if column not in df.columns:
@@ -187,13 +189,7 @@ def near_duplicates(
             quality,
             keep_mode,
             float(threshold),
-            num_perm,
-            seed,
-            ngram,
-            unit,
-            _norm(normalize),
-            mode,
-            scheme,
+            hashing,
             bands,
             rows,
         )
@@ -227,7 +223,7 @@ def contamination(
     candidate), ``max_jaccard`` (Float64 estimated Jaccard to it, 0.0 if none) and
     ``contaminated`` (Boolean, ``max_jaccard >= threshold``).
     """
-    _check_common(num_perm, seed, ngram, unit, mode)
+    hashing = _hashing(num_perm, seed, ngram, unit, normalize, mode, scheme)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
     s = _as_text_series(texts, "texts")
@@ -239,13 +235,7 @@ def contamination(
             r,
             _col_name(r, "reference"),
             float(threshold),
-            num_perm,
-            seed,
-            ngram,
-            unit,
-            _norm(normalize),
-            mode,
-            scheme,
+            hashing,
             bands,
             rows,
         )

@@ -40,28 +40,24 @@ fn arrow_err(e: arrow_schema::ArrowError) -> PyErr {
 type Norm = (bool, bool, bool, bool);
 type PermPair<'py> = (Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<u64>>);
 
-#[allow(clippy::too_many_arguments)]
-fn make_hasher(
-    num_perm: usize,
-    seed: u64,
-    ngram: usize,
-    unit: &str,
-    norm: Norm,
-    mode: &str,
-    scheme: &str,
-) -> PyResult<MinHasher> {
+/// How texts are hashed, as the Python side passes it: `(num_perm, seed, ngram, unit,
+/// norm, mode, scheme)` (one tuple, so every MinHash entry point takes the same argument).
+type Hashing = (usize, u64, usize, String, Norm, String, String);
+
+fn make_hasher(hashing: Hashing) -> PyResult<MinHasher> {
+    let (num_perm, seed, ngram, unit, norm, mode, scheme) = hashing;
     let params = MinHashParams {
         num_perm,
         seed,
         ngram,
-        unit: Unit::parse(unit).map_err(val_err)?,
+        unit: Unit::parse(&unit).map_err(val_err)?,
         norm: NormalizeOptions {
             lowercase: norm.0,
             nfkc: norm.1,
             punctuation: norm.2,
             whitespace: norm.3,
         },
-        mode: Mode::parse(mode, scheme).map_err(val_err)?,
+        mode: Mode::parse(&mode, &scheme).map_err(val_err)?,
     };
     MinHasher::new(params).map_err(val_err)
 }
@@ -120,21 +116,15 @@ fn version() -> &'static str {
 
 /// MinHash signatures of a string column stream: `(n, num_perm)` uint64 array.
 #[pyfunction]
-#[pyo3(signature = (texts, column, num_perm, seed, ngram, unit, norm, mode, scheme))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (texts, column, hashing))]
 fn minhash_signatures<'py>(
     py: Python<'py>,
     texts: PyArrayReader,
     column: &str,
-    num_perm: usize,
-    seed: u64,
-    ngram: usize,
-    unit: &str,
-    norm: Norm,
-    mode: &str,
-    scheme: &str,
+    hashing: Hashing,
 ) -> PyResult<Bound<'py, PyArray2<u64>>> {
-    let hasher = make_hasher(num_perm, seed, ngram, unit, norm, mode, scheme)?;
+    let num_perm = hashing.0;
+    let hasher = make_hasher(hashing)?;
     let reader = texts.into_reader()?;
     let out = py
         .detach(|| {
@@ -180,7 +170,7 @@ fn resolve_bands(
 
 /// Near-duplicate clusters of a string column stream.
 #[pyfunction]
-#[pyo3(signature = (texts, column, quality, keep, threshold, num_perm, seed, ngram, unit, norm, mode, scheme, bands=None, rows=None))]
+#[pyo3(signature = (texts, column, quality, keep, threshold, hashing, bands=None, rows=None))]
 #[allow(clippy::too_many_arguments)]
 fn near_duplicates(
     py: Python<'_>,
@@ -189,17 +179,12 @@ fn near_duplicates(
     quality: Option<PyArrayReader>,
     keep: &str,
     threshold: f64,
-    num_perm: usize,
-    seed: u64,
-    ngram: usize,
-    unit: &str,
-    norm: Norm,
-    mode: &str,
-    scheme: &str,
+    hashing: Hashing,
     bands: Option<usize>,
     rows: Option<usize>,
 ) -> PyResult<PyTable> {
-    let hasher = make_hasher(num_perm, seed, ngram, unit, norm, mode, scheme)?;
+    let num_perm = hashing.0;
+    let hasher = make_hasher(hashing)?;
     let (b, r) = resolve_bands(threshold, num_perm, bands, rows)?;
     if !matches!(keep, "first" | "longest" | "quality") {
         return Err(val_err(format!(
@@ -252,7 +237,7 @@ fn near_duplicates(
 
 /// Rows of `texts` that are near-duplicates of rows of `reference`.
 #[pyfunction]
-#[pyo3(signature = (texts, column, reference, ref_column, threshold, num_perm, seed, ngram, unit, norm, mode, scheme, bands=None, rows=None))]
+#[pyo3(signature = (texts, column, reference, ref_column, threshold, hashing, bands=None, rows=None))]
 #[allow(clippy::too_many_arguments)]
 fn contamination(
     py: Python<'_>,
@@ -261,17 +246,12 @@ fn contamination(
     reference: PyArrayReader,
     ref_column: &str,
     threshold: f64,
-    num_perm: usize,
-    seed: u64,
-    ngram: usize,
-    unit: &str,
-    norm: Norm,
-    mode: &str,
-    scheme: &str,
+    hashing: Hashing,
     bands: Option<usize>,
     rows: Option<usize>,
 ) -> PyResult<PyTable> {
-    let hasher = make_hasher(num_perm, seed, ngram, unit, norm, mode, scheme)?;
+    let num_perm = hashing.0;
+    let hasher = make_hasher(hashing)?;
     let (b, r) = resolve_bands(threshold, num_perm, bands, rows)?;
     let reader = texts.into_reader()?;
     let rreader = reference.into_reader()?;
@@ -407,15 +387,16 @@ fn permutations<'py>(
     mode: &str,
     scheme: &str,
 ) -> PyResult<PermPair<'py>> {
-    let h = make_hasher(
+    let no_norm = (false, false, false, false);
+    let h = make_hasher((
         num_perm,
         seed,
         1,
-        "word",
-        (false, false, false, false),
-        mode,
-        scheme,
-    )?;
+        "word".into(),
+        no_norm,
+        mode.into(),
+        scheme.into(),
+    ))?;
     let (a, b) = h.perms.as_u64();
     Ok((PyArray1::from_vec(py, a), PyArray1::from_vec(py, b)))
 }

@@ -58,6 +58,16 @@ def stable_id(*parts: object, length: int = 16) -> str:
     return h.hexdigest()[:length]
 
 
+def with_row_status(df: pl.DataFrame) -> pl.DataFrame:
+    """The frame with the ``kept`` (default true) and ``reasons`` (default empty) columns
+    every filtering stage reads and extends, added where an earlier stage did not write them."""
+    if KEPT not in df.columns:
+        df = df.with_columns(pl.lit(True).alias(KEPT))
+    if REASONS not in df.columns:
+        df = df.with_columns(pl.lit([], dtype=pl.List(pl.String)).alias(REASONS))
+    return df
+
+
 def kept_rows(df: pl.DataFrame) -> pl.DataFrame:
     """Only the rows still in play (all rows when the frame has no ``kept`` column)."""
     return df.filter(pl.col(KEPT)) if KEPT in df.columns else df

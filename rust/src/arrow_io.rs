@@ -49,45 +49,40 @@ fn invalid_utf8(column: &str, e: std::str::Utf8Error) -> IoError {
     IoError::Value(format!("column {column:?} holds invalid UTF-8: {e}"))
 }
 
-fn offsets_views<'a, O: OffsetSizeTrait>(
-    a: &'a GenericStringArray<O>,
+/// Validate every non-null value as UTF-8 (in parallel: on large columns this pass is a
+/// tenth of the work). Imported Arrow buffers were never checked, and validating each value
+/// on its own also proves every offset falls on a char boundary.
+fn validated<'a>(
+    len: usize,
     column: &str,
+    value: impl Fn(usize) -> Option<&'a [u8]> + Sync,
 ) -> Result<Vec<Option<&'a str>>, IoError> {
-    // Arrow producers must give valid UTF-8, but nothing checked it at import: each value is
-    // validated on its own (in parallel: on large columns this pass is a tenth of the work),
-    // which also proves every offset falls on a char boundary.
-    let values = a.value_data();
-    let offsets = a.value_offsets();
-    (0..a.len())
+    (0..len)
         .into_par_iter()
         .with_min_len(1024)
-        .map(|i| {
-            if a.is_null(i) {
-                return Ok(None);
-            }
-            let bytes = &values[offsets[i].as_usize()..offsets[i + 1].as_usize()];
-            std::str::from_utf8(bytes)
+        .map(|i| match value(i) {
+            None => Ok(None),
+            Some(bytes) => std::str::from_utf8(bytes)
                 .map(Some)
-                .map_err(|e| invalid_utf8(column, e))
+                .map_err(|e| invalid_utf8(column, e)),
         })
         .collect()
 }
 
+fn offsets_views<'a, O: OffsetSizeTrait>(
+    a: &'a GenericStringArray<O>,
+    column: &str,
+) -> Result<Vec<Option<&'a str>>, IoError> {
+    let (values, offsets) = (a.value_data(), a.value_offsets());
+    validated(a.len(), column, |i| {
+        (!a.is_null(i)).then(|| &values[offsets[i].as_usize()..offsets[i + 1].as_usize()])
+    })
+}
+
 fn view_values<'a>(a: &'a StringViewArray, column: &str) -> Result<Vec<Option<&'a str>>, IoError> {
-    (0..a.len())
-        .into_par_iter()
-        .with_min_len(1024)
-        .map(|i| {
-            if a.is_null(i) {
-                return Ok(None);
-            }
-            // Re-validate the bytes of each view (imported buffers were not checked).
-            let bytes: &[u8] = a.value(i).as_bytes();
-            std::str::from_utf8(bytes)
-                .map(Some)
-                .map_err(|e| invalid_utf8(column, e))
-        })
-        .collect()
+    validated(a.len(), column, |i| {
+        (!a.is_null(i)).then(|| a.value(i).as_bytes())
+    })
 }
 
 /// Borrow the values of one string array (any of the three layouts; an all-null array of

@@ -400,8 +400,22 @@ impl MinHasher {
         let p = &self.params;
         if p.mode == Mode::Native && p.unit == Unit::Word {
             self.native_word_hashes(text, scratch);
-            return;
+        } else {
+            self.byte_shingle_hashes(text, scratch);
         }
+        let hashes = &mut scratch.hashes;
+        if p.mode == Mode::Native && hashes.len() > DEDUP_ABOVE {
+            // Repeated shingles cannot change a minimum: drop them. Sorting costs about
+            // half of one shingle's 128 permutations, so it only pays on long documents,
+            // where repeats are common (and huge repetitive ones get much faster).
+            hashes.sort_unstable();
+            hashes.dedup();
+        }
+    }
+
+    /// Hashes of shingles built as bytes (char shingles, and every datasketch mode).
+    fn byte_shingle_hashes(&self, text: &str, scratch: &mut Scratch) {
+        let p = &self.params;
         let Scratch {
             norm,
             shingle,
@@ -432,13 +446,6 @@ impl MinHasher {
                     hashes.push(fmix32(sha1_hash32(s)))
                 });
             }
-        }
-        if p.mode == Mode::Native && hashes.len() > DEDUP_ABOVE {
-            // Repeated shingles cannot change a minimum: drop them. Sorting costs about
-            // half of one shingle's 128 permutations, so it only pays on long documents,
-            // where repeats are common (and huge repetitive ones get much faster).
-            hashes.sort_unstable();
-            hashes.dedup();
         }
     }
 
@@ -495,10 +502,6 @@ impl MinHasher {
             return;
         }
         hashes.extend(word_hashes.windows(n).map(mix_words));
-        if hashes.len() > DEDUP_ABOVE {
-            hashes.sort_unstable();
-            hashes.dedup();
-        }
     }
 
     /// Signature of one text into `out` (length `num_perm`). Returns the number of

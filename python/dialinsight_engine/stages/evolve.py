@@ -83,11 +83,7 @@ class EvolveStage(Stage):
 
     def run(self, ctx: StageContext) -> pl.DataFrame:
         spec, evo = ctx.spec, ctx.spec.evolution
-        df = ctx.input
-        if R.KEPT not in df.columns:
-            df = df.with_columns(pl.lit(True).alias(R.KEPT))
-        if R.REASONS not in df.columns:
-            df = df.with_columns(pl.lit([], dtype=pl.List(pl.String)).alias(R.REASONS))
+        df = R.with_row_status(ctx.input)
         if evo.rounds == 0 or df.is_empty():
             ctx.stats.update(rounds=0, evolved=0)
             return df

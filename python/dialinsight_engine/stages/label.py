@@ -66,11 +66,7 @@ class LabelStage(Stage):
 
     def run(self, ctx: StageContext) -> pl.DataFrame:
         cfg = ctx.spec.labels
-        df = R.kept_rows(ctx.input)
-        if R.REASONS not in df.columns:
-            df = df.with_columns(pl.lit([], dtype=pl.List(pl.String)).alias(R.REASONS))
-        if R.KEPT not in df.columns:
-            df = df.with_columns(pl.lit(True).alias(R.KEPT))
+        df = R.with_row_status(R.kept_rows(ctx.input))
         rows = df.to_dicts()
         requests = []
         for row in rows:

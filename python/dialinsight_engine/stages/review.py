@@ -80,11 +80,7 @@ class ReviewStage(Stage):
         return {"decisions": atomic.file_sha256(path) if path.exists() else None}
 
     def run(self, ctx: StageContext) -> pl.DataFrame:
-        df = ctx.input
-        if R.KEPT not in df.columns:
-            df = df.with_columns(pl.lit(True).alias(R.KEPT))
-        if R.REASONS not in df.columns:
-            df = df.with_columns(pl.lit([], dtype=pl.List(pl.String)).alias(R.REASONS))
+        df = R.with_row_status(ctx.input)
         decisions = load_decisions(ctx.run_dir)
         if not decisions and ctx.spec.review == "required":
             spec_arg = str(ctx.spec.source or ctx.run_dir)

@@ -121,11 +121,7 @@ class SampleStage(Stage):
 
     def run(self, ctx: StageContext) -> pl.DataFrame:
         spec, cfg = ctx.spec, ctx.spec.sampling
-        df = ctx.input
-        if R.KEPT not in df.columns:
-            df = df.with_columns(pl.lit(True).alias(R.KEPT))
-        if R.REASONS not in df.columns:
-            df = df.with_columns(pl.lit([], dtype=pl.List(pl.String)).alias(R.REASONS))
+        df = R.with_row_status(ctx.input)
         rows = df.to_dicts()
         pool = [r for r in rows if r[R.KEPT]]
         quality = cfg.quality

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from ..errors import PluginError, SpecError
 from .locate import key_lines, line_of
 from .models import Spec
+from .templates import check_operator_template, check_task_templates
 
 
 def dotted(loc: tuple[str | int, ...]) -> str:
@@ -51,6 +52,7 @@ def load_spec(path: str | Path, registry: Any | None = None, *, check_plugins: b
         raise _from_validation(exc, raw, path, lines, loc_prefix=()) from None
     spec.source = path
     spec.base_dir = base_dir
+    check_task_templates(spec, path, lines)
     if check_plugins and registry is not None:
         check_plugin_refs(spec, registry, lines)
     return spec
@@ -159,10 +161,12 @@ def check_plugin_refs(spec: Spec, registry: Any, lines: dict | None = None) -> N
             config_model = getattr(cls, "Config", None)
             if ref.params is not None and isinstance(config_model, type) and issubclass(config_model, BaseModel):
                 try:
-                    config_model.model_validate(ref.params)
+                    config = config_model.model_validate(ref.params)
                 except ValidationError as exc:
                     raise _from_validation(exc, ref.params, path, lines, ref.params_loc,
                                            model=config_model, cls=PluginError) from None
+                if ref.kind == "operator":
+                    check_operator_template(cls, config, spec, path, lines, ref.params_loc, ref.params)
         except PluginError as exc:
             first = first or exc
             errors.append(exc.render())

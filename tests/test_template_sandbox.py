@@ -173,3 +173,14 @@ def test_the_template_operator_renders_in_the_sandbox(tmp_path: Path) -> None:
     ok = Template(TemplateConfig(template="Polish: {{ instruction }} ({{ business_short }})")).prompt(view)
     assert ok == "Polish: Summarise. (A rental agency)"
     assert not marker.exists()
+
+
+def test_an_operator_prompt_file_that_is_binary_or_missing_is_a_spec_error(write_spec, tmp_path: Path) -> None:
+    (tmp_path / "op.bin").write_bytes(b"Rewrite \xff\xfe {{ instruction }}")
+    registry = build_registry()
+    for name, needle in (("op.bin", "not UTF-8"), ("missing.j2", "missing.j2")):
+        spec = write_spec(OPERATOR.format(key="template_file", value=name))
+        with pytest.raises(UserError, match=needle) as info:
+            load_spec(spec, registry)
+        assert info.value.line == _line_of(spec, name)
+        assert info.value.key == "evolution.operators[0].template_file"

@@ -89,6 +89,9 @@ def check_operator_template(cls: type, config: Any, spec: Spec, path: Path, line
         raise PluginError(f"evolution prompt: {exc}", file=path, line=line, key=_dotted(where)) from None
     except UserError as exc:
         raise PluginError(exc.message, file=path, line=line, key=_dotted(where)) from None
+    except UnicodeDecodeError:
+        raise PluginError("the evolution prompt file is not UTF-8 text", file=path, line=line,
+                          key=_dotted(where)) from None
 
 
 def _dotted(loc: Loc) -> str:

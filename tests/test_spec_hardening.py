@@ -72,6 +72,8 @@ CASES = [
      "inf is not allowed"),
     ("temperature_negative_inf", lambda w: w("[evolution]\ntemperature = -inf\n"), "temperature",
      "evolution.temperature", "-inf is not allowed"),
+    ("seed_beyond_64_bits", lambda w: _replace(w, "seed = 3", f"seed = {2**64}"), "seed =", "project.seed",
+     "64-bit"),
     ("min_turns_bool", lambda w: _replace(w, "min_turns = 2", "min_turns = true"), "min_turns", "data.min_turns",
      "valid integer"),
     ("weight_bool", lambda w: w("weight = true\n"), "weight = true", "tasks[1].weight", "valid number"),

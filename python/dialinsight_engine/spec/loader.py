@@ -95,22 +95,24 @@ def parse_toml(text: str, path: Path) -> dict[str, Any]:
     if deep is not None:
         raise SpecError(f"values nested more than {MAX_DEPTH} levels deep", file=path,
                         line=line_of(key_lines(text), deep) or 1, key=dotted(deep[:3])) from None
-    odd = non_finite_path(raw)
+    odd = odd_number_path(raw)
     if odd is not None:
-        loc, value = odd
-        raise SpecError(f"{value} is not allowed: every number in a spec must be finite", file=path,
-                        line=line_of(key_lines(text), loc) or 1, key=dotted(loc))
+        loc, problem = odd
+        raise SpecError(problem, file=path, line=line_of(key_lines(text), loc) or 1, key=dotted(loc))
     return raw
 
 
-def non_finite_path(raw: Any) -> tuple[tuple[str | int, ...], float] | None:
-    """The first `inf`/`nan` in the document, anywhere (plugin sections included): TOML allows
-    them, but as a weight, threshold or rate they switch a check off or swamp a draw."""
+def odd_number_path(raw: Any) -> tuple[tuple[str | int, ...], str] | None:
+    """The first `inf`/`nan` or integer beyond 64 bits in the document, anywhere (plugin
+    sections included). TOML allows inf/nan, but as a weight, threshold or rate they switch a
+    check off or swamp a draw; TOML integers are 64-bit, which tomllib does not enforce."""
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(raw, ())]
     while stack:
         node, loc = stack.pop()
         if isinstance(node, float) and not math.isfinite(node):
-            return loc, node
+            return loc, f"{node} is not allowed: every number in a spec must be finite"
+        if isinstance(node, int) and not isinstance(node, bool) and not -(2**63) <= node < 2**63:
+            return loc, f"{_short(node, 40)} does not fit in a 64-bit integer (TOML's range)"
         if isinstance(node, dict):
             stack.extend((v, (*loc, k)) for k, v in reversed(node.items()))
         elif isinstance(node, list):
@@ -154,7 +156,7 @@ def _read_task_file(name: str, base_dir: Path, parse: bool) -> Any:
         raise SpecError(f"{file}:{exc.lineno}: invalid JSON: {exc.msg}") from None
     except RecursionError:
         raise SpecError(f"{file}: JSON nested too deeply") from None
-    if parse and (deepest_path(value) is not None or non_finite_path(value) is not None):
+    if parse and (deepest_path(value) is not None or odd_number_path(value) is not None):
         raise SpecError(f"{file}: JSON nested more than {MAX_DEPTH} levels deep or holding NaN/Infinity")
     return value
 

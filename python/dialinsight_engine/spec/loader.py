@@ -267,6 +267,7 @@ def check_plugin_refs(spec: Spec, registry: Any, lines: dict | None = None) -> N
                                       line=line_of(lines, loc) or 1, key=dotted(loc),
                                       hint=f"did you mean {close[0]!r}?" if close else None))
     if errors:
+        errors.sort(key=lambda e: e.line or 0)
         first = errors[0]
         if len(errors) == 1:
             raise first

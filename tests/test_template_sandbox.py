@@ -63,6 +63,8 @@ def test_the_sandbox_refuses_what_the_static_check_cannot_see(tmp_path: Path) ->
         render_template("{{ 'a' * 10000000000 }}", {})
     with pytest.raises(TemplateProblem, match="above the template limit"):
         render_template("{{ 9 ** 999999999 }}", {})
+    with pytest.raises(TemplateProblem, match="renders more than"):
+        render_template("{% for i in range(99999) %}{{ text }}{% endfor %}", {"text": "x" * 100})
     with pytest.raises(TemplateProblem):
         render_template("{% set x = [] %}{{ x.append(1) }}", {})  # immutable sandbox
     with pytest.raises(TemplateProblem, match="does not parse"):
@@ -184,3 +186,14 @@ def test_an_operator_prompt_file_that_is_binary_or_missing_is_a_spec_error(write
             load_spec(spec, registry)
         assert info.value.line == _line_of(spec, name)
         assert info.value.key == "evolution.operators[0].template_file"
+
+
+def test_validate_rejects_a_dynamic_escape_the_sandbox_refuses_on_sample_values(write_spec) -> None:
+    spec = write_spec("""
+        [[tasks]]
+        name = "sly"
+        template = "{{ cycler|attr('_' ~ '_init__') }} {{ dialogue }}"
+        """)
+    with pytest.raises(UserError, match="refused by the sandbox") as info:
+        load_spec(spec)
+    assert info.value.key == "tasks[2].template" and info.value.line == _line_of(spec, "sly") + 1

@@ -46,9 +46,10 @@ MAX_EXPONENT = 1_000
 class TemplateProblem(ValueError):
     """A template that does not parse, or that reaches for Python internals."""
 
-    def __init__(self, message: str, lineno: int | None = None) -> None:
+    def __init__(self, message: str, lineno: int | None = None, *, refused: bool = False) -> None:
         self.message = message
         self.lineno = lineno
+        self.refused = refused  # the sandbox refused it (not a data-dependent failure)
         super().__init__(message + (f" (template line {lineno})" if lineno else ""))
 
 
@@ -127,13 +128,27 @@ def compile_template(text: str) -> jinja2.Template:
     return _ENV.from_string(text)
 
 
+#: the longest text a template may render (an instruction is a few hundred characters)
+MAX_OUTPUT_CHARS = 1_000_000
+
+
+def _capped(chunks: Any) -> Any:
+    """Pass chunks through until the output would exceed MAX_OUTPUT_CHARS."""
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > MAX_OUTPUT_CHARS:
+            raise SecurityError(f"the template renders more than {MAX_OUTPUT_CHARS} characters")
+        yield chunk
+
+
 def render_template(template: jinja2.Template | str, variables: dict[str, Any]) -> str:
     """Render in the sandbox; a refused operation or unknown variable is a `TemplateProblem`."""
     compiled = compile_template(template) if isinstance(template, str) else template
     try:
-        return compiled.render(**variables)
+        return "".join(_capped(compiled.generate(**variables)))
     except SecurityError as exc:
-        raise TemplateProblem(f"template refused by the sandbox: {exc}") from None
+        raise TemplateProblem(f"template refused by the sandbox: {exc}", refused=True) from None
     except jinja2.UndefinedError as exc:
         raise TemplateProblem(f"template uses an unknown variable: {exc.message}") from None
     except Exception as exc:  # noqa: BLE001 - a template is user input: any failure is theirs

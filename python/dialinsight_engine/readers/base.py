@@ -19,7 +19,6 @@ from pydantic import BaseModel, ConfigDict
 
 from ..errors import DataError
 
-
 #: deepest JSON nesting a record may have (real dialogues nest 3-5 levels; deeper input is
 #: hostile or broken and would overflow the recursion of the JSON and Parquet writers later)
 MAX_NESTING = 100

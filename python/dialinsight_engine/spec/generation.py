@@ -159,3 +159,7 @@ class LabelsSpec(Section):
         64, ge=0, description="maxLength added to schema strings without one, 0: none (small models loop in open strings)"
     )
     drop_truncated: bool = Field(False, description="Reject answers cut off at max_tokens")
+    max_failure_share: float = Field(
+        0.25, ge=0, le=1, allow_inf_nan=False,
+        description="Fail the stage (exit 1) when more than this share of label requests fail after all retries",
+    )

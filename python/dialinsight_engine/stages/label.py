@@ -2,7 +2,9 @@
 
 Rows with an `output_schema` are constrained to it (and validated; invalid answers are
 retried by the client). Every row keeps its answer's token counts, latency, finish reason,
-attempts and error; a row whose answer failed is kept with `kept=False` and the reason.
+attempts and error; a row whose answer failed is kept with `kept=False` and the reason. Every
+schema is checked before the first request; when more than `[labels] max_failure_share` of
+the requests fail, the stage fails (exit 1) naming how many and the first reasons.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ import polars as pl
 
 from .. import records as R
 from ..backends.base import GenerationRequest
+from ..backends.client import check_failure_share
+from ..backends.redact import redact_value
+from ..backends.schema_check import schema_problem
+from ..errors import SpecError
 from .base import ORDER, Stage
 
 if TYPE_CHECKING:
@@ -61,13 +67,15 @@ class LabelStage(Stage):
         name = ctx.spec.labels.backend
         bspec = ctx.spec.backends.get(name)
         plugin = bspec.plugin if bspec else "llamacpp"
-        return {"backend": ctx.spec.section(f"backends.{name}"),
+        return {"backend": redact_value(ctx.spec.section(f"backends.{name}")),
                 "plugins": {f"backend:{plugin}": ctx.registry.version_of("backend", plugin)}}
 
     def run(self, ctx: StageContext) -> pl.DataFrame:
         cfg = ctx.spec.labels
         df = R.with_row_status(R.kept_rows(ctx.input))
         rows = df.to_dicts()
+        if cfg.use_schema:
+            _check_schemas(ctx, rows)
         requests = []
         for row in rows:
             schema = None
@@ -98,4 +106,22 @@ class LabelStage(Stage):
                 row[R.REASONS] = [*row[R.REASONS], "label_truncated"]
         ctx.stats.update(labelled=len(rows) - failed - truncated, failed=failed, truncated=truncated,
                          cached=sum(1 for r in results if r.cached))
+        check_failure_share(results, cfg.max_failure_share, "label")
         return pl.DataFrame(rows, schema={**df.schema, **LABEL_COLUMNS})
+
+
+def _check_schemas(ctx: StageContext, rows: list[dict[str, Any]]) -> None:
+    """Every distinct output schema is a valid JSON Schema, before a single request is sent."""
+    tasks = {task.name: i for i, task in enumerate(ctx.spec.tasks)}
+    seen: set[str] = set()
+    for row in rows:
+        text = row.get(R.OUTPUT_SCHEMA)
+        if not text or text in seen:
+            continue
+        seen.add(text)
+        problem = schema_problem(json.loads(text))
+        if problem is not None:
+            task = row.get(R.TASK)
+            key = f"tasks[{tasks[task]}].output_schema" if task in tasks else "output_schema"
+            raise SpecError(f"task {task!r}: {problem}", file=ctx.spec.source, key=key,
+                            hint="no label request was sent")

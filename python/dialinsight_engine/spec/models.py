@@ -11,11 +11,11 @@ from typing import Any, Literal
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from ..backends.schema_check import schema_problem
 from ..errors import SpecError
 from .base import EXAMPLES_PREFIX, PluginRef, Section, SpecPath, Weight, compiled_patterns
 from .generation import BackendSpec, EvolutionSpec, LabelsSpec, ReviewMode, SamplingSpec
 from .quality import QualitySpec
-from .schemas import check_output_schema
 from .training import EvalSpec, TrainSpec
 
 
@@ -82,8 +82,9 @@ class TaskSpec(Section):
     @field_validator("output_schema")
     @classmethod
     def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is not None:
-            check_output_schema(value)
+        problem = None if value is None else schema_problem(value)
+        if problem:
+            raise ValueError(f"output_schema is {problem}")
         return value
 
     @model_validator(mode="after")

@@ -386,3 +386,39 @@ def test_redaction_rules() -> None:
     assert text == '{"authorization": "Bearer ***", "k": "***", "u": "https://***@x.io/v1"}'
     assert redact("basic amenities near the station") == "basic amenities near the station"
     assert redact_url("http://u:p@h:1/v1") == "http://***@h:1/v1" and redact_url("http://h/v1") == "http://h/v1"
+
+
+def test_an_interrupt_inside_a_batch_keeps_the_answers_already_handed_back(tmp_path: Path) -> None:
+    """A backend that answers one by one (as llama.cpp does) and is interrupted after two: the
+    two are cached, and the rerun asks only for the rest."""
+    from dialinsight_engine.backends.base import Backend
+
+    class OneByOne(Backend):
+        name = "one_by_one"
+
+        def __init__(self, stop_after: int | None) -> None:
+            super().__init__(OpenAIConfig.model_construct())
+            self.stop_after = stop_after
+            self.asked: list[str] = []
+
+        def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+            raise AssertionError("the client hands results back one by one")
+
+        def generate_each(self, requests: list[GenerationRequest],
+                          on_result: Callable[[int, GenerationResult], None]) -> None:
+            for index, req in enumerate(requests):
+                if self.stop_after is not None and len(self.asked) == self.stop_after:
+                    raise KeyboardInterrupt
+                self.asked.append(req.prompt)
+                on_result(index, GenerationResult(f"answer to {req.prompt}"))
+
+    requests = [GenerationRequest(f"p{i}") for i in range(5)]
+    first = OneByOne(stop_after=2)
+    with pytest.raises(KeyboardInterrupt):
+        GenerationClient(first, name="t", cache_dir=tmp_path).generate(requests)
+    second = OneByOne(stop_after=None)
+    client = GenerationClient(second, name="t", cache_dir=tmp_path)
+    results = client.generate(requests)
+    assert first.asked == ["p0", "p1"] and second.asked == ["p2", "p3", "p4"]
+    assert [r.text for r in results] == [f"answer to p{i}" for i in range(5)]
+    assert [r.cached for r in results] == [True, True, False, False, False]

@@ -13,9 +13,9 @@ import gzip
 import json
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from ..errors import DataError
 from .base import MAX_NESTING, RawRecord, Reader, UnreadableFile, nesting_depth
@@ -47,7 +47,7 @@ class JsonlReader(Reader):
             raise UnreadableFile(f"{kind}{after}: {type(exc).__name__}: {exc}", file=path) from None
 
 
-def _lines(fh: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+def _lines(fh: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
     for number, line in enumerate(fh, start=1):
         if number == 1 and line.startswith(BOM):
             line = line[len(BOM):]
@@ -56,30 +56,29 @@ def _lines(fh: IO[bytes]) -> Iterator[tuple[int, bytes]]:
 
 def parse_line(line: bytes, path: Path, number: int) -> RawRecord | DataError | None:
     """One JSONL line -> a record, a `DataError` naming path:number, or None for a blank line."""
-    where = {"file": path, "line": number}
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError as exc:
         byte = line[exc.start:exc.start + 1].hex()
-        return DataError(f"not UTF-8: byte 0x{byte} at column {exc.start + 1}", **where,
+        return DataError(f"not UTF-8: byte 0x{byte} at column {exc.start + 1}", file=path, line=number,
                          hint="convert the file to UTF-8, e.g. iconv -f latin1 -t utf-8")
     if not text.strip():
         return None
     try:
         data: Any = json.loads(text)
     except json.JSONDecodeError as exc:
-        return DataError(f"broken JSON line: {exc.msg} (column {exc.colno})", **where)
+        return DataError(f"broken JSON line: {exc.msg} (column {exc.colno})", file=path, line=number)
     except RecursionError:
-        return DataError(f"JSON nested too deeply (more than {MAX_NESTING} levels)", **where)
+        return DataError(f"JSON nested too deeply (more than {MAX_NESTING} levels)", file=path, line=number)
     except ValueError as exc:  # e.g. an integer longer than Python's digit limit
-        return DataError(f"unreadable JSON value: {exc}", **where)
+        return DataError(f"unreadable JSON value: {exc}", file=path, line=number)
     # a cheap bound first: a line with few brackets cannot nest deeply
     if line.count(b"[") + line.count(b"{") > MAX_NESTING and nesting_depth(data) > MAX_NESTING:
-        return DataError(f"JSON nested too deeply (more than {MAX_NESTING} levels)", **where)
-    if _SURROGATE_ESCAPE.search(line) and _has_lone_surrogate(data):
-        found = _SURROGATE_ESCAPE.search(line)
-        column = found.start() + 1 if found else 0
-        return DataError(f"lone surrogate escape in a string (not valid Unicode), near column {column}", **where)
+        return DataError(f"JSON nested too deeply (more than {MAX_NESTING} levels)", file=path, line=number)
+    escape = _SURROGATE_ESCAPE.search(line)
+    if escape and _has_lone_surrogate(data):
+        return DataError(f"lone surrogate escape in a string (not valid Unicode), near column {escape.start() + 1}",
+                         file=path, line=number)
     return RawRecord(data, path, number)
 
 

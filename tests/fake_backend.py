@@ -17,7 +17,12 @@ import hashlib
 import json
 from typing import Any, ClassVar
 
-from dialinsight_engine.backends.base import Backend, BackendConfig, GenerationRequest, GenerationResult
+from dialinsight_engine.backends.base import (
+    Backend,
+    BackendConfig,
+    GenerationRequest,
+    GenerationResult,
+)
 from dialinsight_engine.hookspecs import hookimpl
 from dialinsight_engine.run import faults
 

@@ -43,6 +43,10 @@ def register_stages():
 '''
 
 
+def _flat(text: str) -> str:
+    return " ".join(text.split())  # rich wraps long messages at spaces
+
+
 def _start_holder(spec: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     proc = subprocess.Popen([sys.executable, "-m", "dialinsight_engine", "apply", str(spec)],
                             env={**os.environ, **env, "DIALENGINE_PLUGINS": "core,waiting", "NO_COLOR": "1"},
@@ -72,8 +76,9 @@ def test_second_writer_gets_exit_2_naming_the_holder_then_a_killed_holder_is_tak
         for second_spec in (spec, other):
             second = dialengine("apply", str(second_spec), env=env, plugins="core,waiting")
             assert second.returncode == 2, second.stderr
-            assert f"in use by pid {holder.pid} on {socket.gethostname()} since {holder_info['since']}" in second.stderr
-            assert "dialengine apply" in second.stderr and LOCK_FILE in second.stderr
+            message = _flat(second.stderr)
+            assert f"in use by pid {holder.pid} on {socket.gethostname()} since {holder_info['since']}" in message
+            assert f"(dialengine apply {spec})" in message and LOCK_FILE in message
         assert (run / "seeds" / "manifest.json").read_bytes() == seeds_before
 
         # other writers into the run folder wait their turn too
@@ -82,7 +87,7 @@ def test_second_writer_gets_exit_2_naming_the_holder_then_a_killed_holder_is_tak
         for args, plugins in ((["review", "import", str(decisions), str(run)], "core,generation"),
                               (["report", str(run)], "core,quality")):
             refused = dialengine(*args, env=env, plugins=plugins)
-            assert refused.returncode == 2 and f"in use by pid {holder.pid}" in refused.stderr, refused.stderr
+            assert refused.returncode == 2 and f"in use by pid {holder.pid}" in _flat(refused.stderr), refused.stderr
         # reading is not writing
         assert dialengine("--quiet", "plan", str(spec), env=env, plugins="core,waiting").returncode == 0
 
@@ -97,7 +102,7 @@ def test_second_writer_gets_exit_2_naming_the_holder_then_a_killed_holder_is_tak
     release.touch()
     resumed = dialengine("apply", str(spec), env=env, plugins="core,waiting")
     assert resumed.returncode == 0, resumed.stderr
-    assert f"stale lock taken over: left by pid {holder.pid}" in resumed.stderr
+    assert f"stale lock taken over: left by pid {holder.pid}" in _flat(resumed.stderr)
     assert f"took over a stale lock left by pid {holder.pid}" in (run / "run.log").read_text()
     assert (run / LOCK_FILE).read_text() == ""  # released cleanly: nothing stale for the next one
     again = dialengine("apply", str(spec), env=env, plugins="core,waiting")

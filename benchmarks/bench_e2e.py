@@ -2,8 +2,9 @@
 
     python benchmarks/bench_e2e.py [--spec specs/realestate.toml] [--until STAGE] [--keep]
 
-Runs in a fresh temporary working directory (so `runs/` starts empty and nothing is cached),
-then prints the wall time, each stage's seconds from its manifest, and what generation made.
+Runs into a fresh temporary runs folder (so `runs/` starts empty and nothing is cached: a copy
+of the spec beside the original, with `runs_dir` pointed there, since runs_dir is relative to
+the spec's folder), then prints the wall time, each stage's seconds from its manifest, and what generation made.
 Target: evolved instructions and labels for the example dialogues within 10 minutes on 2 cores.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -24,6 +26,15 @@ import polars as pl
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _spec_with_runs_dir(spec: Path, runs: Path) -> Path:
+    """A copy of `spec` in its own folder (relative data paths still work) writing to `runs`."""
+    text = re.sub(r"(?m)^runs_dir\s*=.*$", "", spec.read_text(encoding="utf-8"))
+    text = text.replace("[project]\n", f"[project]\nruns_dir = {json.dumps(runs.as_posix())}\n", 1)
+    copy = spec.with_name(f".bench-e2e-{os.getpid()}-{spec.name}")
+    copy.write_text(text, encoding="utf-8")
+    return copy
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--spec", default=str(REPO / "specs" / "realestate.toml"))
@@ -32,13 +43,15 @@ def main() -> None:
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="bench_e2e-"))
-    cmd = [sys.executable, "-m", "dialinsight_engine", "apply", str(Path(args.spec).resolve())]
+    spec = _spec_with_runs_dir(Path(args.spec).resolve(), work / "runs")
+    cmd = [sys.executable, "-m", "dialinsight_engine", "apply", str(spec)]
     if args.until:
         cmd += ["--until", args.until]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    spec.unlink()
     print(proc.stderr[-3000:], file=sys.stderr)
     runs = [p for p in (work / "runs").iterdir() if p.is_dir()] if (work / "runs").exists() else []
     print(f"exit code {proc.returncode}; wall time {wall:.1f}s ({wall / 60:.2f} min) on {os.cpu_count()} cores, "

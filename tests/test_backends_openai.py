@@ -195,9 +195,10 @@ backoff_max_s = 0.05
 """
 
 
-def _label_run(write_spec, url: str) -> tuple[pl.DataFrame, dict]:  # type: ignore[no-untyped-def]
+def _label_run(write_spec, url: str, labels: str = "") -> tuple[pl.DataFrame, dict]:  # type: ignore[no-untyped-def]
     registry = build_registry()
-    spec = load_spec(write_spec(LABEL_SPEC.format(url=url)), registry)
+    text = LABEL_SPEC.format(url=url).replace("max_tokens = 16\n", f"max_tokens = 16\n{labels}\n")
+    spec = load_spec(write_spec(text), registry)
     runner = Runner(spec, registry, quiet=True)
     runner.apply(until="label")
     folder = runner.run_dir / "label"
@@ -216,7 +217,8 @@ def test_label_stage_through_faults_records_retries_in_the_manifest(faults: Faul
 def test_label_stage_keeps_failed_rows_with_their_reason(write_spec) -> None:  # type: ignore[no-untyped-def]
     server = FaultServer(always="500")
     try:
-        labels, manifest = _label_run(write_spec, server.url)
+        # every request failing stops the stage (test_backends_faults.py), unless accepted
+        labels, manifest = _label_run(write_spec, server.url, labels="max_failure_share = 1.0")
     finally:
         server.close()
     assert labels.height == 6 and not labels["kept"].any()

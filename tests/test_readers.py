@@ -82,7 +82,8 @@ def test_missing_and_empty_data_are_user_errors(write_spec, tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n")
     result = dialengine("apply", str(write_spec(data=empty, name="e")))
-    assert result.returncode == 2 and "no dialogues to process" in result.stderr
+    # reported against the data file, not the spec
+    assert result.returncode == 2 and f"{empty}: data file holds no records" in result.stderr
 
 
 def test_ingest_reads_shared_sgd_homes(write_spec, shared_data, tmp_path):
@@ -92,3 +93,137 @@ def test_ingest_reads_shared_sgd_homes(write_spec, shared_data, tmp_path):
     assert df.height == 180
     truth = json.loads(df["truth"][0])
     assert "requirements" in truth
+
+
+# -- broken bytes and shapes (issue 13: each was an exit 1 with no file or line) -------------
+GOOD = EXAMPLE.read_bytes().splitlines()
+
+
+def _ingest(write_spec, data, on_error="fail"):
+    """Run `ingest` in-process: (ingest manifest stats, None) or (None, the DataError)."""
+    from dialinsight_engine.plugins import build_registry
+    from dialinsight_engine.run import Runner
+    from dialinsight_engine.spec import load_spec
+
+    registry = build_registry()
+    runner = Runner(load_spec(write_spec(data=data, on_error=on_error, name=on_error), registry), registry,
+                    quiet=True)
+    try:
+        runner.apply(until="ingest")
+    except DataError as exc:
+        return None, exc
+    return json.loads((runner.run_dir / "ingest" / "manifest.json").read_text())["stats"], None
+
+
+def _lines_file(tmp_path, lines, name="d.jsonl"):
+    path = tmp_path / name
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def _in_first_text(line: bytes, insert: bytes) -> bytes:
+    return line.replace(b'"text": "', b'"text": "' + insert, 1)
+
+
+BROKEN_LINES = {
+    # one non-UTF-8 byte inside a string
+    "non_utf8_byte": (_in_first_text(GOOD[1], b"H\xe9llo"), "not UTF-8: byte 0xe9"),
+    # a lone surrogate escape: json.loads accepts it, the Parquet writer did not
+    "lone_surrogate": (_in_first_text(GOOD[1], b"a\\ud800b"), "lone surrogate"),
+    # nesting deeper than the JSON parser's recursion (RecursionError)
+    "deep_nesting": (b'{"id": "d", "turns": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+    # nesting the parser survives but later writers would not
+    "nesting_500": (b'{"id": "d", "x": ' + b'{"a": ' * 500 + b"1" + b"}" * 500 + b', "turns": []}',
+                    "nested too deeply"),
+    "huge_integer": (b'{"id": ' + b"9" * 5000 + b', "turns": []}', "unreadable JSON value"),
+    "truncated": (GOOD[1][:57], "broken JSON line"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN_LINES))
+def test_a_broken_line_fails_naming_file_and_line_or_is_skipped(case, write_spec, tmp_path):
+    bad, message = BROKEN_LINES[case]
+    data = _lines_file(tmp_path, [GOOD[0], bad, *GOOD[2:6]])
+    stats, error = _ingest(write_spec, data, "fail")
+    assert stats is None and error.file == str(data) and error.line == 2, error
+    assert message in error.render()
+    stats, error = _ingest(write_spec, data, "skip")
+    assert error is None
+    assert stats["dialogues"] == 5 and stats["skipped_broken"] == 1
+    assert stats["skipped_examples"][0].startswith(f"{data}:2: ") and message in stats["skipped_examples"][0]
+
+
+def test_a_latin1_file_is_a_per_line_error_naming_the_file(write_spec, tmp_path):
+    text = EXAMPLE.read_text(encoding="utf-8").splitlines()[:4]
+    text[1] = text[1].replace('"text": "', '"text": "Olá, ', 1)  # one accented line, the rest ASCII
+    data = _lines_file(tmp_path, [line.encode("latin-1") for line in text])
+    stats, error = _ingest(write_spec, data, "fail")
+    assert error.file == str(data) and error.line == 2 and "not UTF-8: byte 0xe1" in error.render()
+    assert "iconv" in error.render()  # says how to fix it
+    stats, error = _ingest(write_spec, data, "skip")
+    assert stats["skipped_broken"] == 1 and stats["dialogues"] == 3
+
+
+def test_a_latin1_file_with_every_line_broken_names_the_data_file(write_spec, tmp_path):
+    data = _lines_file(tmp_path, [b'{"id": "a", "turns": [{"role": "customer", "text": "caf\xe9"}]}'] * 3)
+    stats, error = _ingest(write_spec, data, "skip")
+    assert error.file == str(data) and "no dialogues to process (3 broken" in error.render()
+
+
+def test_a_utf8_bom_is_accepted(write_spec, tmp_path):
+    data = tmp_path / "bom.jsonl"
+    data.write_bytes(b"\xef\xbb\xbf" + EXAMPLE.read_bytes())
+    stats, error = _ingest(write_spec, data, "fail")
+    assert error is None and stats["dialogues"] == 32 and stats["skipped_broken"] == 0
+    assert [r["id"] for r in _records(JsonlReader(), data)][:2] == ["ex_000", "ex_001"]
+
+
+def test_gzip_files_are_read_and_a_corrupt_one_is_named(write_spec, tmp_path):
+    import gzip
+
+    packed = gzip.compress(EXAMPLE.read_bytes())
+    good = tmp_path / "good.jsonl.gz"
+    good.write_bytes(packed)
+    stats, error = _ingest(write_spec, good, "fail")
+    assert error is None and stats["dialogues"] == 32
+    damaged = {
+        "truncated": packed[: len(packed) // 2],
+        "flipped": packed[:40] + bytes(b ^ 0xFF for b in packed[40:80]) + packed[80:],
+        "not_gzip": EXAMPLE.read_bytes()[:500],
+        "trailing_garbage": packed + b"garbage after the stream",
+    }
+    for name, payload in damaged.items():
+        path = tmp_path / f"{name}.jsonl.gz"
+        path.write_bytes(payload)
+        for mode in ("fail", "skip"):  # a damaged file is never skipped: its records are unknown
+            stats, error = _ingest(write_spec, path, mode)
+            assert stats is None and error.file == str(path), (name, mode, error)
+            assert "gzip" in error.render(), error.render()
+
+
+def test_an_empty_file_among_others_is_named_and_skippable(write_spec, tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    (folder / "a.jsonl").write_bytes(EXAMPLE.read_bytes())
+    (folder / "b.jsonl").write_bytes(b"\n  \n")
+    stats, error = _ingest(write_spec, folder, "fail")
+    assert error.file == str(folder / "b.jsonl") and "holds no records" in error.render()
+    stats, error = _ingest(write_spec, folder, "skip")
+    assert stats["dialogues"] == 32 and stats["skipped_broken"] == 1
+
+
+def test_a_damaged_parquet_file_exits_2_naming_it(write_spec, tmp_path):
+    path = tmp_path / "d.parquet"
+    path.write_bytes(b"PAR1 this is not a parquet file PAR1")
+    result = dialengine("apply", str(write_spec(data=path)), "--until", "ingest")
+    assert result.returncode == 2 and str(path) in result.stderr and "Parquet" in result.stderr
+
+
+def test_cli_exit_codes_for_a_bad_byte_and_a_corrupt_gzip(write_spec, tmp_path):
+    bad = _lines_file(tmp_path, [GOOD[0], _in_first_text(GOOD[1], b"H\xff")])
+    result = dialengine("apply", str(write_spec(data=bad)), "--until", "ingest")
+    assert result.returncode == 2 and f"{bad}:2:" in result.stderr and "Traceback" not in result.stderr
+    gz = tmp_path / "d.jsonl.gz"
+    gz.write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 40)
+    result = dialengine("apply", str(write_spec(data=gz, name="g", on_error="skip")), "--until", "ingest")
+    assert result.returncode == 2 and str(gz) in result.stderr and "Traceback" not in result.stderr

@@ -37,6 +37,8 @@ class Group(click.Group):
 
 
 def _report(exc: BaseException, debug: bool) -> int:
+    from rich.markup import escape  # messages hold spec keys like [backends.x]: never markup
+
     err = _console()
     if debug and not isinstance(exc, KeyboardInterrupt | SystemExit):
         err.print(traceback.format_exc(), markup=False)
@@ -46,18 +48,19 @@ def _report(exc: BaseException, debug: bool) -> int:
         err.print("[yellow]interrupted[/yellow]: finished stages are kept; rerun the same command to resume")
         return EXIT_INTERRUPTED
     if isinstance(exc, ReviewPending):
-        err.print(f"[yellow]review pending[/yellow]: {exc}")
+        err.print(f"[yellow]review pending[/yellow]: {escape(str(exc))}")
         return EXIT_REVIEW
     if isinstance(exc, UserError):
-        err.print(f"[red]error[/red]: {exc.render()}", markup=True, highlight=False)
+        err.print(f"[red]error[/red]: {escape(exc.render())}", highlight=False, soft_wrap=True)
         return EXIT_USER
     if isinstance(exc, StageFailed):
-        err.print(f"[red]failed[/red]: {exc}" + ("" if debug else " (run with --debug for the traceback)"))
+        err.print(f"[red]failed[/red]: {escape(str(exc))}" + ("" if debug else " (run with --debug for the traceback)"))
         return EXIT_FAILURE
     if isinstance(exc, OSError):
-        err.print(f"[red]failed[/red]: {exc}")
+        err.print(f"[red]failed[/red]: {escape(str(exc))}")
         return EXIT_FAILURE
-    err.print(f"[red]failed[/red]: {type(exc).__name__}: {exc}" + ("" if debug else " (--debug for details)"))
+    err.print(f"[red]failed[/red]: {type(exc).__name__}: {escape(str(exc))}"
+              + ("" if debug else " (--debug for details)"))
     return EXIT_FAILURE
 
 
@@ -91,10 +94,15 @@ def _stage_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.pass_obj
 def validate(obj: dict[str, Any], spec: str) -> None:
     """Check a spec: TOML, keys, types, plugin names and plugin sections."""
+    from rich.markup import escape
+
     loaded, _ = _load(spec)
     obj["console"].print(
-        f"[green]ok[/green] {spec}: project {loaded.project.name!r}, {len(loaded.scenes)} scenes, "
-        f"{len(loaded.tasks)} tasks, {len(loaded.backends)} backends")
+        f"[green]ok[/green] {escape(spec)}: project {loaded.project.name!r}, {len(loaded.scenes)} scenes, "
+        f"{len(loaded.tasks)} tasks, {len(loaded.backends)} backends", soft_wrap=True)
+    # one rule for every relative path in a spec: it starts at the spec file's folder
+    obj["console"].print(f"runs go to {escape(str(loaded.run_dir()))} (runs_dir {loaded.project.runs_dir!r} "
+                         f"is relative to the spec's folder {escape(str(loaded.base_dir))})", soft_wrap=True)
 
 
 @cli.command()
@@ -103,16 +111,17 @@ def validate(obj: dict[str, Any], spec: str) -> None:
 @click.pass_obj
 def plan(obj: dict[str, Any], spec: str, from_stage: str | None, until: str | None, force: tuple[str, ...]) -> None:
     """Show which stages would run, and why."""
+    from rich.markup import escape
     from rich.table import Table
 
     from .run import Runner
 
     loaded, registry = _load(spec)
     items = Runner(loaded, registry).plan(from_stage=from_stage, until=until, force=force)
-    table = Table("stage", "action", "why", title=f"plan for {loaded.run_dir()}")
+    table = Table("stage", "action", "why", title=f"plan for {escape(str(loaded.run_dir()))}")
     colour = {"run": "yellow", "skip": "green", "disabled": "dim", "excluded": "dim"}
-    for item in items:
-        table.add_row(item.stage.name, f"[{colour[item.action]}]{item.action}[/]", item.why)
+    for item in items:  # `why` names spec sections like [train]: printed as text, not markup
+        table.add_row(escape(item.stage.name), f"[{colour[item.action]}]{item.action}[/]", escape(item.why))
     _console().print(table) if not obj["quiet"] else None
     click.echo(json.dumps({i.stage.name: i.action for i in items})) if obj["quiet"] else None
 

@@ -8,6 +8,7 @@ a backend plugin only has to talk to its engine.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -67,6 +68,15 @@ class Backend(ABC):
     @abstractmethod
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         """One result per request, same order. Raise only for errors no retry can fix."""
+
+    def generate_each(self, requests: list[GenerationRequest],
+                      on_result: Callable[[int, GenerationResult], None]) -> None:
+        """Hand each request's result to ``on_result(index, result)`` as soon as it is ready,
+        so the client caches it before the others finish (an interrupt then loses only the
+        requests in flight). This default waits for the whole batch; backends that finish
+        requests one by one override it."""
+        for index, result in enumerate(self.generate(requests)):
+            on_result(index, result)
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Free the model or connections."""

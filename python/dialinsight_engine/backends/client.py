@@ -3,10 +3,13 @@ schema validation and retries, around one backend plugin.
 
 `open_client(spec, name, ...)` resolves `[backends.NAME]` (name "default" without such a
 table means llama.cpp on the embedded GGUF). Answers are cached in SQLite under the run's
-cache folder, keyed by backend, model, parameters and prompt, so a rerun costs nothing.
+cache folder, keyed by backend, model, parameters and prompt, so a rerun costs nothing; each
+answer is committed as soon as it arrives, so Ctrl-C or a kill loses only the requests in
+flight. Every `json_schema` is checked against its meta-schema before anything is sent.
 A request with a JSON schema is validated; an invalid or empty answer is retried (with a new
 seed and a non-zero temperature, since a greedy retry repeats itself) and, when every attempt
-fails, kept as a failed result with its reason. Transport retries belong to the backend.
+fails, kept as a failed result with its reason (credentials redacted, see `redact`).
+Transport retries belong to the backend.
 """
 
 from __future__ import annotations
@@ -18,14 +21,17 @@ import logging
 import re
 import sqlite3
 import threading
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from ..errors import PluginError, UserError
+from ..errors import PluginError, StageFailed, UserError
 from .base import Backend, GenerationRequest, GenerationResult
+from .redact import redact
+from .schema_check import schema_problem
 
 if TYPE_CHECKING:
     from ..plugins import Registry
@@ -81,14 +87,29 @@ def parse_json_answer(text: str) -> Any:
     return json.loads(m.group(1) if m else text)
 
 
+def check_failure_share(results: list[GenerationResult], max_share: float, what: str) -> None:
+    """Raise `StageFailed` (exit 1) when more than `max_share` of `results` failed: a backend
+    that fails that often is broken, and its rows would silently vanish downstream."""
+    failed = [r for r in results if not r.ok]
+    if not results or len(failed) <= max_share * len(results):
+        return
+    reasons = Counter(redact(r.error) or "no answer" for r in failed)
+    first = "; ".join(f"{reason} (x{n})" for reason, n in reasons.most_common(3))
+    raise StageFailed(f"{what}: {len(failed)} of {len(results)} generation requests failed, more than "
+                      f"max_failure_share = {max_share:g}; first reasons: {first}")
+
+
 class ResultCache:
-    """request key -> GenerationResult, in one SQLite file (each batch one transaction)."""
+    """request key -> GenerationResult, in one SQLite file; each answer its own transaction,
+    committed when it arrives (WAL: readers never block, a kill keeps what was committed)."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path, timeout=60, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a killed process (only a power cut can lose the last commits)
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         self._lock = threading.Lock()
 
@@ -103,6 +124,9 @@ class ResultCache:
                 for key, value in rows:
                     found[key] = GenerationResult(**json.loads(value))
         return found
+
+    def put(self, key: str, result: GenerationResult) -> None:
+        self.put_many({key: result})
 
     def put_many(self, items: dict[str, GenerationResult]) -> None:
         if not items:
@@ -135,12 +159,14 @@ class GenerationClient:
 
     @property
     def model_id(self) -> str:
-        return self.backend.model_id
+        """The backend's model id, credentials masked (it is stored in data and manifests)."""
+        return redact(self.backend.model_id) or ""
 
     # -- public ------------------------------------------------------------------------------
     def generate(self, requests: list[GenerationRequest],
                  progress: Callable[[int], None] | None = None) -> list[GenerationResult]:
         """One result per request, same order; failures come back with `error` set."""
+        self._check_schemas(requests)
         keys = [request_key(self.backend.name, self.backend.model_id, r) for r in requests]
         unique: dict[str, GenerationRequest] = dict(zip(keys, requests, strict=True))
         self.stats["requests"] += len(requests)
@@ -151,18 +177,20 @@ class GenerationClient:
                 res.cached = True
                 done[key] = res
         self.stats["cache_hits"] += len(done)
+        per_key_count = Counter(keys)
         if progress and done:
-            progress(sum(1 for k in keys if k in done))
-        todo = [(k, r) for k, r in unique.items() if k not in done]
-        per_key_count = {k: keys.count(k) for k in unique} if progress else {}
-        for i in range(0, len(todo), self.batch_size):
-            chunk = todo[i:i + self.batch_size]
-            fresh = self._run_chunk(chunk)
-            done.update(fresh)
-            if self.cache is not None:
-                self.cache.put_many({k: r for k, r in fresh.items() if r.ok})
+            progress(sum(per_key_count[k] for k in done))
+
+        def finished(key: str, result: GenerationResult) -> None:
+            done[key] = result
+            if self.cache is not None and result.ok:
+                self.cache.put(key, result)  # now, not at the end of the batch
             if progress:
-                progress(sum(per_key_count[k] for k, _ in chunk))
+                progress(per_key_count[key])
+
+        todo = [(k, r) for k, r in unique.items() if k not in done]
+        for i in range(0, len(todo), self.batch_size):
+            self._run_chunk(todo[i:i + self.batch_size], finished)
         return [dataclasses.replace(done[k]) for k in keys]
 
     def close(self) -> None:
@@ -172,51 +200,91 @@ class GenerationClient:
         self.backend.close()
 
     # -- internals ---------------------------------------------------------------------------
-    def _run_chunk(self, chunk: list[tuple[str, GenerationRequest]]) -> dict[str, GenerationResult]:
-        results: dict[str, GenerationResult] = {}
+    def _check_schemas(self, requests: list[GenerationRequest]) -> None:
+        """Every distinct schema against its meta-schema, before the first request is sent."""
+        seen: set[str] = set()
+        for req in requests:
+            if req.json_schema is None:
+                continue
+            text = json.dumps(req.json_schema, sort_keys=True)
+            if text in seen:
+                continue
+            seen.add(text)
+            problem = schema_problem(req.json_schema)
+            if problem is not None:
+                raise UserError(f"output schema: {problem}", hint=f"schema {text[:200]}; nothing was sent")
+
+    def _run_chunk(self, chunk: list[tuple[str, GenerationRequest]],
+                   finished: Callable[[str, GenerationResult], None]) -> None:
+        """Send `chunk`, retrying answers that fail; `finished(key, result)` for each request
+        as soon as its last attempt is in."""
         attempts: dict[str, int] = {k: 0 for k, _ in chunk}
         pending = list(chunk)
         round_no = 0
         while pending:
             batch = [self._variant(req, round_no) for _, req in pending]
+            retry: dict[int, tuple[str, GenerationRequest]] = {}
+            answered: set[int] = set()
+            own_errors: list[Exception] = []  # our own failures (e.g. the cache's disk is full)
+
+            def receive(index: int, answer: GenerationResult, pending: list[tuple[str, GenerationRequest]] = pending,
+                        retry: dict[int, tuple[str, GenerationRequest]] = retry, answered: set[int] = answered,
+                        round_no: int = round_no, own_errors: list[Exception] = own_errors) -> None:
+                if index in answered or not 0 <= index < len(pending):
+                    return  # a misbehaving plugin: one answer per request counts
+                answered.add(index)
+                key, req = pending[index]
+                try:
+                    if self._settle(key, req, answer, attempts, round_no):
+                        finished(key, answer)
+                    else:
+                        retry[index] = (key, req)
+                except Exception as exc:
+                    own_errors.append(exc)
+                    raise
+
             try:
-                answers = self.backend.generate(batch)
-                if len(answers) != len(batch):
-                    raise RuntimeError(f"backend returned {len(answers)} results for {len(batch)} requests")
+                self.backend.generate_each(batch, receive)
+                crash = f"backend returned {len(answered)} results for {len(batch)} requests"
             except UserError:
                 raise
-            except Exception as exc:  # a crashed batch: every request in it failed this attempt
-                self.log.warning("backend %s failed a batch: %s: %s", self.name, type(exc).__name__, exc)
-                answers = [GenerationResult(None, finish_reason="error", error=f"{type(exc).__name__}: {exc}",
-                                            extra={"retry": True}) for _ in batch]
-            retry: list[tuple[str, GenerationRequest]] = []
-            for (key, req), answer in zip(pending, answers, strict=True):
-                attempts[key] += max(answer.attempts, 1)
-                self.stats["retries"] += max(answer.attempts, 1) - 1
-                self.stats["prompt_tokens"] += answer.prompt_tokens
-                self.stats["completion_tokens"] += answer.completion_tokens
-                self.stats["tokens"] += answer.prompt_tokens + answer.completion_tokens
-                self.stats["seconds"] = round(self.stats["seconds"] + answer.latency_s, 3)
-                self.stats["generated"] += 1
-                problem = self._problem(req, answer)
-                answer.attempts = attempts[key]
-                if problem is None:
-                    results[key] = answer
-                    continue
-                # transport errors were already retried by the backend; answers it could not
-                # make (and crashed batches) are retried here
-                if round_no + 1 < self.max_attempts and (answer.error is None or answer.extra.get("retry")):
-                    self.stats["retries"] += 1
-                    retry.append((key, req))
-                    continue
-                self.stats["failures"] += 1
-                answer.error = answer.error or problem
-                answer.finish_reason = answer.finish_reason or "error"
-                results[key] = answer
-                self.log.info("request failed after %d attempts: %s", attempts[key], answer.error)
-            pending = retry
+            except Exception as exc:  # a crashed batch: every request it did not answer failed
+                if own_errors:
+                    raise own_errors[0] from None
+                crash = redact(f"{type(exc).__name__}: {exc}") or ""
+                self.log.warning("backend %s failed a batch: %s", self.name, crash)
+            for index in range(len(batch)):
+                if index not in answered:
+                    receive(index, GenerationResult(None, finish_reason="error", error=crash,
+                                                    extra={"retry": True}))
+            pending = [retry[i] for i in sorted(retry)]
             round_no += 1
-        return results
+
+    def _settle(self, key: str, req: GenerationRequest, answer: GenerationResult,
+                attempts: dict[str, int], round_no: int) -> bool:
+        """Account for one answer; True when it is final (good, or failed for the last time)."""
+        answer.error = redact(answer.error)
+        attempts[key] += max(answer.attempts, 1)
+        self.stats["retries"] += max(answer.attempts, 1) - 1
+        self.stats["prompt_tokens"] += answer.prompt_tokens
+        self.stats["completion_tokens"] += answer.completion_tokens
+        self.stats["tokens"] += answer.prompt_tokens + answer.completion_tokens
+        self.stats["seconds"] = round(self.stats["seconds"] + answer.latency_s, 3)
+        self.stats["generated"] += 1
+        problem = self._problem(req, answer)
+        answer.attempts = attempts[key]
+        if problem is None:
+            return True
+        # transport errors were already retried by the backend; answers it could not make
+        # (and crashed batches) are retried here
+        if round_no + 1 < self.max_attempts and (answer.error is None or answer.extra.get("retry")):
+            self.stats["retries"] += 1
+            return False
+        self.stats["failures"] += 1
+        answer.error = redact(answer.error or problem)
+        answer.finish_reason = answer.finish_reason or "error"
+        self.log.info("request failed after %d attempts: %s", attempts[key], answer.error)
+        return True
 
     def _variant(self, req: GenerationRequest, round_no: int) -> GenerationRequest:
         if round_no == 0:

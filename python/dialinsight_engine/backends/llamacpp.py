@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,11 @@ class LlamaCppBackend(Backend):
 
     def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
         return [self._one(r) for r in requests]
+
+    def generate_each(self, requests: list[GenerationRequest],
+                      on_result: Callable[[int, GenerationResult], None]) -> None:
+        for index, request in enumerate(requests):  # one at a time: each is cached when done
+            on_result(index, self._one(request))
 
     def _one(self, req: GenerationRequest) -> GenerationResult:
         llm = self._model(req.top_logprobs > 0)

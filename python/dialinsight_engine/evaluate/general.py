@@ -22,9 +22,10 @@ if TYPE_CHECKING:
 
 
 def packaged(name: str) -> Path:
-    from importlib.resources import files
+    """A file shipped in the package's data folder (`@examples/NAME`), confined to it."""
+    from ..spec.models import examples_path
 
-    return Path(str(files("dialinsight_engine") / "data" / name))
+    return examples_path(name)
 
 
 def resolve(path: str, base_dir: Path | None) -> Path:

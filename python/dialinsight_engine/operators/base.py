@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import ClassVar
 
-import jinja2
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import UserError
+from ..templating import TemplateProblem, render_template
 
 KEEP_NOTE = " Keep the marker {dialogue} exactly as it is: it stands for the conversation."
 
@@ -68,30 +67,30 @@ class Operator(ABC):
         return self.config.model_dump_json()
 
 
-@cache
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False,
-                              autoescape=False)
-
-
 def packaged_prompt(filename: str) -> str:
     return (files("dialinsight_engine.operators") / "prompts" / filename).read_text(encoding="utf-8")
 
 
 def render(template_text: str, view: InstructionView, hint: str = "") -> str:
+    """The operator prompt, rendered in the sandbox (spec-provided prompts are data)."""
+    try:
+        return render_template(template_text, prompt_vars(view, hint)).strip()
+    except TemplateProblem as exc:
+        raise UserError(f"evolution prompt template: {exc}", key="evolution.operators") from None
+
+
+def prompt_vars(view: InstructionView, hint: str = "") -> dict[str, str]:
+    """The variables of an operator prompt (also used by `validate` to try a template)."""
     business = view.business.strip()
     # the first sentence of the business text is enough context for a small model
     business_short = business.split(". ")[0].rstrip(".") if business else "a company"
-    try:
-        return _environment().from_string(template_text).render(
-            instruction=view.instruction, scene=view.scene,
-            scene_description=view.scene_description or view.scene.replace("_", " "),
-            task=view.task, task_description=view.task_description, business=business,
-            business_short=business_short, keep_note=KEEP_NOTE if view.keep_placeholder else "",
-            hint=f" {hint.strip()}" if hint.strip() else "",
-        ).strip()
-    except jinja2.TemplateError as exc:
-        raise UserError(f"evolution prompt template: {exc}") from None
+    return {
+        "instruction": view.instruction, "scene": view.scene,
+        "scene_description": view.scene_description or view.scene.replace("_", " "),
+        "task": view.task, "task_description": view.task_description, "business": business,
+        "business_short": business_short, "keep_note": KEEP_NOTE if view.keep_placeholder else "",
+        "hint": f" {hint.strip()}" if hint.strip() else "",
+    }
 
 
 class TemplateOperator(Operator):

@@ -3,6 +3,8 @@
 A record is ``{"id": str, "turns": [{"role": str, "text": str}, ...], "truth": any | None,
 "intents": [str], "meta": {...}}``. Broken input raises `DataError` naming file:line, or
 with ``on_error = "skip"`` is counted and skipped (the ingest manifest lists every skip).
+A file that cannot be read at all (corrupt archive, not Parquet) raises `UnreadableFile`,
+which is never skipped: skipping it would silently drop every record it holds.
 """
 
 from __future__ import annotations
@@ -16,6 +18,30 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import DataError
+
+#: deepest JSON nesting a record may have (real dialogues nest 3-5 levels; deeper input is
+#: hostile or broken and would overflow the recursion of the JSON and Parquet writers later)
+MAX_NESTING = 100
+
+
+class UnreadableFile(DataError):
+    """The whole file is unreadable (corrupt gzip, not a Parquet file): exit 2, never skipped."""
+
+
+def nesting_depth(value: Any) -> int:
+    """Depth of nested lists/dicts, without recursion (so hostile input cannot overflow it)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            node = list(node.values())
+        if isinstance(node, list):
+            deepest = max(deepest, depth)
+            if depth > MAX_NESTING:
+                return depth
+            stack.extend((child, depth + 1) for child in node)
+    return deepest
 
 
 class ReaderConfig(BaseModel):

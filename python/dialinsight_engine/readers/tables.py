@@ -15,15 +15,18 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from ..errors import DataError
-from .base import RawRecord, Reader
+from .base import RawRecord, Reader, UnreadableFile
 
 
 def _rows(table_batches: Iterator[pa.RecordBatch], path: Path) -> Iterator[RawRecord]:
     row = 0
-    for batch in table_batches:
-        for record in batch.to_pylist():
-            row += 1
-            yield RawRecord(record, path, row)
+    try:
+        for batch in table_batches:
+            for record in batch.to_pylist():
+                row += 1
+                yield RawRecord(record, path, row)
+    except (pa.ArrowException, OSError) as exc:  # a damaged file, found part-way through
+        raise UnreadableFile(f"unreadable after row {row}: {type(exc).__name__}: {exc}", file=path) from None
 
 
 class ParquetReader(Reader):
@@ -34,9 +37,8 @@ class ParquetReader(Reader):
     def read(self, path: Path) -> Iterator[RawRecord | DataError]:
         try:
             file = pq.ParquetFile(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            yield DataError(f"not a readable Parquet file: {exc}", file=path)
-            return
+        except (pa.ArrowException, OSError) as exc:
+            raise UnreadableFile(f"not a readable Parquet file: {exc}", file=path) from None
         yield from _rows(file.iter_batches(batch_size=2048), path)
 
 
@@ -51,13 +53,12 @@ class HfDatasetReader(Reader):
         try:
             state = json.loads((path / "state.json").read_text(encoding="utf-8"))
             files = [path / f["filename"] for f in state["_data_files"]]
-        except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
-            yield DataError(f"not a datasets folder (state.json): {exc}", file=path)
-            return
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise UnreadableFile(f"not a datasets folder (state.json): {exc}", file=path) from None
         for file in files:
             try:
                 with pa.memory_map(str(file)) as source:
                     reader = ipc.open_stream(source)
                     yield from _rows(iter(reader), file)
-            except (pa.ArrowInvalid, OSError) as exc:
-                yield DataError(f"unreadable Arrow file: {exc}", file=file)
+            except (pa.ArrowException, OSError) as exc:
+                raise UnreadableFile(f"unreadable Arrow file: {exc}", file=file) from None

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from .base import PluginRef, Section
+from .base import PluginRef, Section, SpecPath, Weight
 
 ReviewMode = Literal["required", "optional", "skip"]
 
@@ -34,7 +34,7 @@ class BackendSpec(Section):
 
     plugin: str = Field(description="Backend plugin: llamacpp, openai, vllm, ...")
     cache: bool = Field(True, description="Cache answers on disk (runs/<project>/cache/)")
-    cache_dir: str | None = Field(None, description="Another cache folder (relative to the spec), e.g. shared by projects")
+    cache_dir: SpecPath | None = Field(None, description="Another cache folder (relative to the spec), e.g. shared by projects")
     batch_size: int = Field(16, ge=1, description="Requests handed to the backend at once")
     max_attempts: int = Field(3, ge=1, description="Tries per request when an answer fails or breaks its schema")
     retry_temperature: float = Field(
@@ -54,7 +54,7 @@ class OperatorSpec(Section):
     model_config = ConfigDict(extra="allow")
 
     name: str
-    weight: float = Field(1.0, ge=0)
+    weight: Weight = 1.0
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -144,7 +144,7 @@ class SamplingSpec(Section):
         "ignore", description="Within a quota, ignore quality_score, take the best, or draw in proportion to it"
     )
     redistribute: bool = Field(True, description="Give a cell's shortfall to cells that still have rows")
-    task_weights: dict[str, float] = Field(
+    task_weights: dict[str, Weight] = Field(
         default_factory=dict, description="Weights of tasks not in [[tasks]] (e.g. ones a breadth evolution made)"
     )
 
@@ -159,3 +159,7 @@ class LabelsSpec(Section):
         64, ge=0, description="maxLength added to schema strings without one, 0: none (small models loop in open strings)"
     )
     drop_truncated: bool = Field(False, description="Reject answers cut off at max_tokens")
+    max_failure_share: float = Field(
+        0.25, ge=0, le=1, allow_inf_nan=False,
+        description="Fail the stage (exit 1) when more than this share of label requests fail after all retries",
+    )

@@ -9,25 +9,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from .base import PluginRef, Section, compiled_patterns
+from ..backends.schema_check import schema_problem
+from ..errors import SpecError
+from .base import EXAMPLES_PREFIX, PluginRef, Section, SpecPath, Weight, compiled_patterns
 from .generation import BackendSpec, EvolutionSpec, LabelsSpec, ReviewMode, SamplingSpec
 from .quality import QualitySpec
 from .training import EvalSpec, TrainSpec
 
 
 class ProjectSpec(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Run folder name: runs/<name>/")
+    name: str = Field(pattern=r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*$",
+                      description="Run folder name: <runs_dir>/<name>/ (letters, digits, _.-; not starting with a dot)")
     description: str = ""
     business: str = Field("", description="Business requirements, available to templates as {{ business }}")
-    runs_dir: str = Field("runs", description="Where runs are written, relative to the working directory")
+    runs_dir: SpecPath = Field("runs", description="Where runs are written, relative to the spec file's folder")
     seed: int = 0
     language: str = "en"
 
 
 class DataSpec(Section):
-    paths: list[str] = Field(min_length=1, description="Dialogue files or folders (relative to the spec)")
+    paths: list[SpecPath] = Field(min_length=1, description="Dialogue files or folders (relative to the spec)")
     format: str = Field("auto", description="Reader plugin: auto (by extension), jsonl, parquet, hf_dataset")
     on_error: Literal["fail", "skip"] = "fail"
     min_turns: int = Field(2, ge=1)
@@ -50,7 +53,7 @@ class RoleSpec(Section):
 class SceneSpec(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     description: str = ""
-    weight: float = Field(1.0, ge=0)
+    weight: Weight = 1.0
     keywords: list[str] = Field(default_factory=list, description="Case-insensitive words or phrases")
     regex: list[str] = Field(default_factory=list, description="Python regular expressions (case-insensitive)")
     min_hits: int = Field(1, ge=1, description="Matches needed (keywords and regexes together)")
@@ -66,15 +69,23 @@ class SceneSpec(Section):
 class TaskSpec(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     description: str = ""
-    weight: float = Field(1.0, ge=0)
+    weight: Weight = 1.0
     scenes: list[str] = Field(default_factory=list, description="Scenes this task applies to (empty: all)")
     template: str | list[str] | None = Field(None, description="Jinja2 template(s); several give diverse seeds")
-    template_file: str | None = None
+    template_file: SpecPath | None = None
     requirements: str = Field("", description="Task-specific business requirements, {{ requirements }}")
     output_schema: dict[str, Any] | None = Field(None, description="JSON schema the answer must follow")
-    output_schema_file: str | None = None
+    output_schema_file: SpecPath | None = None
     seeds_per_dialogue: int = Field(1, ge=1)
     eval: str | None = Field(None, description="Evaluator that scores this task against ground truth")
+
+    @field_validator("output_schema")
+    @classmethod
+    def _valid_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        problem = None if value is None else schema_problem(value)
+        if problem:
+            raise ValueError(f"output_schema is {problem}")
+        return value
 
     @model_validator(mode="after")
     def _has_template(self) -> TaskSpec:
@@ -96,7 +107,7 @@ class ExportSpec(Section):
 
 
 class Spec(Section):
-    """The whole spec. `source` and `base_dir` are set by the loader."""
+    """The whole spec. `source` and `base_dir` are set by the loader (private: not TOML keys)."""
 
     project: ProjectSpec
     data: DataSpec
@@ -113,8 +124,26 @@ class Spec(Section):
     eval: EvalSpec | None = None
     backends: dict[str, BackendSpec] = Field(default_factory=dict)
 
-    source: Path | None = Field(None, exclude=True)
-    base_dir: Path = Field(Path("."), exclude=True)
+    _source: Path | None = PrivateAttr(None)
+    _base_dir: Path = PrivateAttr(default_factory=lambda: Path("."))
+
+    @property
+    def source(self) -> Path | None:
+        """The spec file this was loaded from."""
+        return self._source
+
+    @source.setter
+    def source(self, value: Path | None) -> None:
+        self._source = value
+
+    @property
+    def base_dir(self) -> Path:
+        """The spec file's folder: every relative path of the spec (data, runs_dir) starts here."""
+        return self._base_dir
+
+    @base_dir.setter
+    def base_dir(self, value: Path) -> None:
+        self._base_dir = value
 
     @model_validator(mode="after")
     def _cross_refs(self) -> Spec:
@@ -132,15 +161,26 @@ class Spec(Section):
     # -- helpers ---------------------------------------------------------------------------
     def resolve_path(self, path: str) -> Path:
         """A spec path: ``@examples/...`` is packaged data, else relative to the spec file."""
-        if path.startswith("@examples/"):
-            from importlib.resources import files
-
-            return Path(str(files("dialinsight_engine") / "data" / path.removeprefix("@examples/")))
+        if path.startswith(EXAMPLES_PREFIX):
+            return examples_path(path.removeprefix(EXAMPLES_PREFIX), self.source)
         p = Path(path).expanduser()
         return p if p.is_absolute() else (self.base_dir / p)
 
+    def runs_root(self) -> Path:
+        """`project.runs_dir`, resolved: relative to the spec file's folder, like data paths."""
+        return self.resolve_path(self.project.runs_dir).resolve()
+
     def run_dir(self) -> Path:
-        return Path(self.project.runs_dir) / self.project.name
+        """`<runs_dir>/<name>`, checked to stay inside runs_dir (a symlink out is refused)."""
+        try:
+            root = self.runs_root()
+            run = (root / self.project.name).resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop
+            raise SpecError(f"cannot resolve the run folder: {exc}", file=self.source, key="project.runs_dir") from None
+        if run.parent != root:
+            raise SpecError(f"the run folder {root / self.project.name} resolves to {run}, outside "
+                            f"runs_dir {root}", file=self.source, key="project.name")
+        return run
 
     def plugin_refs(self, loc: tuple[str | int, ...] = ()) -> list[PluginRef]:
         refs = self.data.plugin_refs(("data",))
@@ -164,3 +204,14 @@ class Spec(Section):
         for part in dotted.split("."):
             value = value.get(part) if isinstance(value, dict) else None
         return value
+
+
+def examples_path(rest: str, source: Path | None = None) -> Path:
+    """A file shipped in the package's data folder; a name that resolves outside it is refused."""
+    from importlib.resources import files
+
+    root = Path(str(files("dialinsight_engine") / "data")).resolve()
+    path = (root / rest).resolve()
+    if not path.is_relative_to(root):
+        raise SpecError(f"{EXAMPLES_PREFIX}{rest} leaves the packaged examples folder {root}", file=source)
+    return path

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from .base import PluginRef, Section
+from .base import PluginRef, Section, Weight
 
 Normalize = Literal["none", "minmax", "z", "rank"]
 
@@ -20,7 +20,7 @@ class MetricSpec(Section):
 
     plugin: str | None = Field(None, description="Metric plugin to run (default: NAME); lets one metric run twice")
     enabled: bool = True
-    weight: float = Field(1.0, ge=0, description="Share in the composite quality_score (0: reported only)")
+    weight: Weight = Field(1.0, description="Share in the composite quality_score (0: reported only)")
     normalize: Normalize = Field("minmax", description="How the score is scaled before weighting")
     min: float | None = Field(None, description="Drop rows whose raw score is below this")
     max: float | None = Field(None, description="Drop rows whose raw score is above this")

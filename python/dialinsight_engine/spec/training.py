@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from .base import PluginRef, Section
+from .base import PluginRef, Section, SpecPath
 
 
 class TrainSpec(Section):
@@ -55,7 +55,7 @@ Ablation = Literal["unfiltered", "no_evolution"]
 
 
 class EvalSpec(Section):
-    domain_data: list[str] = Field(
+    domain_data: list[SpecPath] = Field(
         default_factory=lambda: ["@examples/realestate_heldout.jsonl"],
         description="Held-out dialogues with `truth` (never the training data)")
     max_dialogues: int | None = Field(60, ge=1, description="Use only the first N held-out dialogues")

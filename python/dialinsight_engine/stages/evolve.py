@@ -20,6 +20,7 @@ import polars as pl
 from .. import records as R
 from ..backends.base import GenerationRequest
 from ..backends.client import parse_json_answer
+from ..backends.redact import redact_value
 from ..operators.base import InstructionView, Operator
 from ..operators.builtin import DEFAULT_OPERATORS
 from ..operators.elimination import clean_rewrite, eliminate
@@ -77,7 +78,7 @@ class EvolveStage(Stage):
             "operators": [R.stable_id(type(op).__module__, op.name, op.fingerprint()) for op in operators],
             "scenes": {s.name: s.description for s in spec.scenes},
             "tasks": {t.name: t.description for t in spec.tasks},
-            "backend": spec.section(f"backends.{spec.evolution.backend}"),
+            "backend": redact_value(spec.section(f"backends.{spec.evolution.backend}")),
             "plugins": {f"operator:{op.name}": ctx.registry.version_of("operator", op.name) for op in operators},
         }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -10,7 +11,7 @@ import polars as pl
 
 from .. import records as R
 from ..errors import DataError
-from ..readers.base import Reader, normalize_record
+from ..readers.base import RawRecord, Reader, normalize_record
 from ..run.atomic import file_sha256
 from .base import ORDER, Stage
 
@@ -75,17 +76,7 @@ class IngestStage(Stage):
         with ctx.progress("reading dialogues", None) as advance:
             for path in files:
                 reader = self._reader_for(ctx, path)
-                for item in reader.read(path):
-                    try:
-                        if isinstance(item, DataError):
-                            raise item
-                        rec = normalize_record(item, len(rows))
-                    except DataError as exc:
-                        if spec.data.on_error == "skip":
-                            skipped.append(exc.render())
-                            ctx.log.warning("skipped: %s", exc.render())
-                            continue
-                        raise
+                for item, rec in _records(ctx, reader, path, skipped):
                     advance(1)
                     turns = [{"role": alias.get(t["role"].lower(), t["role"].lower()), "text": t["text"]}
                              for t in rec["turns"]]
@@ -117,14 +108,41 @@ class IngestStage(Stage):
                           "skipped_examples": skipped[:20], "skipped_too_short": too_short,
                           "renamed_duplicate_ids": renamed})
         if not rows:
+            # one data file: name it; several: point at the spec's list of them
+            where = {"file": files[0]} if len(files) == 1 else {"file": spec.source, "key": "data.paths"}
             raise DataError(
                 "no dialogues to process" + (f" ({len(skipped)} broken, {too_short} shorter than "
                                             f"min_turns={spec.data.min_turns})" if skipped or too_short else ""),
-                file=spec.source, key="data.paths")
+                **where)
         schema = {R.DIALOGUE_ID: pl.String, R.SOURCE: pl.String, R.TURNS: R.TURNS_DTYPE,
                   R.DIALOGUE_TEXT: pl.String, R.TRUTH: pl.String, R.N_TURNS: pl.Int64,
                   "intents": pl.List(pl.String), "meta": pl.String}
         return pl.DataFrame(rows, schema=schema)
+
+
+def _records(ctx: StageContext, reader: Reader, path: Path,
+             skipped: list[str]) -> Iterator[tuple[RawRecord, dict[str, Any]]]:
+    """Normalised records of one file. A broken record (or an empty file) fails the run, or
+    with `on_error = "skip"` is logged and counted in `skipped`; an unreadable file always
+    fails (`UnreadableFile`, exit 2 naming it)."""
+    found = 0
+    for index, item in enumerate(reader.read(path)):
+        found += 1
+        try:
+            if isinstance(item, DataError):
+                raise item
+            yield item, normalize_record(item, index)
+        except DataError as exc:
+            _skip_or_raise(ctx, exc, skipped)
+    if not found:
+        _skip_or_raise(ctx, DataError("data file holds no records", file=path), skipped)
+
+
+def _skip_or_raise(ctx: StageContext, error: DataError, skipped: list[str]) -> None:
+    if ctx.spec.data.on_error != "skip":
+        raise error
+    skipped.append(error.render())
+    ctx.log.warning("skipped: %s", error.render())
 
 
 def _hash_path(path: Path) -> str:

@@ -2,10 +2,12 @@
 
 Rows with an `output_schema` are constrained to it (and validated; invalid answers are
 retried by the client). Every row keeps its answer's token counts, finish reason, attempts
-and error; a row whose answer failed is kept with `kept=False` and the reason. Wall-clock
-latency and whether the answer came from the cache depend on the run, not on the input, so
-they go to the side file `timings.parquet` (by row): `data.parquet` stays byte-identical for
-the same input, spec and seed, and the resume logic can trust its hash.
+and error; a row whose answer failed is kept with `kept=False` and the reason. Every schema is
+checked before the first request; when more than `[labels] max_failure_share` of the requests
+fail, the stage fails (exit 1) naming how many and the first reasons. Wall-clock latency and
+whether the answer came from the cache depend on the run, not on the input, so they go to the
+side file `timings.parquet` (by row): `data.parquet` stays byte-identical for the same input,
+spec and seed, and the resume logic can trust its hash.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ import polars as pl
 
 from .. import records as R
 from ..backends.base import GenerationRequest
+from ..backends.client import check_failure_share
+from ..backends.redact import redact_value
+from ..backends.schema_check import schema_problem
+from ..errors import SpecError
 from .base import ORDER, Stage
 
 if TYPE_CHECKING:
@@ -65,13 +71,15 @@ class LabelStage(Stage):
         name = ctx.spec.labels.backend
         bspec = ctx.spec.backends.get(name)
         plugin = bspec.plugin if bspec else "llamacpp"
-        return {"backend": ctx.spec.section(f"backends.{name}"),
+        return {"backend": redact_value(ctx.spec.section(f"backends.{name}")),
                 "plugins": {f"backend:{plugin}": ctx.registry.version_of("backend", plugin)}}
 
     def run(self, ctx: StageContext) -> pl.DataFrame:
         cfg = ctx.spec.labels
         df = R.with_row_status(R.kept_rows(ctx.input))
         rows = df.to_dicts()
+        if cfg.use_schema:
+            _check_schemas(ctx, rows)
         requests = []
         for row in rows:
             schema = None
@@ -106,4 +114,22 @@ class LabelStage(Stage):
                          cached=sum(1 for r in results if r.cached),
                          latency_s=round(sum(r.latency_s for r in results), 3))
         ctx.write_parquet(TIMINGS, pl.DataFrame(timings, schema=TIMING_COLUMNS))
+        check_failure_share(results, cfg.max_failure_share, "label")
         return pl.DataFrame(rows, schema={**df.schema, **LABEL_COLUMNS})
+
+
+def _check_schemas(ctx: StageContext, rows: list[dict[str, Any]]) -> None:
+    """Every distinct output schema is a valid JSON Schema, before a single request is sent."""
+    tasks = {task.name: i for i, task in enumerate(ctx.spec.tasks)}
+    seen: set[str] = set()
+    for row in rows:
+        text = row.get(R.OUTPUT_SCHEMA)
+        if not text or text in seen:
+            continue
+        seen.add(text)
+        problem = schema_problem(json.loads(text))
+        if problem is not None:
+            task = row.get(R.TASK)
+            key = f"tasks[{tasks[task]}].output_schema" if task in tasks else "output_schema"
+            raise SpecError(f"task {task!r}: {problem}", file=ctx.spec.source, key=key,
+                            hint="no label request was sent")

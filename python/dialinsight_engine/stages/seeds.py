@@ -13,18 +13,18 @@ import json
 import random
 from typing import TYPE_CHECKING, Any
 
-import jinja2
 import polars as pl
 
 from .. import records as R
 from ..errors import SpecError
+from ..templating import TemplateProblem, compile_template, render_template
 from .base import ORDER, Stage
 
 if TYPE_CHECKING:
+    import jinja2
+
     from ..run.context import StageContext
     from ..spec.models import Spec, TaskSpec
-
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 SEED_COLUMNS = {
     R.INSTRUCTION_ID: pl.String, R.DIALOGUE_ID: pl.String, R.SCENE: pl.String, R.TASK: pl.String,
@@ -35,13 +35,13 @@ SEED_COLUMNS = {
 
 
 def compile_templates(spec: Spec) -> dict[str, list[jinja2.Template]]:
+    """Each task's templates, compiled in the sandbox (see `templating`)."""
     out: dict[str, list[jinja2.Template]] = {}
     for i, task in enumerate(spec.tasks):
         try:
-            out[task.name] = [_ENV.from_string(t) for t in task.templates()]
-        except jinja2.TemplateSyntaxError as exc:
-            raise SpecError(f"template does not parse: {exc.message} (template line {exc.lineno})",
-                            file=spec.source, key=f"tasks[{i}].template") from None
+            out[task.name] = [compile_template(t) for t in task.templates()]
+        except TemplateProblem as exc:
+            raise SpecError(str(exc), file=spec.source, key=f"tasks[{i}].template") from None
     return out
 
 
@@ -88,11 +88,10 @@ class SeedsStage(Stage):
                     for k in range(task.seeds_per_dialogue):
                         index = order[k % len(order)]
                         try:
-                            instruction = variants[index].render(
-                                **template_vars(spec, task, scene, rec[R.ROLES])).strip()
-                        except jinja2.UndefinedError as exc:
-                            raise SpecError(f"template uses an unknown variable: {exc.message}",
-                                            file=spec.source, key=f"tasks[{ti}].template") from None
+                            instruction = render_template(
+                                variants[index], template_vars(spec, task, scene, rec[R.ROLES])).strip()
+                        except TemplateProblem as exc:
+                            raise SpecError(str(exc), file=spec.source, key=f"tasks[{ti}].template") from None
                         rows.append({
                             R.INSTRUCTION_ID: R.stable_id(rec[R.DIALOGUE_ID], task.name, scene, index, k),
                             R.DIALOGUE_ID: rec[R.DIALOGUE_ID], R.SCENE: scene, R.TASK: task.name,

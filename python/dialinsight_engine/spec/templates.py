@@ -1,0 +1,94 @@
+"""Check the spec's templates at load time, so `validate` rejects what `apply` would refuse.
+
+Task templates and the prompts of template-based evolution operators are parsed in the sandbox
+(`templating`): a syntax error, an unsafe attribute (`__globals__`...), an unknown variable, or
+an operation the sandbox refuses on sample values is a `SpecError`/`PluginError` at the
+template's own line and dotted key.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import PluginError, SpecError, UserError
+from ..templating import TemplateProblem, check_template, render_template, unknown_variables
+from .locate import line_of
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .models import Spec, TaskSpec
+
+Loc = tuple[str | int, ...]
+
+
+def check_template_text(text: str, variables: dict[str, Any]) -> None:
+    """Raise `TemplateProblem` for a template that `apply` would refuse or fail on."""
+    check_template(text)
+    unknown = unknown_variables(text, variables)
+    if unknown:
+        raise TemplateProblem(f"template uses unknown variable(s) {', '.join(map(repr, unknown))} "
+                              f"(known: {', '.join(sorted(variables))})")
+    try:
+        render_template(text, variables)
+    except TemplateProblem as exc:
+        if exc.refused:  # reached only through a dynamic name, e.g. attr('_' ~ '_class__')
+            raise
+        # other failures may depend on the data (an index, a filter on a value); seeds reports them
+
+
+def check_task_templates(spec: Spec, path: Path, lines: dict) -> None:
+    """Every task template: parses, is safe, and names only known variables."""
+    from ..stages.seeds import template_vars
+
+    roles = [r.name for r in spec.roles] or ["customer", "agent"]
+    for i, task in enumerate(spec.tasks):
+        variables = template_vars(spec, task, _sample_scene(spec, task), roles)
+        for loc, text in _task_template_sources(task, i):
+            try:
+                check_template_text(text, variables)
+            except TemplateProblem as exc:
+                raise SpecError(str(exc), file=path, line=line_of(lines, loc), key=_dotted(loc)) from None
+
+
+def _sample_scene(spec: Spec, task: TaskSpec) -> str:
+    return task.scenes[0] if task.scenes else spec.scenes[0].name
+
+
+def _task_template_sources(task: TaskSpec, i: int) -> list[tuple[Loc, str]]:
+    if isinstance(task.template, list):
+        return [(("tasks", i, "template", j), t) for j, t in enumerate(task.template)]
+    if task.template is not None:
+        key = "template_file" if task.template_file is not None else "template"
+        return [(("tasks", i, key), task.template)]
+    return []
+
+
+def check_operator_template(cls: type, config: Any, spec: Spec, path: Path, lines: dict,
+                            loc: Loc, params: dict[str, Any]) -> None:
+    """A template-based evolution operator's prompt (inline or file) passes the same checks."""
+    from ..operators.base import InstructionView, TemplateOperator, prompt_vars
+
+    if not (isinstance(cls, type) and issubclass(cls, TemplateOperator)):
+        return
+    where = next(((*loc, k) for k in ("template", "template_file") if k in params), loc)
+    line = line_of(lines, where)
+    try:
+        text = cls(config, base_dir=spec.base_dir).template()
+        task = spec.tasks[0]
+        view = InstructionView("Summarise the needs.", spec.scenes[0].name, spec.scenes[0].description,
+                               task.name, task.description, spec.project.business, keep_placeholder=False)
+        check_template_text(text, prompt_vars(view, getattr(config, "hint", "")))
+    except TemplateProblem as exc:
+        raise PluginError(f"evolution prompt: {exc}", file=path, line=line, key=_dotted(where)) from None
+    except UserError as exc:
+        raise PluginError(exc.message, file=path, line=line, key=_dotted(where)) from None
+    except UnicodeDecodeError:
+        raise PluginError("the evolution prompt file is not UTF-8 text", file=path, line=line,
+                          key=_dotted(where)) from None
+
+
+def _dotted(loc: Loc) -> str:
+    from .loader import dotted
+
+    return dotted(loc)

@@ -18,7 +18,6 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -112,10 +111,11 @@ class RunLock:
 
     def _check_leftover(self, holder: dict[str, Any]) -> None:
         """We hold the flock; details left in the file mean the last holder did not release."""
-        if not holder.get("pid"):
-            return
+        pid = holder.get("pid")
+        if not isinstance(pid, int) or pid <= 0:
+            return  # empty (released cleanly) or not ours to interpret
         same_host = holder.get("host") == socket.gethostname()
-        if same_host and holder["pid"] != os.getpid() and _alive(int(holder["pid"]), holder.get("started")):
+        if same_host and pid != os.getpid() and _alive(pid, holder.get("started")):
             raise self._locked(holder)  # flock not enforced here (some network filesystems)
         why = "that process is gone" if same_host else "no process holds its lock"
         self.took_over = f"{_describe(holder)}: {why}"
@@ -146,8 +146,3 @@ class RunLock:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
-
-@contextlib.contextmanager
-def locked(run_dir: Path, command: str = "") -> Iterator[RunLock]:
-    with RunLock(run_dir, command) as lock:
-        yield lock

@@ -106,3 +106,16 @@ def install_plugin(site: Path, dist: str, module: str, source: str, entry: str |
     (info / "RECORD").write_text("", encoding="utf-8")
     path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
     return {"PYTHONPATH": path}
+
+
+FAKE_BACKEND = Path(__file__).with_name("fake_backend.py")
+PIPELINE_PLUGINS = "core,generation,quality,scripted"
+
+
+@pytest.fixture
+def scripted_backend(tmp_path: Path) -> dict[str, str]:
+    """Installs tests/fake_backend.py as the plugin `scripted` (backend `plugin = "scripted"`):
+    deterministic answers from the prompt, no model. Returns the environment that loads it;
+    pass `plugins=PIPELINE_PLUGINS` (or include "scripted") to `dialengine`."""
+    return install_plugin(tmp_path / "site-scripted", "dialinsight-scripted", "fake_backend",
+                          FAKE_BACKEND.read_text(encoding="utf-8"), entry="scripted")

@@ -202,7 +202,9 @@ def test_a_killed_label_stage_keeps_every_finished_answer(how: str, serve, write
     # the finished three were not sent again; the ones in flight were sent once more
     assert {p: server.hits[p] for p in answered} == {p: 1 for p in answered}
     assert all(server.hits[p] == 2 for p in first_hits if p not in answered)
-    assert labels.filter(pl.col("label_cached"))["prompt"].to_list() == \
+    # cache hits are in label/timings.parquet (by row), beside the data whose bytes must not move
+    timings = pl.read_parquet(tmp_path / "runs" / "t" / "label" / "timings.parquet")
+    assert [labels["prompt"][i] for i in timings.filter(pl.col("cached"))["row"].to_list()] == \
         [p for p in labels["prompt"].to_list() if p in answered]
 
 

@@ -67,8 +67,12 @@ def test_apply_evolves_samples_and_labels_then_resumes(write_spec, tmp_path: Pat
 
     labels = pl.read_parquet(run_dir / "label" / "data.parquet")
     assert labels.height == 4
-    assert {R.RESPONSE, "prompt_tokens", "completion_tokens", "latency_s", "finish_reason", "attempts",
+    assert {R.RESPONSE, "prompt_tokens", "completion_tokens", "finish_reason", "attempts",
             "label_error"} <= set(labels.columns)
+    # wall-clock figures live beside the data, not in it (the data's hash must not move)
+    assert "latency_s" not in labels.columns
+    timings = pl.read_parquet(run_dir / "label" / "timings.parquet")
+    assert timings["row"].to_list() == list(range(4)) and (timings["latency_s"] > 0).all()
     for row in labels.iter_rows(named=True):
         assert row[R.KEPT] == (row[R.RESPONSE] is not None)
         if row[R.KEPT]:

@@ -138,3 +138,56 @@ def test_general_replay_formats_and_mix(tmp_path: Path) -> None:
     result = t.train(conversations(), tmp_path / "mixed")
     assert result.general_rows == 6 and result.examples == 12
     assert set(result.extra["general_prompts"]) <= {f"q{i}" for i in range(30)}
+
+
+PLANTED = """
+import os
+class Payload:
+    def __reduce__(self):
+        return (os.system, ({command!r},))
+"""
+
+
+def plant_pickle(path: Path, marker: Path) -> None:
+    """A checkpoint.pt that runs a shell command when unpickled (as torch.load(weights_only=False) would)."""
+    namespace: dict = {}
+    exec(PLANTED.format(command=f"touch {marker}"), namespace)  # noqa: S102 - the test's own payload
+    torch.save({"adapter": namespace["Payload"]()}, path)
+
+
+def test_planted_pickle_checkpoint_never_runs(tmp_path: Path, caplog) -> None:
+    import logging
+
+    from dialinsight_engine.train.peft_lora import CHECKPOINT_META
+
+    run, marker = tmp_path / "run", tmp_path / "pwned"
+    # a real interrupted run leaves checkpoint.pt + checkpoint.json ...
+    def kill_at_1(step: int) -> None:
+        if step == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        trainer(max_steps=2, checkpoint_every=1).train(conversations(), run, on_step=kill_at_1)
+    meta = json.loads((run / CHECKPOINT_META).read_text())
+    assert meta["step"] == 1 and torch.load(run / CHECKPOINT, weights_only=True)["rng"].dtype == torch.uint8
+
+    # ... someone swaps in a pickle and fixes the checksum so it looks like ours
+    plant_pickle(run / CHECKPOINT, marker)
+    from dialinsight_engine.run.atomic import file_sha256, write_json
+
+    write_json(run / CHECKPOINT_META, {**meta, "sha256": file_sha256(run / CHECKPOINT)})
+    with caplog.at_level(logging.WARNING):
+        result = trainer(max_steps=2, checkpoint_every=1).train(conversations(), run, log=logging.getLogger("t"))
+    assert not marker.exists()
+    assert result.resumed_from == 0 and result.steps == 2
+    assert "refused to unpickle" in caplog.text and str(run / CHECKPOINT) in caplog.text
+
+    # a pickle without checkpoint.json is discarded unread
+    run2 = tmp_path / "run2"
+    run2.mkdir()
+    plant_pickle(run2 / CHECKPOINT, marker)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        result = trainer(max_steps=1).train(conversations(), run2, log=logging.getLogger("t"))
+    assert not marker.exists() and result.resumed_from == 0
+    assert f"no valid {CHECKPOINT_META}" in caplog.text and not (run2 / CHECKPOINT).exists()

@@ -4,6 +4,7 @@ through the `dialinsight_engine` entry-point group like any plugin."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +50,14 @@ def review_export(run: str, out_dir: str | None, evolved_only: bool) -> None:
 
     RUN is a spec file or a run folder. Fill `decision` (accept / reject / edit) and, for
     edits, `edited_instruction`; then `dialengine review import FILE RUN`."""
+    from ..run.lock import RunLock
     from ..run.paths import resolve_run
     from ..stages.review import export_review
 
-    paths = export_review(resolve_run(run), Path(out_dir) if out_dir else None, evolved_only=evolved_only)
+    run_dir = resolve_run(run)
+    # writing into the run folder (the default) waits for no one: a running apply holds it
+    with RunLock(run_dir) if out_dir is None else contextlib.nullcontext():
+        paths = export_review(run_dir, Path(out_dir) if out_dir else None, evolved_only=evolved_only)
     for kind, path in paths.items():
         click.echo(f"{kind:<20} {path}")
 
@@ -65,6 +70,7 @@ def review_import(file: str, run: str | None) -> None:
 
     RUN defaults to the run folder that FILE was exported into."""
     from ..errors import UserError
+    from ..run.lock import RunLock
     from ..run.paths import resolve_run
     from ..stages.review import import_review
 
@@ -76,7 +82,8 @@ def review_import(file: str, run: str | None) -> None:
         run_dir = found
     else:
         run_dir = resolve_run(run)
-    counts = import_review(Path(file), run_dir)
+    with RunLock(run_dir):
+        counts = import_review(Path(file), run_dir)
     click.echo(", ".join(f"{k}: {v}" for k, v in counts.items()) + f" -> {run_dir / 'review' / 'decisions.jsonl'}")
 
 

@@ -60,10 +60,15 @@ def register_commands(cli: Any) -> None:
 
         from ..errors import UserError
         from ..report.html import write_report
+        from ..run.lock import RunLock
         from ..run.paths import resolve_run
 
         run_dir = resolve_run(run)
         if not run_dir.is_dir():
             raise UserError(f"no run folder at {run_dir}", hint="run `dialengine apply SPEC` first")
-        path = write_report(run_dir, Path(out) if out else run_dir / "report" / "report.html")
+        if out:
+            path = write_report(run_dir, Path(out))
+        else:
+            with RunLock(run_dir):  # into the run folder: not while an apply writes there
+                path = write_report(run_dir, run_dir / "report" / "report.html")
         click.echo(str(path))

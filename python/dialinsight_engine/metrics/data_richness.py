@@ -53,13 +53,15 @@ def distinct_n(texts: pl.Series, n: int) -> float:
 
 def ngram_novelty(texts: pl.Series, n: int) -> pl.Series:
     rows = texts.len()
-    grams = ngram_frame(texts, n).unique()
+    # sorted before the mean: a float sum depends on its order, and unique/join/group_by
+    # do not keep one (the last bits of a row's novelty changed from run to run)
+    grams = ngram_frame(texts, n).unique().sort("row", "gram")
     if rows < 2 or grams.height == 0:
         return pl.Series("novelty", [1.0] * rows, dtype=pl.Float64)
     doc_freq = grams.group_by("gram").agg(df=pl.len())
     per_row = (
-        grams.join(doc_freq, on="gram")
-        .group_by("row")
+        grams.join(doc_freq, on="gram", how="left", maintain_order="left")
+        .group_by("row", maintain_order=True)
         .agg(novelty=(1.0 - pl.col("df").cast(pl.Float64).log() / math.log(rows)).mean())
     )
     full = pl.DataFrame({"row": pl.int_range(rows, eager=True).cast(pl.UInt32)})

@@ -6,6 +6,7 @@ A stage killed mid-write leaves at most a stray ``.tmp-*`` file, never a half-wr
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
+from . import faults
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
@@ -25,7 +28,13 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
         write(tmp_path)
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
+        faults.point(f"write:{path.parent.name}/{path.name}:before-rename")
         os.replace(tmp_path, path)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        if exc.filename is None:  # say which file could not be written (disk full...)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -33,7 +42,15 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
-    return _atomic(path, lambda p: p.write_bytes(data))
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            half = len(data) // 2  # a named point between two halves: a torn write in tests
+            fh.write(data[:half])
+            fh.flush()
+            faults.point(f"write:{path.parent.name}/{path.name}:half")
+            fh.write(data[half:])
+
+    return _atomic(path, write)
 
 
 def write_text(path: Path, text: str) -> Path:
@@ -44,9 +61,18 @@ def write_json(path: Path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def parquet_bytes(df: pl.DataFrame) -> bytes:
+    """The Parquet encoding of a frame. Statistics off, a fixed compression and level, and no
+    timestamps in the metadata keep the bytes equal for equal frames."""
+    buf = io.BytesIO()
+    df.write_parquet(buf, compression="zstd", compression_level=3, statistics=False)
+    return buf.getvalue()
+
+
 def write_parquet(path: Path, df: pl.DataFrame) -> Path:
-    # statistics off and a fixed compression keep the bytes deterministic for equal frames
-    return _atomic(path, lambda p: df.write_parquet(p, compression="zstd", statistics=False))
+    # encoded in memory, then written with plain file I/O: a full disk raises "No space left
+    # on device" naming the file, not the Parquet writer's "Invalid thrift: transport error"
+    return write_bytes(path, parquet_bytes(df))
 
 
 def file_sha256(path: Path) -> str:
@@ -60,8 +86,6 @@ def file_sha256(path: Path) -> str:
 def frame_hash(df: pl.DataFrame) -> str:
     """A content hash of a frame: its uncompressed Arrow IPC bytes (stable for equal data,
     unlike Polars' row hashes, which change between versions)."""
-    import io
-
     buf = io.BytesIO()
     df.rechunk().write_ipc(buf, compression="uncompressed")
     return hashlib.sha256(buf.getbuffer()).hexdigest()

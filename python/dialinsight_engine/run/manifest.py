@@ -1,7 +1,10 @@
 """Stage manifests: what went in, what config, which plugins, what came out, how long.
 
-A stage is done when its manifest exists and its fingerprint matches: the manifest is written
-last, so a kill at any point before leaves the stage to be rerun.
+A stage is done when its manifest exists, its fingerprint matches, and the files on disk are
+the ones it describes: `output_sha256` (and `files`) are the SHA-256 of the bytes actually
+written, checked before the manifest is trusted. The manifest is written last; a kill between
+replacing `data.parquet` and writing the manifest leaves an output that does not match the old
+manifest, so the stage reruns instead of passing on data from another config.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ class Manifest:
     rows_in: int
     rows_out: int
     rows_kept: int | None
-    output_hash: str
+    output_hash: str  # content hash of the Parquet as read back (frame_hash)
+    output_sha256: str = ""  # SHA-256 of data.parquet's bytes
     files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
     stats: dict[str, Any] = field(default_factory=dict)
     started: str = ""
@@ -43,6 +47,20 @@ class Manifest:
 
     def save(self, folder: Path) -> None:
         write_json(folder / MANIFEST, asdict(self))
+
+    def mismatch(self, folder: Path) -> str | None:
+        """Why the files in `folder` are not the ones this manifest describes (None: they are)."""
+        from .atomic import file_sha256
+
+        if not self.output_sha256:
+            return "manifest from an older version has no output checksum"
+        for name, want in [(OUTPUT, self.output_sha256), *sorted(self.files.items())]:
+            path = folder / name
+            if not path.is_file():
+                return f"{name} is missing"
+            if file_sha256(path) != want:
+                return f"{name} does not match its manifest (written by an interrupted or other run)"
+        return None
 
     @classmethod
     def load(cls, folder: Path) -> Manifest | None:

@@ -16,8 +16,9 @@ import polars as pl
 from ..errors import ReviewPending, StageFailed, UserError
 from ..records import KEPT
 from ..stages.base import Stage
-from . import atomic
+from . import atomic, faults
 from .context import StageContext
+from .lock import RunLock
 from .manifest import OUTPUT, Manifest, canonical_hash
 
 if TYPE_CHECKING:
@@ -88,17 +89,21 @@ class Runner:
             ctx = self._context(stage, previous, progress=False)
             fingerprint, config_hash, _ = self._fingerprint(stage, ctx)
             manifest = Manifest.load(self.run_dir / stage.name)
-            done = manifest is not None and (self.run_dir / stage.name / OUTPUT).exists()
+            stale = manifest.mismatch(self.run_dir / stage.name) if manifest is not None else None
+            done = manifest is not None and stale is None
             if stage.name == from_stage:
                 reached_from = True
             if not reached_from:
                 if not done:
-                    raise UserError(f"--from {from_stage}: stage {stage.name!r} before it has no output yet")
+                    raise UserError(f"--from {from_stage}: stage {stage.name!r} before it has no valid output"
+                                    f" ({stale or 'no output yet'})")
                 action, why = "skip", "before --from: output kept as is"
             elif stage.name in force or (from_stage and stage.name == from_stage):
                 action, why = "run", "forced"
-            elif manifest is None or not done:
+            elif manifest is None:
                 action, why = "run", "no output yet"
+            elif stale is not None:
+                action, why = "run", stale
             elif manifest.config_hash != config_hash:
                 action, why = "run", f"config changed ({', '.join(stage.config_keys)})"
             elif manifest.fingerprint != fingerprint:
@@ -122,17 +127,33 @@ class Runner:
         manifest = Manifest.load(self.run_dir / stage_name)
         return manifest.output_hash if manifest else None
 
+    def lock(self) -> RunLock:
+        """The run folder's writer lock (`with runner.lock(): ...`); apply takes it itself."""
+        return RunLock(self.run_dir)
+
     # -- running ---------------------------------------------------------------------------------
     def apply(self, *, from_stage: str | None = None, until: str | None = None,
               force: tuple[str, ...] = ()) -> list[PlanItem]:
+        self._check_names(from_stage, until, *force)
+        with self.lock() as lock:
+            return self._apply_locked(lock, from_stage=from_stage, until=until, force=force)
+
+    def _apply_locked(self, lock: RunLock, *, from_stage: str | None, until: str | None,
+                      force: tuple[str, ...]) -> list[PlanItem]:
+        # planned under the lock: another writer may have changed the folder until now
         items = self.plan(from_stage=from_stage, until=until, force=force)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         handler = logging.FileHandler(self.run_dir / "run.log", encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         LOG.addHandler(handler)
         LOG.setLevel(logging.DEBUG)
         try:
             LOG.info("apply %s -> %s", self.spec.source, self.run_dir)
+            if lock.took_over:
+                LOG.warning("took over a stale lock left by %s", lock.took_over)
+                self._say(f"[yellow]stale lock taken over[/yellow]: left by {lock.took_over}")
+            removed = atomic.clean_stale_temps(self.run_dir)  # only we write here now
+            if removed:
+                LOG.info("removed %d temp files left by an interrupted run", removed)
             for item in items:
                 if item.action == "run" and "skipped if" in item.why:
                     # early cutoff: the upstream reran but produced the same output
@@ -154,6 +175,7 @@ class Runner:
         stage = item.stage
         folder = self.run_dir / stage.name
         atomic.clean_stale_temps(folder)
+        faults.point(f"stage:{stage.name}:start")
         ctx = self._context(stage, item.input_stage, progress=not self.quiet)
         fingerprint, config_hash, extra = self._fingerprint(stage, ctx)
         started = datetime.now(UTC)
@@ -172,10 +194,15 @@ class Runner:
             ctx.close()
         if not isinstance(output, pl.DataFrame):
             raise StageFailed(f"stage {stage.name} returned {type(output).__name__}, not a polars DataFrame")
+        faults.point(f"stage:{stage.name}:ran")
         try:
             atomic.write_parquet(folder / OUTPUT, output)
         except Exception as exc:  # disk full, permissions...: nothing half-written is left
             raise StageFailed(f"stage {stage.name}: cannot write {folder / OUTPUT}: {exc}") from exc
+        faults.point(f"stage:{stage.name}:data-written")
+        # hashed from the bytes on disk: what the next run checks and what downstream reads
+        output_sha256 = atomic.file_sha256(folder / OUTPUT)
+        output_hash = atomic.frame_hash(pl.read_parquet(folder / OUTPUT))
         files = {
             str(p.relative_to(folder)): atomic.file_sha256(p)
             for p in sorted(folder.rglob("*"))
@@ -190,12 +217,13 @@ class Runner:
             config_keys=list(stage.config_keys), inputs=inputs,
             plugin_versions={"stage": self.registry.version_of("stage", stage.name), **extra.get("plugins", {})},
             extra=extra, rows_in=rows_in, rows_out=output.height, rows_kept=kept,
-            output_hash=atomic.frame_hash(output), files=files, stats=ctx.stats,
+            output_hash=output_hash, output_sha256=output_sha256, files=files, stats=ctx.stats,
             started=started.isoformat(timespec="seconds"),
             finished=datetime.now(UTC).isoformat(timespec="seconds"),
             seconds=round(time.perf_counter() - t0, 3),
         )
         manifest.save(folder)
+        faults.point(f"stage:{stage.name}:done")
         kept_txt = f", {kept} kept" if kept is not None else ""
         self._say(f"[green]{stage.name:<8} done[/green]: {output.height} rows{kept_txt} in {manifest.seconds:.1f}s")
         LOG.info("stage %s: done, %d rows in %.2fs", stage.name, output.height, manifest.seconds)

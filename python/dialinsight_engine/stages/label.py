@@ -1,10 +1,13 @@
 """Stage `label`: the sampled instructions' prompts answered by the label backend.
 
 Rows with an `output_schema` are constrained to it (and validated; invalid answers are
-retried by the client). Every row keeps its answer's token counts, latency, finish reason,
-attempts and error; a row whose answer failed is kept with `kept=False` and the reason. Every
-schema is checked before the first request; when more than `[labels] max_failure_share` of
-the requests fail, the stage fails (exit 1) naming how many and the first reasons.
+retried by the client). Every row keeps its answer's token counts, finish reason, attempts
+and error; a row whose answer failed is kept with `kept=False` and the reason. Every schema is
+checked before the first request; when more than `[labels] max_failure_share` of the requests
+fail, the stage fails (exit 1) naming how many and the first reasons. Wall-clock latency and
+whether the answer came from the cache depend on the run, not on the input, so they go to the
+side file `timings.parquet` (by row): `data.parquet` stays byte-identical for the same input,
+spec and seed, and the resume logic can trust its hash.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ if TYPE_CHECKING:
     from ..run.context import StageContext
 
 LABEL_COLUMNS = {
-    R.RESPONSE: pl.String, "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64, "latency_s": pl.Float64,
-    "finish_reason": pl.String, "attempts": pl.Int64, "label_error": pl.String, "label_cached": pl.Boolean,
-    "label_model": pl.String,
+    R.RESPONSE: pl.String, "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64,
+    "finish_reason": pl.String, "attempts": pl.Int64, "label_error": pl.String, "label_model": pl.String,
 }
+TIMINGS = "timings.parquet"
+TIMING_COLUMNS = {"row": pl.Int64, R.INSTRUCTION_ID: pl.String, "latency_s": pl.Float64, "cached": pl.Boolean}
 
 
 def bound_strings(schema: Any, limit: int | None) -> Any:
@@ -89,13 +93,15 @@ class LabelStage(Stage):
         with ctx.progress("labelling", len(requests)) as advance:
             results = client.generate(requests, progress=advance) if requests else []
         failed = truncated = 0
-        for row, res in zip(rows, results, strict=True):
+        timings = []
+        for i, (row, res) in enumerate(zip(rows, results, strict=True)):
             row.update({
                 R.RESPONSE: res.text if res.ok else None, "prompt_tokens": res.prompt_tokens,
-                "completion_tokens": res.completion_tokens, "latency_s": round(res.latency_s, 4),
-                "finish_reason": res.finish_reason, "attempts": res.attempts, "label_error": res.error,
-                "label_cached": res.cached, "label_model": client.model_id,
+                "completion_tokens": res.completion_tokens, "finish_reason": res.finish_reason,
+                "attempts": res.attempts, "label_error": res.error, "label_model": client.model_id,
             })
+            timings.append({"row": i, R.INSTRUCTION_ID: row.get(R.INSTRUCTION_ID),
+                            "latency_s": round(res.latency_s, 4), "cached": res.cached})
             if not res.ok:
                 failed += 1
                 row[R.KEPT] = False
@@ -105,7 +111,9 @@ class LabelStage(Stage):
                 row[R.KEPT] = False
                 row[R.REASONS] = [*row[R.REASONS], "label_truncated"]
         ctx.stats.update(labelled=len(rows) - failed - truncated, failed=failed, truncated=truncated,
-                         cached=sum(1 for r in results if r.cached))
+                         cached=sum(1 for r in results if r.cached),
+                         latency_s=round(sum(r.latency_s for r in results), 3))
+        ctx.write_parquet(TIMINGS, pl.DataFrame(timings, schema=TIMING_COLUMNS))
         check_failure_share(results, cfg.max_failure_share, "label")
         return pl.DataFrame(rows, schema={**df.schema, **LABEL_COLUMNS})
 

@@ -83,8 +83,10 @@ def cell_weights(spec: Spec, by: str, pool_cells: set[Cell]) -> dict[Cell, float
         cells |= {(s.name, "*") for s in spec.scenes}
     else:
         cells |= {("*", t.name) for t in spec.tasks}
+    # sorted: a set's order changes between processes (string hashing), and the float sums
+    # over these weights must not
     return {(s, t): (scene_w.get(s, 1.0) if s != "*" else 1.0) * (task_weight(t) if t != "*" else 1.0)
-            for s, t in cells}
+            for s, t in sorted(cells)}
 
 
 def cell_of(row: dict[str, Any], by: str) -> Cell:

@@ -4,8 +4,12 @@ hand-written torch loop (full control of masking, checkpoints and resume).
 - the loss is taken on the final assistant message only, and the vocabulary projection is
   computed only at those positions (on CPU it is a fifth of the forward pass otherwise);
 - general rows (`mix_general`) are replayed alongside the domain rows against forgetting;
-- every `checkpoint_every` steps the adapter, optimizer, scheduler and RNG state go to one
-  file, written atomically; a rerun with the same config and data continues from it.
+- every `checkpoint_every` steps the adapter, optimizer, scheduler and RNG state go to
+  `checkpoint.pt` (tensors and plain containers only, loaded with `weights_only=True`, never
+  unpickled as code) and the step, losses, fingerprint and the .pt's SHA-256 to
+  `checkpoint.json`, both written atomically. A rerun with the same config and data reads the
+  JSON first and loads the .pt only when the fingerprint and checksum match, so a run folder
+  copied from elsewhere cannot run code through a planted pickle.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import math
 import os
 import random
@@ -31,6 +36,7 @@ from .base import Trainer, TrainerConfig, TrainResult
 from .data import Example, encode, general_count, read_general
 
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_META = "checkpoint.json"
 STATE = "train_state.json"
 ADAPTER = "adapter"
 MERGED = "merged"
@@ -175,18 +181,15 @@ class PeftLoraTrainer(Trainer):
 
         start_step, losses = 0, []
         ckpt_path = out_dir / CHECKPOINT
-        if ckpt_path.exists():
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-            if ckpt.get("fingerprint") == fingerprint:
-                set_peft_model_state_dict(peft_model, ckpt["adapter"])
-                optimizer.load_state_dict(ckpt["optimizer"])
-                scheduler.load_state_dict(ckpt["scheduler"])
-                torch.set_rng_state(ckpt["rng"])
-                start_step, losses = ckpt["step"], ckpt["losses"]
-                if log is not None:
-                    log.info("resuming from checkpoint at step %d/%d", start_step, total_steps)
-            elif log is not None:
-                log.info("checkpoint is from another config or data set: starting over")
+        ckpt = load_checkpoint(out_dir, fingerprint, log)
+        if ckpt is not None:
+            set_peft_model_state_dict(peft_model, ckpt["adapter"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            torch.set_rng_state(ckpt["rng"])
+            start_step, losses = ckpt["step"], ckpt["losses"]
+            if log is not None:
+                log.info("resuming from checkpoint at step %d/%d", start_step, total_steps)
 
         causal: Any = peft_model.get_base_model()
         body: Any = causal.get_decoder()
@@ -221,8 +224,7 @@ class PeftLoraTrainer(Trainer):
                                "lr": scheduler.get_last_lr()[0], "tokens": n_target})
                 done = step + 1
                 if done % cfg.checkpoint_every == 0 and done < total_steps:
-                    _atomic_torch_save(ckpt_path, {
-                        "fingerprint": fingerprint, "step": done, "losses": losses,
+                    save_checkpoint(out_dir, {"fingerprint": fingerprint, "step": done, "losses": losses}, {
                         "adapter": get_peft_model_state_dict(peft_model),
                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                         "rng": torch.get_rng_state()})
@@ -250,7 +252,57 @@ class PeftLoraTrainer(Trainer):
                  "general_prompts": [m["content"] for conv in general for m in conv if m["role"] == "user"]}
         _atomic_text(state_path, json.dumps(state, indent=2) + "\n")
         ckpt_path.unlink(missing_ok=True)
+        (out_dir / CHECKPOINT_META).unlink(missing_ok=True)
         return _result_from_state(out_dir, state)
+
+
+def save_checkpoint(out_dir: Path, meta: dict[str, Any], tensors: dict[str, Any]) -> None:
+    """`tensors` (state dicts: tensors, numbers, strings, lists, dicts) to checkpoint.pt, then
+    `meta` (fingerprint, step, losses) with the .pt's SHA-256 to checkpoint.json."""
+    from ..run import atomic
+
+    path = out_dir / CHECKPOINT
+    _atomic_torch_save(path, tensors)
+    atomic.write_json(out_dir / CHECKPOINT_META, {**meta, "sha256": atomic.file_sha256(path)})
+
+
+def load_checkpoint(out_dir: Path, fingerprint: str, log: Any = None) -> dict[str, Any] | None:
+    """The checkpoint in `out_dir` when it belongs to this run (same fingerprint, intact),
+    else None, with the files discarded and the reason logged. The fingerprint and checksum
+    are checked before torch reads the .pt, and torch reads it with `weights_only=True`: a
+    pickle that would run code is refused, never executed."""
+    import torch
+
+    from ..run import atomic
+
+    path, meta_path = out_dir / CHECKPOINT, out_dir / CHECKPOINT_META
+    if not path.exists():
+        meta_path.unlink(missing_ok=True)
+        return None
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = None
+    why = None
+    if not isinstance(meta, dict) or not {"fingerprint", "step", "losses", "sha256"} <= meta.keys():
+        why = f"it has no valid {CHECKPOINT_META} (from an older version or not written by this trainer)"
+    elif meta["fingerprint"] != fingerprint:
+        why = "it is from another config or data set"
+    elif atomic.file_sha256(path) != meta["sha256"]:
+        why = f"it does not match the checksum in {CHECKPOINT_META} (changed or half-replaced)"
+    state = None
+    if why is None:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # UnpicklingError for anything beyond tensors and containers
+            why = f"it is not a plain tensor checkpoint, refused to unpickle it ({type(exc).__name__})"
+    if why is not None or not isinstance(state, dict):
+        message = f"discarded {path}: {why or 'unexpected content'}; training starts over"
+        (log or logging.getLogger("dialinsight_engine.train")).warning(message)
+        path.unlink(missing_ok=True)
+        meta_path.unlink(missing_ok=True)
+        return None
+    return {**state, "step": int(meta["step"]), "losses": meta["losses"]}  # type: ignore[index]
 
 
 class _Schedule:

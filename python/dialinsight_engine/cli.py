@@ -75,8 +75,12 @@ def _load(spec_path: str) -> tuple[Any, Any]:
     from .plugins import get_registry
     from .spec import load_spec
 
+    from .spec.checks import static_checks
+
     registry = get_registry()
-    return load_spec(spec_path, registry), registry
+    loaded = load_spec(spec_path, registry)
+    static_checks(loaded)
+    return loaded, registry
 
 
 def _stage_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -90,8 +94,13 @@ def _stage_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.pass_obj
 def validate(obj: dict[str, Any], spec: str) -> None:
-    """Check a spec: TOML, keys, types, plugin names and plugin sections."""
-    loaded, _ = _load(spec)
+    """Check a spec: TOML, keys, types, plugin names and plugin sections; then, on a sample of
+    the data, templates, reader options and the evaluators' truth paths."""
+    from .spec.checks import data_checks
+
+    loaded, registry = _load(spec)
+    for warning in data_checks(loaded, registry):
+        obj["console"].print(f"[yellow]warning[/yellow] {warning}")
     obj["console"].print(
         f"[green]ok[/green] {spec}: project {loaded.project.name!r}, {len(loaded.scenes)} scenes, "
         f"{len(loaded.tasks)} tasks, {len(loaded.backends)} backends")

@@ -9,6 +9,7 @@ package data in `operators/prompts/`; a third party can ship a prompt file and u
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -21,6 +22,25 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import UserError
 
 KEEP_NOTE = " Keep the marker {dialogue} exactly as it is: it stands for the conversation."
+#: the same note per prompt language (English for languages without their own prompts)
+KEEP_NOTES = {"en": KEEP_NOTE, "zh": "请原样保留标记 {dialogue}：它代表对话内容。"}
+#: languages with their own built-in prompts (operators/prompts/<language>/)
+PROMPT_LANGUAGES = ("en", "zh")
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def prompt_language(setting: str, text: str) -> str:
+    """The language of the operator prompt for one instruction: `[project] language` when it
+    names one with built-in prompts ("zh", "zh-CN" -> zh), else by the instruction's own
+    script when it is "auto" (Han characters in a fifth or more of its letters -> zh), else en."""
+    base = setting.lower().split("-")[0].split("_")[0]
+    if base in PROMPT_LANGUAGES:
+        return base
+    if base == "auto":
+        letters = [c for c in text if c.isalpha()]
+        han = sum(1 for c in letters if _HAN.match(c))
+        return "zh" if letters and han / len(letters) >= 0.2 else "en"
+    return "en"
 
 
 class OperatorConfig(BaseModel):
@@ -40,6 +60,7 @@ class InstructionView:
     task_description: str
     business: str
     keep_placeholder: bool  # the model must keep {dialogue} in its rewrite
+    language: str = "en"  # the prompt language (prompt_language): built-ins pick their prompt by it
 
 
 class Operator(ABC):
@@ -74,20 +95,29 @@ def _environment() -> jinja2.Environment:
                               autoescape=False)
 
 
-def packaged_prompt(filename: str) -> str:
-    return (files("dialinsight_engine.operators") / "prompts" / filename).read_text(encoding="utf-8")
+def packaged_prompt(filename: str, language: str = "en") -> str:
+    """A built-in prompt in `language` (prompts/<language>/<filename>), English when there is none."""
+    folder = files("dialinsight_engine.operators") / "prompts"
+    if language != "en":
+        localised = folder / language / filename
+        if localised.is_file():
+            return localised.read_text(encoding="utf-8")
+    return (folder / filename).read_text(encoding="utf-8")
 
 
 def render(template_text: str, view: InstructionView, hint: str = "") -> str:
     business = view.business.strip()
     # the first sentence of the business text is enough context for a small model
-    business_short = business.split(". ")[0].rstrip(".") if business else "a company"
+    business_short = re.split(r"\. |。", business)[0].rstrip(".") if business else "a company"
+    if not business and view.language == "zh":
+        business_short = "一家公司"
     try:
         return _environment().from_string(template_text).render(
             instruction=view.instruction, scene=view.scene,
             scene_description=view.scene_description or view.scene.replace("_", " "),
             task=view.task, task_description=view.task_description, business=business,
-            business_short=business_short, keep_note=KEEP_NOTE if view.keep_placeholder else "",
+            business_short=business_short,
+            keep_note=KEEP_NOTES.get(view.language, KEEP_NOTE) if view.keep_placeholder else "",
             hint=f" {hint.strip()}" if hint.strip() else "",
         ).strip()
     except jinja2.TemplateError as exc:
@@ -100,11 +130,12 @@ class TemplateOperator(Operator):
 
     template_text: ClassVar[str] = ""
 
-    def template(self) -> str:
+    def template(self, language: str = "en") -> str:
         return self.template_text
 
     def prompt(self, view: InstructionView) -> str:
-        return render(self.template(), view, getattr(self.config, "hint", ""))
+        return render(self.template(view.language), view, getattr(self.config, "hint", ""))
 
     def fingerprint(self) -> str:
-        return self.template() + "\x1f" + super().fingerprint()
+        texts = dict.fromkeys(self.template(lang) for lang in PROMPT_LANGUAGES)
+        return "\x1e".join(texts) + "\x1f" + super().fingerprint()

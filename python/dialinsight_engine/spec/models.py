@@ -11,9 +11,12 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ..selection import compile_condition
 from .base import PluginRef, Section, compiled_patterns
+from .evaluation import TaskEvalSpec
 from .generation import BackendSpec, EvolutionSpec, LabelsSpec, ReviewMode, SamplingSpec
 from .quality import QualitySpec
+from .selection import SelectionKeys
 from .training import EvalSpec, TrainSpec
 
 
@@ -23,10 +26,10 @@ class ProjectSpec(Section):
     business: str = Field("", description="Business requirements, available to templates as {{ business }}")
     runs_dir: str = Field("runs", description="Where runs are written, relative to the working directory")
     seed: int = 0
-    language: str = "en"
+    language: str = "auto"
 
 
-class DataSpec(Section):
+class DataSpec(SelectionKeys, Section):
     paths: list[str] = Field(min_length=1, description="Dialogue files or folders (relative to the spec)")
     format: str = Field("auto", description="Reader plugin: auto (by extension), jsonl, parquet, hf_dataset")
     on_error: Literal["fail", "skip"] = "fail"
@@ -56,6 +59,15 @@ class SceneSpec(Section):
     min_hits: int = Field(1, ge=1, description="Matches needed (keywords and regexes together)")
     roles: list[str] = Field(default_factory=list, description="Only count matches in turns of these roles")
     intents: list[str] = Field(default_factory=list, description="Also match when the record's `intents` holds one")
+    match: dict[str, Any] = Field(default_factory=dict,
+                                  description="Also match when the record's fields meet these conditions (as [data] where)")
+
+    @field_validator("match")
+    @classmethod
+    def _conditions_compile(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for field, condition in value.items():
+            compile_condition(field, condition)
+        return value
 
     @field_validator("regex")
     @classmethod
@@ -74,7 +86,8 @@ class TaskSpec(Section):
     output_schema: dict[str, Any] | None = Field(None, description="JSON schema the answer must follow")
     output_schema_file: str | None = None
     seeds_per_dialogue: int = Field(1, ge=1)
-    eval: str | None = Field(None, description="Evaluator that scores this task against ground truth")
+    eval: str | TaskEvalSpec | None = Field(
+        None, description="Evaluator plugin name, or a [tasks.eval] table declaring how answers are scored")
 
     @model_validator(mode="after")
     def _has_template(self) -> TaskSpec:
@@ -154,7 +167,7 @@ class Spec(Section):
         for name, backend in self.backends.items():
             refs += backend.plugin_refs(("backends", name))
         for i, task in enumerate(self.tasks):
-            if task.eval:
+            if isinstance(task.eval, str):
                 refs.append(PluginRef("evaluator", task.eval, ("tasks", i, "eval")))
         return refs
 

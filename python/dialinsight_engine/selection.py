@@ -122,9 +122,24 @@ def compile_condition(field: str, spec: Any) -> Callable[[Any], bool]:
     return check
 
 
+def flatten(where: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    """(dotted field, condition) pairs. A TOML dotted key (`truth.state.X = ...`, unquoted)
+    arrives as nested tables: a table none of whose keys is an operator (or close to one, a
+    likely typo) is a step of the path."""
+    out: list[tuple[str, Any]] = []
+    for key, value in where.items():
+        field = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value and not any(
+                k in OPERATORS or difflib.get_close_matches(k, OPERATORS, n=1, cutoff=0.75) for k in value):
+            out += flatten(value, field)
+        else:
+            out.append((field, value))
+    return out
+
+
 def compile_where(where: dict[str, Any]) -> Callable[[Any], bool]:
     """All conditions together (an empty `where` keeps everything)."""
-    checks = [compile_condition(field, spec) for field, spec in where.items()]
+    checks = [compile_condition(field, spec) for field, spec in flatten(where)]
     return lambda record: all(check(record) for check in checks)
 
 

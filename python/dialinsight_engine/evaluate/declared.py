@@ -42,7 +42,7 @@ def truth_value(reference: Any, path: str) -> Any:
         if not isinstance(parent, dict):
             return None
         prefix = last[:-1]
-        stated = normaliser(["default"])
+        stated = normaliser(["spacing", "lower", "absent", "booleans"])
         found = [k[len(prefix):] for k, v in parent.items()
                  if k.startswith(prefix) and stated(v) not in (None, "false")]
         return found or None

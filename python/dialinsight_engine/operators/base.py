@@ -32,14 +32,14 @@ _HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 def prompt_language(setting: str, text: str) -> str:
     """The language of the operator prompt for one instruction: `[project] language` when it
     names one with built-in prompts ("zh", "zh-CN" -> zh), else by the instruction's own
-    script when it is "auto" (Han characters in a fifth or more of its letters -> zh), else en."""
+    script when it is "auto" (Han characters are a fifth or more of its words -> zh), else en."""
     base = setting.lower().split("-")[0].split("_")[0]
     if base in PROMPT_LANGUAGES:
         return base
-    if base == "auto":
-        letters = [c for c in text if c.isalpha()]
-        han = sum(1 for c in letters if _HAN.match(c))
-        return "zh" if letters and han / len(letters) >= 0.2 else "en"
+    if base == "auto":  # a Han character weighs as much as a word of a spaced script
+        han = len(_HAN.findall(text))
+        words = len(re.findall(r"[^\W\d_]+", _HAN.sub(" ", text)))
+        return "zh" if han and han / (han + words) >= 0.2 else "en"
     return "en"
 
 

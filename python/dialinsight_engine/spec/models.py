@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..selection import compile_condition
+from ..selection import compile_where
 from .base import PluginRef, Section, compiled_patterns
 from .evaluation import TaskEvalSpec
 from .generation import BackendSpec, EvolutionSpec, LabelsSpec, ReviewMode, SamplingSpec
@@ -65,8 +65,7 @@ class SceneSpec(Section):
     @field_validator("match")
     @classmethod
     def _conditions_compile(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for field, condition in value.items():
-            compile_condition(field, condition)
+        compile_where(value)
         return value
 
     @field_validator("regex")

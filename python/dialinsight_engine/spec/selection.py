@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from ..selection import compile_condition
+from ..selection import compile_where
 
 
 class SelectionKeys(BaseModel):
@@ -23,6 +23,5 @@ class SelectionKeys(BaseModel):
     @field_validator("where")
     @classmethod
     def _conditions_compile(cls, value: dict[str, Any]) -> dict[str, Any]:
-        for field, condition in value.items():
-            compile_condition(field, condition)
+        compile_where(value)
         return value

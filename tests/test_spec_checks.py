@@ -37,20 +37,27 @@ def _declared(write_spec, truth: str = "requirements", keys: str = '["area", "nu
     return write_spec(DECLARED.format(truth=truth, keys=keys, normalize=normalize, heldout=heldout))
 
 
+def _validate(spec: Path):  # type: ignore[no-untyped-def]
+    """`dialengine validate SPEC`; its messages with line wraps undone."""
+    out = dialengine("validate", str(spec), env={"COLUMNS": "4000"})
+    out.stderr = " ".join(out.stderr.split())
+    return out
+
+
 def _line(path: Path, starts: str, after: int = 0) -> int:
     lines = path.read_text(encoding="utf-8").splitlines()
     return next(n for n, t in enumerate(lines, 1) if n > after and t.startswith(starts))
 
 
 def test_a_valid_declared_evaluator_passes(write_spec) -> None:
-    out = dialengine("validate", str(_declared(write_spec)))
+    out = _validate(_declared(write_spec))
     assert out.returncode == 0, out.stderr
-    assert "ok" in out.stdout and "warning" not in out.stdout
+    assert "ok" in out.stderr and "warning" not in out.stderr
 
 
 def test_key_not_in_schema(write_spec) -> None:
     spec = _declared(write_spec, keys='["area", "number_of_bedz"]')
-    out = dialengine("validate", str(spec))
+    out = _validate(spec)
     assert out.returncode == 2
     assert f"{spec}:{_line(spec, 'keys =')}: [tasks[2].eval.keys] key 'number_of_bedz'" in out.stderr
     assert "did you mean 'number_of_beds'" in out.stderr
@@ -58,7 +65,7 @@ def test_key_not_in_schema(write_spec) -> None:
 
 def test_unknown_normaliser(write_spec) -> None:
     spec = _declared(write_spec, normalize='["lower", "numbrs"]')
-    out = dialengine("validate", str(spec))
+    out = _validate(spec)
     assert out.returncode == 2
     assert f"{spec}:{_line(spec, 'normalize =')}: [tasks[2].eval.normalize" in out.stderr
     assert "unknown normaliser 'numbrs'" in out.stderr and "did you mean 'numbers'" in out.stderr
@@ -66,7 +73,7 @@ def test_unknown_normaliser(write_spec) -> None:
 
 def test_truth_path_that_never_resolves(write_spec) -> None:
     spec = _declared(write_spec, truth="state.Homes_1")
-    out = dialengine("validate", str(spec))
+    out = _validate(spec)
     assert out.returncode == 2
     assert f"{spec}:{_line(spec, 'truth =')}: [tasks[2].eval.truth] truth path 'state.Homes_1' resolves in none" \
         in out.stderr
@@ -80,9 +87,9 @@ def test_truth_path_missing_in_most_records_warns(write_spec, tmp_path: Path) ->
     data = tmp_path / "heldout.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     spec = _declared(write_spec, heldout=data.as_posix())
-    out = dialengine("validate", str(spec))
+    out = _validate(spec)
     assert out.returncode == 0, out.stderr
-    assert "warning" in out.stdout and "missing in 8 of 10 sampled records" in out.stdout
+    assert "warning" in out.stderr and "missing in 8 of 10 sampled records" in out.stderr
 
 
 def test_unknown_template_variable_names_its_line(write_spec) -> None:
@@ -97,7 +104,7 @@ For {{ custmer_name }} only.
 {{ dialogue }}""",
 ]
 ''')
-    out = dialengine("validate", str(spec))
+    out = _validate(spec)
     assert out.returncode == 2
     line = _line(spec, "For {{ custmer_name }}")
     assert f"{spec}:{line}: [tasks[2].template[1]] template uses unknown variable 'custmer_name'" in out.stderr
@@ -106,7 +113,7 @@ For {{ custmer_name }} only.
 def test_unknown_variable_in_a_template_file(write_spec, tmp_path: Path) -> None:
     (tmp_path / "t.j2").write_text("Line one\nLine two {{ buisness }}\n{{ dialogue }}\n", encoding="utf-8")
     spec = write_spec('\n[[tasks]]\nname = "from_file"\ntemplate_file = "t.j2"\n')
-    out = dialengine("validate", str(spec))
+    out = _validate(spec)
     assert out.returncode == 2
     assert f"{tmp_path / 't.j2'}:2: [tasks[2].template_file] template uses unknown variable 'buisness'" in out.stderr
     assert "did you mean 'business'" in out.stderr
@@ -116,7 +123,7 @@ def test_unknown_reader_option_fails_whatever_the_format(write_spec) -> None:
     spec = write_spec()
     text = spec.read_text(encoding="utf-8").replace('on_error = "fail"', 'on_error = "fail"\noptions = { delimter = "," }')
     spec.write_text(text, encoding="utf-8")
-    out = dialengine("validate", str(spec))
+    out = _validate(spec)
     assert out.returncode == 2
     assert f"{spec}:{_line(spec, 'options =')}: [data.options.delimter] unknown option 'delimter' for reader 'jsonl'" \
         in out.stderr

@@ -49,7 +49,9 @@ def _report(exc: BaseException, debug: bool) -> int:
         err.print(f"[yellow]review pending[/yellow]: {exc}")
         return EXIT_REVIEW
     if isinstance(exc, UserError):
-        err.print(f"[red]error[/red]: {exc.render()}", markup=True, highlight=False)
+        from rich.markup import escape  # "[data.options.x]" is a dotted key, not a style tag
+
+        err.print(f"[red]error[/red]: {escape(exc.render())}", markup=True, highlight=False)
         return EXIT_USER
     if isinstance(exc, StageFailed):
         err.print(f"[red]failed[/red]: {exc}" + ("" if debug else " (run with --debug for the traceback)"))
@@ -100,7 +102,9 @@ def validate(obj: dict[str, Any], spec: str) -> None:
 
     loaded, registry = _load(spec)
     for warning in data_checks(loaded, registry):
-        obj["console"].print(f"[yellow]warning[/yellow] {warning}")
+        from rich.markup import escape
+
+        obj["console"].print(f"[yellow]warning[/yellow] {escape(warning)}")
     obj["console"].print(
         f"[green]ok[/green] {spec}: project {loaded.project.name!r}, {len(loaded.scenes)} scenes, "
         f"{len(loaded.tasks)} tasks, {len(loaded.backends)} backends")

@@ -72,7 +72,6 @@ class VisitAccuracy(Preset):
         "properties": {"visit_booked": {"type": "boolean"}, "property_name": {"type": ["string", "null"]}},
     }
 
-
     @classmethod
     def declaration(cls, config: Any) -> TaskEvalSpec:
         # booked-or-not is whether truth.visit is stated; the property is compared when it is
@@ -95,7 +94,6 @@ class OfferedRecall(Preset):
     default_schema: ClassVar[dict[str, Any]] = {
         "type": "object", "properties": {"offered": {"type": "array", "items": {"type": "string"}}},
     }
-
 
     @classmethod
     def declaration(cls, config: Any) -> TaskEvalSpec:

@@ -76,7 +76,6 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
 def _load(spec_path: str) -> tuple[Any, Any]:
     from .plugins import get_registry
     from .spec import load_spec
-
     from .spec.checks import static_checks
 
     registry = get_registry()

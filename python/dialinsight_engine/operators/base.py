@@ -8,8 +8,8 @@ package data in `operators/prompts/`; a third party can ship a prompt file and u
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 import re
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files

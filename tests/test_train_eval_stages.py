@@ -132,8 +132,12 @@ def test_train_then_eval_base_tuned_and_ablation(write_spec, registry, tmp_path:
     assert saved["heldout"]["used"] == 1 and saved["heldout"]["dropped_overlapping_training"] == 0
     assert "| domain | requirements_f1 | f1 |" in (run / "eval" / "results.md").read_text()
     assert json.loads((run / "eval" / "ablations" / "no_evolution" / "train_state.json").read_text())["steps"] == 2
-    predictions = (run / "eval" / "predictions" / "tuned.jsonl").read_text().splitlines()
-    assert len(predictions) == 1 and json.loads(json.loads(predictions[0])["answer"])
+    predictions = [json.loads(p) for p in (run / "eval" / "predictions" / "tuned.jsonl").read_text().splitlines()]
+    # decoding "both" (the default): schema-constrained and free text, each with its JSON share
+    assert [p["decoding"] for p in predictions] == ["slots", "free"] and json.loads(predictions[0]["answer"])
+    free = results.filter((pl.col("evaluator") == "requirements_f1") & pl.col("metric").is_in(["free.f1", "free.json_ok"]))
+    assert free.height == 6 and free["value"].is_between(0, 1).all()
+    assert "constrained vs free-text decoding" in (run / "eval" / "results.md").read_text()
 
     again = Runner(spec, registry, quiet=True).apply()
     assert {i.stage.name: i.action for i in again}["eval"] == "skip"

@@ -77,9 +77,12 @@ def cli(ctx: click.Context, quiet: bool, debug: bool) -> None:
 def _load(spec_path: str) -> tuple[Any, Any]:
     from .plugins import get_registry
     from .spec import load_spec
+    from .spec.checks import static_checks
 
     registry = get_registry()
-    return load_spec(spec_path, registry), registry
+    loaded = load_spec(spec_path, registry)
+    static_checks(loaded)
+    return loaded, registry
 
 
 def _stage_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -93,10 +96,15 @@ def _stage_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.pass_obj
 def validate(obj: dict[str, Any], spec: str) -> None:
-    """Check a spec: TOML, keys, types, plugin names and plugin sections."""
+    """Check a spec: TOML, keys, types, plugin names and plugin sections; then, on a sample of
+    the data, templates, reader options and the evaluators' truth paths."""
     from rich.markup import escape
 
-    loaded, _ = _load(spec)
+    from .spec.checks import data_checks
+
+    loaded, registry = _load(spec)
+    for warning in data_checks(loaded, registry):
+        obj["console"].print(f"[yellow]warning[/yellow] {escape(warning)}")
     obj["console"].print(
         f"[green]ok[/green] {escape(spec)}: project {loaded.project.name!r}, {len(loaded.scenes)} scenes, "
         f"{len(loaded.tasks)} tasks, {len(loaded.backends)} backends", soft_wrap=True)

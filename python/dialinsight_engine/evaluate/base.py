@@ -56,6 +56,15 @@ class DomainEvaluator(Evaluator):
         """The comparable part of a parsed JSON answer (None: unparseable)."""
         return answer
 
+    def parse_answer(self, answer: dict[str, Any] | None, text: str) -> Any:
+        """The comparable part of an answer, given its parsed JSON (or None) and its text."""
+        return self.parse(answer)
+
+    def expected_keys(self) -> list[str]:
+        """Keys a JSON answer must have to count as well formed (default: the schema's)."""
+        props = (getattr(self, "default_schema", None) or {}).get("properties") or {}
+        return list(props)
+
     @abstractmethod
     def score(self, predictions: list[Any], references: list[Any]) -> list[Score]:
         """Metrics over all dialogues."""

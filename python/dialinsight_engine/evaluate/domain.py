@@ -1,6 +1,7 @@
-"""Domain evaluators for the real-estate tasks, scored against the shared `truth` format:
-requirement extraction (slot precision/recall/F1), visit detection (accuracy) and offered
-properties (recall)."""
+"""The real-estate domain evaluators, kept under their names as presets of declared
+evaluators (`[tasks.eval]`, see declared.py): requirement extraction (slot precision/recall/F1),
+visit detection (accuracy) and offered properties (recall), scored against the shared `truth`
+format. Each is exactly the declaration its `declaration()` returns."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from .base import DomainConfig, DomainEvaluator, EvaluatorConfig
-from .scoring import Score, offered_scores, slot_scores, visit_scores
+from ..spec.evaluation import TaskEvalSpec
+from .base import DomainConfig, EvaluatorConfig
+from .declared import DeclaredEvaluator
+from .scoring import Score
 
 REQUIREMENT_SLOTS = ["area", "number_of_beds", "number_of_baths", "pets_allowed", "furnished"]
 
@@ -19,7 +22,22 @@ class RequirementsConfig(DomainConfig):
                              min_length=1, description="Slots that are scored")
 
 
-class RequirementsF1(DomainEvaluator):
+class Preset(DeclaredEvaluator):
+    """A declared evaluator with a name, a config and a default prompt of its own."""
+
+    Config: ClassVar[type[EvaluatorConfig]] = DomainConfig
+
+    def __init__(self, config: EvaluatorConfig | None = None) -> None:
+        config = config or self.Config()
+        super().__init__(self.declaration(config), self.default_schema)
+        self.config = config
+
+    @classmethod
+    def declaration(cls, config: Any) -> TaskEvalSpec:
+        raise NotImplementedError
+
+
+class RequirementsF1(Preset):
     name = "requirements_f1"
     Config: ClassVar[type[EvaluatorConfig]] = RequirementsConfig
     primary = "f1"
@@ -36,19 +54,14 @@ class RequirementsF1(DomainEvaluator):
             "furnished": {"type": "string", "enum": ["True", "False", "unknown"]},
         },
     }
-    config: RequirementsConfig
 
-    def reference(self, truth: dict[str, Any]) -> dict[str, Any]:
-        requirements = truth["requirements"]
-        if not isinstance(requirements, dict):
-            raise KeyError("requirements")
-        return requirements
-
-    def score(self, predictions: list[Any], references: list[Any]) -> list[Score]:
-        return slot_scores(predictions, references, self.config.slots)
+    @classmethod
+    def declaration(cls, config: Any) -> TaskEvalSpec:
+        return TaskEvalSpec(name=cls.name, truth="requirements", kind="fields", keys=list(config.slots),
+                            normalize=["default"])
 
 
-class VisitAccuracy(DomainEvaluator):
+class VisitAccuracy(Preset):
     name = "visit_accuracy"
     primary = "accuracy"
     description = "visit detection: was a viewing booked (accuracy), and of which property"
@@ -59,16 +72,20 @@ class VisitAccuracy(DomainEvaluator):
         "properties": {"visit_booked": {"type": "boolean"}, "property_name": {"type": ["string", "null"]}},
     }
 
-    def reference(self, truth: dict[str, Any]) -> dict[str, Any] | None:
-        if "visit" not in truth:
-            raise KeyError("visit")
-        return truth["visit"]
+    @classmethod
+    def declaration(cls, config: Any) -> TaskEvalSpec:
+        # booked-or-not is whether truth.visit is stated; the property is compared when it is
+        return TaskEvalSpec(name=cls.name, truth="visit", kind="accuracy",
+                            keys={"visit_booked": "?", "property_name": "property_name"},
+                            normalize={"visit_booked": ["default"], "property_name": ["name"]})
 
-    def score(self, predictions: list[Any], references: list[Any]) -> list[Score]:
-        return visit_scores(predictions, references)
+    def score(self, predictions: list[Any], references: list[Any], prompts: Any = None) -> list[Score]:
+        renamed = {"exact_match": "property_accuracy"}  # its name before it was a declaration
+        return [Score(renamed.get(s.metric, s.metric), s.value, s.n)
+                for s in super().score(predictions, references, prompts)]
 
 
-class OfferedRecall(DomainEvaluator):
+class OfferedRecall(Preset):
     name = "offered_recall"
     primary = "recall"
     description = "offered properties: recall (and precision) of the names the agent proposed"
@@ -78,15 +95,7 @@ class OfferedRecall(DomainEvaluator):
         "type": "object", "properties": {"offered": {"type": "array", "items": {"type": "string"}}},
     }
 
-    def reference(self, truth: dict[str, Any]) -> list[str]:
-        offered = truth["offered"]
-        if not isinstance(offered, list):
-            raise KeyError("offered")
-        return offered
-
-    def parse(self, answer: dict[str, Any] | None) -> list[Any] | None:
-        value = (answer or {}).get("offered")
-        return value if isinstance(value, list) else None
-
-    def score(self, predictions: list[Any], references: list[Any]) -> list[Score]:
-        return offered_scores(predictions, references)
+    @classmethod
+    def declaration(cls, config: Any) -> TaskEvalSpec:
+        return TaskEvalSpec(name=cls.name, truth="offered", kind="fields", keys=["offered"], normalize=["name"],
+                            primary="recall")

@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import DataError
 from ..readers.base import normalize_record
 from ..readers.jsonl import JsonlReader
+from ..selection import Selection, record_view
 from ..stages.ingest import render_dialogue
 
 
@@ -23,9 +24,10 @@ class HeldOut:
 
 
 def read_heldout(paths: Sequence[Path], *, limit: int | None = None, key: str = "eval.domain_data",
-                 role_alias: dict[str, str] | None = None) -> list[HeldOut]:
+                 role_alias: dict[str, str] | None = None, selection: Selection | None = None) -> list[HeldOut]:
     """Dialogues with a `truth` object, in file order (records without truth are skipped);
-    roles are renamed through `role_alias` (lower-case keys) as ingest does."""
+    roles are renamed through `role_alias` (lower-case keys) as ingest does. `selection`
+    (`[eval] where`, `exclude_ids`, `sample`) picks among them."""
     alias = role_alias or {}
     out: list[HeldOut] = []
     reader = JsonlReader()
@@ -42,12 +44,16 @@ def read_heldout(paths: Sequence[Path], *, limit: int | None = None, key: str = 
             if not isinstance(truth, dict):
                 continue
             turns = [{"role": alias.get(t["role"].lower(), t["role"].lower()), "text": t["text"]} for t in rec["turns"]]
+            if selection is not None and not selection.keeps(
+                    record_view(rec["id"], turns, rec["intents"], truth, rec["meta"])):
+                continue
             out.append(HeldOut(rec["id"], render_dialogue(turns), truth))
-            if limit is not None and len(out) >= limit:
+            if limit is not None and len(out) >= limit and (selection is None or selection.sample_n is None):
                 return out
     if not out:
-        raise DataError("no held-out dialogue with a `truth` object", key=key)
-    return out
+        raise DataError("no held-out dialogue with a `truth` object" + (" matching the selection" if selection else ""),
+                        key=key)
+    return selection.sample(out)[:limit] if selection is not None else out
 
 
 def overlapping(texts: Sequence[str], reference: Sequence[str], threshold: float) -> list[bool]:

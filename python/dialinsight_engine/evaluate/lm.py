@@ -20,6 +20,8 @@ def slot_schema(schema: dict[str, Any] | None) -> bool:
     for prop in schema["properties"].values():
         types = prop.get("type", "string")
         types = types if isinstance(types, list) else [types]
+        if types == ["array"] and (prop.get("items") or {}).get("type") == "string":
+            continue  # a list of strings is decoded item by item
         if not set(types) <= _SLOT_TYPES and "enum" not in prop:
             return False
     return bool(schema["properties"])
@@ -218,12 +220,27 @@ class _SlotFiller:
         self.pending += value[len(fed):]
         return value
 
+    def string_list(self, max_items: int = 8) -> list[str]:
+        """A JSON list of strings: after each item the model chooses between another and the end."""
+        self.force(" [")
+        items: list[str] = []
+        for k in range(max_items):
+            if self.choose(['"', "]"] if k == 0 else [', "', "]"]) == "]":
+                return items
+            items.append(self.generate_until('"'))
+            self.force('"')
+        self.force("]")
+        return items
+
     def run(self, schema: dict[str, Any]) -> tuple[dict[str, Any], str]:
         result: dict[str, Any] = {}
         for index, (key, prop) in enumerate(schema["properties"].items()):
             self.force(("{" if index == 0 else ", ") + json.dumps(key) + ":")
             types = prop.get("type", "string")
             types = types if isinstance(types, list) else [types]
+            if types == ["array"]:
+                result[key] = self.string_list()
+                continue
             if "enum" in prop:
                 options = [" " + json.dumps(v) for v in prop["enum"]]
                 if "null" in types and " null" not in options:

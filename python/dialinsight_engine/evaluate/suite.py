@@ -10,6 +10,7 @@ from typing import Any
 
 from ..records import compose_prompt
 from .base import DomainEvaluator, GeneralEvaluator
+from .declared import DeclaredEvaluator
 from .heldout import HeldOut
 from .lm import LanguageModel, parse_json_object, slot_schema
 from .scoring import Score
@@ -37,8 +38,12 @@ class Row:
 def run_domain(lm: LanguageModel, task: DomainTask, dialogues: Sequence[HeldOut], *, decoding: str,
                max_new_tokens: int, advance: Callable[..., None] | None = None
                ) -> tuple[list[Row], list[dict[str, Any]]]:
-    """Scores plus one prediction record per dialogue (for inspection). Dialogues whose truth
-    lacks what the evaluator compares with are left out."""
+    """Scores plus one prediction record per dialogue and decoding mode (for inspection).
+    `decoding`: "slots" (schema-constrained where the schema allows it), "free" (the model
+    answers as in a plain chat; the first JSON object is parsed) or "both" (free-text metrics
+    prefixed `free.`). Each mode also reports `json_ok`, the share of answers that are a JSON
+    object with every expected key. Dialogues whose truth lacks what the evaluator compares
+    with are left out."""
     usable: list[tuple[HeldOut, Any]] = []
     for d in dialogues:
         try:
@@ -46,27 +51,46 @@ def run_domain(lm: LanguageModel, task: DomainTask, dialogues: Sequence[HeldOut]
         except KeyError:
             continue
     prompts = [compose_prompt(task.instruction, d.dialogue_text) for d, _ in usable]
+    modes = {"both": [("slots", ""), ("free", "free.")], "slots": [("slots", "")], "free": [("free", "")]}[decoding]
+    rows: list[Row] = []
+    records: list[dict[str, Any]] = []
+    for mode, prefix in modes:
+        answers = _decode(lm, task, prompts, mode, max_new_tokens, advance)
+        scores = _score(task, answers, [ref for _, ref in usable], prompts)
+        keys = task.evaluator.expected_keys()
+        if keys:
+            ok = sum(isinstance(obj, dict) and all(k in obj for k in keys) for obj, _ in answers)
+            scores.append(Score("json_ok", ok / len(answers) if answers else 0.0, len(answers)))
+        rows += [Row("domain", task.entry, prefix + s.metric, s.value, s.n) for s in scores]
+        records += [{"evaluator": task.entry, "decoding": mode, "dialogue_id": d.dialogue_id, "answer": text,
+                     "parsed": obj is not None, "reference": ref}
+                    for (d, ref), (obj, text) in zip(usable, answers, strict=True)]
+    return rows, records
+
+
+def _decode(lm: LanguageModel, task: DomainTask, prompts: list[str], mode: str, max_new_tokens: int,
+            advance: Callable[..., None] | None) -> list[tuple[dict[str, Any] | None, str]]:
     answers: list[tuple[dict[str, Any] | None, str]] = []
-    if decoding == "slots" and task.schema is not None and slot_schema(task.schema):
+    if mode == "slots" and task.schema is not None and slot_schema(task.schema):
         for prompt in prompts:
-            obj, text = lm.fill_slots(prompt, task.schema)
-            answers.append((obj, text))
+            answers.append(lm.fill_slots(prompt, task.schema))
             if advance is not None:
                 advance(1)
-    else:
-        for start in range(0, len(prompts), lm.batch_size):
-            texts = lm.generate(prompts[start:start + lm.batch_size], max_new_tokens)
-            answers += [(parse_json_object(t), t) for t in texts]
-            if advance is not None:
-                advance(len(texts))
-    predictions = [task.evaluator.parse(obj) for obj, _ in answers]
-    references = [ref for _, ref in usable]
-    scores = task.evaluator.score(predictions, references)
-    rows = [Row("domain", task.entry, s.metric, s.value, s.n) for s in scores]
-    records = [{"evaluator": task.entry, "dialogue_id": d.dialogue_id, "answer": text,
-                "parsed": obj is not None, "reference": ref}
-               for (d, ref), (obj, text) in zip(usable, answers, strict=True)]
-    return rows, records
+        return answers
+    for start in range(0, len(prompts), lm.batch_size):
+        texts = lm.generate(prompts[start:start + lm.batch_size], max_new_tokens)
+        answers += [(parse_json_object(t), t) for t in texts]
+        if advance is not None:
+            advance(len(texts))
+    return answers
+
+
+def _score(task: DomainTask, answers: list[tuple[dict[str, Any] | None, str]], references: list[Any],
+           prompts: list[str]) -> list[Score]:
+    predictions = [task.evaluator.parse_answer(obj, text) for obj, text in answers]
+    if isinstance(task.evaluator, DeclaredEvaluator):
+        return task.evaluator.score(predictions, references, prompts)
+    return task.evaluator.score(predictions, references)
 
 
 def run_general(lm: LanguageModel, entry: str, evaluator: GeneralEvaluator, *, base_dir: Path | None,

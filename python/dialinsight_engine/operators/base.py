@@ -8,6 +8,7 @@ package data in `operators/prompts/`; a third party can ship a prompt file and u
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from importlib.resources import files
@@ -20,6 +21,25 @@ from ..errors import UserError
 from ..templating import TemplateProblem, render_template
 
 KEEP_NOTE = " Keep the marker {dialogue} exactly as it is: it stands for the conversation."
+#: the same note per prompt language (English for languages without their own prompts)
+KEEP_NOTES = {"en": KEEP_NOTE, "zh": "请原样保留标记 {dialogue}：它代表对话内容。"}
+#: languages with their own built-in prompts (operators/prompts/<language>/)
+PROMPT_LANGUAGES = ("en", "zh")
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+
+
+def prompt_language(setting: str, text: str) -> str:
+    """The language of the operator prompt for one instruction: `[project] language` when it
+    names one with built-in prompts ("zh", "zh-CN" -> zh), else by the instruction's own
+    script when it is "auto" (Han characters are a fifth or more of its words -> zh), else en."""
+    base = setting.lower().split("-")[0].split("_")[0]
+    if base in PROMPT_LANGUAGES:
+        return base
+    if base == "auto":  # a Han character weighs as much as a word of a spaced script
+        han = len(_HAN.findall(text))
+        words = len(re.findall(r"[^\W\d_]+", _HAN.sub(" ", text)))
+        return "zh" if han and han / (han + words) >= 0.2 else "en"
+    return "en"
 
 
 class OperatorConfig(BaseModel):
@@ -39,6 +59,7 @@ class InstructionView:
     task_description: str
     business: str
     keep_placeholder: bool  # the model must keep {dialogue} in its rewrite
+    language: str = "en"  # the prompt language (prompt_language): built-ins pick their prompt by it
 
 
 class Operator(ABC):
@@ -67,8 +88,14 @@ class Operator(ABC):
         return self.config.model_dump_json()
 
 
-def packaged_prompt(filename: str) -> str:
-    return (files("dialinsight_engine.operators") / "prompts" / filename).read_text(encoding="utf-8")
+def packaged_prompt(filename: str, language: str = "en") -> str:
+    """A built-in prompt in `language` (prompts/<language>/<filename>), English when there is none."""
+    folder = files("dialinsight_engine.operators") / "prompts"
+    if language != "en":
+        localised = folder / language / filename
+        if localised.is_file():
+            return localised.read_text(encoding="utf-8")
+    return (folder / filename).read_text(encoding="utf-8")
 
 
 def render(template_text: str, view: InstructionView, hint: str = "") -> str:
@@ -83,12 +110,15 @@ def prompt_vars(view: InstructionView, hint: str = "") -> dict[str, str]:
     """The variables of an operator prompt (also used by `validate` to try a template)."""
     business = view.business.strip()
     # the first sentence of the business text is enough context for a small model
-    business_short = business.split(". ")[0].rstrip(".") if business else "a company"
+    business_short = re.split(r"\. |。", business)[0].rstrip(".") if business else "a company"
+    if not business and view.language == "zh":
+        business_short = "一家公司"
     return {
         "instruction": view.instruction, "scene": view.scene,
         "scene_description": view.scene_description or view.scene.replace("_", " "),
         "task": view.task, "task_description": view.task_description, "business": business,
-        "business_short": business_short, "keep_note": KEEP_NOTE if view.keep_placeholder else "",
+        "business_short": business_short,
+        "keep_note": KEEP_NOTES.get(view.language, KEEP_NOTE) if view.keep_placeholder else "",
         "hint": f" {hint.strip()}" if hint.strip() else "",
     }
 
@@ -99,11 +129,12 @@ class TemplateOperator(Operator):
 
     template_text: ClassVar[str] = ""
 
-    def template(self) -> str:
+    def template(self, language: str = "en") -> str:
         return self.template_text
 
     def prompt(self, view: InstructionView) -> str:
-        return render(self.template(), view, getattr(self.config, "hint", ""))
+        return render(self.template(view.language), view, getattr(self.config, "hint", ""))
 
     def fingerprint(self) -> str:
-        return self.template() + "\x1f" + super().fingerprint()
+        texts = dict.fromkeys(self.template(lang) for lang in PROMPT_LANGUAGES)
+        return "\x1e".join(texts) + "\x1f" + super().fingerprint()

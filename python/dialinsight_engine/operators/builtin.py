@@ -14,8 +14,8 @@ from .base import OperatorConfig, TemplateOperator, packaged_prompt
 class _Packaged(TemplateOperator):
     """A built-in whose prompt is `prompts/<name>.txt`."""
 
-    def template(self) -> str:
-        return packaged_prompt(f"{self.name}.txt")
+    def template(self, language: str = "en") -> str:
+        return packaged_prompt(f"{self.name}.txt", language)
 
 
 class AddConstraints(_Packaged):
@@ -76,8 +76,8 @@ class Template(TemplateOperator):
             raise UserError(f"evolution template_file {path}: {exc.strerror or exc}",
                             key="evolution.operators.template_file") from None
 
-    def template(self) -> str:
-        return self._text
+    def template(self, language: str = "en") -> str:
+        return self._text  # the user's own prompt, whatever the language
 
     def makes_new_task(self) -> bool:
         return bool(getattr(self.config, "new_task", False))

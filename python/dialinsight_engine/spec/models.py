@@ -13,9 +13,12 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from ..backends.schema_check import schema_problem
 from ..errors import SpecError
+from ..selection import compile_where
 from .base import EXAMPLES_PREFIX, PluginRef, Section, SpecPath, Weight, compiled_patterns
+from .evaluation import TaskEvalSpec
 from .generation import BackendSpec, EvolutionSpec, LabelsSpec, ReviewMode, SamplingSpec
 from .quality import QualitySpec
+from .selection import SelectionKeys
 from .training import EvalSpec, TrainSpec
 
 
@@ -26,10 +29,10 @@ class ProjectSpec(Section):
     business: str = Field("", description="Business requirements, available to templates as {{ business }}")
     runs_dir: SpecPath = Field("runs", description="Where runs are written, relative to the spec file's folder")
     seed: int = 0
-    language: str = "en"
+    language: str = "auto"
 
 
-class DataSpec(Section):
+class DataSpec(SelectionKeys, Section):
     paths: list[SpecPath] = Field(min_length=1, description="Dialogue files or folders (relative to the spec)")
     format: str = Field("auto", description="Reader plugin: auto (by extension), jsonl, parquet, hf_dataset")
     on_error: Literal["fail", "skip"] = "fail"
@@ -59,6 +62,14 @@ class SceneSpec(Section):
     min_hits: int = Field(1, ge=1, description="Matches needed (keywords and regexes together)")
     roles: list[str] = Field(default_factory=list, description="Only count matches in turns of these roles")
     intents: list[str] = Field(default_factory=list, description="Also match when the record's `intents` holds one")
+    match: dict[str, Any] = Field(default_factory=dict,
+                                  description="Also match when the record's fields meet these conditions (as [data] where)")
+
+    @field_validator("match")
+    @classmethod
+    def _conditions_compile(cls, value: dict[str, Any]) -> dict[str, Any]:
+        compile_where(value)
+        return value
 
     @field_validator("regex")
     @classmethod
@@ -77,7 +88,8 @@ class TaskSpec(Section):
     output_schema: dict[str, Any] | None = Field(None, description="JSON schema the answer must follow")
     output_schema_file: SpecPath | None = None
     seeds_per_dialogue: int = Field(1, ge=1)
-    eval: str | None = Field(None, description="Evaluator that scores this task against ground truth")
+    eval: str | TaskEvalSpec | None = Field(
+        None, description="Evaluator plugin name, or a [tasks.eval] table declaring how answers are scored")
 
     @field_validator("output_schema")
     @classmethod
@@ -194,7 +206,7 @@ class Spec(Section):
         for name, backend in self.backends.items():
             refs += backend.plugin_refs(("backends", name))
         for i, task in enumerate(self.tasks):
-            if task.eval:
+            if isinstance(task.eval, str):
                 refs.append(PluginRef("evaluator", task.eval, ("tasks", i, "eval")))
         return refs
 

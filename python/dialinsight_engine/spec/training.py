@@ -13,6 +13,7 @@ from typing import Any, Literal
 from pydantic import ConfigDict, Field
 
 from .base import PluginRef, Section, SpecPath
+from .selection import SelectionKeys
 
 
 class TrainSpec(Section):
@@ -54,15 +55,16 @@ class GuardSpec(Section):
 Ablation = Literal["unfiltered", "no_evolution"]
 
 
-class EvalSpec(Section):
+class EvalSpec(SelectionKeys, Section):
     domain_data: list[SpecPath] = Field(
         default_factory=lambda: ["@examples/realestate_heldout.jsonl"],
         description="Held-out dialogues with `truth` (never the training data)")
     max_dialogues: int | None = Field(60, ge=1, description="Use only the first N held-out dialogues")
     contamination_threshold: float = Field(
         0.8, gt=0, le=1, description="Drop eval dialogues this similar (MinHash Jaccard) to training text")
-    decoding: Literal["slots", "free"] = Field(
-        "slots", description="JSON tasks: 'slots' fills the schema's keys (constrained), 'free' parses free text")
+    decoding: Literal["both", "slots", "free"] = Field(
+        "both", description="JSON tasks: 'slots' fills the schema's keys (constrained), 'free' parses free text, "
+                            "'both' reports both (free-text metrics as free.*)")
     max_new_tokens: int = Field(160, ge=1, description="Generation limit for free decoding")
     batch_size: int = Field(8, ge=1, description="Rows per forward pass in scoring and free generation")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")

@@ -20,17 +20,21 @@ import polars as pl
 from .. import records as R
 from ..errors import DataError, SpecError, UserError
 from ..evaluate.base import DomainConfig, DomainEvaluator, Evaluator, GeneralEvaluator
+from ..evaluate.declared import DeclaredEvaluator
 from ..evaluate.heldout import overlapping, read_heldout
 from ..evaluate.lm import LanguageModel
 from ..evaluate.suite import DomainTask, Row, run_domain, run_general
 from ..evaluate.verdict import Check, Primary, judge
 from ..run.atomic import file_sha256
+from ..selection import Selection
+from ..spec.evaluation import TaskEvalSpec
 from .base import ORDER, Stage
 from .train import conversations, make_trainer
 
 if TYPE_CHECKING:
     from ..run.context import StageContext
     from ..spec import Spec
+    from ..spec.models import TaskSpec
 
 RESULT_SCHEMA = {"variant": pl.String, "suite": pl.String, "evaluator": pl.String, "metric": pl.String,
                  "value": pl.Float64, "n": pl.Int64, "base_value": pl.Float64, "delta": pl.Float64,
@@ -44,7 +48,8 @@ def evaluator_entries(spec: Spec) -> dict[str, tuple[str, dict[str, Any], bool]]
     assert spec.eval is not None
     if spec.eval.evaluators:
         return {name: (e.plugin or name, e.params(), e.guard) for name, e in spec.eval.evaluators.items()}
-    entries: dict[str, tuple[str, dict[str, Any], bool]] = {t.eval: (t.eval, {}, True) for t in spec.tasks if t.eval}
+    entries: dict[str, tuple[str, dict[str, Any], bool]] = {
+        t.eval: (t.eval, {}, True) for t in spec.tasks if isinstance(t.eval, str)}
     entries.update({name: (name, {}, True) for name in DEFAULT_GENERAL})
     return entries
 
@@ -52,8 +57,6 @@ def evaluator_entries(spec: Spec) -> dict[str, tuple[str, dict[str, Any], bool]]
 def domain_instruction(spec: Spec, entry: str, evaluator: DomainEvaluator) -> tuple[str, dict[str, Any] | None]:
     """The instruction (with `{dialogue}`) and output schema a domain evaluator prompts with:
     the first template of its task (as the seeds stage renders it), else its own prompt."""
-    from .seeds import compile_templates, template_vars
-
     cfg = evaluator.config
     assert isinstance(cfg, DomainConfig)
     task_name = cfg.task or next((t.name for t in spec.tasks if t.eval in (entry, evaluator.name)), None)
@@ -63,13 +66,27 @@ def domain_instruction(spec: Spec, entry: str, evaluator: DomainEvaluator) -> tu
     if task is None:
         raise SpecError(f"evaluator {entry!r} names unknown task {task_name!r}", file=spec.source,
                         key=f"eval.evaluators.{entry}.task")
+    instruction = task_instruction(spec, task)
+    if instruction is None:
+        return cfg.prompt or evaluator.default_prompt, task.output_schema or evaluator.default_schema
+    return instruction, task.output_schema or evaluator.default_schema
+
+
+def task_instruction(spec: Spec, task: TaskSpec) -> str | None:
+    """The task's first template rendered as the seeds stage renders it (None: no template)."""
+    from .seeds import compile_templates, template_vars
+
     templates = compile_templates(spec)[task.name]
     if not templates:
-        return cfg.prompt or evaluator.default_prompt, task.output_schema or evaluator.default_schema
+        return None
     scene = task.scenes[0] if task.scenes else spec.scenes[0].name
     roles = [r.name for r in spec.roles] or ["customer", "agent"]
-    instruction = templates[0].render(**template_vars(spec, task, scene, roles)).strip()
-    return instruction, task.output_schema or evaluator.default_schema
+    return templates[0].render(**template_vars(spec, task, scene, roles)).strip()
+
+
+def declared_tasks(spec: Spec) -> list[tuple[str, TaskSpec, TaskEvalSpec]]:
+    """(entry name, task, declaration) of every task with a `[tasks.eval]` table."""
+    return [(t.eval.name or t.name, t, t.eval) for t in spec.tasks if isinstance(t.eval, TaskEvalSpec)]
 
 
 class EvalStage(Stage):
@@ -91,6 +108,9 @@ class EvalStage(Stage):
         for raw in ctx.spec.eval.domain_data:
             path = ctx.spec.resolve_path(raw)
             files[raw] = file_sha256(path) if path.is_file() else None
+        if ctx.spec.eval.exclude_file:
+            path = ctx.spec.resolve_path(ctx.spec.eval.exclude_file)
+            files[ctx.spec.eval.exclude_file] = file_sha256(path) if path.is_file() else None
         for name, (_, params, _) in evaluator_entries(ctx.spec).items():
             named = params.get("path")
             if isinstance(named, str):
@@ -117,6 +137,14 @@ class EvalStage(Stage):
             else:
                 raise UserError(f"evaluator {plugin!r} is neither a domain nor a general evaluator",
                                 file=spec.source, key=f"eval.evaluators.{entry}")
+        for entry, task, declaration in declared_tasks(spec):
+            declared = DeclaredEvaluator(declaration, task.output_schema)
+            if declaration.kind == "judge":
+                declared.judge_client = ctx.backend(declaration.backend)
+            instruction = task_instruction(spec, task)
+            assert instruction is not None  # a task always has a template
+            domain.append(DomainTask(entry, declared, instruction, task.output_schema))
+            primaries.append(Primary(entry, "domain", declared.primary, True, declaration.guard))
         return domain, general, primaries
 
     def _heldout(self, ctx: StageContext) -> list[Any]:
@@ -124,14 +152,16 @@ class EvalStage(Stage):
         assert spec.eval is not None
         alias = {a.lower(): role.name for role in spec.roles for a in (role.name, *role.aliases)}
         alias.update({k.lower(): v for k, v in spec.data.role_map.items()})
-        dialogues = read_heldout([spec.resolve_path(p) for p in spec.eval.domain_data], role_alias=alias)
+        selection = Selection.from_spec(spec.eval, spec, "eval")
+        dialogues = read_heldout([spec.resolve_path(p) for p in spec.eval.domain_data], role_alias=alias,
+                                 selection=selection)
         ingest = ctx.read_stage("ingest")
         reference = ingest[R.DIALOGUE_TEXT].to_list() if ingest is not None else []
         flags = overlapping([d.dialogue_text for d in dialogues], reference, spec.eval.contamination_threshold)
         dropped = [d.dialogue_id for d, f in zip(dialogues, flags, strict=True) if f]
         kept = [d for d, f in zip(dialogues, flags, strict=True) if not f][:spec.eval.max_dialogues]
         ctx.stats["heldout"] = {"read": len(dialogues), "dropped_overlapping_training": len(dropped),
-                                "dropped_ids": dropped[:50], "used": len(kept)}
+                                "dropped_ids": dropped[:50], "used": len(kept), "selection": selection.stats()}
         if dropped:
             ctx.log.warning("%d held-out dialogues overlap the training dialogues and were dropped", len(dropped))
         if not kept:
@@ -237,7 +267,8 @@ class EvalStage(Stage):
         lm = LanguageModel(model, tokenizer, system_prompt=ctx.spec.export.system_prompt, batch_size=ev.batch_size)
         found: list[Row] = []
         predictions: list[dict[str, Any]] = []
-        with ctx.progress(f"evaluating {variant}", len(dialogues) * len(domain) or None) as advance:
+        modes = 2 if ev.decoding == "both" else 1
+        with ctx.progress(f"evaluating {variant}", len(dialogues) * len(domain) * modes or None) as advance:
             for task in domain:
                 scores, records = run_domain(lm, task, dialogues, decoding=ev.decoding,
                                              max_new_tokens=ev.max_new_tokens, advance=advance)
@@ -271,6 +302,24 @@ def _fmt(value: float | None) -> str:
     return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
 
 
+def _decoding_table(frame: pl.DataFrame, keys: list[tuple[str, str, str]], variants: list[str],
+                    table: dict[tuple[str, str, str], float]) -> list[str]:
+    """Domain main metrics under schema-constrained and free-text decoding, with the share of
+    free-text answers that are JSON with the right keys."""
+    domain = [(entry, metric) for suite, entry, metric in keys
+              if suite == "domain" and any(k[1:] == (entry, f"free.{metric}") for k in table)]
+    if not domain:
+        return []
+    lines = ["", "## Domain: constrained vs free-text decoding", "",
+             "| evaluator | metric | variant | constrained | free text | free-text JSON ok |", "|---|---|---|---|---|---|"]
+    for entry, metric in domain:
+        for v in variants:
+            cells = [table.get((v, entry, metric)), table.get((v, entry, f"free.{metric}")),
+                     table.get((v, entry, "free.json_ok"))]
+            lines.append(f"| {entry} | {metric} | {v} | " + " | ".join(_fmt(c) for c in cells) + " |")
+    return lines
+
+
 def results_markdown(frame: pl.DataFrame, checks: list[Check], verdicts: dict[str, str]) -> str:
     """Main metrics side by side, then the guard's checks, then every metric."""
     variants = list(dict.fromkeys(frame["variant"].to_list()))
@@ -283,6 +332,7 @@ def results_markdown(frame: pl.DataFrame, checks: list[Check], verdicts: dict[st
     for suite, entry, metric in keys:
         cells = [_fmt(table.get((v, entry, metric))) for v in variants]
         lines.append(f"| {suite} | {entry} | {metric} | " + " | ".join(cells) + " |")
+    lines += _decoding_table(frame, keys, variants, table)
     lines += ["", "## Guard", "",
               "| variant | evaluator | metric | base | value | change | limit | ok |", "|---|---|---|---|---|---|---|---|"]
     for c in checks:

@@ -21,7 +21,7 @@ from .. import records as R
 from ..backends.base import GenerationRequest
 from ..backends.client import parse_json_answer
 from ..backends.redact import redact_value
-from ..operators.base import InstructionView, Operator
+from ..operators.base import InstructionView, Operator, prompt_language
 from ..operators.builtin import DEFAULT_OPERATORS
 from ..operators.elimination import clean_rewrite, eliminate
 from .base import ORDER, Stage
@@ -114,7 +114,7 @@ class EvolveStage(Stage):
                     instruction=parent[R.INSTRUCTION] if keep else text, scene=parent[R.SCENE],
                     scene_description=scenes.get(parent[R.SCENE], ""), task=parent[R.TASK],
                     task_description=tasks.get(parent[R.TASK], ""), business=spec.project.business,
-                    keep_placeholder=keep,
+                    keep_placeholder=keep, language=prompt_language(spec.project.language, text),
                 )
                 variant = _int_seed(parent[R.INSTRUCTION_ID]) % evo.variants
                 request = GenerationRequest(
@@ -174,13 +174,13 @@ class EvolveStage(Stage):
         """Ask the backend whether each surviving rewrite still fits its scene."""
         from ..operators.base import packaged_prompt, render
 
-        template = packaged_prompt("scene_check.txt")
         requests = []
         for row in rows:
             text, _ = split_placeholder(row[R.INSTRUCTION])
+            language = prompt_language(ctx.spec.project.language, text)
             view = InstructionView(text, row[R.SCENE], scenes.get(row[R.SCENE], ""), row[R.TASK], "",
-                                   ctx.spec.project.business, False)
-            requests.append(GenerationRequest(prompt=render(template, view), max_tokens=16, temperature=0.0,
+                                   ctx.spec.project.business, False, language)
+            requests.append(GenerationRequest(prompt=render(packaged_prompt("scene_check.txt", language), view), max_tokens=16, temperature=0.0,
                                               json_schema=SCENE_CHECK_SCHEMA, seed=seed))
         with ctx.progress("checking scenes", len(requests)) as advance:
             results = client.generate(requests, progress=advance)

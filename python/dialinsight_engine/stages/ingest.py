@@ -13,6 +13,7 @@ from .. import records as R
 from ..errors import DataError
 from ..readers.base import RawRecord, Reader, normalize_record
 from ..run.atomic import file_sha256
+from ..selection import Selection, record_view
 from .base import ORDER, Stage
 
 if TYPE_CHECKING:
@@ -50,7 +51,9 @@ class IngestStage(Stage):
 
     def fingerprint_extra(self, ctx: StageContext) -> dict[str, Any]:
         files = data_files(ctx.spec)
-        return {"files": {str(p): _hash_path(p) for p in files}}
+        if ctx.spec.data.exclude_file:  # the ids it lists decide what is read
+            files.append(ctx.spec.resolve_path(ctx.spec.data.exclude_file))
+        return {"files": {str(p): _hash_path(p) if p.exists() else None for p in files}}
 
     def _reader_for(self, ctx: StageContext, path: Path) -> Reader:
         data = ctx.spec.data
@@ -73,6 +76,7 @@ class IngestStage(Stage):
         seen: dict[str, int] = {}
         renamed = 0
         files = data_files(spec)
+        selection = Selection.from_spec(spec.data, spec, "data")
         with ctx.progress("reading dialogues", None) as advance:
             for path in files:
                 reader = self._reader_for(ctx, path)
@@ -80,6 +84,8 @@ class IngestStage(Stage):
                     advance(1)
                     turns = [{"role": alias.get(t["role"].lower(), t["role"].lower()), "text": t["text"]}
                              for t in rec["turns"]]
+                    if not selection.keeps(record_view(rec["id"], turns, rec["intents"], rec["truth"], rec["meta"])):
+                        continue
                     if len(turns) < spec.data.min_turns:
                         too_short += 1
                         continue
@@ -104,7 +110,8 @@ class IngestStage(Stage):
                         break
                 if spec.data.max_dialogues and len(rows) >= spec.data.max_dialogues:
                     break
-        ctx.stats.update({"files": len(files), "dialogues": len(rows), "skipped_broken": len(skipped),
+        rows = selection.sample(rows)
+        ctx.stats.update({"files": len(files), "dialogues": len(rows), "selection": selection.stats(), "skipped_broken": len(skipped),
                           "skipped_examples": skipped[:20], "skipped_too_short": too_short,
                           "renamed_duplicate_ids": renamed})
         if not rows:

@@ -3,12 +3,14 @@ list the roles that speak in it. A dialogue may have several scenes, or none (co
 
 from __future__ import annotations
 
+import json
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from .. import records as R
+from ..selection import compile_where, record_view
 from .base import ORDER, Stage
 
 if TYPE_CHECKING:
@@ -16,23 +18,41 @@ if TYPE_CHECKING:
     from ..spec.models import SceneSpec
 
 
+#: scripts written without spaces between words: a keyword in them matches inside the text
+_UNSPACED = re.compile(r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf"
+                       r"\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
+
+
+def keyword_pattern(keywords: list[str]) -> re.Pattern[str] | None:
+    """One pattern for all keywords: whole words for spaced scripts (so "bed" does not match
+    "embedded"), plain substrings for keywords in unspaced scripts (Chinese, Japanese, Korean,
+    Thai...), where word boundaries do not exist in the text."""
+    words = [k.strip() for k in keywords if k.strip()]
+    spaced = [re.escape(k) for k in words if not _UNSPACED.search(k)]
+    unspaced = [re.escape(k) for k in words if _UNSPACED.search(k)]
+    parts = ([r"\b(?:" + "|".join(spaced) + r")\b"] if spaced else []) + (["|".join(unspaced)] if unspaced else [])
+    return re.compile("|".join(parts), re.I) if parts else None
+
+
 class SceneMatcher:
-    """Compiled rules of one scene; `hits` counts keyword and regex matches."""
+    """Compiled rules of one scene; `hits` counts keyword and regex matches, and a record whose
+    intents or fields match counts as `min_hits` outright."""
 
     def __init__(self, scene: SceneSpec) -> None:
         self.scene = scene
-        words = [re.escape(k.strip()) for k in scene.keywords if k.strip()]
-        # whole-word match for keywords so "bed" does not match "embedded"
-        self.keyword_re = re.compile(r"\b(?:" + "|".join(words) + r")\b", re.I) if words else None
+        self.keyword_re = keyword_pattern(scene.keywords)
         self.regexes = [re.compile(p, re.I) for p in scene.regex]
         self.roles = {r.lower() for r in scene.roles}
         self.intents = set(scene.intents)
+        self.fields = compile_where(scene.match) if scene.match else None
 
-    def hits(self, turns: list[dict[str, str]], intents: list[str]) -> int:
+    def hits(self, turns: list[dict[str, str]], intents: list[str], view: dict[str, Any] | None = None) -> int:
         text = "\n".join(t["text"] for t in turns if not self.roles or t["role"].lower() in self.roles)
         n = len(self.keyword_re.findall(text)) if self.keyword_re else 0
         n += sum(len(r.findall(text)) for r in self.regexes)
         if self.intents and self.intents.intersection(intents):
+            n += self.scene.min_hits
+        if self.fields is not None and view is not None and self.fields(view):
             n += self.scene.min_hits
         return n
 
@@ -49,8 +69,11 @@ class ScenesStage(Stage):
         scenes: list[list[str]] = []
         roles: list[list[str]] = []
         with ctx.progress("tagging scenes", df.height) as advance:
-            for turns, intents in zip(df[R.TURNS].to_list(), df["intents"].to_list(), strict=True):
-                counts = [(m.hits(turns, intents or []), m.scene.name) for m in matchers]
+            for rec in df.iter_rows(named=True):
+                turns, intents = rec[R.TURNS], rec["intents"] or []
+                view = record_view(rec[R.DIALOGUE_ID], turns, intents, _json(rec.get(R.TRUTH)), _json(rec.get("meta")) or {}
+                                   ) if any(m.fields for m in matchers) else None
+                counts = [(m.hits(turns, intents, view), m.scene.name) for m in matchers]
                 # strongest evidence first, spec order breaking ties
                 matched = [name for n, name in sorted(
                     ((n, name) for n, name in counts if n >= next(
@@ -65,3 +88,7 @@ class ScenesStage(Stage):
         ctx.stats["per_scene"] = {str(k): int(v) for k, v in counts.iter_rows()}
         ctx.stats["untagged"] = int((out[R.SCENES].list.len() == 0).sum())
         return out
+
+
+def _json(text: str | None) -> Any:
+    return json.loads(text) if text else None

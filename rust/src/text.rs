@@ -117,7 +117,11 @@ pub fn normalize_into(text: &str, opts: &NormalizeOptions, out: &mut String) {
         *out = unsafe { String::from_utf8_unchecked(bytes) };
     } else {
         let mut lower_and_fold = |c: char, out: &mut String| {
-            if opts.lowercase && !c.is_lowercase() {
+            if (0x4E00..=0x9FFF).contains(&(c as u32)) {
+                // CJK ideographs: alphanumeric, no case, not space: kept as they are
+                last_space = false;
+                out.push(c);
+            } else if opts.lowercase && !c.is_lowercase() {
                 for l in c.to_lowercase() {
                     push_folded(out, l, opts, &mut last_space);
                 }

@@ -9,9 +9,9 @@ over the log-probabilities of "1".."6" where the backend gives them); `llm_weigh
 
 from __future__ import annotations
 
-import polars as pl
 from typing import Literal
 
+import polars as pl
 from pydantic import Field, field_validator
 
 from .. import records as R

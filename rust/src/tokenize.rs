@@ -238,7 +238,10 @@ pub fn tokens(text: &str, lang: Lang, style: Style) -> Vec<&str> {
     out
 }
 
-/// Letter counts per script over some texts.
+/// Characters of each text looked at by [`ScriptCounts::add`].
+pub const DETECT_CHARS: usize = 256;
+
+/// Letter counts per script over some texts (the first [`DETECT_CHARS`] of each).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ScriptCounts {
     pub han: u64,
@@ -250,6 +253,9 @@ pub struct ScriptCounts {
 
 impl ScriptCounts {
     pub fn add(&mut self, text: &str) {
+        // The head of each text is enough to tell its script, and keeps detection cheap.
+        let end = text.char_indices().nth(DETECT_CHARS).map_or(text.len(), |(i, _)| i);
+        let text = &text[..end];
         if text.is_ascii() {
             self.other_letters += text.bytes().filter(u8::is_ascii_alphabetic).count() as u64;
             return;

@@ -13,8 +13,14 @@ pub const WORD_REP_N: usize = 10;
 
 /// Built-in cue lists, one file per language (`python/dialinsight_engine/data/cues/`).
 pub const CUE_FILES: &[(&str, &str)] = &[
-    ("en", include_str!("../../python/dialinsight_engine/data/cues/en.txt")),
-    ("zh", include_str!("../../python/dialinsight_engine/data/cues/zh.txt")),
+    (
+        "en",
+        include_str!("../../python/dialinsight_engine/data/cues/en.txt"),
+    ),
+    (
+        "zh",
+        include_str!("../../python/dialinsight_engine/data/cues/zh.txt"),
+    ),
 ];
 
 /// Instruction cue phrases by kind.
@@ -37,9 +43,10 @@ impl Cues {
                 continue;
             }
             if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
-                section = Some(cues.kind_mut(name).ok_or_else(|| {
-                    format!("line {}: unknown cue section [{name}]", i + 1)
-                })?);
+                section = Some(
+                    cues.kind_mut(name)
+                        .ok_or_else(|| format!("line {}: unknown cue section [{name}]", i + 1))?,
+                );
                 continue;
             }
             match section.as_mut() {
@@ -122,8 +129,7 @@ impl PhraseMatcher {
             while i < toks.len() {
                 let mut step = 1;
                 for p in &self.phrases {
-                    if i + p.len() <= toks.len() && p.iter().zip(&toks[i..]).all(|(a, b)| a == b)
-                    {
+                    if i + p.len() <= toks.len() && p.iter().zip(&toks[i..]).all(|(a, b)| a == b) {
                         count += 1;
                         step = p.len();
                         break;
@@ -543,7 +549,10 @@ mod tests {
         assert!(Cues::parse("must\n").is_err());
         assert!(Cues::parse("[nope]\nx").is_err());
         let before = c.format.len();
-        c.extend(&Cues { format: vec!["用表格".into(), "json".into()], ..Default::default() });
+        c.extend(&Cues {
+            format: vec!["用表格".into(), "json".into()],
+            ..Default::default()
+        });
         assert_eq!(c.format.len(), before + 1);
     }
 }

@@ -155,8 +155,7 @@ fn is_nfkc_boundary(c: char) -> bool {
     if u < 0x80 || (0x4E00..=0x9FFF).contains(&u) || (0xAC00..=0xD7A3).contains(&u) {
         return true;
     }
-    canonical_combining_class(c) == 0
-        && is_nfkc_quick(std::iter::once(c)) == IsNormalized::Yes
+    canonical_combining_class(c) == 0 && is_nfkc_quick(std::iter::once(c)) == IsNormalized::Yes
 }
 
 /// Full-width ASCII forms and the ideographic space: their NFKC is one ASCII character, and

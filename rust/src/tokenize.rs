@@ -50,9 +50,9 @@ impl Lang {
             "ja" => Ok(Lang::Ja),
             "ko" => Ok(Lang::Ko),
             "th" => Ok(Lang::Th),
-            "auto" => Err(
-                "language 'auto' must be resolved first (detect_language on a sample)".into(),
-            ),
+            "auto" => {
+                Err("language 'auto' must be resolved first (detect_language on a sample)".into())
+            }
             other => Err(format!(
                 "language must be one of 'en', 'zh', 'ja', 'ko', 'th' (or 'auto'), got {other:?}"
             )),
@@ -111,7 +111,11 @@ pub fn script_of(c: char) -> Script {
         };
     }
     match u {
-        0x4E00..=0x9FFF | 0x3400..=0x4DBF | 0xF900..=0xFAFF | 0x20000..=0x323AF | 0x3005
+        0x4E00..=0x9FFF
+        | 0x3400..=0x4DBF
+        | 0xF900..=0xFAFF
+        | 0x20000..=0x323AF
+        | 0x3005
         | 0x3007 => Script::Han,
         0x3040..=0x30FF | 0x31F0..=0x31FF | 0xFF66..=0xFF9F => Script::Kana,
         0xAC00..=0xD7AF | 0x1100..=0x11FF | 0x3130..=0x318F => Script::Hangul,
@@ -254,7 +258,10 @@ pub struct ScriptCounts {
 impl ScriptCounts {
     pub fn add(&mut self, text: &str) {
         // The head of each text is enough to tell its script, and keeps detection cheap.
-        let end = text.char_indices().nth(DETECT_CHARS).map_or(text.len(), |(i, _)| i);
+        let end = text
+            .char_indices()
+            .nth(DETECT_CHARS)
+            .map_or(text.len(), |(i, _)| i);
         let text = &text[..end];
         if text.is_ascii() {
             self.other_letters += text.bytes().filter(u8::is_ascii_alphabetic).count() as u64;
@@ -280,11 +287,22 @@ impl ScriptCounts {
         let spaced = self.other_letters;
         let han_kana = weighted(self.han + self.kana);
         let candidates = [
-            (han_kana, if self.kana * 10 >= self.han + self.kana && self.kana > 0 { Lang::Ja } else { Lang::Zh }),
+            (
+                han_kana,
+                if self.kana * 10 >= self.han + self.kana && self.kana > 0 {
+                    Lang::Ja
+                } else {
+                    Lang::Zh
+                },
+            ),
             (weighted(self.south_east_asian), Lang::Th),
             (self.hangul * 3, Lang::Ko),
         ];
-        let (best, lang) = candidates.iter().copied().max_by_key(|c| c.0).unwrap_or((0, Lang::En));
+        let (best, lang) = candidates
+            .iter()
+            .copied()
+            .max_by_key(|c| c.0)
+            .unwrap_or((0, Lang::En));
         if best > 0 && best >= spaced {
             lang
         } else {
@@ -328,17 +346,29 @@ mod tests {
         assert!(!zh.iter().any(|w| w.contains('，') || w.contains('。')));
         // without a dictionary: one ideograph per word
         let en = tokens(t, Lang::En, Style::Lexical);
-        assert!(en.iter().filter(|w| w.chars().all(|c| script_of(c) == Script::Han)).all(|w| w.chars().count() == 1));
+        assert!(en
+            .iter()
+            .filter(|w| w.chars().all(|c| script_of(c) == Script::Han))
+            .all(|w| w.chars().count() == 1));
         assert!(zh.len() < en.len());
         // mixed: Latin words inside a Han chunk
         let mixed = tokens("我想订Hilton酒店", Lang::Zh, Style::Lexical);
-        assert!(mixed.contains(&"Hilton") && mixed.contains(&"酒店"), "{mixed:?}");
+        assert!(
+            mixed.contains(&"Hilton") && mixed.contains(&"酒店"),
+            "{mixed:?}"
+        );
     }
 
     #[test]
     fn other_scripts_fall_back() {
-        assert_eq!(tokens("สวัสดีครับ", Lang::Th, Style::Lexical).len(), "สวัสดีครับ".split_word_bounds().count());
-        assert_eq!(tokens("안녕하세요, 세계!", Lang::Ko, Style::Lexical), vec!["안녕하세요", "세계"]);
+        assert_eq!(
+            tokens("สวัสดีครับ", Lang::Th, Style::Lexical).len(),
+            "สวัสดีครับ".split_word_bounds().count()
+        );
+        assert_eq!(
+            tokens("안녕하세요, 세계!", Lang::Ko, Style::Lexical),
+            vec!["안녕하세요", "세계"]
+        );
         let ja = tokens("コーヒーをください", Lang::Ja, Style::Lexical);
         assert_eq!(ja[0], "コーヒー");
     }
@@ -346,7 +376,10 @@ mod tests {
     #[test]
     fn detects_languages() {
         assert_eq!(detect_language(["hello world"]), Lang::En);
-        assert_eq!(detect_language(["你好，我想订Hilton酒店，价格400-500元"]), Lang::Zh);
+        assert_eq!(
+            detect_language(["你好，我想订Hilton酒店，价格400-500元"]),
+            Lang::Zh
+        );
         assert_eq!(detect_language(["コーヒーをください。東京"]), Lang::Ja);
         assert_eq!(detect_language(["안녕하세요 세계"]), Lang::Ko);
         assert_eq!(detect_language(["สวัสดีครับ"]), Lang::Th);

@@ -12,6 +12,7 @@ checks the core against.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -33,6 +34,7 @@ WORD_REP_N = 10
 CUES_DIR = Path(__file__).resolve().parents[1] / "python" / "dialinsight_engine" / "data" / "cues"
 
 
+@functools.cache
 def read_cues(language: str) -> dict[str, list[str]]:
     """The built-in cue lists the core compiles in: en.txt always, plus the language's file."""
     cues: dict[str, list[str]] = {"constraint": [], "format": [], "step": []}

@@ -12,6 +12,7 @@ checks the core against.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import re
@@ -30,28 +31,64 @@ MTLD_THRESHOLD = 0.72
 CHAR_REP_N = 10
 WORD_REP_N = 10
 
-CONSTRAINT_CUES = [
-    "must", "must not", "should", "should not", "shall", "need to", "needs to", "required",
-    "require", "requires", "at most", "at least", "exactly", "only", "do not", "don't",
-    "don’t", "never", "always", "without", "no more than", "no less than", "no fewer than",
-    "fewer than", "less than", "more than", "up to", "include", "includes", "including",
-    "exclude", "excludes", "excluding", "within", "limit", "limited", "maximum", "minimum",
-    "ensure", "avoid", "strictly",
-]  # fmt: skip
-FORMAT_CUES = {
-    "json", "yaml", "xml", "csv", "tsv", "html", "markdown", "table", "tables", "bullet",
-    "bullets", "bulleted", "list", "lists", "numbered", "format", "formatted", "formatting",
-    "template", "schema", "field", "fields", "column", "columns", "heading", "headings",
-    "header", "headers", "title", "paragraph", "paragraphs", "sentences", "words", "lines",
-    "characters", "points",
-}  # fmt: skip
-_PHRASES = sorted((p.split(" ") for p in CONSTRAINT_CUES), key=len, reverse=True)
-_SENT_SPLIT = re.compile(r"[.!?\n。！？]")
+CUES_DIR = Path(__file__).resolve().parents[1] / "python" / "dialinsight_engine" / "data" / "cues"
+
+
+@functools.cache
+def read_cues(language: str) -> dict[str, list[str]]:
+    """The built-in cue lists the core compiles in: en.txt always, plus the language's file."""
+    cues: dict[str, list[str]] = {"constraint": [], "format": [], "step": []}
+    for code in dict.fromkeys(("en", language)):
+        path = CUES_DIR / f"{code}.txt"
+        if not path.exists():
+            continue
+        kind = None
+        for raw in path.read_text(encoding="utf-8").splitlines():
+            line = raw.split("#")[0].strip()
+            if line.startswith("[") and line.endswith("]"):
+                kind = line[1:-1]
+            elif line and kind and line.lower() not in cues[kind]:
+                cues[kind].append(line.lower())
+    return cues
+
+
+# Han, Kana, Hangul, Thai/Lao, Myanmar, Khmer (rust/src/tokenize.rs `script_of`)
+_SEGMENTED = re.compile(
+    "[\u0e00-\u0eff\u1000-\u109f\u1100-\u11ff\u1780-\u17ff\u3005\u3007\u3040-\u30ff"
+    "\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
+    "\uff66-\uff9f\U00020000-\U000323af]"
+)
+_SENT_SPLIT = re.compile(r"[.!?\n。！？；｡]")
 _PUNCT = string.punctuation
 
 
-def lexical_tokens(text: str) -> list[str]:
-    return [w for w in (w.strip(_PUNCT) for w in text.lower().split()) if w]
+def _segment(chunk: str, language: str) -> list[str]:
+    """A chunk in an unspaced script: the core's segmenter (UAX #29 + jieba-rs), checked on
+    its own against Python jieba in tests/test_cjk.py; this reference checks the formulas."""
+    from dialinsight_engine import fast
+
+    return fast.tokenize([chunk], language, lowercase=False).to_list()[0]
+
+
+def lexical_words(text: str, language: str = "en") -> tuple[list[str], int]:
+    """Lexical tokens of a lowercased text and its `words` count (docs/metrics.md)."""
+    toks: list[str] = []
+    words = 0
+    for chunk in text.split():
+        if _SEGMENTED.search(chunk):
+            seg = _segment(chunk, language)
+            toks.extend(seg)
+            words += len(seg)
+        else:
+            words += 1
+            w = chunk.strip(_PUNCT)
+            if w:
+                toks.append(w)
+    return toks, words
+
+
+def lexical_tokens(text: str, language: str = "en") -> list[str]:
+    return lexical_words(text.lower(), language)[0]
 
 
 def _mtld_pass(tokens: list[str]) -> float:
@@ -89,6 +126,16 @@ def word_rep_ratio(tokens: list[str], n: int = WORD_REP_N) -> float:
     return sum(c for c in freq.values() if c > 1) / total
 
 
+_CJK_NUM = set("0123456789０１２３４５６７８９一二三四五六七八九十")
+
+
+def _is_cjk_enumerated(s: str) -> bool:
+    opening, closing = {"（": ("（", "）"), "第": ("第", "步")}.get(s[:1], ("", "、．"))
+    rest = s[len(opening):]
+    n = len(rest) - len(rest.lstrip("".join(_CJK_NUM)))
+    return 1 <= n <= 3 and rest[n : n + 1] != "" and rest[n] in closing
+
+
 def _is_enumerated(line: str) -> bool:
     s = line.lstrip()
     digits = len(s) - len(s.lstrip("0123456789"))
@@ -100,31 +147,42 @@ def _is_enumerated(line: str) -> bool:
     if len(s) >= 5 and s[:4].lower() == "step" and s[:4].isascii():
         rest = s[4:].lstrip()
         return rest[:1] in tuple("0123456789") and rest != ""
-    return False
+    return _is_cjk_enumerated(s)
 
 
-def _constraint_count(toks: list[str]) -> int:
+def _cue_count(phrases: list[str], lower: str, toks: list[str]) -> int:
+    """Spaced phrases as word sequences (longest first, left to right), phrases in unspaced
+    scripts as substrings (leftmost-longest, non-overlapping)."""
+    spaced = sorted((p.split() for p in phrases if not _SEGMENTED.search(p)), key=len, reverse=True)
+    unspaced = sorted((p for p in phrases if _SEGMENTED.search(p)), key=len, reverse=True)
     i = count = 0
-    while i < len(toks):
+    while spaced and i < len(toks):
         step = 1
-        for p in _PHRASES:
+        for p in spaced:
             if toks[i : i + len(p)] == p:
                 count += 1
                 step = len(p)
                 break
         i += step
+    i = 0
+    while unspaced and i < len(lower):
+        hit = next((p for p in unspaced if lower.startswith(p, i)), None)
+        count += hit is not None
+        i += len(hit) if hit else 1
     return count
 
 
-def py_text_metrics(text: str | None, instruction: bool = False) -> dict[str, Any] | None:
+def py_text_metrics(
+    text: str | None, instruction: bool = False, language: str = "en"
+) -> dict[str, Any] | None:
     """Plain-Python implementation of every metric in docs/metrics.md."""
     if text is None:
         return None
     chars = len(text)
     ascii_chars = sum(1 for c in text if c.isascii())
-    words = len(text.split())
     sentences = sum(1 for s in _SENT_SPLIT.split(text) if any(c.isalnum() for c in s))
-    toks = lexical_tokens(text)
+    lower = text.lower()
+    toks, words = lexical_words(lower, language)
     n = len(toks)
     counts = Counter(toks)
     m: dict[str, Any] = {
@@ -147,10 +205,13 @@ def py_text_metrics(text: str | None, instruction: bool = False) -> dict[str, An
         h -= p * math.log2(p)
     m["word_entropy"] = h
     if instruction:
-        m["constraint_cues"] = _constraint_count(toks)
-        m["enumerated_steps"] = sum(1 for line in text.split("\n") if _is_enumerated(line))
+        cues = read_cues(language)
+        m["constraint_cues"] = _cue_count(cues["constraint"], lower, toks)
+        m["enumerated_steps"] = sum(
+            1 for line in text.split("\n") if _is_enumerated(line)
+        ) + _cue_count(cues["step"], lower, toks)
         m["question_marks"] = text.count("?") + text.count("？")
-        m["format_requirements"] = sum(1 for t in toks if t in FORMAT_CUES)
+        m["format_requirements"] = _cue_count(cues["format"], lower, toks)
     return m
 
 
@@ -162,10 +223,12 @@ FLOAT_COLS = [
 ]  # fmt: skip
 
 
-def py_metrics_frame(texts: pl.Series, instruction: bool = False) -> pl.DataFrame:
+def py_metrics_frame(
+    texts: pl.Series, instruction: bool = False, language: str = "en"
+) -> pl.DataFrame:
     """The reference over a Polars column: Python per row, assembled with Polars."""
     cols = UINT_COLS + FLOAT_COLS + (UINT_INSTR if instruction else [])
-    rows = [py_text_metrics(t, instruction) for t in texts.to_list()]
+    rows = [py_text_metrics(t, instruction, language) for t in texts.to_list()]
     schema = {c: (pl.Float64 if c in FLOAT_COLS else pl.UInt64) for c in cols}
     data = {c: [None if r is None else r[c] for r in rows] for c in cols}
     return pl.DataFrame(data, schema=schema)

@@ -13,6 +13,12 @@ threshold 0.8 is measured against exact Jaccard.
 
     python benchmarks/bench_minhash.py                   # 1,000,000 synthetic docs
     python benchmarks/bench_minhash.py --n 100000 --peer-n 5000
+    python benchmarks/bench_minhash.py --cjk-only        # Chinese and mixed-script rows only
+
+Chinese rows (CrossWOZ dialogues, the engine's defaults for Chinese: character 3-grams) and
+mixed-script rows (each CrossWOZ turn followed by an English SGD turn) are timed per core
+(documents per CPU-second, one thread) against ASCII SGD dialogues (word 3-grams), and
+against rensa and datasketch fed by Python character shingling.
 """
 
 from __future__ import annotations
@@ -88,11 +94,14 @@ def run_peers(name: str, texts: list[str], peer_n: int) -> dict[str, float]:
     rates: dict[str, float] = {}
 
     def ours_native() -> object:
-        return fast.minhash_signatures(pl.Series(texts), num_perm=NUM_PERM, ngram=NGRAM)
+        return fast.minhash_signatures(
+            pl.Series(texts), num_perm=NUM_PERM, ngram=NGRAM, unit="word", language="en"
+        )
 
     def ours_ds() -> object:
         return fast.minhash_signatures(
-            pl.Series(sub), num_perm=NUM_PERM, ngram=NGRAM, mode="datasketch"
+            pl.Series(sub), num_perm=NUM_PERM, ngram=NGRAM, unit="word", language="en",
+            mode="datasketch",
         )
 
     def ds_e2e() -> object:
@@ -280,13 +289,86 @@ def planted_eval(n: int, peer_n: int) -> None:
                 )
 
 
+def py_char_shingles(text: str, n: int = 3) -> list[str]:
+    """Peers' character shingling: lowercase, whitespace runs folded, n-grams of code points."""
+    t = " ".join(text.lower().split())
+    return [t[i : i + n] for i in range(len(t) - n + 1)] if len(t) >= n else ([t] if t else [])
+
+
+def per_core(label: str, fn: Callable[[], object], docs: int, chars: int) -> tuple[float, float]:
+    """(docs, chars) per CPU-second, best of 3."""
+    cpu = min(timed(fn)[1] for _ in range(3))
+    print(f"{label:58s} {docs / cpu:>11,.0f} docs/cpu-s {chars / cpu / 1e6:>7.2f} M chars/cpu-s")
+    return docs / cpu, chars / cpu
+
+
+def cjk_rows(peer_n: int, repeat: int) -> None:
+    """Chinese and mixed-script throughput per core, against ASCII and the peers."""
+    from datasketch import MinHash
+    from rensa import RMinHash
+
+    def dialogues(path: Path) -> list[list[str]]:
+        with path.open(encoding="utf-8") as f:
+            return [[t["text"] for t in json.loads(line)["turns"]] for line in f if line.strip()]
+
+    zh_turns = dialogues(DATA / "crosswoz-zh" / "dev.jsonl")
+    sgd_turns = dialogues(DATA / "sgd-all" / "dialogues.jsonl")
+    zh = ["\n".join(t) for t in zh_turns] * repeat
+    mixed = [
+        "\n".join(x for pair in zip(a, b, strict=False) for x in pair)
+        for a, b in zip(zh_turns * repeat, sgd_turns, strict=False)
+    ]
+    ascii_ = ["\n".join(t) for t in sgd_turns][: len(zh)]
+    print(f"\n## Chinese and mixed-script text, per core (RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'all')})")
+    print(f"languages detected: sgd {fast.detect_language(ascii_)}, crosswoz {fast.detect_language(zh)}, "
+          f"mixed {fast.detect_language(mixed)}")
+    rates = {}
+    for name, texts in (("ASCII SGD (word 3-grams)", ascii_), ("Chinese CrossWOZ (char 3-grams)", zh),
+                        ("mixed zh+en turns (char 3-grams)", mixed)):
+        s = pl.Series(texts)
+        nchars = int(s.str.len_chars().sum())
+        rates[name] = per_core(f"core native {name}", lambda s=s: fast.minhash_signatures(s), len(texts), nchars)
+    base_docs, base_chars = rates["ASCII SGD (word 3-grams)"]
+    for name in ("Chinese CrossWOZ (char 3-grams)", "mixed zh+en turns (char 3-grams)"):
+        d, c = rates[name]
+        print(f"{name}: {d / base_docs:.0%} of ASCII docs/cpu-s, {c / base_chars:.0%} of ASCII chars/cpu-s")
+    sub = zh[:peer_n]
+    nsub = int(pl.Series(sub).str.len_chars().sum())
+
+    def rensa_e2e() -> object:
+        out = []
+        for t in sub:
+            m = RMinHash(num_perm=NUM_PERM, seed=1)
+            m.update(py_char_shingles(t))
+            out.append(m.digest())
+        return out
+
+    def ds_e2e() -> object:
+        return MinHash.bulk([[x.encode() for x in py_char_shingles(t)] for t in sub], num_perm=NUM_PERM, seed=1)
+
+    ours = per_core("core native, Chinese (first peer_n docs)", lambda: fast.minhash_signatures(pl.Series(sub)), len(sub), nsub)
+    ours_ds = per_core("core datasketch-mode, Chinese", lambda: fast.minhash_signatures(pl.Series(sub), mode="datasketch"), len(sub), nsub)
+    rensa = per_core("rensa RMinHash + Python char 3-grams, Chinese", rensa_e2e, len(sub), nsub)
+    ds = per_core("datasketch MinHash.bulk + Python char 3-grams, Chinese", ds_e2e, len(sub), nsub)
+    print(f"ratios per core on Chinese: core/rensa {ours[0] / rensa[0]:.1f}x, core/datasketch {ours[0] / ds[0]:.1f}x, "
+          f"core datasketch-mode/datasketch {ours_ds[0] / ds[0]:.1f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--n", type=int, default=1_000_000, help="synthetic docs")
     ap.add_argument("--peer-n", type=int, default=3000, help="docs given to datasketch/rensa")
     ap.add_argument("--skip-sgd", action="store_true")
+    ap.add_argument("--cjk-only", action="store_true", help="only the Chinese/mixed-script rows")
+    ap.add_argument("--cjk-repeat", type=int, default=10, help="copies of the 500 CrossWOZ dialogues")
     args = ap.parse_args()
     print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}")
+    if (DATA / "crosswoz-zh" / "dev.jsonl").exists():
+        cjk_rows(args.peer_n, args.cjk_repeat)
+    else:
+        print("crosswoz-zh not found: Chinese rows skipped")
+    if args.cjk_only:
+        return
     if not args.skip_sgd:
         path = DATA / "sgd-all" / "dialogues.jsonl"
         texts = []

@@ -110,12 +110,16 @@ def test_matches_reference_on_real_dialogues() -> None:
     ref.assert_identical(fast.text_metrics(s, instruction=True), ref.py_metrics_frame(s, True))
 
 
-def test_random_unicode_matches_reference() -> None:
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_random_unicode_matches_reference(language: str) -> None:
     rng = random.Random(5)
-    alphabet = "abc XYZ.!?\n\t-*1234567890’'\"()ßéΣσçñ日本語한국어Жж😀،。？！ \u00a0\u2003"
+    alphabet = "abc XYZ.!?\n\t-*1234567890’'\"()ßéΣσçñ日本語한국어Жж😀،。？！ \u00a0\u2003必须格式然后；（）、"
     texts = ["".join(rng.choices(alphabet, k=rng.randint(0, 200))) for _ in range(300)]
     s = pl.Series("t", texts)
-    ref.assert_identical(fast.text_metrics(s, instruction=True), ref.py_metrics_frame(s, True))
+    ref.assert_identical(
+        fast.text_metrics(s, instruction=True, language=language),
+        ref.py_metrics_frame(s, True, language),
+    )
 
 
 def test_huge_document() -> None:

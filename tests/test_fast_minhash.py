@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import unicodedata
 from pathlib import Path
 
@@ -53,10 +54,28 @@ def py_normalize(text: str) -> str:
     return s[:-1] if s.endswith(" ") else s
 
 
+# Han, Kana, Hangul, Thai...: chunks the core's tokenizer cuts into words (docs/metrics.md)
+_SEGMENTED = re.compile("[\u0e00-\u0eff\u1000-\u11ff\u1780-\u17ff\u3005-\u3007\u3040-\u30ff"
+                        "\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
+                        "\uf900-\ufaff\uff66-\uff9f]")
+
+
+def py_words(text: str, language: str = "en") -> list[str]:
+    """Whitespace words; a chunk in an unspaced script is cut by the core's tokenizer
+    (checked on its own in tests/test_cjk.py)."""
+    out: list[str] = []
+    for chunk in text.split():
+        if _SEGMENTED.search(chunk):
+            out.extend(fast.tokenize([chunk], language, lowercase=False).to_list()[0])
+        else:
+            out.append(chunk)
+    return out
+
+
 def py_shingles(text: str, ngram: int, unit: str, normalize: bool = True) -> list[str]:
     t = py_normalize(text) if normalize else text
     if unit == "word":
-        units = t.split()
+        units = py_words(t)
         if not units:
             return []
         if len(units) < ngram:

@@ -14,11 +14,14 @@ import numpy.typing as npt
 
 __all__ = [
     "contamination",
+    "detect_language",
+    "language_info",
     "minhash_signatures",
     "near_duplicates",
     "optimal_lsh_params",
     "permutations",
     "text_metrics",
+    "tokenize",
     "version",
 ]
 
@@ -26,8 +29,9 @@ class _ArrowStream(Protocol):
     def __arrow_c_stream__(self, requested_schema: object | None = None) -> object: ...
 
 _Norm = tuple[bool, bool, bool, bool]
-# (num_perm, seed, ngram, unit, norm, mode, scheme): how texts are hashed
-_Hashing = tuple[int, int, int, str, _Norm, str, str]
+# (num_perm, seed, ngram, unit, norm, mode, scheme, language): how texts are hashed;
+# language is resolved ("en", "zh", "ja", "ko", "th"; never "auto")
+_Hashing = tuple[int, int, int, str, _Norm, str, str, str]
 
 def version() -> str: ...
 def minhash_signatures(
@@ -55,7 +59,19 @@ def contamination(
     bands: int | None = None,
     rows: int | None = None,
 ) -> Any: ...
-def text_metrics(texts: _ArrowStream, column: str, instruction: bool = False) -> Any: ...
+def text_metrics(
+    texts: _ArrowStream,
+    column: str,
+    instruction: bool = False,
+    language: str = "en",
+    cues: dict[str, list[str]] | None = None,
+) -> Any: ...
+def tokenize(texts: _ArrowStream, column: str, language: str, lowercase: bool = True) -> Any:
+    """Words of every row: an Arrow table with one ``tokens`` column (list of strings)."""
+def detect_language(texts: _ArrowStream, column: str) -> str:
+    """"en", "zh", "ja", "ko" or "th", from the script shares of all the given rows."""
+def language_info(language: str) -> tuple[str, str, int]:
+    """(segmenter description, default MinHash unit, default MinHash ngram)."""
 def optimal_lsh_params(threshold: float, num_perm: int) -> tuple[int, int]: ...
 def permutations(
     num_perm: int, seed: int, mode: str = "datasketch", scheme: str = "legacy"

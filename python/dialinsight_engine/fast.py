@@ -12,6 +12,13 @@ Functions:
 * :func:`contamination` -- rows near-duplicate to a reference corpus.
 * :func:`text_metrics` -- text-complexity metrics as columns.
 * :func:`optimal_lsh_params` -- LSH (bands, rows) for a Jaccard threshold.
+* :func:`tokenize` -- the words every kernel uses (script-aware: jieba for Chinese).
+* :func:`detect_language` / :func:`resolve_language` / :func:`language_info` -- which
+  tokenizer fits a column (``language="auto"``) and how it cuts words.
+
+Every text function takes ``language``: ``"auto"`` (default: detected from the script shares
+of a sample of the column, :func:`detect_language`), or ``"en"`` (any language written with
+spaces between words), ``"zh"``, ``"ja"``, ``"ko"``, ``"th"``. See ``docs/metrics.md``.
 """
 
 from __future__ import annotations
@@ -25,12 +32,18 @@ import polars as pl
 from dialinsight_engine import _core
 
 __all__ = [
+    "LANGUAGES",
     "NORMALIZE_STEPS",
+    "canonical_language",
     "contamination",
+    "detect_language",
+    "language_info",
     "minhash_signatures",
     "near_duplicates",
     "optimal_lsh_params",
+    "resolve_language",
     "text_metrics",
+    "tokenize",
 ]
 
 #: Normalisation steps, in the order of the tuple handed to the core.
@@ -40,6 +53,11 @@ Normalize = bool | Mapping[str, bool]
 Unit = Literal["word", "char"]
 Mode = Literal["native", "datasketch"]
 Scheme = Literal["legacy", "affine32"]
+
+#: Accepted ``language`` values ("auto" is resolved per column by :func:`detect_language`).
+LANGUAGES = ("auto", "en", "zh", "ja", "ko", "th")
+#: Rows looked at by :func:`detect_language` (evenly spaced over the column).
+LANGUAGE_SAMPLE_ROWS = 1000
 
 _STRING_TYPES = (pl.String, pl.Null)
 
@@ -80,21 +98,105 @@ def _col_name(s: pl.Series, default: str) -> str:
     return s.name or default
 
 
+#: Languages written without spaces that share a tokenizer with Thai (single characters).
+_NO_DICTIONARY_UNSPACED = ("th", "lo", "km", "my")
+
+
+def canonical_language(language: str) -> str:
+    """The tokenizer language of a language code: ``"auto"``, ``"zh"`` (also ``zh-Hans``,
+    ``zh_TW``...), ``"ja"``, ``"ko"``, ``"th"`` (also Lao, Khmer, Burmese), and ``"en"`` for
+    every other code (languages written with spaces between words)."""
+    if not isinstance(language, str) or not language.strip():
+        raise ValueError(f"language must be a language code such as 'en', 'zh' or 'auto'; got {language!r}")
+    code = language.strip().lower().replace("_", "-").split("-")[0]
+    if code in ("auto", "zh", "ja", "ko", "th"):
+        return code
+    return "th" if code in _NO_DICTIONARY_UNSPACED else "en"
+
+
+def _check_language(language: str) -> str:
+    lang = canonical_language(language)
+    if lang not in LANGUAGES:  # pragma: no cover - canonical_language maps every code
+        raise ValueError(f"language must be one of {', '.join(LANGUAGES)}; got {language!r}")
+    return lang
+
+
+def detect_language(
+    texts: pl.Series | Sequence[str | None], *, sample: int = LANGUAGE_SAMPLE_ROWS
+) -> str:
+    """The language whose tokenizer fits ``texts``: ``"zh"``, ``"ja"``, ``"ko"``, ``"th"``,
+    or ``"en"`` for any script written with spaces. Decided on letter counts per script over
+    up to ``sample`` evenly spaced rows, Han/Kana/Thai letters weighing 5x a Latin letter
+    (about a word each); Kana in at least a tenth of the Han+Kana letters means Japanese."""
+    s = _as_text_series(texts)
+    if sample < 1:
+        raise ValueError(f"sample must be >= 1, got {sample!r}")
+    if s.len() > sample:
+        s = s.gather_every(s.len() // sample).head(sample)
+    return _core.detect_language(s, _col_name(s, "texts"))
+
+
+def resolve_language(texts: pl.Series | Sequence[str | None], language: str = "auto") -> str:
+    """:func:`canonical_language` of ``language``, or for ``"auto"`` the
+    :func:`detect_language` of ``texts``."""
+    lang = _check_language(language)
+    return detect_language(texts) if lang == "auto" else lang
+
+
+def language_info(language: str) -> dict[str, str | int]:
+    """How a (resolved) language is handled: ``segmenter`` (what cuts its words), and the
+    MinHash shingles used when none are set (``minhash_unit``, ``minhash_ngram``). Stages
+    record this in their manifests."""
+    lang = _check_language(language)
+    if lang == "auto":
+        raise ValueError("language_info needs a resolved language (see resolve_language)")
+    segmenter, unit, ngram = _core.language_info(lang)
+    return {"language": lang, "segmenter": segmenter, "minhash_unit": unit,
+            "minhash_ngram": ngram}
+
+
+def tokenize(
+    texts: pl.Series | Sequence[str | None], language: str = "auto", *, lowercase: bool = True
+) -> pl.Series:
+    """The words of each row, as the core's kernels see them: a ``List(String)`` Series
+    (null for a null row). Words are whitespace-separated, ASCII punctuation trimmed at
+    both ends; text in scripts written without spaces is cut by UAX #29 word boundaries and,
+    for ``"zh"``, Han runs by jieba-rs (``docs/metrics.md``, "Words per script")."""
+    s = _as_text_series(texts)
+    lang = resolve_language(s, language)
+    out = pl.DataFrame(_core.tokenize(s, _col_name(s, "texts"), lang, bool(lowercase)))
+    return out.get_column("tokens").alias(s.name or "tokens")
+
+
+def _shingles(unit: str | None, ngram: int | None, lang: str) -> tuple[str, int]:
+    """Shingles when the caller leaves unit and/or ngram unset: the language's default
+    (character 3-grams for zh/ja/th, word 3-grams otherwise)."""
+    _, default_unit, default_n = _core.language_info(lang)
+    unit = unit if unit is not None else default_unit
+    if ngram is None:
+        ngram = default_n if unit == default_unit else 3
+    return unit, ngram
+
+
 def _hashing(
-    num_perm: int, seed: int, ngram: int, unit: str, normalize: Normalize, mode: str, scheme: str
-) -> tuple[int, int, int, str, tuple[bool, bool, bool, bool], str, str]:
-    """The core's `hashing` tuple, after checking each part (the core checks again)."""
+    num_perm: int, seed: int, ngram: int | None, unit: str | None, normalize: Normalize,
+    mode: str, scheme: str, language: str, texts: pl.Series,
+) -> tuple[int, int, int, str, tuple[bool, bool, bool, bool], str, str, str]:
+    """The core's `hashing` tuple, after checking each part (the core checks again); resolves
+    `language="auto"` on `texts` and unset shingles to the language's defaults."""
     if not isinstance(num_perm, int) or num_perm < 1:
         raise ValueError(f"num_perm must be a positive int, got {num_perm!r}")
     if not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if not isinstance(ngram, int) or ngram < 1:
+    if ngram is not None and (not isinstance(ngram, int) or ngram < 1):
         raise ValueError(f"ngram must be a positive int, got {ngram!r}")
-    if unit not in ("word", "char"):
+    if unit is not None and unit not in ("word", "char"):
         raise ValueError(f"unit must be 'word' or 'char', got {unit!r}")
     if mode not in ("native", "datasketch"):
         raise ValueError(f"mode must be 'native' or 'datasketch', got {mode!r}")
-    return (num_perm, seed, ngram, unit, _norm(normalize), mode, scheme)
+    lang = resolve_language(texts, language)
+    unit, ngram = _shingles(unit, ngram, lang)
+    return (num_perm, seed, ngram, unit, _norm(normalize), mode, scheme, lang)
 
 
 def minhash_signatures(
@@ -102,11 +204,12 @@ def minhash_signatures(
     *,
     num_perm: int = 128,
     seed: int = 1,
-    ngram: int = 3,
-    unit: Unit = "word",
+    ngram: int | None = None,
+    unit: Unit | None = None,
     normalize: Normalize = True,
     mode: Mode = "native",
     scheme: Scheme = "legacy",
+    language: str = "auto",
 ) -> np.ndarray:
     """MinHash signatures, shape ``(n, num_perm)``, dtype uint64.
 
@@ -117,9 +220,14 @@ def minhash_signatures(
     datasketch's only scheme before 2.0; ``"affine32"`` is datasketch 2.x's default.
     A row with no shingle (null, empty) has every value at ``2**32 - 1``, as
     datasketch's empty MinHash.
+
+    Unset ``unit``/``ngram`` take the language's default (``language="auto"``: detected on
+    the column): word 3-grams for languages written with spaces, character 3-grams for
+    Chinese, Japanese and Thai. Words are the tokenizer's (:func:`tokenize`, without
+    trimming punctuation), so for English they are the whitespace-separated words.
     """
-    hashing = _hashing(num_perm, seed, ngram, unit, normalize, mode, scheme)
     s = _as_text_series(texts)
+    hashing = _hashing(num_perm, seed, ngram, unit, normalize, mode, scheme, language, s)
     return _core.minhash_signatures(s, _col_name(s, "texts"), hashing)
 
 
@@ -136,8 +244,8 @@ def near_duplicates(
     threshold: float = 0.8,
     num_perm: int = 128,
     seed: int = 1,
-    ngram: int = 3,
-    unit: Unit = "word",
+    ngram: int | None = None,
+    unit: Unit | None = None,
     normalize: Normalize = True,
     keep: str = "first",
     id_column: str | None = None,
@@ -145,6 +253,7 @@ def near_duplicates(
     scheme: Scheme = "legacy",
     bands: int | None = None,
     rows: int | None = None,
+    language: str = "auto",
 ) -> pl.DataFrame:
     """Near-duplicate clusters of ``df[column]``, one output row per input row.
 
@@ -162,12 +271,12 @@ def near_duplicates(
     null for representatives and singletons), ``max_jaccard`` (Float64, best estimated
     Jaccard to any LSH candidate, 0.0 if none) and ``is_duplicate`` (Boolean).
     """
-    hashing = _hashing(num_perm, seed, ngram, unit, normalize, mode, scheme)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
     if column not in df.columns:
         raise ValueError(f"column {column!r} not in frame (columns: {df.columns})")
     s = _as_text_series(df.get_column(column))
+    hashing = _hashing(num_perm, seed, ngram, unit, normalize, mode, scheme, language, s)
     quality = None
     keep_mode = keep
     if keep not in ("first", "longest"):
@@ -209,13 +318,14 @@ def contamination(
     threshold: float = 0.8,
     num_perm: int = 128,
     seed: int = 1,
-    ngram: int = 3,
-    unit: Unit = "word",
+    ngram: int | None = None,
+    unit: Unit | None = None,
     normalize: Normalize = True,
     mode: Mode = "native",
     scheme: Scheme = "legacy",
     bands: int | None = None,
     rows: int | None = None,
+    language: str = "auto",
 ) -> pl.DataFrame:
     """For each row of ``texts``: the most similar ``reference`` row found by LSH.
 
@@ -223,11 +333,13 @@ def contamination(
     candidate), ``max_jaccard`` (Float64 estimated Jaccard to it, 0.0 if none) and
     ``contaminated`` (Boolean, ``max_jaccard >= threshold``).
     """
-    hashing = _hashing(num_perm, seed, ngram, unit, normalize, mode, scheme)
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
     s = _as_text_series(texts, "texts")
     r = _as_text_series(reference, "reference")
+    # "auto" looks at both sides: they must be hashed alike
+    both = pl.concat([x.head(LANGUAGE_SAMPLE_ROWS).cast(pl.String).alias("t") for x in (s, r)])
+    hashing = _hashing(num_perm, seed, ngram, unit, normalize, mode, scheme, language, both)
     return pl.DataFrame(
         _core.contamination(
             s,
@@ -243,7 +355,11 @@ def contamination(
 
 
 def text_metrics(
-    texts: pl.Series | Sequence[str | None], *, instruction: bool = False
+    texts: pl.Series | Sequence[str | None],
+    *,
+    instruction: bool = False,
+    language: str = "auto",
+    cues: Mapping[str, Sequence[str]] | None = None,
 ) -> pl.DataFrame:
     """Text-complexity metrics, one row per input row (all null for a null input).
 
@@ -251,6 +367,20 @@ def text_metrics(
     ttr, mtld, word_entropy, distinct_1, distinct_2, char_rep_ratio, word_rep_ratio``; with
     ``instruction=True`` also UInt64 ``constraint_cues, enumerated_steps, question_marks,
     format_requirements``. Formulas: ``docs/metrics.md``.
+
+    Words are :func:`tokenize`'s for ``language`` (``"auto"``: detected on the column).
+    Instruction cues come from the built-in lists (``data/cues/en.txt`` always, plus the
+    language's own file) and ``cues``: ``{"constraint": [...], "format": [...], "step": [...]}``
+    phrases added to them.
     """
     s = _as_text_series(texts)
-    return pl.DataFrame(_core.text_metrics(s, _col_name(s, "texts"), bool(instruction)))
+    lang = resolve_language(s, language)
+    extra = None
+    if cues is not None:
+        unknown = set(cues) - {"constraint", "format", "step"}
+        if unknown:
+            raise ValueError(f"cue kinds must be constraint, format or step; got {sorted(unknown)}")
+        extra = {k: [str(p) for p in v] for k, v in cues.items()}
+    return pl.DataFrame(
+        _core.text_metrics(s, _col_name(s, "texts"), bool(instruction), lang, extra)
+    )

@@ -45,8 +45,10 @@ pub fn check_string_type(dt: &DataType, column: &str) -> Result<(), IoError> {
     }
 }
 
-fn invalid_utf8(column: &str, e: std::str::Utf8Error) -> IoError {
-    IoError::Value(format!("column {column:?} holds invalid UTF-8: {e}"))
+fn invalid_utf8(column: &str, row: usize, e: std::str::Utf8Error) -> IoError {
+    IoError::Value(format!(
+        "column {column:?}, row {row} (0-based) is not valid UTF-8: {e}"
+    ))
 }
 
 /// Validate every non-null value as UTF-8 (in parallel: on large columns this pass is a
@@ -55,32 +57,49 @@ fn invalid_utf8(column: &str, e: std::str::Utf8Error) -> IoError {
 fn validated<'a>(
     len: usize,
     column: &str,
+    first_row: usize,
     value: impl Fn(usize) -> Option<&'a [u8]> + Sync,
 ) -> Result<Vec<Option<&'a str>>, IoError> {
-    (0..len)
+    let checked: Result<Vec<_>, IoError> = (0..len)
         .into_par_iter()
         .with_min_len(1024)
         .map(|i| match value(i) {
             None => Ok(None),
             Some(bytes) => std::str::from_utf8(bytes)
                 .map(Some)
-                .map_err(|e| invalid_utf8(column, e)),
+                .map_err(|e| invalid_utf8(column, first_row + i, e)),
         })
-        .collect()
+        .collect();
+    if checked.is_err() {
+        // Name the first bad row whatever thread found one first.
+        for i in 0..len {
+            if let Some(bytes) = value(i) {
+                if let Err(e) = std::str::from_utf8(bytes) {
+                    return Err(invalid_utf8(column, first_row + i, e));
+                }
+            }
+        }
+    }
+    checked
 }
 
 fn offsets_views<'a, O: OffsetSizeTrait>(
     a: &'a GenericStringArray<O>,
     column: &str,
+    first_row: usize,
 ) -> Result<Vec<Option<&'a str>>, IoError> {
     let (values, offsets) = (a.value_data(), a.value_offsets());
-    validated(a.len(), column, |i| {
+    validated(a.len(), column, first_row, |i| {
         (!a.is_null(i)).then(|| &values[offsets[i].as_usize()..offsets[i + 1].as_usize()])
     })
 }
 
-fn view_values<'a>(a: &'a StringViewArray, column: &str) -> Result<Vec<Option<&'a str>>, IoError> {
-    validated(a.len(), column, |i| {
+fn view_values<'a>(
+    a: &'a StringViewArray,
+    column: &str,
+    first_row: usize,
+) -> Result<Vec<Option<&'a str>>, IoError> {
+    validated(a.len(), column, first_row, |i| {
         (!a.is_null(i)).then(|| a.value(i).as_bytes())
     })
 }
@@ -88,14 +107,24 @@ fn view_values<'a>(a: &'a StringViewArray, column: &str) -> Result<Vec<Option<&'
 /// Borrow the values of one string array (any of the three layouts; an all-null array of
 /// Arrow type null is accepted too).
 pub fn string_values<'a>(arr: &'a ArrayRef, column: &str) -> Result<Vec<Option<&'a str>>, IoError> {
+    string_values_at(arr, column, 0)
+}
+
+/// [`string_values`] of a slice whose first row is row `first_row` of the column (named in
+/// errors).
+pub fn string_values_at<'a>(
+    arr: &'a ArrayRef,
+    column: &str,
+    first_row: usize,
+) -> Result<Vec<Option<&'a str>>, IoError> {
     check_string_type(arr.data_type(), column)?;
     let any = arr.as_any();
     if let Some(a) = any.downcast_ref::<GenericStringArray<i32>>() {
-        offsets_views(a, column)
+        offsets_views(a, column, first_row)
     } else if let Some(a) = any.downcast_ref::<GenericStringArray<i64>>() {
-        offsets_views(a, column)
+        offsets_views(a, column, first_row)
     } else if let Some(a) = any.downcast_ref::<StringViewArray>() {
-        view_values(a, column)
+        view_values(a, column, first_row)
     } else {
         Ok(vec![None; arr.len()])
     }
@@ -116,7 +145,7 @@ where
         while start < chunk.len() {
             let len = BATCH_ROWS.min(chunk.len() - start);
             let part = chunk.slice(start, len);
-            let values = string_values(&part, column)?;
+            let values = string_values_at(&part, column, offset)?;
             f(offset, &values)?;
             offset += len;
             start += len;
@@ -247,6 +276,7 @@ mod proptests {
             if let Err(e) = got {
                 prop_assert!(matches!(e, IoError::Value(_)));
                 prop_assert!(e.to_string().contains("\"t\""));
+                prop_assert!(e.to_string().contains("row 0"));
             }
         }
     }

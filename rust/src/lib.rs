@@ -10,6 +10,7 @@ pub mod lsh;
 pub mod metrics;
 pub mod minhash;
 pub mod text;
+pub mod tokenize;
 
 use arrow_array::RecordBatch;
 use arrow_io::{Column, IoError};
@@ -20,7 +21,9 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3_arrow::{PyArrayReader, PyTable};
 use rayon::prelude::*;
+use std::collections::HashMap;
 use text::{NormalizeOptions, Unit};
+use tokenize::Lang;
 
 fn io_err(e: IoError) -> PyErr {
     match e {
@@ -41,11 +44,16 @@ type Norm = (bool, bool, bool, bool);
 type PermPair<'py> = (Bound<'py, PyArray1<u64>>, Bound<'py, PyArray1<u64>>);
 
 /// How texts are hashed, as the Python side passes it: `(num_perm, seed, ngram, unit,
-/// norm, mode, scheme)` (one tuple, so every MinHash entry point takes the same argument).
-type Hashing = (usize, u64, usize, String, Norm, String, String);
+/// norm, mode, scheme, language)` (one tuple, so every MinHash entry point takes the same
+/// argument; `language` already resolved from "auto").
+type Hashing = (usize, u64, usize, String, Norm, String, String, String);
+
+fn lang(code: &str) -> PyResult<Lang> {
+    Lang::parse(code).map_err(val_err)
+}
 
 fn make_hasher(hashing: Hashing) -> PyResult<MinHasher> {
-    let (num_perm, seed, ngram, unit, norm, mode, scheme) = hashing;
+    let (num_perm, seed, ngram, unit, norm, mode, scheme, language) = hashing;
     let params = MinHashParams {
         num_perm,
         seed,
@@ -58,6 +66,7 @@ fn make_hasher(hashing: Hashing) -> PyResult<MinHasher> {
             whitespace: norm.3,
         },
         mode: Mode::parse(&mode, &scheme).map_err(val_err)?,
+        lang: lang(&language)?,
     };
     MinHasher::new(params).map_err(val_err)
 }
@@ -301,13 +310,31 @@ fn contamination(
 
 /// Text-complexity metrics of a string column stream (one row per input row).
 #[pyfunction]
-#[pyo3(signature = (texts, column, instruction=false))]
+#[pyo3(signature = (texts, column, instruction=false, language="en", cues=None))]
 fn text_metrics(
     py: Python<'_>,
     texts: PyArrayReader,
     column: &str,
     instruction: bool,
+    language: &str,
+    cues: Option<HashMap<String, Vec<String>>>,
 ) -> PyResult<PyTable> {
+    let extra = cues
+        .map(|map| {
+            let mut c = metrics::Cues::default();
+            for (kind, phrases) in map {
+                c.kind_mut(&kind)
+                    .ok_or_else(|| {
+                        val_err(format!(
+                            "cue kind must be 'constraint', 'format' or 'step', got {kind:?}"
+                        ))
+                    })?
+                    .extend(phrases);
+            }
+            Ok::<_, PyErr>(c)
+        })
+        .transpose()?;
+    let cfg = metrics::MetricsConfig::new(lang(language)?, instruction, extra.as_ref());
     let reader = texts.into_reader()?;
     let build =
         |ms: Vec<Option<metrics::TextMetrics>>| -> Result<RecordBatch, arrow_schema::ArrowError> {
@@ -354,13 +381,105 @@ fn text_metrics(
         .detach(|| {
             let mut batches = Vec::new();
             arrow_io::for_each_text_batch(reader, column, |_, vals| {
-                batches.push(build(metrics::batch_metrics(vals, instruction))?);
+                batches.push(build(metrics::batch_metrics(vals, &cfg))?);
                 Ok(())
             })?;
             Ok::<_, IoError>(batches)
         })
         .map_err(io_err)?;
     table(batches, empty)
+}
+
+/// Words of every row (a `tokens` list column; null rows give null): the tokenizer every
+/// kernel uses (`rust/src/tokenize.rs`), lexical style (ASCII punctuation trimmed off
+/// spaced words), lowercased when asked.
+#[pyfunction]
+#[pyo3(name = "tokenize", signature = (texts, column, language, lowercase=true))]
+fn tokenize_texts(
+    py: Python<'_>,
+    texts: PyArrayReader,
+    column: &str,
+    language: &str,
+    lowercase: bool,
+) -> PyResult<PyTable> {
+    use arrow_array::builder::{ListBuilder, StringBuilder};
+    let lang = lang(language)?;
+    let reader = texts.into_reader()?;
+    let to_batch = |rows: Vec<Option<Vec<String>>>| {
+        let mut b = ListBuilder::new(StringBuilder::new());
+        for row in rows {
+            match row {
+                Some(words) => {
+                    for w in words {
+                        b.values().append_value(w);
+                    }
+                    b.append(true);
+                }
+                None => b.append(false),
+            }
+        }
+        let arr: arrow_array::ArrayRef = std::sync::Arc::new(b.finish());
+        RecordBatch::try_from_iter([("tokens", arr)])
+    };
+    let empty = to_batch(vec![]).map_err(arrow_err)?;
+    let batches = py
+        .detach(|| {
+            let mut batches = Vec::new();
+            arrow_io::for_each_text_batch(reader, column, |_, vals| {
+                let rows: Vec<Option<Vec<String>>> = vals
+                    .par_iter()
+                    .with_min_len(8)
+                    .map(|t| {
+                        t.map(|t| {
+                            let lower;
+                            let t = if lowercase {
+                                lower = t.to_lowercase();
+                                lower.as_str()
+                            } else {
+                                t
+                            };
+                            let mut toks = Vec::new();
+                            tokenize::lexical_words(t, lang, &mut toks);
+                            toks.into_iter().map(str::to_owned).collect()
+                        })
+                    })
+                    .collect();
+                batches.push(to_batch(rows)?);
+                Ok(())
+            })?;
+            Ok::<_, IoError>(batches)
+        })
+        .map_err(io_err)?;
+    table(batches, empty)
+}
+
+/// The language whose tokenizer fits a (sample of a) string column, by script shares:
+/// "en" (written with spaces), "zh", "ja", "ko" or "th".
+#[pyfunction]
+fn detect_language(py: Python<'_>, texts: PyArrayReader, column: &str) -> PyResult<&'static str> {
+    let reader = texts.into_reader()?;
+    py.detach(|| {
+        let mut counts = tokenize::ScriptCounts::default();
+        arrow_io::for_each_text_batch(reader, column, |_, vals| {
+            vals.iter().flatten().for_each(|t| counts.add(t));
+            Ok(())
+        })?;
+        Ok::<_, IoError>(counts.language().code())
+    })
+    .map_err(io_err)
+}
+
+/// How a language is tokenised: `(segmenter description, default MinHash unit, default
+/// MinHash ngram)`.
+#[pyfunction]
+fn language_info(language: &str) -> PyResult<(&'static str, &'static str, usize)> {
+    let l = lang(language)?;
+    let (unit, n) = l.default_shingles();
+    let unit = match unit {
+        Unit::Word => "word",
+        Unit::Char => "char",
+    };
+    Ok((l.segmenter(), unit, n))
 }
 
 /// datasketch's `_optimal_param(threshold, num_perm, 0.5, 0.5)`: (bands, rows).
@@ -396,6 +515,7 @@ fn permutations<'py>(
         no_norm,
         mode.into(),
         scheme.into(),
+        "en".into(),
     ))?;
     let (a, b) = h.perms.as_u64();
     Ok((PyArray1::from_vec(py, a), PyArray1::from_vec(py, b)))
@@ -410,5 +530,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(text_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(optimal_lsh_params, m)?)?;
     m.add_function(wrap_pyfunction!(permutations, m)?)?;
+    m.add_function(wrap_pyfunction!(tokenize_texts, m)?)?;
+    m.add_function(wrap_pyfunction!(detect_language, m)?)?;
+    m.add_function(wrap_pyfunction!(language_info, m)?)?;
     Ok(())
 }

@@ -1,98 +1,186 @@
 //! Text-complexity metrics. Every formula is documented in `docs/metrics.md`; the
 //! benchmark `benchmarks/bench_metrics.py` holds a plain Python implementation that must
 //! give identical results.
+use crate::tokenize::{lexical_words, needs_segmentation, Lang};
+use aho_corasick::{AhoCorasick, MatchKind};
 use rayon::prelude::*;
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 use xxhash_rust::xxh3::xxh3_64;
 
 pub const MTLD_THRESHOLD: f64 = 0.72;
 pub const CHAR_REP_N: usize = 10;
 pub const WORD_REP_N: usize = 10;
 
-/// Constraint cues (lowercased token sequences), matched greedily longest-first.
-pub const CONSTRAINT_CUES: &[&str] = &[
-    "must",
-    "must not",
-    "should",
-    "should not",
-    "shall",
-    "need to",
-    "needs to",
-    "required",
-    "require",
-    "requires",
-    "at most",
-    "at least",
-    "exactly",
-    "only",
-    "do not",
-    "don't",
-    "don’t",
-    "never",
-    "always",
-    "without",
-    "no more than",
-    "no less than",
-    "no fewer than",
-    "fewer than",
-    "less than",
-    "more than",
-    "up to",
-    "include",
-    "includes",
-    "including",
-    "exclude",
-    "excludes",
-    "excluding",
-    "within",
-    "limit",
-    "limited",
-    "maximum",
-    "minimum",
-    "ensure",
-    "avoid",
-    "strictly",
+/// Built-in cue lists, one file per language (`python/dialinsight_engine/data/cues/`).
+pub const CUE_FILES: &[(&str, &str)] = &[
+    (
+        "en",
+        include_str!("../../python/dialinsight_engine/data/cues/en.txt"),
+    ),
+    (
+        "zh",
+        include_str!("../../python/dialinsight_engine/data/cues/zh.txt"),
+    ),
 ];
 
-/// Output-format cues (single lowercased tokens).
-pub const FORMAT_CUES: &[&str] = &[
-    "json",
-    "yaml",
-    "xml",
-    "csv",
-    "tsv",
-    "html",
-    "markdown",
-    "table",
-    "tables",
-    "bullet",
-    "bullets",
-    "bulleted",
-    "list",
-    "lists",
-    "numbered",
-    "format",
-    "formatted",
-    "formatting",
-    "template",
-    "schema",
-    "field",
-    "fields",
-    "column",
-    "columns",
-    "heading",
-    "headings",
-    "header",
-    "headers",
-    "title",
-    "paragraph",
-    "paragraphs",
-    "sentences",
-    "words",
-    "lines",
-    "characters",
-    "points",
-];
+/// Instruction cue phrases by kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Cues {
+    pub constraint: Vec<String>,
+    pub format: Vec<String>,
+    pub step: Vec<String>,
+}
+
+impl Cues {
+    /// Parse a cue file: `[constraint]`, `[format]`, `[step]` sections, one phrase a line,
+    /// `#` comments.
+    pub fn parse(text: &str) -> Result<Cues, String> {
+        let mut cues = Cues::default();
+        let mut section: Option<&mut Vec<String>> = None;
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or("").trim();
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = Some(
+                    cues.kind_mut(name)
+                        .ok_or_else(|| format!("line {}: unknown cue section [{name}]", i + 1))?,
+                );
+                continue;
+            }
+            match section.as_mut() {
+                Some(v) => v.push(line.to_lowercase()),
+                None => return Err(format!("line {}: phrase before any [section]", i + 1)),
+            }
+        }
+        Ok(cues)
+    }
+
+    pub fn kind_mut(&mut self, kind: &str) -> Option<&mut Vec<String>> {
+        match kind {
+            "constraint" => Some(&mut self.constraint),
+            "format" => Some(&mut self.format),
+            "step" => Some(&mut self.step),
+            _ => None,
+        }
+    }
+
+    /// The built-in cues of a language (English ones always, plus the language's own file).
+    pub fn builtin(lang: Lang) -> Cues {
+        let mut out = Cues::default();
+        for (code, text) in CUE_FILES {
+            if *code == "en" || *code == lang.code() {
+                out.extend(&Cues::parse(text).expect("built-in cue files parse"));
+            }
+        }
+        out
+    }
+
+    pub fn extend(&mut self, other: &Cues) {
+        for (mine, theirs) in [
+            (&mut self.constraint, &other.constraint),
+            (&mut self.format, &other.format),
+            (&mut self.step, &other.step),
+        ] {
+            for p in theirs {
+                let p = p.trim().to_lowercase();
+                if !p.is_empty() && !mine.contains(&p) {
+                    mine.push(p);
+                }
+            }
+        }
+    }
+}
+
+/// Matches one kind of cue: spaced phrases as lowercased word sequences (longest first),
+/// phrases in unspaced scripts as substrings (leftmost-longest, non-overlapping).
+struct PhraseMatcher {
+    /// word sequences, longest first
+    phrases: Vec<Vec<String>>,
+    substrings: Option<AhoCorasick>,
+}
+
+impl PhraseMatcher {
+    fn new(list: &[String]) -> Self {
+        let (unspaced, spaced): (Vec<&String>, Vec<&String>) =
+            list.iter().partition(|p| p.chars().any(needs_segmentation));
+        let mut phrases: Vec<Vec<String>> = spaced
+            .iter()
+            .map(|p| p.split_whitespace().map(str::to_owned).collect())
+            .collect();
+        phrases.sort_by_key(|p: &Vec<String>| std::cmp::Reverse(p.len()));
+        let substrings = (!unspaced.is_empty()).then(|| {
+            AhoCorasick::builder()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(&unspaced)
+                .expect("cue phrases build an automaton")
+        });
+        PhraseMatcher {
+            phrases,
+            substrings,
+        }
+    }
+
+    fn count(&self, lower: &str, toks: &[&str]) -> u64 {
+        let mut i = 0;
+        let mut count = 0;
+        if !self.phrases.is_empty() {
+            while i < toks.len() {
+                let mut step = 1;
+                for p in &self.phrases {
+                    if i + p.len() <= toks.len() && p.iter().zip(&toks[i..]).all(|(a, b)| a == b) {
+                        count += 1;
+                        step = p.len();
+                        break;
+                    }
+                }
+                i += step;
+            }
+        }
+        if let Some(ac) = &self.substrings {
+            count += ac.find_iter(lower).count() as u64;
+        }
+        count
+    }
+}
+
+/// The instruction-cue matchers of one language (built-in lists plus the spec's).
+pub struct CueMatcher {
+    constraint: PhraseMatcher,
+    format: PhraseMatcher,
+    step: PhraseMatcher,
+}
+
+impl CueMatcher {
+    pub fn new(cues: &Cues) -> Self {
+        CueMatcher {
+            constraint: PhraseMatcher::new(&cues.constraint),
+            format: PhraseMatcher::new(&cues.format),
+            step: PhraseMatcher::new(&cues.step),
+        }
+    }
+}
+
+/// Everything a text's metrics depend on besides the text.
+pub struct MetricsConfig {
+    pub lang: Lang,
+    /// `Some`: instruction measures (cues, steps, question marks) too.
+    pub cues: Option<CueMatcher>,
+}
+
+impl MetricsConfig {
+    pub fn new(lang: Lang, instruction: bool, extra: Option<&Cues>) -> Self {
+        let cues = instruction.then(|| {
+            let mut c = Cues::builtin(lang);
+            if let Some(extra) = extra {
+                c.extend(extra);
+            }
+            CueMatcher::new(&c)
+        });
+        MetricsConfig { lang, cues }
+    }
+}
 
 /// Metrics of one text.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -115,33 +203,29 @@ pub struct TextMetrics {
     pub format_requirements: u64,
 }
 
-/// Python's `str.split()` whitespace (Unicode White_Space plus U+001C..U+001F).
-#[inline]
-pub fn is_py_space(c: char) -> bool {
-    c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
-}
+pub use crate::tokenize::is_py_space;
 
 fn is_sentence_end(c: char) -> bool {
-    matches!(c, '.' | '!' | '?' | '\n' | '。' | '！' | '？')
+    // ASCII ends, then the CJK full stop, full-width ! ? ; and the half-width full stop
+    matches!(c, '.' | '!' | '?' | '\n' | '。' | '！' | '？' | '；' | '｡')
 }
 
-/// Lexical tokens: lowercase, split on whitespace, strip ASCII punctuation at both ends,
-/// drop empty tokens.
-pub fn lexical_tokens(text: &str) -> Vec<String> {
+/// Lexical tokens (lowercased) and the `words` count of a text: see
+/// [`crate::tokenize::for_each_lexical_chunk`].
+pub fn lexical_tokens(text: &str, lang: Lang) -> Vec<String> {
     let lower = text.to_lowercase();
-    lexical_slices(&lower)
+    lexical_slices(&lower, lang)
+        .0
         .into_iter()
         .map(str::to_owned)
         .collect()
 }
 
-/// Lexical tokens of an already-lowercased text, as slices of it.
-fn lexical_slices(lower: &str) -> Vec<&str> {
-    lower
-        .split(is_py_space)
-        .map(|w| w.trim_matches(|c: char| c.is_ascii_punctuation()))
-        .filter(|w| !w.is_empty())
-        .collect()
+/// Lexical tokens of an already-lowercased text, as slices of it, and the `words` count.
+fn lexical_slices(lower: &str, lang: Lang) -> (Vec<&str>, u64) {
+    let mut toks = Vec::new();
+    let words = lexical_words(lower, lang, &mut toks);
+    (toks, words)
 }
 
 /// One MTLD pass; `seen[id] == epoch` marks a type seen in the current segment.
@@ -267,57 +351,28 @@ fn is_enumerated_line(line: &str) -> bool {
         let rest = l[4..].trim_start_matches(is_py_space);
         return rest.as_bytes().first().is_some_and(|c| c.is_ascii_digit());
     }
-    false
+    is_cjk_enumerated(l)
 }
 
-struct CueMatcher {
-    /// phrase token sequences, longest first
-    phrases: Vec<Vec<&'static str>>,
-    format: FxHashSet<&'static str>,
-}
-
-impl CueMatcher {
-    fn new() -> Self {
-        let mut phrases: Vec<Vec<&'static str>> = CONSTRAINT_CUES
-            .iter()
-            .map(|p| p.split(' ').collect())
-            .collect();
-        phrases.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        CueMatcher {
-            phrases,
-            format: FORMAT_CUES.iter().copied().collect(),
-        }
-    }
-
-    fn constraint_count(&self, toks: &[&str]) -> u64 {
-        let mut i = 0;
-        let mut count = 0;
-        while i < toks.len() {
-            let mut step = 1;
-            for p in &self.phrases {
-                if i + p.len() <= toks.len() && p.iter().zip(&toks[i..]).all(|(a, b)| *a == *b) {
-                    count += 1;
-                    step = p.len();
-                    break;
-                }
-            }
-            i += step;
-        }
-        count
-    }
-
-    fn format_count(&self, toks: &[&str]) -> u64 {
-        toks.iter().filter(|t| self.format.contains(*t)).count() as u64
-    }
-}
-
-fn cue_matcher() -> &'static CueMatcher {
-    static M: std::sync::OnceLock<CueMatcher> = std::sync::OnceLock::new();
-    M.get_or_init(CueMatcher::new)
+/// Chinese and Japanese numbering: "1、", "1．", "（1）", "一、", "第三步" (and full-width
+/// digits). ASCII forms such as "(1)" are left out so English counts stay as they were.
+fn is_cjk_enumerated(l: &str) -> bool {
+    let is_num = |c: char| {
+        c.is_ascii_digit() || ('０'..='９').contains(&c) || "一二三四五六七八九十".contains(c)
+    };
+    // (opening, closing) around 1..=3 numerals; no opening: the numerals start the line
+    let (open, close): (Option<char>, &[char]) = match l.chars().next() {
+        Some('（') => (Some('（'), &['）']),
+        Some('第') => (Some('第'), &['步']),
+        _ => (None, &['、', '．']),
+    };
+    let rest = open.map_or(l, |o| &l[o.len_utf8()..]);
+    let n = rest.chars().take_while(|&c| is_num(c)).count();
+    (1..=3).contains(&n) && rest.chars().nth(n).is_some_and(|c| close.contains(&c))
 }
 
 /// All metrics of one text.
-pub fn text_metrics(text: &str, instruction: bool) -> TextMetrics {
+pub fn text_metrics(text: &str, cfg: &MetricsConfig) -> TextMetrics {
     let mut m = TextMetrics::default();
     let mut ascii_chars = 0u64;
     let mut chars = 0u64;
@@ -333,19 +388,19 @@ pub fn text_metrics(text: &str, instruction: bool) -> TextMetrics {
     }
     m.chars = chars;
     m.approx_tokens = (ascii_chars + 2 * (chars - ascii_chars)).div_ceil(4);
-    m.words = text.split(is_py_space).filter(|w| !w.is_empty()).count() as u64;
     m.sentences = text
         .split(is_sentence_end)
         .filter(|s| s.chars().any(char::is_alphanumeric))
         .count() as u64;
+
+    let lower = text.to_lowercase();
+    let (toks, words) = lexical_slices(&lower, cfg.lang);
+    m.words = words;
     m.mean_sentence_words = if m.sentences > 0 {
         m.words as f64 / m.sentences as f64
     } else {
         0.0
     };
-
-    let lower = text.to_lowercase();
-    let toks = lexical_slices(&lower);
     let n = toks.len();
     // Token ids in first-occurrence order.
     let mut id_of: FxHashMap<&str, u32> = FxHashMap::default();
@@ -391,22 +446,22 @@ pub fn text_metrics(text: &str, instruction: bool) -> TextMetrics {
     }
     m.char_rep_ratio = char_rep_ratio(text, CHAR_REP_N);
     m.word_rep_ratio = word_rep_ratio_ids(&ids, WORD_REP_N);
-    if instruction {
-        let cm = cue_matcher();
-        m.constraint_cues = cm.constraint_count(&toks);
-        m.format_requirements = cm.format_count(&toks);
-        m.enumerated_steps = text.split('\n').filter(|l| is_enumerated_line(l)).count() as u64;
+    if let Some(cm) = &cfg.cues {
+        m.constraint_cues = cm.constraint.count(&lower, &toks);
+        m.format_requirements = cm.format.count(&lower, &toks);
+        m.enumerated_steps = text.split('\n').filter(|l| is_enumerated_line(l)).count() as u64
+            + cm.step.count(&lower, &toks);
         m.question_marks = qmarks;
     }
     m
 }
 
 /// Metrics of a batch (nulls stay None), in parallel.
-pub fn batch_metrics(texts: &[Option<&str>], instruction: bool) -> Vec<Option<TextMetrics>> {
+pub fn batch_metrics(texts: &[Option<&str>], cfg: &MetricsConfig) -> Vec<Option<TextMetrics>> {
     texts
         .par_iter()
         .with_min_len(8)
-        .map(|t| t.map(|t| text_metrics(t, instruction)))
+        .map(|t| t.map(|t| text_metrics(t, cfg)))
         .collect()
 }
 
@@ -414,9 +469,17 @@ pub fn batch_metrics(texts: &[Option<&str>], instruction: bool) -> Vec<Option<Te
 mod tests {
     use super::*;
 
+    fn metrics(t: &str, instruction: bool) -> TextMetrics {
+        text_metrics(t, &MetricsConfig::new(Lang::En, instruction, None))
+    }
+
+    fn zh(t: &str) -> TextMetrics {
+        text_metrics(t, &MetricsConfig::new(Lang::Zh, true, None))
+    }
+
     #[test]
     fn basic_counts() {
-        let m = text_metrics("Hello world. How are you? Fine!", true);
+        let m = metrics("Hello world. How are you? Fine!", true);
         assert_eq!(m.words, 6);
         assert_eq!(m.chars, 31);
         assert_eq!(m.sentences, 3);
@@ -428,14 +491,14 @@ mod tests {
 
     #[test]
     fn empty_text() {
-        let m = text_metrics("", true);
+        let m = metrics("", true);
         assert_eq!(m, TextMetrics::default());
     }
 
     #[test]
     fn instruction_cues() {
         let t = "You must answer in at most 50 words and do not use JSON.\n1. Read\n- list\nStep 2: go\n3.5 is not a step";
-        let m = text_metrics(t, true);
+        let m = metrics(t, true);
         assert_eq!(m.constraint_cues, 3); // must, at most, do not
         assert_eq!(m.enumerated_steps, 3);
         assert_eq!(m.format_requirements, 3); // words, json, list
@@ -446,15 +509,50 @@ mod tests {
         let rep = "abcdefghij".repeat(20);
         assert!(char_rep_ratio(&rep, 10) > 0.0);
         assert_eq!(char_rep_ratio("abcdefghijklmnop", 10), 0.0);
-        let m = text_metrics(&"the cat sat on the mat ".repeat(10), false);
+        let m = metrics(&"the cat sat on the mat ".repeat(10), false);
         assert_eq!(m.word_rep_ratio, 1.0);
     }
 
     #[test]
     fn non_latin() {
-        let m = text_metrics("Привет, мир! 你好，世界。", false);
-        assert_eq!(m.words, 3);
+        let t = "Привет, мир! 你好，世界。";
+        let m = metrics(t, false);
+        // two Cyrillic words; the Han chunk cut per ideograph without a dictionary
+        assert_eq!(m.words, 6);
         assert_eq!(m.sentences, 2);
         assert_eq!(m.chars, 19);
+        assert_eq!(zh(t).words, 4); // 你好, 世界
+    }
+
+    #[test]
+    fn chinese_words_and_cues() {
+        let t = "请用JSON格式输出，必须包含价格，不超过50个字。\n1、先读对话\n（2）然后回答\n第三步：检查";
+        let m = zh(t);
+        assert!(m.words > 15, "{m:?}");
+        assert_eq!(m.sentences, 4);
+        // 必须, 包含, 不超过
+        assert_eq!(m.constraint_cues, 3, "{m:?}");
+        // json (English list, as a word), 请用, 格式, 个字
+        assert_eq!(m.format_requirements, 4, "{m:?}");
+        // three numbered lines, 然后, 第三步 (also the line)
+        assert_eq!(m.enumerated_steps, 5, "{m:?}");
+        // English text reads the same in either language
+        let en = "You must answer in at most 50 words and do not use JSON.";
+        assert_eq!(metrics(en, true), zh(en));
+    }
+
+    #[test]
+    fn cue_files_parse_and_extend() {
+        let mut c = Cues::builtin(Lang::Zh);
+        assert!(c.constraint.contains(&"must".to_string()));
+        assert!(c.constraint.contains(&"必须".to_string()));
+        assert!(Cues::parse("must\n").is_err());
+        assert!(Cues::parse("[nope]\nx").is_err());
+        let before = c.format.len();
+        c.extend(&Cues {
+            format: vec!["用表格".into(), "json".into()],
+            ..Default::default()
+        });
+        assert_eq!(c.format.len(), before + 1);
     }
 }

@@ -17,6 +17,7 @@
 //! All signatures are stored as `u32` (every mode's values fit in 32 bits); an empty
 //! set has every slot at `u32::MAX`, as datasketch's empty MinHash.
 use crate::text::{for_each_shingle_with, is_ascii_space, normalize_into, NormalizeOptions, Unit};
+use crate::tokenize::{for_each_token, Lang, Style};
 use rayon::prelude::*;
 use sha1::{Digest, Sha1};
 
@@ -190,6 +191,8 @@ pub struct MinHashParams {
     pub unit: Unit,
     pub norm: NormalizeOptions,
     pub mode: Mode,
+    /// Whose words make word shingles (see [`crate::tokenize`]).
+    pub lang: Lang,
 }
 
 impl MinHashParams {
@@ -432,17 +435,17 @@ impl MinHasher {
         };
         match p.mode {
             Mode::Native => {
-                for_each_shingle_with(t, p.unit, p.ngram, shingle, words, |s| {
+                for_each_shingle_with(t, p.unit, p.ngram, p.lang, shingle, words, |s| {
                     hashes.push(native_hash32(s))
                 });
             }
             Mode::DatasketchLegacy => {
-                for_each_shingle_with(t, p.unit, p.ngram, shingle, words, |s| {
+                for_each_shingle_with(t, p.unit, p.ngram, p.lang, shingle, words, |s| {
                     hashes.push(sha1_hash32(s))
                 });
             }
             Mode::DatasketchAffine32 => {
-                for_each_shingle_with(t, p.unit, p.ngram, shingle, words, |s| {
+                for_each_shingle_with(t, p.unit, p.ngram, p.lang, shingle, words, |s| {
                     hashes.push(fmix32(sha1_hash32(s)))
                 });
             }
@@ -488,10 +491,9 @@ impl MinHasher {
                 normalize_into(text, &p.norm, norm);
                 norm.as_str()
             };
-            word_hashes.extend(
-                t.split_whitespace()
-                    .map(|w| xxhash_rust::xxh3::xxh3_64(w.as_bytes())),
-            );
+            for_each_token(t, p.lang, Style::Shingle, |w| {
+                word_hashes.push(xxhash_rust::xxh3::xxh3_64(w.as_bytes()))
+            });
         }
         let n = p.ngram.max(1);
         if word_hashes.is_empty() {
@@ -577,6 +579,7 @@ mod tests {
             unit: Unit::Word,
             norm: NormalizeOptions::ALL,
             mode,
+            lang: Lang::En,
         }
     }
 
@@ -650,6 +653,7 @@ mod proptests {
             unit: Unit::Word,
             norm: NormalizeOptions::ALL,
             mode,
+            lang: Lang::En,
         })
         .unwrap()
     }

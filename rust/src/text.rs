@@ -1,7 +1,9 @@
 //! Text normalisation and shingling (word or character n-grams).
 //!
 //! Pure Rust, no Python: unit-tested with `cargo test`.
-use unicode_normalization::UnicodeNormalization;
+use crate::tokenize::{for_each_token, Lang, Style};
+use unicode_normalization::char::canonical_combining_class;
+use unicode_normalization::{is_nfkc_quick, IsNormalized, UnicodeNormalization};
 
 /// Which normalisation steps run before shingling.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,7 +117,11 @@ pub fn normalize_into(text: &str, opts: &NormalizeOptions, out: &mut String) {
         *out = unsafe { String::from_utf8_unchecked(bytes) };
     } else {
         let mut lower_and_fold = |c: char, out: &mut String| {
-            if opts.lowercase && !c.is_lowercase() {
+            if (0x4E00..=0x9FFF).contains(&(c as u32)) {
+                // CJK ideographs: alphanumeric, no case, not space: kept as they are
+                last_space = false;
+                out.push(c);
+            } else if opts.lowercase && !c.is_lowercase() {
                 for l in c.to_lowercase() {
                     push_folded(out, l, opts, &mut last_space);
                 }
@@ -124,9 +130,7 @@ pub fn normalize_into(text: &str, opts: &NormalizeOptions, out: &mut String) {
             }
         };
         if opts.nfkc {
-            for c in text.nfkc() {
-                lower_and_fold(c, out);
-            }
+            for_each_nfkc_char(text, |c| lower_and_fold(c, out));
         } else {
             for c in text.chars() {
                 lower_and_fold(c, out);
@@ -138,6 +142,58 @@ pub fn normalize_into(text: &str, opts: &NormalizeOptions, out: &mut String) {
     }
 }
 
+/// A character at which NFKC may restart: it is unchanged by NFKC on its own and never
+/// composes with what precedes it (quick check Yes, combining class 0), so NFKC of a text is
+/// the concatenation of NFKC of the pieces that start at such characters (the "boundary
+/// before" property that ICU uses for the same purpose).
+#[inline]
+fn is_nfkc_boundary(c: char) -> bool {
+    let u = c as u32;
+    // The common cases without a table lookup: ASCII, CJK ideographs, Hangul syllables
+    // (a precomposed LV syllable can take a trailing jamo, but a syllable never combines
+    // with what precedes it), Kana without the combining sound marks.
+    if u < 0x80 || (0x4E00..=0x9FFF).contains(&u) || (0xAC00..=0xD7A3).contains(&u) {
+        return true;
+    }
+    canonical_combining_class(c) == 0 && is_nfkc_quick(std::iter::once(c)) == IsNormalized::Yes
+}
+
+/// Full-width ASCII forms and the ideographic space: their NFKC is one ASCII character, and
+/// replacing a character by its compatibility decomposition does not change the NFKC of the
+/// text, so they are mapped here and then count as boundaries.
+#[inline]
+fn fullwidth_to_ascii(c: char) -> Option<char> {
+    match c as u32 {
+        u @ 0xFF01..=0xFF5E => char::from_u32(u - 0xFEE0),
+        0x3000 => Some(' '),
+        _ => None,
+    }
+}
+
+/// Call `f` with every character of NFKC(`text`). Runs of boundary characters (see
+/// [`is_nfkc_boundary`]) are passed through as they are and only the pieces around other
+/// characters go through the full algorithm: on CJK text this is most of the NFKC cost saved.
+pub fn for_each_nfkc_char<F: FnMut(char)>(text: &str, mut f: F) {
+    // The current piece: byte start, and its only character while it holds one boundary
+    // character and nothing else (emitted as is; otherwise the piece goes through NFKC).
+    let mut piece: Option<(usize, Option<char>)> = None;
+    let flush = |piece: Option<(usize, Option<char>)>, end: usize, f: &mut F| match piece {
+        Some((_, Some(c))) => f(c),
+        Some((s, None)) => text[s..end].nfkc().for_each(f),
+        None => {}
+    };
+    for (i, c) in text.char_indices() {
+        let mapped = fullwidth_to_ascii(c);
+        if mapped.is_some() || is_nfkc_boundary(c) {
+            flush(piece.take(), i, &mut f);
+            piece = Some((i, Some(mapped.unwrap_or(c))));
+        } else {
+            piece = Some((piece.map_or(i, |p| p.0), None));
+        }
+    }
+    flush(piece, text.len(), &mut f);
+}
+
 /// Normalise into a new string.
 pub fn normalize(text: &str, opts: &NormalizeOptions) -> String {
     let mut s = String::new();
@@ -147,7 +203,8 @@ pub fn normalize(text: &str, opts: &NormalizeOptions) -> String {
 
 /// Call `f` with the bytes of every shingle of an already-normalised text.
 ///
-/// * Word unit: words are the whitespace-separated tokens; a shingle is `ngram`
+/// * Word unit: words are the tokens of [`crate::tokenize`] (whitespace-separated words;
+///   chunks in scripts written without spaces are segmented per `lang`); a shingle is `ngram`
 ///   consecutive words joined by single ASCII spaces (utf-8 bytes).
 /// * Char unit: a shingle is `ngram` consecutive Unicode scalar values (utf-8 bytes of
 ///   that substring).
@@ -159,10 +216,11 @@ pub fn for_each_shingle<F: FnMut(&[u8])>(
     text: &str,
     unit: Unit,
     ngram: usize,
+    lang: Lang,
     buf: &mut Vec<u8>,
     f: F,
 ) -> usize {
-    for_each_shingle_with(text, unit, ngram, buf, &mut Vec::new(), f)
+    for_each_shingle_with(text, unit, ngram, lang, buf, &mut Vec::new(), f)
 }
 
 /// [`for_each_shingle`] with a caller-owned word buffer (no allocation per text in hot loops).
@@ -170,6 +228,7 @@ pub fn for_each_shingle_with<F: FnMut(&[u8])>(
     text: &str,
     unit: Unit,
     ngram: usize,
+    lang: Lang,
     buf: &mut Vec<u8>,
     words: &mut Vec<(usize, usize)>,
     mut f: F,
@@ -196,10 +255,10 @@ pub fn for_each_shingle_with<F: FnMut(&[u8])>(
                 }
             } else {
                 let base = text.as_ptr() as usize;
-                words.extend(text.split_whitespace().map(|w| {
+                for_each_token(text, lang, Style::Shingle, |w| {
                     let s = w.as_ptr() as usize - base;
-                    (s, s + w.len())
-                }));
+                    words.push((s, s + w.len()));
+                });
             }
             if words.is_empty() {
                 return 0;
@@ -248,15 +307,16 @@ pub fn for_each_shingle_with<F: FnMut(&[u8])>(
                 }
                 return bytes.len() - n + 1;
             }
-            let mut starts: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
-            let nchars = starts.len();
-            starts.push(bytes.len());
+            // Char starts, in the caller's buffer (no allocation per text).
+            words.clear();
+            words.extend(text.char_indices().map(|(i, c)| (i, i + c.len_utf8())));
+            let nchars = words.len();
             if nchars < n {
                 f(bytes);
                 return 1;
             }
             for i in 0..=(nchars - n) {
-                f(&bytes[starts[i]..starts[i + n]]);
+                f(&bytes[words[i].0..words[i + n - 1].1]);
             }
             nchars - n + 1
         }
@@ -266,9 +326,14 @@ pub fn for_each_shingle_with<F: FnMut(&[u8])>(
 /// All shingles as owned strings (tests and debugging; the hot path uses
 /// [`for_each_shingle`]).
 pub fn shingles(text: &str, unit: Unit, ngram: usize) -> Vec<String> {
+    shingles_in(text, unit, ngram, Lang::En)
+}
+
+/// [`shingles`] with the words of a given language.
+pub fn shingles_in(text: &str, unit: Unit, ngram: usize, lang: Lang) -> Vec<String> {
     let mut out = Vec::new();
     let mut buf = Vec::new();
-    for_each_shingle(text, unit, ngram, &mut buf, |b| {
+    for_each_shingle(text, unit, ngram, lang, &mut buf, |b| {
         out.push(String::from_utf8(b.to_vec()).expect("shingles are utf-8"))
     });
     out
@@ -295,6 +360,32 @@ mod tests {
         assert_eq!(s, "A  b");
         let ascii = normalize("Hello, World -- ok?", &NormalizeOptions::ALL);
         assert_eq!(ascii, "hello world ok");
+    }
+
+    #[test]
+    fn nfkc_fast_path_matches_full_nfkc() {
+        for t in [
+            "你好，世界！ＡＢＣ１２３\u{3000}ok",
+            "e\u{301}te\u{301} ﬁ ①",
+            "\u{301}leading mark",
+            "한국어 \u{1100}\u{1161}\u{11a8} 가\u{11a8}",
+            "ｶﾞ ガ か\u{3099} Ａ\u{301}",
+            "…“引号”〇々",
+            "",
+        ] {
+            let mut fast = String::new();
+            for_each_nfkc_char(t, |c| fast.push(c));
+            assert_eq!(fast, t.nfkc().collect::<String>(), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn chinese_word_shingles_use_the_segmenter() {
+        let t = normalize("我想找一家餐馆。", &NormalizeOptions::ALL);
+        let zh = shingles_in(&t, Unit::Word, 1, Lang::Zh);
+        assert!(zh.contains(&"餐馆".to_string()), "{zh:?}");
+        let en = shingles_in(&t, Unit::Word, 1, Lang::En);
+        assert!(en.iter().all(|w| w.chars().count() == 1), "{en:?}");
     }
 
     #[test]

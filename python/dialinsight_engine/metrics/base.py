@@ -73,6 +73,22 @@ class MetricContext:
             raise UserError(f"metric needs backend {name!r} but none is available outside a run")
         return self.stage_ctx.backend(name)
 
+    @property
+    def language(self) -> str:
+        """The spec's `[project] language` ("auto" without a spec)."""
+        project = getattr(self.spec, "project", None)
+        return str(getattr(project, "language", None) or "auto")
+
+    def text_language(self, metric: str, texts: pl.Series) -> str:
+        """The tokenizer language for `texts` (the spec's, "auto" resolved on them), recorded
+        with its segmenter in `stats[metric]["language"]` (the stage manifest)."""
+        from .. import fast
+
+        lang = fast.resolve_language(texts, self.language)
+        info = {**fast.language_info(lang), "configured": self.language}
+        self.stats.setdefault(metric, {})["language"] = info
+        return lang
+
     def resolve_path(self, path: str) -> Path:
         """A path from a metric's params: relative to the spec file (or `@examples/...`)."""
         if self.spec is not None:

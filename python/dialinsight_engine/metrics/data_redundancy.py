@@ -43,8 +43,9 @@ class DataRedundancyConfig(MetricConfig):
     group_by: list[str] = Field(default_factory=lambda: [R.TASK], description="Duplicates only within a group")
     threshold: float = Field(0.8, gt=0, le=1, description="Estimated Jaccard at which rows are near duplicates")
     num_perm: int = Field(128, ge=16, le=1024)
-    ngram: int = Field(3, ge=1, le=10)
-    unit: Literal["word", "char"] = "word"
+    ngram: int | None = Field(None, ge=1, le=10, description="Shingle length (default: the language's, 3)")
+    unit: Literal["word", "char"] | None = Field(
+        None, description="Shingle unit (default by language: char for zh/ja/th, word otherwise)")
     seed: int = 1
     keep: str = Field("first", description="Which row of a cluster stays: first, longest, or a numeric column")
     references: list[ReferenceSet] = Field(default_factory=list, description="Sets no row may overlap (eval data)")
@@ -105,18 +106,20 @@ class DataRedundancy(Metric):
                             key=f"{KEY}.keep", hint=f"numeric columns: {', '.join(c for c in df.columns if df[c].dtype.is_numeric())}")
         ids = df[R.INSTRUCTION_ID].cast(pl.String) if R.INSTRUCTION_ID in df.columns else \
             pl.int_range(df.height, eager=True).cast(pl.String)
-        out = self._within(df.with_columns(_id=ids))
+        lang = ctx.text_language(self.name, df[cfg.column].cast(pl.String))
+        out = self._within(df.with_columns(_id=ids), lang)
         reasons: list[str | None] = [
             f"near duplicate of {d} (jaccard {j:.2f})" if d is not None else None
             for d, j in zip(out["duplicate_of"].to_list(), out["max_jaccard"].to_list(), strict=True)
         ]
         similarity = out["max_jaccard"].to_numpy().copy()
         stats: dict[str, Any] = {
+            "language": ctx.stats.get(self.name, {}).get("language"),
             "clusters_with_duplicates": int(out.filter(pl.col("cluster_size") > 1)["cluster_id"].n_unique()),
             "near_duplicates": int(out["is_duplicate"].sum()),
         }
         for ref in cfg.references:
-            found = self._contamination(df, ref, ctx)
+            found = self._contamination(df, ref, ctx, lang)
             label = ref.name or Path(ref.path).name
             hits = found["contaminated"].to_list()
             for i, (hit, j, k) in enumerate(zip(hits, found["max_jaccard"].to_list(), found["ref_index"].to_list(), strict=True)):
@@ -141,7 +144,7 @@ class DataRedundancy(Metric):
             reason=pl.Series(reasons, dtype=pl.String),
         )
 
-    def _within(self, df: pl.DataFrame) -> pl.DataFrame:
+    def _within(self, df: pl.DataFrame, lang: str) -> pl.DataFrame:
         from .. import fast
 
         cfg = self.config
@@ -151,7 +154,8 @@ class DataRedundancy(Metric):
         for part in parts:
             found = fast.near_duplicates(
                 part, cfg.column, threshold=cfg.threshold, num_perm=cfg.num_perm, seed=cfg.seed,
-                ngram=cfg.ngram, unit=cfg.unit, normalize=True, keep=cfg.keep, id_column="_id")
+                ngram=cfg.ngram, unit=cfg.unit, normalize=True, keep=cfg.keep, id_column="_id",
+                language=lang)
             found = found.with_columns(
                 _row=part["_row"], cluster_id=pl.col("cluster_id").cast(pl.UInt64) + offset,
                 duplicate_of=pl.col("duplicate_of").cast(pl.String))
@@ -165,7 +169,8 @@ class DataRedundancy(Metric):
         return merged.with_columns(cluster_size=pl.len().over("cluster_id")).select(
             "cluster_id", "duplicate_of", "max_jaccard", "is_duplicate", "cluster_size")
 
-    def _contamination(self, df: pl.DataFrame, ref: ReferenceSet, ctx: MetricContext) -> pl.DataFrame:
+    def _contamination(self, df: pl.DataFrame, ref: ReferenceSet, ctx: MetricContext,
+                       lang: str) -> pl.DataFrame:
         from .. import fast
 
         cfg = self.config
@@ -175,7 +180,7 @@ class DataRedundancy(Metric):
         reference = read_reference(ctx.resolve_path(ref.path), ref.text)
         return fast.contamination(df[cfg.against].fill_null(""), reference,
                                   threshold=ref.threshold or cfg.threshold, num_perm=cfg.num_perm,
-                                  seed=cfg.seed, ngram=cfg.ngram)
+                                  seed=cfg.seed, ngram=cfg.ngram, unit=cfg.unit, language=lang)
 
     def _semantic(self, df: pl.DataFrame, ids: pl.Series, ctx: MetricContext) -> tuple[list[str | None], np.ndarray]:
         cfg = self.config

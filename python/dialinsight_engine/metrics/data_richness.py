@@ -35,9 +35,12 @@ class DataRichnessConfig(MetricConfig):
     batch_size: int = Field(64, ge=1)
 
 
-def ngram_frame(texts: pl.Series, n: int) -> pl.DataFrame:
-    """(row, gram) pairs, one per word n-gram occurrence of each row."""
-    tokens = pl.DataFrame({"w": texts.fill_null("").str.to_lowercase().str.extract_all(r"\w+")})
+def ngram_frame(texts: pl.Series, n: int, language: str = "auto") -> pl.DataFrame:
+    """(row, gram) pairs, one per word n-gram occurrence of each row; words are the core
+    tokenizer's (`fast.tokenize`: Chinese is cut by jieba, not taken as one run)."""
+    from .. import fast
+
+    tokens = pl.DataFrame({"w": fast.tokenize(texts.fill_null(""), language)})
     exploded = tokens.with_row_index("row").explode("w").drop_nulls("w")
     gram = pl.col("w")
     for k in range(1, n):
@@ -45,17 +48,17 @@ def ngram_frame(texts: pl.Series, n: int) -> pl.DataFrame:
     return exploded.select("row", gram=gram).drop_nulls("gram")
 
 
-def distinct_n(texts: pl.Series, n: int) -> float:
+def distinct_n(texts: pl.Series, n: int, language: str = "auto") -> float:
     """Unique n-grams over all n-grams of the whole set (not per row)."""
-    grams = ngram_frame(texts, n)["gram"]
+    grams = ngram_frame(texts, n, language)["gram"]
     return grams.n_unique() / grams.len() if grams.len() else 0.0
 
 
-def ngram_novelty(texts: pl.Series, n: int) -> pl.Series:
+def ngram_novelty(texts: pl.Series, n: int, language: str = "auto") -> pl.Series:
     rows = texts.len()
     # sorted before the mean: a float sum depends on its order, and unique/join/group_by
     # do not keep one (the last bits of a row's novelty changed from run to run)
-    grams = ngram_frame(texts, n).unique().sort("row", "gram")
+    grams = ngram_frame(texts, n, language).unique().sort("row", "gram")
     if rows < 2 or grams.height == 0:
         return pl.Series("novelty", [1.0] * rows, dtype=pl.Float64)
     doc_freq = grams.group_by("gram").agg(df=pl.len())
@@ -96,10 +99,12 @@ class DataRichness(Metric):
         if cfg.embeddings == "on" and missing:
             raise UserError(f"data_richness: embeddings = 'on' but {missing}",
                             key="quality.metrics.data_richness.params.embeddings")
+        lang = ctx.text_language(self.name, texts)
         stats: dict[str, Any] = {
             "rows": df.height,
-            "distinct_1": distinct_n(texts, 1),
-            "distinct_2": distinct_n(texts, 2),
+            "language": ctx.stats[self.name]["language"],
+            "distinct_1": distinct_n(texts, 1, lang),
+            "distinct_2": distinct_n(texts, 2, lang),
             "scene_coverage": coverage(df, R.SCENE),
             "task_coverage": coverage(df, R.TASK),
             "method": "embeddings" if use_embeddings else f"{cfg.ngram}-gram novelty",
@@ -121,7 +126,7 @@ class DataRichness(Metric):
         pieces = []
         for part in parts:
             rows = part["_row"].to_numpy()
-            piece = pl.DataFrame({"_row": part["_row"], "novelty": ngram_novelty(part[cfg.column].fill_null(""), cfg.ngram)})
+            piece = pl.DataFrame({"_row": part["_row"], "novelty": ngram_novelty(part[cfg.column].fill_null(""), cfg.ngram, lang)})
             if vectors is not None:
                 idx, sim = embeddings.nearest_neighbours(vectors[rows])
                 distance = np.clip(1.0 - sim.astype(np.float64), 0.0, 1.0) if len(rows) > 1 else np.ones(len(rows))

@@ -74,7 +74,7 @@ class InputComplexity(Metric):
         texts = df[cfg.column].fill_null("")
         # many instructions share a dialogue: measure each distinct dialogue once
         unique = texts.unique(maintain_order=True)
-        measures = fast.text_metrics(unique)
+        measures = fast.text_metrics(unique, language=ctx.text_language(self.name, unique))
         split = [split_turns(t) for t in unique.to_list()]
         per_dialogue = pl.DataFrame({
             "_text": unique,

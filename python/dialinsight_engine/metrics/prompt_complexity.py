@@ -9,6 +9,8 @@ over the log-probabilities of "1".."6" where the backend gives them); `llm_weigh
 
 from __future__ import annotations
 
+from typing import Literal
+
 import polars as pl
 from pydantic import Field, field_validator
 
@@ -42,6 +44,9 @@ class PromptComplexityConfig(MetricConfig):
     backend: str | None = Field(None, description="Backend for the LLM rating (none: rules only)")
     llm_weight: float = Field(0.5, ge=0, le=1, description="Share of the LLM rating in the score")
     top_logprobs: int = Field(10, ge=0, le=20)
+    cues: dict[Literal["constraint", "format", "step"], list[str]] = Field(
+        default_factory=dict,
+        description="Extra cue phrases added to the built-in lists (data/cues/<language>.txt)")
 
     @field_validator("caps", "weights")
     @classmethod
@@ -61,12 +66,13 @@ class PromptComplexity(Metric):
 
         cfg = self.config
         text = df[cfg.column].fill_null("").str.replace_all(R.DIALOGUE_PLACEHOLDER, "", literal=True)
-        measures = fast.text_metrics(text, instruction=True)
+        measures = fast.text_metrics(text, instruction=True, language=ctx.text_language(self.name, text),
+                                     cues=cfg.cues or None)
         out = measures.select(*MEASURES, rule_score=saturating_blend(cfg.weights, cfg.caps))
         if cfg.backend is None or df.height == 0:
             return out.with_columns(score=pl.col("rule_score"))
         llm, how = self._llm_ratings(text.to_list(), ctx)
-        ctx.stats[self.name] = {"llm_read": {k: how.count(k) for k in set(how)}}
+        ctx.stats.setdefault(self.name, {})["llm_read"] = {k: how.count(k) for k in set(how)}
         out = out.with_columns(llm_rating=pl.Series(llm, dtype=pl.Float64), llm_read=pl.Series(how))
         # a failed rating falls back to the rules rather than sinking the row
         llm_01 = ((pl.col("llm_rating") - 1) / 5).fill_null(pl.col("rule_score"))

@@ -29,7 +29,9 @@ class ProjectSpec(Section):
     business: str = Field("", description="Business requirements, available to templates as {{ business }}")
     runs_dir: SpecPath = Field("runs", description="Where runs are written, relative to the spec file's folder")
     seed: int = 0
-    language: str = "auto"
+    language: str = Field(
+        "auto", pattern=r"^(auto|[A-Za-z]{2,3}([-_][A-Za-z0-9]+)*)$",
+        description="Language of the dialogues: auto (detected from the script of a sample), en, zh, ja, ko, th, ...")
 
 
 class DataSpec(SelectionKeys, Section):

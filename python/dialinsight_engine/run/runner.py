@@ -18,7 +18,7 @@ from ..records import KEPT
 from ..stages.base import Stage
 from . import atomic
 from .context import StageContext
-from .manifest import OUTPUT, Manifest, canonical_hash
+from .manifest import OUTPUT, Manifest, canonical_hash, production_cost
 
 if TYPE_CHECKING:
     from ..plugins import Registry
@@ -185,15 +185,16 @@ class Runner:
         if item.input_stage:
             inputs[item.input_stage] = self._output_hash(item.input_stage) or ""
         kept = int(output[KEPT].sum()) if KEPT in output.columns else None
+        output_hash, seconds = atomic.frame_hash(output), round(time.perf_counter() - t0, 3)
         manifest = Manifest(
             stage=stage.name, fingerprint=fingerprint, config_hash=config_hash,
             config_keys=list(stage.config_keys), inputs=inputs,
             plugin_versions={"stage": self.registry.version_of("stage", stage.name), **extra.get("plugins", {})},
             extra=extra, rows_in=rows_in, rows_out=output.height, rows_kept=kept,
-            output_hash=atomic.frame_hash(output), files=files, stats=ctx.stats,
+            output_hash=output_hash, files=files, stats=ctx.stats,
             started=started.isoformat(timespec="seconds"),
             finished=datetime.now(UTC).isoformat(timespec="seconds"),
-            seconds=round(time.perf_counter() - t0, 3),
+            seconds=seconds, cost_seconds=production_cost(Manifest.load(folder), output_hash, seconds),
         )
         manifest.save(folder)
         kept_txt = f", {kept} kept" if kept is not None else ""

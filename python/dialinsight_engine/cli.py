@@ -113,8 +113,23 @@ def plan(obj: dict[str, Any], spec: str, from_stage: str | None, until: str | No
     colour = {"run": "yellow", "skip": "green", "disabled": "dim", "excluded": "dim"}
     for item in items:
         table.add_row(item.stage.name, f"[{colour[item.action]}]{item.action}[/]", item.why)
-    _console().print(table) if not obj["quiet"] else None
+    if not obj["quiet"]:
+        _console().print(table)
+        for line in _thread_lines(loaded):
+            _console().print(line)
     click.echo(json.dumps({i.stage.name: i.action for i in items})) if obj["quiet"] else None
+
+
+def _thread_lines(spec: Any) -> list[str]:
+    """What each llama.cpp backend will run with: its `n_threads`, or the CPUs found free."""
+    from .cpus import cpu_budget
+
+    backends = {n: b.params().get("n_threads") for n, b in spec.backends.items() if b.plugin == "llamacpp"}
+    if "default" not in spec.backends:
+        backends["default"] = None  # the embedded model
+    budget = cpu_budget()
+    return [f"backends.{name} (llama.cpp): " + (f"n_threads = {n} (from the spec)" if n else budget.describe())
+            for name, n in backends.items()]
 
 
 @cli.command()

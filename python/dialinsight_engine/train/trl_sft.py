@@ -12,6 +12,7 @@ resumes from the last one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -137,14 +138,10 @@ class TrlSftTrainer(PeftLoraTrainer):
             raise UserError(f"TRL setup failed: {exc}", key="train") from None
 
         t0 = time.perf_counter()
-        bar = progress("training", total_steps) if progress is not None else None
-        advance = bar.__enter__() if bar is not None else None
-        try:
+        bar = progress("training", total_steps) if progress is not None else contextlib.nullcontext(None)
+        with bar as advance:
             sft.add_callback(_make_reporter_class()(total_steps, advance, log, on_step, start_step))
             sft.train(resume_from_checkpoint=resume)
-        finally:
-            if bar is not None:
-                bar.__exit__(None, None, None)
 
         peft_model: Any = sft.model
         peft_model.eval()

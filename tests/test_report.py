@@ -91,7 +91,7 @@ def test_report_is_self_contained_with_every_section(report_run):
     assert "Funnel" not in text and "<h2>Stale stages</h2>" not in text  # a complete run is not stale
     # costs apart from the last run's time; the dialogue beside the instruction in the examples
     assert "<th>cost_s</th>" in text and "<th>last_run_s</th>" in text and "<th>status</th>" in text
-    assert "<th>instruction</th><th>dialogue</th>" in text and "<td class=\"text\">Customer: " in text
+    assert "<th>instruction</th><th>dialogue</th>" in text and "<td class=\"text\"><div class=\"scroll\">Customer: " in text
     for axis in ('"text":"score"', '"text":"rows"', '"text":"rows in cluster"', '"text":"scene"',
                  '"text":"metric"', '"text":"stage"'):
         assert axis in text, axis
@@ -175,14 +175,15 @@ PIXEL_STATS = """
 """
 
 
-# Every title, axis title and annotation of every chart, as drawn: no two may overlap.
+# Every title, axis title, annotation and legend of every chart, as drawn: no two may overlap.
 OVERLAPS = """(() => {
   const pairs = []; let texts = 0;
   for (const plot of document.querySelectorAll('.js-plotly-plot')) {
-    const boxes = [...plot.querySelectorAll('.infolayer text, .annotation-text')]
+    const texts_ = [...plot.querySelectorAll('.infolayer text, .annotation-text')]
       .filter(t => !t.closest('.legend') && t.textContent.trim())
-      .map(t => ({text: t.textContent, r: t.getBoundingClientRect()}))
-      .filter(b => b.r.width > 0 && b.r.height > 0);
+      .map(t => ({text: t.textContent, r: t.getBoundingClientRect()}));
+    const legends = [...plot.querySelectorAll('.legend .bg')].map(l => ({text: 'legend', r: l.getBoundingClientRect()}));
+    const boxes = [...texts_, ...legends].filter(b => b.r.width > 0 && b.r.height > 0);
     texts += boxes.length;
     for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
       const a = boxes[i].r, b = boxes[j].r;

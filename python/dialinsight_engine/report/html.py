@@ -40,14 +40,15 @@ section{background:#fff;border-radius:8px;padding:12px 20px;margin:16px 0;box-sh
 h2{font-size:17px;margin:6px 0 10px}table{border-collapse:collapse;width:100%;font-size:12.5px}
 th,td{border-bottom:1px solid #e5e7eb;padding:5px 8px;text-align:left;vertical-align:top}
 th{background:#f1f3f5}td.text{max-width:520px;white-space:pre-wrap;word-break:break-word}
+td.text .scroll{max-height:240px;overflow-y:auto}
 .reason{color:#b5452b}.muted{color:#6b7280;font-size:13px}.kpis{display:flex;gap:16px;flex-wrap:wrap}
 .kpi{background:#f1f5f9;border-radius:6px;padding:8px 14px}.kpi b{display:block;font-size:20px}
 .stale{background:#fff4e5;border-left:4px solid #e9a23b}.stale b{color:#9a5b00}
 """
 
 
-def _fig_html(fig: go.Figure, height: int = 380) -> str:
-    fig.update_layout(height=height, margin={"l": 50, "r": 20, "t": 40, "b": 40}, template="plotly_white")
+def _fig_html(fig: go.Figure, height: int = 380, top: int = 40) -> str:
+    fig.update_layout(height=height, margin={"l": 50, "r": 20, "t": top, "b": 40}, template="plotly_white")
     return fig.to_html(full_html=False, include_plotlyjs=False, config=PLOT_CONFIG)
 
 
@@ -135,9 +136,11 @@ def _metric_section(run_dir: Path) -> str:
         fig.update_yaxes(title_text="rows", title_standoff=4, row=r, col=c)
     fig.update_annotations(font_size=12)
     fig.update_layout(barmode="stack", title="score distributions (dashed lines: thresholds)",
-                      legend={"orientation": "h", "y": 1.0, "yanchor": "bottom", "x": 1, "xanchor": "right"})
+                      # the legend in the figure's top margin, beside the title, clear of the panels
+                      legend={"orientation": "h", "yref": "container", "y": 1, "yanchor": "top",
+                              "x": 0.5, "xanchor": "center"})
     note = "raw scores of the rows in play; thresholds apply to raw scores." + _stale_note(run_dir, "assess", "verify")
-    return _section("Quality metrics", _fig_html(fig, height) + _summary_table(run_dir), note)
+    return _section("Quality metrics", _fig_html(fig, height, top=80) + _summary_table(run_dir), note)
 
 
 def _summary_table(run_dir: Path) -> str:
@@ -260,7 +263,8 @@ def _clusters_section(run_dir: Path, top: int = 40) -> str:
         fig.add_trace(go.Bar(x=labels, y=values.to_list(), name=name, marker_color=colour,
                              hovertext=hover, hovertemplate="%{hovertext}<br>%{y} rows<extra>" + name + "</extra>"))
     fig.update_layout(barmode="stack", title=f"the {shown.height} largest clusters, by size",
-                      xaxis_title="cluster (largest first)", yaxis_title="rows in cluster")
+                      xaxis_title="cluster (largest first)", yaxis_title="rows in cluster",
+                      yaxis={"tick0": 0, "dtick": max(1, math.ceil(int(shown["size"].max()) / 8))})
     sizes = clusters.group_by("size").agg(n=pl.len()).sort("size")
     spread = ", ".join(f"{r['n']} of size {r['size']}" for r in sizes.iter_rows(named=True))
     note = (f"{clusters.height} clusters hold {int(clusters['size'].sum())} rows ({spread}); "
@@ -340,10 +344,12 @@ def _table(frame: pl.DataFrame, text_cols: set[str] | None = None) -> str:
                 cells.append(f"<td>{inner}</td>")
             else:
                 text = "" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
-                if c in text_cols and len(text) > 1500:
-                    text = text[:1500] + " ..."
-                cls = ' class="text"' if c in text_cols else ""
-                cells.append(f"<td{cls}>{html.escape(text)}</td>")
+                if c in text_cols and len(text) > 4000:
+                    text = text[:4000] + " ..."
+                if c in text_cols:  # long texts scroll inside their cell
+                    cells.append(f'<td class="text"><div class="scroll">{html.escape(text)}</div></td>')
+                else:
+                    cells.append(f"<td>{html.escape(text)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 

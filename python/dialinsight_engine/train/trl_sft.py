@@ -120,13 +120,14 @@ class TrlSftTrainer(PeftLoraTrainer):
         args = SFTConfig(
             output_dir=str(ckpt_dir), max_steps=total_steps, per_device_train_batch_size=cfg.batch_size,
             gradient_accumulation_steps=cfg.gradient_accumulation, learning_rate=cfg.learning_rate,
-            weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler, warmup_ratio=cfg.warmup_ratio,
+            weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler,
+            warmup_steps=int(cfg.warmup_ratio * total_steps),  # as peft_lora counts them
             max_grad_norm=1.0, seed=cfg.seed, data_seed=cfg.seed, logging_steps=1,
             save_strategy="steps", save_steps=cfg.checkpoint_every, save_total_limit=1,
             report_to="none", disable_tqdm=True, dataloader_num_workers=0, use_cpu=not on_gpu,
             bf16=on_gpu and next(model.parameters()).dtype == torch.bfloat16,
             max_length=cfg.max_length, packing=cfg.packing, completion_only_loss=cfg.completion_only_loss,
-            gradient_checkpointing=cfg.gradient_checkpointing,
+            **{_checkpointing_key(SFTConfig): cfg.gradient_checkpointing},
         )
         lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                           target_modules=cfg.target_modules, task_type="CAUSAL_LM")
@@ -175,6 +176,14 @@ class TrlSftTrainer(PeftLoraTrainer):
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         return read_general(path, general_count(n_domain, mix.fraction), self.config.seed)
+
+
+def _checkpointing_key(config_cls: type) -> str:
+    """transformers 5 renamed `gradient_checkpointing` to `activation_checkpointing`."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(config_cls)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 def _checkpoint_to_resume(ckpt_dir: Path, fingerprint: str, last: Callable[[str], str | None]) -> str | None:

@@ -219,12 +219,16 @@ class Runner:
             TimeRemainingColumn,
         )
 
+        from ..progress import Heartbeat
+
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
-                      transient=True, disable=self.quiet) as bar:
+                      transient=True, disable=self.quiet) as bar, \
+                Heartbeat(description, total, log=LOG, console=None if self.quiet else self.console) as beat:
             task = bar.add_task(description, total=total)
             def advance(n: int = 1, description: str | None = None) -> None:
                 bar.update(task, advance=n, **({"description": description} if description else {}))
+                beat.advance(n, description)
 
             yield advance
 

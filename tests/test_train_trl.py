@@ -30,9 +30,10 @@ def trainer(**overrides) -> TrlSftTrainer:
     return TrlSftTrainer(TrlSftTrainer.Config(**settings))
 
 
-def test_loss_decreases_and_adapter_changes_outputs(tmp_path: Path) -> None:
+def test_loss_decreases_and_adapter_changes_outputs(tmp_path: Path, capsys) -> None:
     t = trainer()
     result = t.train(conversations(), tmp_path / "run")
+    assert "'loss'" not in capsys.readouterr().out  # TRL's log dicts stay off stdout
     losses = [row["loss"] for row in result.losses]
     assert result.steps == 6 and [r["step"] for r in result.losses] == [1, 2, 3, 4, 5, 6]
     assert sum(losses[-2:]) / 2 < 0.7 * (sum(losses[:2]) / 2), losses

@@ -1,5 +1,5 @@
 """Reading a finished (or partial) run folder: which stages have outputs, their manifests,
-the funnel of rows through them, and their side files."""
+rows, costs and staleness per stage, and their side files."""
 
 from __future__ import annotations
 

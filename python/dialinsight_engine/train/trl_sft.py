@@ -141,6 +141,11 @@ class TrlSftTrainer(PeftLoraTrainer):
         t0 = time.perf_counter()
         bar = progress("training", total_steps) if progress is not None else contextlib.nullcontext(None)
         with bar as advance:
+            # our callback reports progress and losses; the Trainer's printer would write
+            # every log dict to stdout
+            from transformers.trainer_callback import PrinterCallback
+
+            sft.remove_callback(PrinterCallback)
             sft.add_callback(_make_reporter_class()(total_steps, advance, log, on_step, start_step))
             sft.train(resume_from_checkpoint=resume)
 

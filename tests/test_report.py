@@ -75,8 +75,9 @@ def report_run(tmp_path_factory) -> tuple[Path, Path]:
     registry = build_registry()
     ctx = StageContext(spec=load_spec(spec, registry), registry=registry, run_dir=run, stage="report",
                        input_stage="sample", log=logging.getLogger("test"))
-    funnel = ReportStage().run(ctx)
-    assert funnel["stage"].to_list()[:3] == ["ingest", "scenes", "seeds"] and "assess" in funnel["stage"].to_list()
+    rows = ReportStage().run(ctx)
+    assert rows["stage"].to_list()[:3] == ["ingest", "scenes", "seeds"] and "assess" in rows["stage"].to_list()
+    assert set(rows["status"]) == {"current"} and (rows["cost_s"] >= 0).all()
     return run, run / "report" / "report.html"
 
 
@@ -84,9 +85,17 @@ def test_report_is_self_contained_with_every_section(report_run):
     run, path = report_run
     text = path.read_text(encoding="utf-8")
     assert text.count("Plotly.newPlot") >= 6
-    for heading in ("Funnel", "Quality metrics", "Why rows were dropped", "Scene x task mix", "Duplicate clusters",
-                    "Examples", "Evaluation"):
+    for heading in ("Rows by stage", "Quality metrics", "Why rows were dropped", "Scene x task mix",
+                    "Duplicate clusters", "Examples", "Evaluation"):
         assert f"<h2>{heading}</h2>" in text, heading
+    assert "Funnel" not in text and "<h2>Stale stages</h2>" not in text  # a complete run is not stale
+    # costs apart from the last run's time; the dialogue beside the instruction in the examples
+    assert "<th>cost_s</th>" in text and "<th>last_run_s</th>" in text and "<th>status</th>" in text
+    assert "<th>instruction</th><th>dialogue</th>" in text and "<td class=\"text\"><div class=\"scroll\">Customer: " in text
+    for axis in ('"text":"score"', '"text":"rows"', '"text":"rows in cluster"', '"text":"scene"',
+                 '"text":"metric"', '"text":"stage"'):
+        assert axis in text, axis
+    assert "min 0.72" in text  # thresholds in the panel titles
     assert "<script src=" not in text and "<link" not in text, "nothing may load from the network"
     assert text.count("plotly.js v") <= 2, "plotly.js is inlined exactly once"
     assert "input_complexity: score" in text and "near duplicate of" in text
@@ -166,6 +175,27 @@ PIXEL_STATS = """
 """
 
 
+# Every title, axis title, annotation and legend of every chart, as drawn: no two may overlap.
+OVERLAPS = """(() => {
+  const pairs = []; let texts = 0;
+  for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+    const texts_ = [...plot.querySelectorAll('.infolayer text, .annotation-text')]
+      .filter(t => !t.closest('.legend') && t.textContent.trim())
+      .map(t => ({text: t.textContent, r: t.getBoundingClientRect()}));
+    const legends = [...plot.querySelectorAll('.legend .bg')].map(l => ({text: 'legend', r: l.getBoundingClientRect()}));
+    const boxes = [...texts_, ...legends].filter(b => b.r.width > 0 && b.r.height > 0);
+    texts += boxes.length;
+    for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+      const a = boxes[i].r, b = boxes[j].r;
+      const w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+      const h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+      if (w > 1 && h > 1 && boxes[i].text !== boxes[j].text) pairs.push([boxes[i].text, boxes[j].text]);
+    }
+  }
+  return {texts, pairs};
+})()"""
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install -y chromium)")
 def test_report_renders_in_headless_chromium(report_run, tmp_path):
     pytest.importorskip("websockets", reason="the DevTools client needs the websockets package")
@@ -208,15 +238,63 @@ def _drive(tools: DevTools, path: Path) -> None:
         const plots = [...document.querySelectorAll('.js-plotly-plot')];
         return {plots: plots.length, drawn: plots.filter(p => p.querySelector('.main-svg')).length,
                 traces: plots.map(p => (p.data || []).length),
-                marks: document.querySelectorAll('.js-plotly-plot .point, .js-plotly-plot .heatmaplayer image, .js-plotly-plot .funnel').length,
+                marks: document.querySelectorAll('.js-plotly-plot .point, .js-plotly-plot .heatmaplayer image').length,
+                barLabels: [...document.querySelectorAll('.js-plotly-plot .bartext')].map(t => t.textContent),
                 height: document.documentElement.scrollHeight};
     })()""")
+    overlaps = tools.evaluate(OVERLAPS)
     assert tools.console_errors() == [], tools.console_errors()
     assert state["plots"] >= 6 and state["drawn"] == state["plots"], state
     assert all(n > 0 for n in state["traces"]) and state["marks"] > 20, state
+    # the rows-by-stage bars carry their counts
+    assert len(state["barLabels"]) >= 10 and all(t.strip().isdigit() for t in state["barLabels"]), state
+    assert overlaps["texts"] > 30 and overlaps["pairs"] == [], overlaps
     shot = tools.call("Page.captureScreenshot", format="png", captureBeyondViewport=True, timeout=120)
     png = base64.b64decode(shot["data"])
     (path.parent / "report.png").write_bytes(png)
     stats = tools.evaluate(f"{PIXEL_STATS}({json.dumps(shot['data'])})")
     assert stats["height"] >= 2000 and stats["width"] >= 1200, stats
     assert stats["nonWhite"] > 0.05 and stats["colours"] > 50, f"screenshot looks blank: {stats}"
+
+
+def test_partial_rerun_marks_stale_stages_and_keeps_costs(tmp_path) -> None:
+    """`--until assess` after a threshold change: sample was built from the old assess output,
+    so the report and `explain` say it is stale; a forced rerun that reproduces its output
+    keeps what producing it cost."""
+    from conftest import CORE_SPEC, EXAMPLES
+
+    spec = tmp_path / "spec.toml"
+    text = CORE_SPEC.format(name="s", runs=(tmp_path / "runs").as_posix(),
+                            data=(EXAMPLES / "realestate_dialogues.jsonl").as_posix(), on_error="fail") + QUALITY
+    spec.write_text(text, encoding="utf-8")
+    assert dialengine("apply", str(spec), "--until", "sample", plugins=PLUGINS).returncode == 0
+    run = tmp_path / "runs" / "s"
+    first = json.loads((run / "scenes" / "manifest.json").read_text())
+    result = dialengine("apply", str(spec), "--until", "sample", "--force", "scenes", plugins=PLUGINS)
+    assert result.returncode == 0, result.stderr
+    again = json.loads((run / "scenes" / "manifest.json").read_text())
+    assert again["output_hash"] == first["output_hash"]
+    assert again["cost_seconds"] == max(first["cost_seconds"], again["seconds"])
+
+    spec.write_text(text.replace("min_score = 0.3", "min_score = 0.45"), encoding="utf-8")
+    result = dialengine("apply", str(spec), "--until", "assess", plugins=PLUGINS)
+    assert result.returncode == 0, result.stderr
+    from dialinsight_engine.report.html import build_report
+    from dialinsight_engine.report.runinfo import stage_rows, stale_stages
+
+    assert stale_stages(run) == {"sample": "assess output changed since it ran"}
+    rows = stage_rows(run)
+    assert rows.filter(pl.col("stage") == "sample")["status"].item().startswith("stale")
+    page = build_report(run)
+    assert "<h2>Stale stages</h2>" in page and "<li><b>sample</b>: assess output changed" in page
+    assert "STALE: sample" in page  # the mix section reads the stale sample output
+
+    row_id = pl.read_parquet(run / "sample" / "data.parquet")["instruction_id"][0]
+    result = dialengine("explain", str(run), row_id, "--json", plugins=PLUGINS)
+    assert result.returncode == 0, result.stderr
+    explained = json.loads(result.stdout)
+    assert explained["stale"] == {"sample": "assess output changed since it ran"}
+    assert [e.get("stale") for e in explained["stages"] if e["stage"] == "sample"] == [
+        "assess output changed since it ran"]
+    human = dialengine("explain", str(run), row_id, plugins=PLUGINS)
+    assert "stale (assess output changed since it ran)" in human.stdout

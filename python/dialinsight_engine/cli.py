@@ -130,8 +130,23 @@ def plan(obj: dict[str, Any], spec: str, from_stage: str | None, until: str | No
     colour = {"run": "yellow", "skip": "green", "disabled": "dim", "excluded": "dim"}
     for item in items:  # `why` names spec sections like [train]: printed as text, not markup
         table.add_row(escape(item.stage.name), f"[{colour[item.action]}]{item.action}[/]", escape(item.why))
-    _console().print(table) if not obj["quiet"] else None
+    if not obj["quiet"]:
+        _console().print(table)
+        for line in _thread_lines(loaded):
+            _console().print(line)
     click.echo(json.dumps({i.stage.name: i.action for i in items})) if obj["quiet"] else None
+
+
+def _thread_lines(spec: Any) -> list[str]:
+    """What each llama.cpp backend will run with: its `n_threads`, or the CPUs found free."""
+    from .cpus import cpu_budget
+
+    backends = {n: b.params().get("n_threads") for n, b in spec.backends.items() if b.plugin == "llamacpp"}
+    if "default" not in spec.backends:
+        backends["default"] = None  # the embedded model
+    budget = cpu_budget()
+    return [f"backends.{name} (llama.cpp): " + (f"n_threads = {n} (from the spec)" if n else budget.describe())
+            for name, n in backends.items()]
 
 
 @cli.command()
@@ -176,10 +191,12 @@ def plugins(as_json: bool) -> None:
 
 @cli.command()
 def schema() -> None:
-    """Print the JSON Schema of the spec (for editors)."""
-    from .spec import Spec
+    """Print the JSON Schema of the spec, with every installed plugin's keys (for editors:
+    save it and put `#:schema ./spec.schema.json` at the top of a spec)."""
+    from .plugins import get_registry
+    from .spec.schema import spec_schema
 
-    click.echo(json.dumps(Spec.model_json_schema(), indent=2))
+    click.echo(json.dumps(spec_schema(get_registry()), indent=2))
 
 
 def _add_plugin_commands() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -12,6 +11,7 @@ from typing import Any
 
 from pydantic import Field
 
+from ..cpus import default_threads
 from ..errors import UserError
 from .base import Backend, BackendConfig, GenerationRequest, GenerationResult
 
@@ -45,7 +45,8 @@ def embedded_model_path() -> Path:
 class LlamaCppConfig(BackendConfig):
     model_path: str | None = Field(None, description="A local GGUF file (default: the embedded SmolLM2-135M)")
     n_ctx: int = Field(4096, ge=256, description="Context window in tokens")
-    n_threads: int | None = Field(None, ge=1, description="CPU threads (default: all cores)")
+    n_threads: int | None = Field(
+        None, ge=1, description="CPU threads (default: the idle CPUs this process may use, see cpus.py)")
     n_batch: int = Field(512, ge=1)
     n_gpu_layers: int = Field(0, description="Layers offloaded to a GPU (-1: all)")
     chat_format: str | None = Field(None, description="Override the GGUF's own chat template")
@@ -79,7 +80,7 @@ class LlamaCppBackend(Backend):
                     raise UserError("the llamacpp backend needs llama-cpp-python",
                                     hint="pip install 'dialinsight-engine[llm]'") from None
                 _MODELS[key] = Llama(
-                    model_path=str(self.path), n_ctx=cfg.n_ctx, n_threads=cfg.n_threads or os.cpu_count(),
+                    model_path=str(self.path), n_ctx=cfg.n_ctx, n_threads=cfg.n_threads or default_threads(),
                     n_batch=cfg.n_batch, n_gpu_layers=cfg.n_gpu_layers, chat_format=cfg.chat_format,
                     logits_all=logprobs,  # only where asked: it slows every other request
                     verbose=False,

@@ -1,4 +1,4 @@
-"""Built-in plugin `training`: the train and eval stages, the `peft_lora` trainer and the
+"""Built-in plugin `training`: the train and eval stages, the `peft_lora` and `trl_sft` trainers and the
 evaluators (registered through the `dialinsight_engine` entry-point group like any plugin).
 
 Nothing here imports torch: the heavy libraries load only when a stage runs."""
@@ -12,6 +12,7 @@ from ..hookspecs import hookimpl
 from ..stages.eval import EvalStage
 from ..stages.train import TrainStage
 from ..train.peft_lora import PeftLoraTrainer
+from ..train.trl_sft import TrlSftTrainer
 
 
 @hookimpl
@@ -21,7 +22,7 @@ def register_stages() -> list[type]:
 
 @hookimpl
 def register_trainers() -> list[type]:
-    return [PeftLoraTrainer]
+    return [PeftLoraTrainer, TrlSftTrainer]
 
 
 @hookimpl

@@ -15,7 +15,7 @@ from ..errors import UserError
 from ..metrics.combine import flag_col, norm_col, score_col
 from ..metrics.phases import SUMMARY
 from ..run.manifest import OUTPUT
-from .runinfo import stage_dirs
+from .runinfo import stage_dirs, stale_stages
 
 ID_COLUMNS = (R.INSTRUCTION_ID, R.DIALOGUE_ID)
 
@@ -59,10 +59,16 @@ def explain_row(run_dir: Path, row_id: str) -> dict[str, Any]:
         trail.append(_stage_entry(name, folder, row))
     if full_id is None:
         raise UserError(f"no row {row_id!r} in {run_dir}", hint="ids are in the instruction_id column of any stage")
+    # after a partial rerun, downstream outputs predate their inputs: say so at each of them
+    stale = stale_stages(run_dir)
+    for entry in trail:
+        if entry["stage"] in stale:
+            entry["stale"] = stale[entry["stage"]]
     last = [t for t in trail if t.get("present", True)]
     verdict = _verdict(trail)
     return {"run": str(run_dir), "id_column": id_column, "row_id": full_id, "verdict": verdict,
-            "last_stage": last[-1]["stage"] if last else None, "stages": trail}
+            "last_stage": last[-1]["stage"] if last else None, "stages": trail,
+            "stale": {e["stage"]: e["stale"] for e in trail if "stale" in e}}
 
 
 def _verdict(trail: list[dict[str, Any]]) -> str:
@@ -107,12 +113,16 @@ def render_explanation(result: dict[str, Any]) -> None:
     console = Console(highlight=False)
     console.print(f"[bold]{result['id_column']} {result['row_id']}[/bold] in {result['run']}")
     console.print(f"verdict: [bold]{result['verdict']}[/bold]")
+    if result.get("stale"):
+        console.print(f"[yellow]stale[/yellow]: {', '.join(result['stale'])} predate their inputs "
+                      "(a partial rerun); rerun `dialengine apply` to refresh them")
     for entry in result["stages"]:
+        stale = f" [yellow]stale ({entry['stale']})[/yellow]" if entry.get("stale") else ""
         if not entry.get("present", True):
-            console.print(f"  {entry['stage']:<8} [yellow]absent[/yellow]")
+            console.print(f"  {entry['stage']:<8} [yellow]absent[/yellow]{stale}")
             continue
         state = "" if "kept" not in entry else ("[green]kept[/green]" if entry["kept"] else "[red]dropped[/red]")
-        console.print(f"  {entry['stage']:<8} {state}")
+        console.print(f"  {entry['stage']:<8} {state}{stale}")
         for reason in entry.get("reasons") or []:
             console.print(f"           - {reason}", markup=False)
         if entry.get("metrics"):

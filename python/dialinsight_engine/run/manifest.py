@@ -43,7 +43,10 @@ class Manifest:
     stats: dict[str, Any] = field(default_factory=dict)
     started: str = ""
     finished: str = ""
-    seconds: float = 0.0
+    seconds: float = 0.0  # this run's wall time
+    # what producing the output cost: a rerun that wrote the same output again (from the
+    # backend cache, say) keeps the earlier cost here, while `seconds` is the rerun's time
+    cost_seconds: float | None = None
 
     def save(self, folder: Path) -> None:
         write_json(folder / MANIFEST, asdict(self))
@@ -62,6 +65,10 @@ class Manifest:
                 return f"{name} does not match its manifest (written by an interrupted or other run)"
         return None
 
+    @property
+    def cost(self) -> float:
+        return self.cost_seconds if self.cost_seconds is not None else self.seconds
+
     @classmethod
     def load(cls, folder: Path) -> Manifest | None:
         try:
@@ -69,3 +76,11 @@ class Manifest:
             return cls(**data)
         except (FileNotFoundError, json.JSONDecodeError, TypeError):
             return None
+
+
+def production_cost(previous: Manifest | None, output_hash: str, seconds: float) -> float:
+    """The cost to record for an output: the earlier cost when a rerun reproduced the same
+    output (it came from caches, so this run's time is not what the data cost)."""
+    if previous is not None and previous.output_hash == output_hash:
+        return max(previous.cost, seconds)
+    return seconds

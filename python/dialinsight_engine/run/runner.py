@@ -19,7 +19,7 @@ from ..stages.base import Stage
 from . import atomic, faults
 from .context import StageContext
 from .lock import RunLock
-from .manifest import OUTPUT, Manifest, canonical_hash
+from .manifest import OUTPUT, Manifest, canonical_hash, production_cost
 
 if TYPE_CHECKING:
     from ..plugins import Registry
@@ -212,6 +212,7 @@ class Runner:
         if item.input_stage:
             inputs[item.input_stage] = self._output_hash(item.input_stage) or ""
         kept = int(output[KEPT].sum()) if KEPT in output.columns else None
+        output_hash, seconds = atomic.frame_hash(output), round(time.perf_counter() - t0, 3)
         manifest = Manifest(
             stage=stage.name, fingerprint=fingerprint, config_hash=config_hash,
             config_keys=list(stage.config_keys), inputs=inputs,
@@ -220,7 +221,7 @@ class Runner:
             output_hash=output_hash, output_sha256=output_sha256, files=files, stats=ctx.stats,
             started=started.isoformat(timespec="seconds"),
             finished=datetime.now(UTC).isoformat(timespec="seconds"),
-            seconds=round(time.perf_counter() - t0, 3),
+            seconds=seconds, cost_seconds=production_cost(Manifest.load(folder), output_hash, seconds),
         )
         manifest.save(folder)
         faults.point(f"stage:{stage.name}:done")
@@ -246,12 +247,16 @@ class Runner:
             TimeRemainingColumn,
         )
 
+        from ..progress import Heartbeat
+
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
-                      transient=True, disable=self.quiet) as bar:
+                      transient=True, disable=self.quiet) as bar, \
+                Heartbeat(description, total, log=LOG, console=None if self.quiet else self.console) as beat:
             task = bar.add_task(description, total=total)
             def advance(n: int = 1, description: str | None = None) -> None:
                 bar.update(task, advance=n, **({"description": description} if description else {}))
+                beat.advance(n, description)
 
             yield advance
 

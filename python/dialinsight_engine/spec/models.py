@@ -113,11 +113,22 @@ class TaskSpec(Section):
         return [self.template] if isinstance(self.template, str) else list(self.template)
 
 
+ExportFormat = Literal["openai", "sharegpt", "alpaca", "prompt_completion"]
+
+
 class ExportSpec(Section):
-    formats: list[Literal["openai", "sharegpt", "alpaca"]] = Field(
-        default_factory=lambda: ["openai", "sharegpt", "alpaca"]
-    )
-    system_prompt: str = ""
+    formats: list[ExportFormat] = Field(
+        default_factory=lambda: ["openai", "sharegpt", "alpaca", "prompt_completion"],
+        description="JSONL files to write: OpenAI chat, ShareGPT, Alpaca, TRL prompt-completion")
+    system_prompt: str = Field("", description="System message added to every exported conversation")
+    validation_fraction: float = Field(
+        0.0, ge=0, lt=1, description="Share of dialogues held out as a validation split (0: no split)")
+    split_seed: int = Field(0, description="Seed of the train/validation split (by dialogue)")
+    hf_dataset: bool = Field(
+        False, description="Also save a Hugging Face `datasets` folder (save_to_disk) with a dataset card")
+    dataset_name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Name of the data set in dataset_info.json and the card (default: the project name)")
 
 
 class Spec(Section):

@@ -29,6 +29,7 @@ from ..run.atomic import file_sha256
 from ..selection import Selection
 from ..spec.evaluation import TaskEvalSpec
 from .base import ORDER, Stage
+from .export import training_rows
 from .train import conversations, make_trainer
 
 if TYPE_CHECKING:
@@ -183,7 +184,7 @@ class EvalStage(Stage):
         if export is None or R.OPERATOR not in export.columns:
             raise UserError("ablation 'no_evolution' needs the export stage's output with an `operator` column",
                             file=ctx.spec.source, key="eval.ablations")
-        seeds = export.filter(pl.col(R.OPERATOR) == "seed")
+        seeds = training_rows(export).filter(pl.col(R.OPERATOR) == "seed")
         if seeds.height == 0:
             raise DataError("ablation 'no_evolution': no seed rows in the exported data", key="eval.ablations")
         return conversations(seeds, system)

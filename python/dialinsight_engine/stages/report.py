@@ -1,5 +1,5 @@
 """Stage `report`: the run's self-contained HTML report (report/report.html), rebuilt
-whenever any stage's output changed. Its output frame is the funnel (rows per stage)."""
+whenever any stage's output changed. Its output frame is the rows per stage (with costs and staleness)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from ..report.html import build_report
-from ..report.runinfo import funnel, manifests
+from ..report.runinfo import manifests, stage_rows
 from .base import ORDER, Stage
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ class ReportStage(Stage):
     order = ORDER["report"]
     config_keys = ("quality.examples",)
     version = "1"
-    description = "write the HTML report: funnel, metric distributions, mix, duplicates, examples, eval"
+    description = "write the HTML report: rows per stage, metric distributions, mix, duplicates, examples, eval"
 
     def fingerprint_extra(self, ctx: StageContext) -> dict[str, Any]:
         # every stage feeds the report, not only the one before it
@@ -32,4 +32,4 @@ class ReportStage(Stage):
         path = ctx.write_text(REPORT_FILE, build_report(ctx.run_dir, examples=ctx.spec.quality.examples))
         ctx.stats["report"] = str(path)
         ctx.log.info("report written to %s", path)
-        return funnel(ctx.run_dir)
+        return stage_rows(ctx.run_dir)

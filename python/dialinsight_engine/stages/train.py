@@ -12,7 +12,7 @@ import polars as pl
 from .. import records as R
 from ..errors import DataError
 from .base import ORDER, Stage
-from .export import chat_messages
+from .export import chat_messages, training_rows
 
 if TYPE_CHECKING:
     from ..plugins import Registry
@@ -56,7 +56,8 @@ class TrainStage(Stage):
 
     def run(self, ctx: StageContext) -> pl.DataFrame:
         trainer = make_trainer(ctx.spec, ctx.registry)
-        rows = R.kept_rows(ctx.input)
+        # validation rows of an export split are held out of training
+        rows = training_rows(R.kept_rows(ctx.input))
         convs = conversations(rows, ctx.spec.export.system_prompt)
         if not convs:
             raise DataError("no training rows: the export stage produced none", file=ctx.spec.source, key="train")

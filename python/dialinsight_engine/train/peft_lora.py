@@ -223,6 +223,9 @@ class PeftLoraTrainer(Trainer):
                 losses.append({"step": step + 1, "loss": round(mean_loss, 6),
                                "lr": scheduler.get_last_lr()[0], "tokens": n_target})
                 done = step + 1
+                if log is not None:  # the loss curve in run.log too, not only on the bar
+                    log.info("train step %d/%d: loss %.4f, lr %.3g", done, total_steps, mean_loss,
+                             scheduler.get_last_lr()[0])
                 if done % cfg.checkpoint_every == 0 and done < total_steps:
                     save_checkpoint(out_dir, {"fingerprint": fingerprint, "step": done, "losses": losses}, {
                         "adapter": get_peft_model_state_dict(peft_model),

@@ -24,7 +24,8 @@ def _copy(spec: str, tmp_path: Path, shared: Path, edits: list[tuple[str, str]])
     """The spec in tmp_path with its data paths made absolute, runs under tmp_path, and `edits`
     (each must apply: the test fails when a spec changes under it)."""
     text = (SPECS / spec).read_text(encoding="utf-8").replace("../../shared/data", shared.as_posix())
-    text = text.replace("[project]\n", f'[project]\nruns_dir = "{(tmp_path / "runs").as_posix()}"\n', 1)
+    runs = f'runs_dir = "{(tmp_path / "runs").as_posix()}"'
+    text = re.sub(r"^runs_dir = .*$", "", text, flags=re.M).replace("[project]\n", f"[project]\n{runs}\n", 1)
     for old, new in edits:
         assert re.search(old, text, flags=re.M), f"{spec}: {old!r} not found"
         text = re.sub(old, new, text, count=1, flags=re.M)

@@ -46,8 +46,8 @@ SMALL = {
                        (r"^n = 96", "n = 4"), (r"^max_tokens = 160", "max_tokens = 64")],
     "restaurants.toml": [(r"^sample = 120 .*$", "sample = 10"), (r"^n = 48", "n = 4"),
                          (r"^max_tokens = 96", "max_tokens = 64")],
-    "crosswoz-hotel.toml": [(r"^min_turns = 4", "min_turns = 4\nsample = 6"), (r"^n = 24", "n = 6"),
-                            (r"^max_tokens = 120", "max_tokens = 48")],
+    "crosswoz-hotel.toml": [(r"^min_turns = 4", "min_turns = 4\nsample = 6"), (r"^n = 24", "n = 4"),
+                            (r"^max_tokens = 120", "max_tokens = 48"), (r"^max_tokens = 120", "max_tokens = 64")],
 }
 
 

@@ -67,7 +67,7 @@ def test_domain_spec_runs_until_export_on_the_embedded_model(spec: str, shared_d
         # not in the dialogue, answers cut off): every label is accounted for with a reason.
         verify = pl.read_parquet(run / "verify" / "data.parquet")
         assert verify.height > 0
-        assert all(kept or reasons for kept, reasons in zip(verify["kept"], verify["reasons"], strict=True))
+        assert all(kept or reasons for kept, reasons in zip(verify["kept"].to_list(), verify["reasons"].to_list(), strict=True))
     else:
         assert export.height > 0
 

@@ -212,7 +212,7 @@ class Runner:
         if item.input_stage:
             inputs[item.input_stage] = self._output_hash(item.input_stage) or ""
         kept = int(output[KEPT].sum()) if KEPT in output.columns else None
-        output_hash, seconds = atomic.frame_hash(output), round(time.perf_counter() - t0, 3)
+        seconds = round(time.perf_counter() - t0, 3)
         manifest = Manifest(
             stage=stage.name, fingerprint=fingerprint, config_hash=config_hash,
             config_keys=list(stage.config_keys), inputs=inputs,

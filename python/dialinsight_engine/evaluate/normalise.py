@@ -45,16 +45,20 @@ def normalise_value(value: Any) -> str | None:
         return "true"
     if text in _FALSE:
         return "false"
+    number = _number_or_count(text)
+    return number if number is not None else text
+
+
+def _number_or_count(text: str) -> str | None:
+    """The digits of a number ("2.0", "two") or of a count with its unit word ("3 bedrooms")."""
     number = _number(text)
     if number is not None:
         return number
     unit = _UNIT.match(text)
     if unit:
         word = unit.group(1)
-        number = str(_NUMBER_WORDS[word]) if word in _NUMBER_WORDS else _number(word)
-        if number is not None:
-            return number
-    return text
+        return str(_NUMBER_WORDS[word]) if word in _NUMBER_WORDS else _number(word)
+    return None
 
 
 def normalise_name(value: Any) -> str | None:
@@ -147,17 +151,8 @@ def _booleans(text: str) -> str | None:
 
 
 def _numbers(text: str) -> str | None:
-    low = text.strip().lower()
-    number = _number(low)
-    if number is not None:
-        return number
-    unit = _UNIT.match(low)
-    if unit:
-        word = unit.group(1)
-        number = str(_NUMBER_WORDS[word]) if word in _NUMBER_WORDS else _number(word)
-        if number is not None:
-            return number
-    return text
+    number = _number_or_count(text.strip().lower())
+    return number if number is not None else text
 
 
 def _zh_numbers(text: str) -> str | None:

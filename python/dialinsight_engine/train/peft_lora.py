@@ -156,15 +156,11 @@ class PeftLoraTrainer(Trainer):
         if dropped and log is not None:
             log.warning("%d conversations longer than max_length=%d left out", dropped, cfg.max_length)
 
-        per_step = cfg.batch_size * cfg.gradient_accumulation
-        total_steps = max_steps or cfg.max_steps or max(1, math.ceil(cfg.epochs * len(examples) / per_step))
+        total_steps = _total_steps(cfg, max_steps, len(examples))
         fingerprint = _fingerprint(cfg, examples, total_steps, self.identity(base_dir))
-
-        state_path = out_dir / STATE
-        if state_path.exists():
-            state = json.loads(state_path.read_text())
-            if state.get("fingerprint") == fingerprint and (out_dir / ADAPTER / "adapter_config.json").exists():
-                return _result_from_state(out_dir, state)
+        finished = _finished_result(out_dir, fingerprint)
+        if finished is not None:
+            return finished
 
         torch.manual_seed(cfg.seed)
         lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
@@ -253,7 +249,7 @@ class PeftLoraTrainer(Trainer):
                  "merged": bool(merged_dir),
                  # evaluators must not score replayed general rows as unseen
                  "general_prompts": [m["content"] for conv in general for m in conv if m["role"] == "user"]}
-        _atomic_text(state_path, json.dumps(state, indent=2) + "\n")
+        _atomic_text(out_dir / STATE, json.dumps(state, indent=2) + "\n")
         ckpt_path.unlink(missing_ok=True)
         (out_dir / CHECKPOINT_META).unlink(missing_ok=True)
         return _result_from_state(out_dir, state)
@@ -348,6 +344,22 @@ def _fingerprint(cfg: PeftLoraConfig, examples: list[Example], total_steps: int,
     for ex in examples:
         h.update(json.dumps([ex.input_ids, ex.labels]).encode())
     return h.hexdigest()[:24]
+
+
+def _total_steps(cfg: Any, max_steps: int | None, examples: int) -> int:
+    """Optimizer steps of the run: the caller's or the spec's bound, else the epochs' worth."""
+    per_step = cfg.batch_size * cfg.gradient_accumulation
+    return max_steps or cfg.max_steps or max(1, math.ceil(cfg.epochs * examples / per_step))
+
+
+def _finished_result(out_dir: Path, fingerprint: str) -> TrainResult | None:
+    """The result of a finished run with this fingerprint (its adapter on disk), else None."""
+    state_path = out_dir / STATE
+    if state_path.exists():
+        state = json.loads(state_path.read_text())
+        if state.get("fingerprint") == fingerprint and (out_dir / ADAPTER / "adapter_config.json").exists():
+            return _result_from_state(out_dir, state)
+    return None
 
 
 def _result_from_state(out_dir: Path, state: dict[str, Any]) -> TrainResult:

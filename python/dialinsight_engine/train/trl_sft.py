@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import shutil
 import time
 from collections.abc import Callable
@@ -35,7 +34,9 @@ from .peft_lora import (
     PeftLoraTrainer,
     _atomic_dir,
     _atomic_text,
+    _finished_result,
     _result_from_state,
+    _total_steps,
 )
 
 #: the Hugging Face Trainer's checkpoint folder, removed once training finished
@@ -98,14 +99,11 @@ class TrlSftTrainer(PeftLoraTrainer):
         if dropped and log is not None:
             log.warning("%d conversations longer than max_length=%d left out", dropped, cfg.max_length)
 
-        per_step = cfg.batch_size * cfg.gradient_accumulation
-        total_steps = max_steps or cfg.max_steps or max(1, math.ceil(cfg.epochs * len(kept) / per_step))
+        total_steps = _total_steps(cfg, max_steps, len(kept))
         fingerprint = _fingerprint(cfg, fingerprint_parts, total_steps, self.identity(base_dir))
-        state_path = out_dir / STATE
-        if state_path.exists():
-            state = json.loads(state_path.read_text())
-            if state.get("fingerprint") == fingerprint and (out_dir / ADAPTER / "adapter_config.json").exists():
-                return _result_from_state(out_dir, state)
+        finished = _finished_result(out_dir, fingerprint)
+        if finished is not None:
+            return finished
 
         ckpt_dir = out_dir / CHECKPOINTS
         resume = _checkpoint_to_resume(ckpt_dir, fingerprint, get_last_checkpoint)
@@ -169,7 +167,7 @@ class TrlSftTrainer(PeftLoraTrainer):
                  "losses": losses, "seconds": round(time.perf_counter() - t0, 2), "merged": bool(merged_dir),
                  "trainer": "trl_sft",
                  "general_prompts": [m["content"] for conv in general for m in conv if m["role"] == "user"]}
-        _atomic_text(state_path, json.dumps(state, indent=2) + "\n")
+        _atomic_text(out_dir / STATE, json.dumps(state, indent=2) + "\n")
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         return _result_from_state(out_dir, state)
 

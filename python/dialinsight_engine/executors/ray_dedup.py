@@ -1,0 +1,469 @@
+"""Near-duplicate detection on Ray, with the same result as :func:`fast.near_duplicates`.
+
+The workflow is NeMo Curator's fuzzy dedup (MinHash -> LSH buckets -> edges -> Jaccard check
+-> connected components), laid out as Ray tasks over the partitions of a stage's data:
+
+1. **signatures** (one task per partition): :func:`fast.minhash_signatures` on the partition's
+   text column. The signature block stays in the object store; the task emits one
+   ``(band, key, row)`` record per band of every row that has a shingle, already split by
+   ``key % reducers`` (the map side of a hash shuffle).
+2. **buckets** (one task per reducer): records sorted by (band, key, row); each bucket becomes
+   candidate pairs by the Rust core's rule (every pair when a bucket holds at most
+   :data:`MAX_FULL_BUCKET` rows, else a star on its first row plus a chain), split by the
+   partition of the pair's second row.
+3. **verification**, two hops so that only the signatures of candidate rows move: the
+   partition of ``j`` attaches ``sig[j]`` and routes the pair to the partition of ``i``, which
+   computes the estimated Jaccard (share of equal slots, rounded through float32 as the core
+   does).
+4. **components and keep rule** on the driver: a union of the verified edges (estimate >=
+   threshold) by :func:`scipy.sparse.csgraph.connected_components`, labelled by their smallest
+   row index, and the representative chosen as the core chooses it ("first", "longest", or a
+   numeric column; ties to the smallest row index).
+
+Rows are numbered in partition order, so the result equals ``fast.near_duplicates`` on the
+concatenated partitions, whatever the partitioning. Components run on the driver: its memory
+is O(rows + verified edges) (about 40 bytes per row plus 24 per edge), which holds ~10^8 rows
+on a 8 GB driver; an iterative min-label propagation over Ray tasks would lift that bound at
+the cost of one shuffle per iteration, and is not needed at this engine's scale.
+
+A partition whose task fails after Ray's retries (``max_retries`` for a lost worker or node)
+fails the whole call with :class:`~dialinsight_engine.errors.StageFailed` naming the partition
+and the step. See ``docs/performance.md`` ("Near-duplicates and generation on Ray").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from .. import fast
+from ..errors import StageFailed, UserError
+from ..run import faults
+
+__all__ = ["MAX_FULL_BUCKET", "DedupResult", "ray_near_duplicates"]
+
+#: Buckets larger than this become a star plus a chain of pairs, not all pairs (the Rust core's
+#: ``lsh::MAX_FULL_BUCKET``; the two must agree for the results to be identical).
+MAX_FULL_BUCKET = 48
+#: Value of every slot of the signature of a row without a shingle (the core's ``EMPTY``).
+EMPTY_SLOT = 2**32 - 1
+#: Rows looked at when the language is detected ("auto"), as ``fast.detect_language`` does.
+LANGUAGE_SAMPLE_ROWS = fast.LANGUAGE_SAMPLE_ROWS
+
+
+@dataclass
+class DedupResult:
+    """``frame``: one row per input row, in partition order, with the columns of
+    ``fast.near_duplicates``; ``stats``: what the run moved and found."""
+
+    frame: pl.DataFrame
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Hashing:
+    """Keyword arguments of ``fast.minhash_signatures``, language resolved."""
+
+    num_perm: int
+    seed: int
+    ngram: int | None
+    unit: str | None
+    normalize: Any
+    mode: str
+    scheme: str
+    language: str
+
+    def kwargs(self) -> dict[str, Any]:
+        return dict(num_perm=self.num_perm, seed=self.seed, ngram=self.ngram, unit=self.unit,
+                    normalize=self.normalize, mode=self.mode, scheme=self.scheme,
+                    language=self.language)
+
+
+# -- public ----------------------------------------------------------------------------------
+def ray_near_duplicates(
+    source: Any,
+    text_column: str,
+    *,
+    id_column: str | None = None,
+    threshold: float = 0.8,
+    num_perm: int = 128,
+    seed: int = 1,
+    ngram: int | None = None,
+    unit: fast.Unit | None = None,
+    normalize: fast.Normalize = True,
+    keep: str = "first",
+    mode: fast.Mode = "native",
+    scheme: fast.Scheme = "legacy",
+    bands: int | None = None,
+    rows: int | None = None,
+    language: str = "auto",
+    reducers: int | None = None,
+    max_retries: int = 3,
+) -> DedupResult:
+    """Near-duplicate clusters of ``text_column`` over the partitions of ``source``: a
+    ``ray.data.Dataset``, or a sequence of pyarrow Tables, Polars DataFrames or object refs
+    to pyarrow Tables (one partition each, in row order).
+
+    Every setting means what it means for :func:`fast.near_duplicates`, and the returned
+    frame equals its result on the concatenated partitions. ``reducers``: tasks on the
+    bucket side of the shuffle (default: one per partition). ``max_retries``: Ray's retries
+    of a task whose worker died.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+    parts = _partition_refs(source)
+    sizes = _check_partitions(parts, text_column, id_column, keep, max_retries)
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    hashing = _resolve_hashing(parts, offsets, text_column, max_retries, num_perm=num_perm,
+                               seed=seed, ngram=ngram, unit=unit, normalize=normalize, mode=mode,
+                               scheme=scheme, language=language)
+    band_rows = _resolve_bands(threshold, num_perm, bands, rows)
+    n_reducers = max(1, reducers or len(parts))
+    run = _Run(parts, offsets, max_retries)
+    signed = run.sign(text_column, keep, hashing, band_rows, n_reducers)
+    pairs, est = run.verify(signed, n_reducers)
+    frame = _clusters(int(offsets[-1]), pairs, est, threshold, signed.keep_values)
+    if id_column is not None:
+        frame = _with_ids(frame, run, id_column)
+    return DedupResult(frame, run.stats | {
+        "rows": int(offsets[-1]), "partitions": len(parts), "reducers": n_reducers,
+        "bands": band_rows[0], "rows_per_band": band_rows[1], "language": hashing.language,
+        "candidate_pairs": int(pairs.shape[0]), "edges": int((est >= threshold).sum()),
+        "shuffle_bytes_per_row": round(sum(run.stats["shuffle_bytes"].values()) / max(int(offsets[-1]), 1), 1),
+    })
+
+
+# -- input -----------------------------------------------------------------------------------
+def _partition_refs(source: Any) -> list[ray.ObjectRef]:
+    """Object refs of pyarrow Tables, one per partition, in row order."""
+    if isinstance(source, ray.data.Dataset):
+        return list(source.to_arrow_refs())
+    if isinstance(source, pa.Table | pl.DataFrame | ray.ObjectRef) or not isinstance(source, Sequence):
+        raise TypeError("source must be a ray.data.Dataset or a sequence of partitions "
+                        f"(pyarrow Tables, Polars DataFrames or object refs), not {type(source).__name__}")
+    refs = []
+    for part in source:
+        if isinstance(part, ray.ObjectRef):
+            refs.append(part)
+        elif isinstance(part, pl.DataFrame):
+            refs.append(ray.put(part.to_arrow()))
+        elif isinstance(part, pa.Table):
+            refs.append(ray.put(part))
+        else:
+            raise TypeError(f"a partition must be a pyarrow Table, Polars DataFrame or object ref, "
+                            f"not {type(part).__name__}")
+    if not refs:
+        raise ValueError("source has no partitions")
+    return refs
+
+
+def _gather(refs: Sequence[ray.ObjectRef], step: str) -> list[Any]:
+    """``ray.get`` of one result per partition; a failed one fails the call, named."""
+    out = []
+    for index, ref in enumerate(refs):
+        try:
+            out.append(ray.get(ref))
+        except ray.exceptions.RayError as exc:
+            cause = getattr(exc, "cause", None) or exc
+            if isinstance(cause, UserError):
+                raise cause from None
+            raise StageFailed(f"near-duplicates: partition {index} failed in step {step!r} after "
+                              f"Ray's retries: {type(cause).__name__}: {str(cause).strip()[:500]}") from exc
+    return out
+
+
+def _check_partitions(parts: list[ray.ObjectRef], text_column: str, id_column: str | None,
+                      keep: str, max_retries: int) -> list[int]:
+    """Rows per partition, after checking every partition has the columns asked for."""
+    schemas = _gather([_schema.options(max_retries=max_retries).remote(p) for p in parts], "schema")
+    sizes = []
+    for index, (names, types, height) in enumerate(schemas):
+        wanted = [text_column] + [c for c in (id_column,) if c is not None]
+        if keep not in ("first", "longest"):
+            wanted.append(keep)
+        for col in wanted:
+            if col not in names:
+                raise UserError(f"partition {index} has no column {col!r} (columns: {names})",
+                                key="near_duplicates")
+        if types[names.index(text_column)] not in (pl.String, pl.Null):
+            raise UserError(f"column {text_column!r} has dtype {types[names.index(text_column)]} in "
+                            f"partition {index}; expected a string column", key="near_duplicates")
+        if keep not in ("first", "longest") and not types[names.index(keep)].is_numeric():
+            raise UserError(f"keep column {keep!r} has dtype {types[names.index(keep)]} in partition "
+                            f"{index}; expected a numeric column", key="near_duplicates.keep")
+        sizes.append(height)
+    return sizes
+
+
+def _resolve_hashing(parts: list[ray.ObjectRef], offsets: np.ndarray, text_column: str,
+                     max_retries: int, **settings: Any) -> _Hashing:
+    """The hashing settings with ``language="auto"`` resolved on the very rows that
+    ``fast.detect_language`` samples from the whole column, and every value checked."""
+    lang = fast.canonical_language(settings.pop("language"))
+    if lang == "auto":
+        n = int(offsets[-1])
+        sample = np.arange(n) if n <= LANGUAGE_SAMPLE_ROWS else \
+            np.arange(0, n, n // LANGUAGE_SAMPLE_ROWS)[:LANGUAGE_SAMPLE_ROWS]
+        texts = _take_rows(parts, offsets, text_column, sample, max_retries, "language")
+        lang = fast.detect_language(pl.Series(text_column, texts.to_pylist(), dtype=pl.String))
+    hashing = _Hashing(language=lang, **settings)
+    fast.minhash_signatures(pl.Series([], dtype=pl.String), **hashing.kwargs())  # raises on bad values
+    return hashing
+
+
+def _resolve_bands(threshold: float, num_perm: int, bands: int | None,
+                   rows: int | None) -> tuple[int, int]:
+    """(bands, rows) as the core resolves them (`resolve_bands` in ``rust/src/lib.rs``)."""
+    if (bands is None) != (rows is None):
+        raise ValueError("give both bands and rows, or neither")
+    if bands is None or rows is None:
+        return fast.optimal_lsh_params(min(max(threshold, 1e-6), 1.0 - 1e-6), num_perm)
+    if bands < 1 or rows < 1 or bands * rows > num_perm:
+        raise ValueError(f"need bands*rows <= num_perm ({num_perm}), got {bands}x{rows}")
+    return bands, rows
+
+
+def _take_rows(parts: list[ray.ObjectRef], offsets: np.ndarray, column: str, rows: np.ndarray,
+               max_retries: int, step: str) -> pa.ChunkedArray:
+    """Values of ``column`` at global ``rows`` (sorted), fetched from their partitions; with
+    no rows, an empty array of the column's type."""
+    owner = np.searchsorted(offsets, rows, side="right") - 1
+    wanted = {int(p): rows[owner == p] - offsets[p] for p in np.unique(owner)} or {0: rows}
+    chunks = _gather([_take.options(max_retries=max_retries).remote(parts[p], column, local)
+                      for p, local in wanted.items()], step)
+    return pa.chunked_array(chunks, type=chunks[0].type)
+
+
+# -- the distributed steps -------------------------------------------------------------------
+@dataclass
+class _Signed:
+    sig_refs: list[ray.ObjectRef]  # per partition: uint32 (rows, num_perm)
+    key_refs: list[list[ray.ObjectRef]]  # per partition, per reducer: band-key table
+    keep_values: np.ndarray  # per row: the keep rule's value (float64)
+
+
+class _Run:
+    """One call's partitions, offsets and shuffle accounting."""
+
+    def __init__(self, parts: list[ray.ObjectRef], offsets: np.ndarray, max_retries: int) -> None:
+        self.parts = parts
+        self.offsets = offsets
+        self.max_retries = max_retries
+        self.stats: dict[str, Any] = {"shuffle_bytes": {}}
+
+    def _count(self, step: str, nbytes: Sequence[int]) -> None:
+        self.stats["shuffle_bytes"][step] = int(sum(nbytes))
+
+    def sign(self, text_column: str, keep: str, hashing: _Hashing, band_rows: tuple[int, int],
+             reducers: int) -> _Signed:
+        sig_refs, key_refs, info_refs = [], [], []
+        for index, part in enumerate(self.parts):
+            out = _sign.options(num_returns=reducers + 2, max_retries=self.max_retries).remote(
+                part, index, text_column, keep, hashing, band_rows, int(self.offsets[index]), reducers)
+            sig_refs.append(out[0])
+            info_refs.append(out[1])
+            key_refs.append(list(out[2:]))
+        infos = _gather(info_refs, "signatures")
+        self._count("band_keys", [nbytes for _, nbytes in infos])
+        keep_values = np.concatenate([values for values, _ in infos]) if infos else np.zeros(0)
+        return _Signed(sig_refs, key_refs, keep_values)
+
+    def verify(self, signed: _Signed, reducers: int) -> tuple[np.ndarray, np.ndarray]:
+        """Candidate pairs (k, 2) and their estimated Jaccard (float64 of a float32)."""
+        n_parts = len(self.parts)
+        by_j: list[list[ray.ObjectRef]] = [[] for _ in range(n_parts)]
+        bucket_bytes = []
+        for r in range(reducers):
+            out = _buckets.options(num_returns=n_parts + 1, max_retries=self.max_retries).remote(
+                self.offsets, *[keys[r] for keys in signed.key_refs])
+            for p in range(n_parts):
+                by_j[p].append(out[p])
+            bucket_bytes.append(out[n_parts])
+        self._count("pairs", _gather(bucket_bytes, "buckets"))
+        by_i: list[list[ray.ObjectRef]] = [[] for _ in range(n_parts)]
+        attach_bytes = []
+        for q in range(n_parts):
+            out = _attach_signatures.options(num_returns=n_parts + 1, max_retries=self.max_retries).remote(
+                signed.sig_refs[q], self.offsets, q, *by_j[q])
+            for p in range(n_parts):
+                by_i[p].append(out[p])
+            attach_bytes.append(out[n_parts])
+        self._count("pair_signatures", _gather(attach_bytes, "attach signatures"))
+        verified = _gather([
+            _estimate.options(max_retries=self.max_retries).remote(
+                signed.sig_refs[p], int(self.offsets[p]), *by_i[p])
+            for p in range(n_parts)], "verify")
+        pairs = np.concatenate([v[0] for v in verified]) if verified else np.zeros((0, 2), np.int64)
+        est = np.concatenate([v[1] for v in verified]) if verified else np.zeros(0)
+        self._count("edges", [pairs.nbytes + est.astype(np.float32).nbytes])
+        return pairs, est
+
+
+@ray.remote
+def _schema(table: pa.Table) -> tuple[list[str], list[pl.DataType], int]:
+    frame = pl.from_arrow(table.slice(0, 0))
+    assert isinstance(frame, pl.DataFrame)
+    return frame.columns, list(frame.dtypes), table.num_rows
+
+
+@ray.remote
+def _take(table: pa.Table, column: str, local_rows: np.ndarray) -> pa.Array:
+    return table.column(column).take(pa.array(local_rows, pa.int64())).combine_chunks()
+
+
+@ray.remote
+def _sign(table: pa.Table, part: int, text_column: str, keep: str, hashing: _Hashing,
+          band_rows: tuple[int, int], offset: int, reducers: int) -> tuple[Any, ...]:
+    """Signature block, (keep values, bytes emitted), then one band-key table per reducer."""
+    faults.point(f"near-duplicates:signatures:partition-{part}")
+    texts = pl.from_arrow(table.column(text_column))
+    assert isinstance(texts, pl.Series)
+    sigs = fast.minhash_signatures(texts, **hashing.kwargs()).astype(np.uint32)
+    active = np.flatnonzero(~(sigs == EMPTY_SLOT).all(axis=1))
+    keys = _band_keys(sigs[active], active + offset, *band_rows)
+    reducer = keys.column("key").to_numpy() % np.uint64(reducers)
+    shards = [keys.take(np.flatnonzero(reducer == r)) for r in range(reducers)]
+    emitted = sum(s.nbytes for s in shards)
+    return (sigs, (_keep_values(table, text_column, keep), emitted), *shards)
+
+
+def _band_keys(sigs: np.ndarray, rows: np.ndarray, bands: int, per_band: int) -> pa.Table:
+    """One ``(band, key, row)`` record per band of each row; equal keys = equal band slices
+    (a 64-bit hash of the band's slots, seeded by the band as the core's xxh3 key is)."""
+    keys = [pl.from_numpy(np.ascontiguousarray(sigs[:, b * per_band:(b + 1) * per_band]))
+            .hash_rows(seed=b).to_numpy() for b in range(bands)]
+    return pa.table({
+        "band": np.repeat(np.arange(bands, dtype=np.uint16), len(rows)),
+        "key": np.concatenate(keys) if keys else np.zeros(0, np.uint64),
+        "row": np.tile(rows.astype(np.uint64), bands),
+    })
+
+
+def _keep_values(table: pa.Table, text_column: str, keep: str) -> np.ndarray:
+    """What the keep rule compares, higher kept: characters for "longest", the column for a
+    quality column (null = -inf, as the core's NaN), nothing for "first"."""
+    if keep == "first":
+        return np.zeros(table.num_rows)
+    if keep == "longest":
+        chars = pc.fill_null(pc.utf8_length(table.column(text_column).cast(pa.large_string())), 0)
+        return chars.to_numpy().astype(np.float64)
+    values = table.column(keep).cast(pa.float64()).to_numpy(zero_copy_only=False)
+    return np.where(np.isnan(values), -np.inf, values)
+
+
+@ray.remote
+def _buckets(offsets: np.ndarray, *key_tables: pa.Table) -> tuple[Any, ...]:
+    """Candidate pairs of one reducer's buckets, split by the partition of the second row,
+    then the bytes emitted."""
+    keys = pa.concat_tables(key_tables)
+    band = keys.column("band").to_numpy()
+    key = keys.column("key").to_numpy()
+    row = keys.column("row").to_numpy().astype(np.int64)
+    order = np.lexsort((row, key, band))
+    band, key, row = band[order], key[order], row[order]
+    pairs = _pairs_of_buckets(band, key, row)
+    owner = np.searchsorted(offsets, pairs[:, 1], side="right") - 1
+    shards = [pairs[owner == p] for p in range(len(offsets) - 1)]
+    return (*shards, sum(s.nbytes for s in shards))
+
+
+def _pairs_of_buckets(band: np.ndarray, key: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """Unique ``(i, j)``, ``i < j``, from rows sorted by (band, key, row): every pair of a
+    bucket of at most MAX_FULL_BUCKET rows; in a larger one each row pairs with the first and
+    with its predecessor (the core's ``candidate_pairs``)."""
+    if len(row) < 2:
+        return np.zeros((0, 2), np.int64)
+    starts = np.flatnonzero(np.r_[True, (band[1:] != band[:-1]) | (key[1:] != key[:-1])])
+    ends = np.r_[starts[1:], len(row)]
+    out = []
+    for start, end in zip(starts[ends - starts > 1], ends[ends - starts > 1], strict=True):
+        members = row[start:end]
+        k = len(members)
+        if k <= MAX_FULL_BUCKET:
+            a, b = np.triu_indices(k, 1)
+            out.append(np.stack([members[a], members[b]], axis=1))
+        else:
+            star = np.stack([np.full(k - 1, members[0]), members[1:]], axis=1)
+            chain = np.stack([members[1:-1], members[2:]], axis=1)
+            out.append(np.concatenate([star, chain]))
+    if not out:
+        return np.zeros((0, 2), np.int64)
+    return np.unique(np.concatenate(out), axis=0)
+
+
+@ray.remote
+def _attach_signatures(sigs: np.ndarray, offsets: np.ndarray, part: int,
+                       *pair_shards: np.ndarray) -> tuple[Any, ...]:
+    """For the pairs whose second row is in this partition: (pairs, sig of j), split by the
+    partition of the first row, then the bytes emitted."""
+    pairs = np.concatenate(pair_shards) if pair_shards else np.zeros((0, 2), np.int64)
+    sig_j = sigs[pairs[:, 1] - offsets[part]]
+    owner = np.searchsorted(offsets, pairs[:, 0], side="right") - 1
+    shards = [(pairs[owner == p], sig_j[owner == p]) for p in range(len(offsets) - 1)]
+    return (*shards, sum(a.nbytes + b.nbytes for a, b in shards))
+
+
+@ray.remote
+def _estimate(sigs: np.ndarray, offset: int, *shards: tuple[np.ndarray, np.ndarray]
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Estimated Jaccard of each pair whose first row is in this partition: share of equal
+    slots, through float32 as ``rust/src/clusters.rs`` stores it."""
+    pairs = np.concatenate([s[0] for s in shards]) if shards else np.zeros((0, 2), np.int64)
+    sig_j = np.concatenate([s[1] for s in shards]) if shards else np.zeros((0, sigs.shape[1]), np.uint32)
+    equal = (sigs[pairs[:, 0] - offset] == sig_j).sum(axis=1)
+    est = (equal / sigs.shape[1]).astype(np.float32).astype(np.float64)
+    return pairs, est
+
+
+# -- the driver's part -----------------------------------------------------------------------
+def _clusters(n: int, pairs: np.ndarray, est: np.ndarray, threshold: float,
+              keep_values: np.ndarray) -> pl.DataFrame:
+    """Components of the verified edges, labelled by their smallest row, and the kept row of
+    each (the core's ``finish_clusters``)."""
+    if n == 0:
+        return pl.DataFrame(schema={"cluster_id": pl.UInt64, "duplicate_of": pl.UInt64,
+                                    "max_jaccard": pl.Float64, "is_duplicate": pl.Boolean})
+    max_jaccard = np.zeros(n)
+    np.maximum.at(max_jaccard, pairs[:, 0], est)
+    np.maximum.at(max_jaccard, pairs[:, 1], est)
+    edges = pairs[est >= threshold]
+    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    index = np.arange(n)
+    smallest = np.full(component.max() + 1, n, dtype=np.int64)
+    np.minimum.at(smallest, component, index)
+    cluster = smallest[component]
+    # representative: highest keep value, ties (and "first") to the smallest row
+    order = np.lexsort((index, -keep_values, cluster))
+    first_of_cluster = np.r_[True, cluster[order][1:] != cluster[order][:-1]]
+    representative = np.empty(n, dtype=np.int64)
+    representative[cluster[order][first_of_cluster]] = order[first_of_cluster]
+    rep = representative[cluster]
+    duplicate = rep != index
+    return pl.DataFrame({
+        "cluster_id": pl.Series(cluster, dtype=pl.UInt64),
+        "duplicate_of": pl.Series(np.where(duplicate, rep, 0), dtype=pl.UInt64),
+        "max_jaccard": pl.Series(max_jaccard, dtype=pl.Float64),
+        "is_duplicate": pl.Series(duplicate, dtype=pl.Boolean),
+    }).with_columns(pl.when(pl.col("is_duplicate")).then(pl.col("duplicate_of")).alias("duplicate_of"))
+
+
+def _with_ids(frame: pl.DataFrame, run: _Run, id_column: str) -> pl.DataFrame:
+    """``duplicate_of`` as the representative's ``id_column`` value (its dtype kept)."""
+    reps = np.unique(frame.get_column("duplicate_of").drop_nulls().to_numpy()).astype(np.int64)
+    ids = pl.from_arrow(_take_rows(run.parts, run.offsets, id_column, reps, run.max_retries, "ids"))
+    assert isinstance(ids, pl.Series)
+    if reps.size == 0:
+        return frame.with_columns(pl.lit(None, dtype=ids.dtype).alias("duplicate_of"))
+    position = np.searchsorted(reps, frame.get_column("duplicate_of").cast(pl.Int64).fill_null(0).to_numpy())
+    dup = ids.gather(pl.Series(position, dtype=pl.UInt64))
+    return frame.with_columns(pl.when(pl.col("is_duplicate")).then(dup).alias("duplicate_of"))

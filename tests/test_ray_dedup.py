@@ -1,0 +1,139 @@
+"""Near-duplicates on a real two-node Ray cluster equal `fast.near_duplicates`, row for row,
+whatever the partitioning (English word 3-grams, Chinese character 3-grams)."""
+
+from __future__ import annotations
+
+import random
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from dialinsight_engine import fast
+from dialinsight_engine.errors import StageFailed, UserError
+from dialinsight_engine.run import faults
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from dialinsight_engine.executors.ray_dedup import (  # noqa: E402
+    MAX_FULL_BUCKET,
+    ray_near_duplicates,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+EN_WORDS = ("lease deposit tenant landlord viewing apartment bedroom balcony kitchen garden rent month "
+            "agent contract parking floor window quiet street station school price offer meter heating "
+            "water bill key move date pet allowed furnished empty small large bright").split()
+ZH_CHARS = "租房押金房东看房公寓卧室阳台厨房花园每月中介合同停车楼层窗户安静街道车站学校价格水电钥匙搬家宠物家具明亮"
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Two Ray nodes of one CPU each on this machine, shared by the module's tests."""
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    c.add_node(num_cpus=1)
+    ray.init(address=c.address, log_to_driver=False)
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+def _edit(words: list[str], rng: random.Random, changes: int, alphabet) -> list[str]:
+    out = list(words)
+    for _ in range(changes):
+        out[rng.randrange(len(out))] = rng.choice(alphabet)
+    return out
+
+
+def _planted(n: int, seed: int, zh: bool) -> pl.DataFrame:
+    """`n` texts: random originals, exact copies, light and heavier edits of earlier rows,
+    a big bucket of copies (more than MAX_FULL_BUCKET rows), nulls and empty strings."""
+    rng = random.Random(seed)
+    alphabet = ZH_CHARS if zh else EN_WORDS
+    joiner = "" if zh else " "
+    length = 60 if zh else 30
+    units: list[list[str] | None] = []
+    for i in range(n):
+        roll = rng.random()
+        earlier = [u for u in units[-200:] if u]
+        if i < 5 * MAX_FULL_BUCKET and i % 4 == 0 and i > 0:
+            units.append(list(units[0] or []))  # one bucket of ~60 copies of row 0
+        elif roll < 0.01:
+            units.append(None if roll < 0.005 else [])
+        elif roll < 0.35 and earlier:
+            units.append(_edit(rng.choice(earlier), rng, rng.choice((0, 1, 2, 4)), alphabet))
+        else:
+            units.append([rng.choice(alphabet) for _ in range(length)])
+    texts = [None if u is None else joiner.join(u) for u in units]
+    return pl.DataFrame({
+        "id": [f"d{i:05d}" for i in range(n)],
+        "text": pl.Series(texts, dtype=pl.String),
+        "quality": pl.Series([None if i % 97 == 0 else rng.random() for i in range(n)], dtype=pl.Float64),
+    })
+
+
+def _split(df: pl.DataFrame, cuts: list[int]) -> list[pl.DataFrame]:
+    edges = [0, *cuts, df.height]
+    return [df.slice(a, b - a) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+@pytest.mark.parametrize("zh", [False, True], ids=["en-word-3grams", "zh-char-3grams"])
+def test_same_clusters_and_kept_rows_as_local(cluster, zh):
+    df = _planted(2000, seed=11 if zh else 7, zh=zh)
+    local = fast.near_duplicates(df, "text", threshold=0.7, id_column="id")
+    assert fast.resolve_language(df["text"]) == ("zh" if zh else "en")
+    clustered = local.filter(pl.col("is_duplicate")).height
+    assert clustered > 300, "the planted duplicates must be found by the local path too"
+    assert local.filter(pl.col("cluster_id") == 0).height > MAX_FULL_BUCKET  # the big bucket
+    for cuts in ([], [613, 1400], [1, 250, 251, 900, 1333, 1999]):
+        found = ray_near_duplicates(_split(df, cuts), "text", threshold=0.7, id_column="id")
+        assert_frame_equal(found.frame, local)
+        assert found.stats["partitions"] == len(cuts) + 1
+        assert found.stats["language"] == ("zh" if zh else "en")
+    assert found.stats["edges"] >= clustered
+    assert 0 < found.stats["shuffle_bytes_per_row"] < 2000
+
+
+def test_keep_rules_row_indices_and_a_ray_dataset(cluster):
+    df = _planted(600, seed=3, zh=False)
+    ds = ray.data.from_arrow([p.to_arrow() for p in _split(df, [100, 350])])
+    for keep in ("first", "longest", "quality"):
+        local = fast.near_duplicates(df, "text", threshold=0.5, keep=keep, num_perm=64)
+        found = ray_near_duplicates(ds, "text", threshold=0.5, keep=keep, num_perm=64, reducers=3)
+        assert_frame_equal(found.frame, local)
+        assert found.frame["duplicate_of"].dtype == pl.UInt64
+    assert found.frame["is_duplicate"].sum() > 50
+    # explicit bands/rows and another seed: still the same as the core
+    local = fast.near_duplicates(df, "text", threshold=0.8, bands=16, rows=4, seed=9, num_perm=64)
+    found = ray_near_duplicates(_split(df, [300]), "text", threshold=0.8, bands=16, rows=4, seed=9,
+                                num_perm=64)
+    assert_frame_equal(found.frame, local)
+
+
+def test_bad_input_names_the_partition(cluster):
+    good = pl.DataFrame({"text": ["a b c d", "a b c d"], "n": ["x", "y"]})
+    with pytest.raises(UserError, match="partition 1 has no column 'text'"):
+        ray_near_duplicates([good, good.rename({"text": "body"})], "text")
+    with pytest.raises(UserError, match="column 'text' has dtype Int64 in partition 2"):
+        ray_near_duplicates([good, good, pl.DataFrame({"text": [1, 2]})], "text")
+    with pytest.raises(UserError, match="keep column 'n' has dtype String"):
+        ray_near_duplicates([good], "text", keep="n")
+    with pytest.raises(ValueError, match="bands and rows"):
+        ray_near_duplicates([good], "text", bands=4)
+
+
+def test_a_partition_dying_after_retries_fails_the_call_naming_it(cluster):
+    """The worker signing partition 2 is SIGKILLed on every try (a fault point, set for this
+    job's workers): after Ray's retry the call fails, naming partition 2 and the step."""
+    parts = [pl.DataFrame({"text": ["one two three four", "one two three five"]})] * 3
+    ray.shutdown()
+    ray.init(address=cluster.address, log_to_driver=False, runtime_env={
+        "env_vars": {faults.ENV: "near-duplicates:signatures:partition-2"}})
+    try:
+        with pytest.raises(StageFailed, match=r"partition 2 failed in step 'signatures' after Ray's retries"):
+            ray_near_duplicates(parts, "text", language="en", max_retries=1)
+    finally:
+        ray.shutdown()
+        ray.init(address=cluster.address, log_to_driver=False)

@@ -3,6 +3,7 @@ whatever the partitioning (English word 3-grams, Chinese character 3-grams)."""
 
 from __future__ import annotations
 
+import os
 import random
 
 import polars as pl
@@ -29,11 +30,24 @@ EN_WORDS = ("lease deposit tenant landlord viewing apartment bedroom balcony kit
 ZH_CHARS = "租房押金房东看房公寓卧室阳台厨房花园每月中介合同停车楼层窗户安静街道车站学校价格水电钥匙搬家宠物家具明亮"
 
 
+#: Fault point armed in the cluster's workers: signing partition 2 of a column named so dies.
+DOOMED = "near-duplicates:signatures:doomed_text:partition-2"
+
+
 @pytest.fixture(scope="module")
 def cluster():
-    """Two Ray nodes of one CPU each on this machine, shared by the module's tests."""
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    c.add_node(num_cpus=1)
+    """Two Ray nodes of one CPU each on this machine, shared by the module's tests; their
+    workers inherit the DOOMED fault point (only the test using that column reaches it)."""
+    before = os.environ.get(faults.ENV)
+    os.environ[faults.ENV] = DOOMED
+    try:
+        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+        c.add_node(num_cpus=1)
+    finally:
+        if before is None:
+            del os.environ[faults.ENV]
+        else:
+            os.environ[faults.ENV] = before
     ray.init(address=c.address, log_to_driver=False)
     yield c
     ray.shutdown()
@@ -125,15 +139,8 @@ def test_bad_input_names_the_partition(cluster):
 
 
 def test_a_partition_dying_after_retries_fails_the_call_naming_it(cluster):
-    """The worker signing partition 2 is SIGKILLed on every try (a fault point, set for this
-    job's workers): after Ray's retry the call fails, naming partition 2 and the step."""
-    parts = [pl.DataFrame({"text": ["one two three four", "one two three five"]})] * 3
-    ray.shutdown()
-    ray.init(address=cluster.address, log_to_driver=False, runtime_env={
-        "env_vars": {faults.ENV: "near-duplicates:signatures:partition-2"}})
-    try:
-        with pytest.raises(StageFailed, match=r"partition 2 failed in step 'signatures' after Ray's retries"):
-            ray_near_duplicates(parts, "text", language="en", max_retries=1)
-    finally:
-        ray.shutdown()
-        ray.init(address=cluster.address, log_to_driver=False)
+    """The worker signing partition 2 is SIGKILLed on every try (the DOOMED fault point):
+    after Ray's retry the call fails, naming partition 2 and the step."""
+    parts = [pl.DataFrame({"doomed_text": ["one two three four", "one two three five"]})] * 3
+    with pytest.raises(StageFailed, match=r"partition 2 failed in step 'signatures' after Ray's retries"):
+        ray_near_duplicates(parts, "doomed_text", language="en", max_retries=1)

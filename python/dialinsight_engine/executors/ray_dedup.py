@@ -324,7 +324,7 @@ def _take(table: pa.Table, column: str, local_rows: np.ndarray) -> pa.Array:
 def _sign(table: pa.Table, part: int, text_column: str, keep: str, hashing: _Hashing,
           band_rows: tuple[int, int], offset: int, reducers: int) -> tuple[Any, ...]:
     """Signature block, (keep values, bytes emitted), then one band-key table per reducer."""
-    faults.point(f"near-duplicates:signatures:partition-{part}")
+    faults.point(f"near-duplicates:signatures:{text_column}:partition-{part}")
     texts = pl.from_arrow(table.column(text_column))
     assert isinstance(texts, pl.Series)
     sigs = fast.minhash_signatures(texts, **hashing.kwargs()).astype(np.uint32)

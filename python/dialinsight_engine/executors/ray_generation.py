@@ -1,0 +1,179 @@
+"""Generation on Ray: evolve, label and the LLM judge through a pool of actors, each owning
+one backend through the engine's own :class:`~dialinsight_engine.backends.client.GenerationClient`.
+
+- **Same client, same cache.** Every actor builds its client from a :class:`ClientRecipe`
+  (the backend plugin's class, its validated settings and the client's settings, resolved
+  on the driver as ``open_client`` resolves them), so the cache key
+  (``request_key``: backend, model, request) and the cache file (SQLite in the run's cache
+  folder, one transaction per answer) are the ones a local run uses. SQLite serialises
+  writers across processes with its file lock; the cache opens in WAL mode with a 60 s busy
+  timeout, so several actors writing at once wait, never fail (tested). WAL needs the actors
+  on hosts that share the run folder on a local or cluster file system with working POSIX
+  locks (not NFS).
+- **Nothing finished is generated twice.** An answer is committed when it arrives, so a
+  rerun after a killed actor, node or driver sends only the requests that were in flight.
+  A killed actor is restarted by Ray (``max_restarts``) and its chunk retried
+  (``max_task_retries``) on the same cache; when the retries are spent the call fails with
+  :class:`~dialinsight_engine.errors.StageFailed` naming the chunk.
+- **Backpressure.** Requests go out in chunks of at most ``in_flight`` distinct requests, one
+  chunk per actor at a time (:class:`ray.util.ActorPool`), so an actor never has more than
+  ``in_flight`` requests at its backend and the driver holds the rest.
+
+Identical requests are sent once (as the local client does); results come back in request
+order. A vLLM engine per GPU fits as ``ClientRecipe`` with the ``vllm`` backend and
+``num_gpus=1`` per actor, or as ``ray.data.llm`` for whole-dataset batch inference: see
+``docs/performance.md`` ("Near-duplicates and generation on Ray").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ray
+from ray.util import ActorPool
+
+from ..backends.base import Backend, BackendConfig, GenerationRequest, GenerationResult
+from ..backends.client import GenerationClient, backend_spec, make_backend
+from ..errors import StageFailed
+
+if TYPE_CHECKING:
+    from ..plugins import Registry
+    from ..spec import Spec
+
+__all__ = ["ClientRecipe", "GenerationActor", "RayGenerationPool"]
+
+#: Client counters summed over the actors (the others are not additive).
+_ADDITIVE = ("requests", "unique", "cache_hits", "generated", "retries", "failures", "tokens",
+             "prompt_tokens", "completion_tokens", "seconds")
+
+
+@dataclass(frozen=True)
+class ClientRecipe:
+    """How an actor opens its client: picklable, resolved and checked on the driver."""
+
+    backend_class: type[Backend]
+    config: BackendConfig
+    name: str
+    cache_dir: Path | None
+    batch_size: int = 16
+    max_attempts: int = 3
+    retry_temperature: float = 0.7
+
+    @classmethod
+    def from_spec(cls, spec: Spec, name: str, registry: Registry, cache_dir: Path) -> ClientRecipe:
+        """``[backends.NAME]`` of ``spec``, as ``open_client`` reads it (bad settings raise
+        here, on the driver, naming the key)."""
+        bspec = backend_spec(spec, name)
+        backend = make_backend(bspec, registry, name)  # backends load their model lazily
+        backend.close()
+        if bspec.cache_dir:
+            cache_dir = spec.resolve_path(bspec.cache_dir)
+        return cls(type(backend), backend.config, name, cache_dir if bspec.cache else None,
+                   bspec.batch_size, bspec.max_attempts, bspec.retry_temperature)
+
+    def open(self) -> GenerationClient:
+        return GenerationClient(
+            self.backend_class(self.config), name=self.name, cache_dir=self.cache_dir,
+            batch_size=self.batch_size, max_attempts=self.max_attempts,
+            retry_temperature=self.retry_temperature,
+            log=logging.getLogger("dialinsight_engine.executors.ray_generation"))
+
+
+class GenerationActor:
+    """One backend behind one client (made a Ray actor by :class:`RayGenerationPool`)."""
+
+    def __init__(self, recipe: ClientRecipe) -> None:
+        self.client = recipe.open()
+
+    def generate(self, requests: list[GenerationRequest]) -> tuple[list[GenerationResult], dict[str, float]]:
+        """Results of ``requests`` and what this call added to the client's counters."""
+        before = {k: self.client.stats[k] for k in _ADDITIVE}
+        results = self.client.generate(requests)
+        return results, {k: self.client.stats[k] - before[k] for k in _ADDITIVE}
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class RayGenerationPool:
+    """``actors`` actors, each with its own backend; ``generate`` is the local client's
+    ``generate`` spread over them. ``num_cpus``/``num_gpus``: resources of one actor (a
+    llama.cpp actor: its threads; a vLLM actor: ``num_gpus=1``)."""
+
+    def __init__(self, recipe: ClientRecipe, *, actors: int = 2, in_flight: int = 8,
+                 num_cpus: float = 1, num_gpus: float = 0, max_restarts: int = 2,
+                 max_task_retries: int = 2) -> None:
+        if actors < 1 or in_flight < 1:
+            raise ValueError(f"need actors >= 1 and in_flight >= 1, got {actors} and {in_flight}")
+        self.in_flight = in_flight
+        remote = ray.remote(GenerationActor).options(
+            num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts,
+            max_task_retries=max_task_retries, max_concurrency=1)
+        self.actors = [remote.remote(recipe) for _ in range(actors)]
+        self.stats: dict[str, Any] = {k: 0 for k in _ADDITIVE} | {"actors": actors, "chunks": 0}
+
+    def __enter__(self) -> RayGenerationPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def generate(self, requests: list[GenerationRequest],
+                 progress: Callable[[int], None] | None = None) -> list[GenerationResult]:
+        """One result per request, in order; identical requests are generated once."""
+        keys = [json.dumps(dataclasses.asdict(r), sort_keys=True, default=list) for r in requests]
+        unique = list(dict(zip(keys, requests, strict=True)).items())
+        chunks = [unique[i:i + self.in_flight] for i in range(0, len(unique), self.in_flight)]
+        done: dict[str, GenerationResult] = {}
+        for chunk, (results, added) in zip(chunks, self._run(chunks), strict=True):
+            done.update(zip((k for k, _ in chunk), results, strict=True))
+            self._account(added)
+            if progress:
+                progress(len(chunk))
+        self.stats["requests"] += len(requests) - len(unique)  # duplicates the driver folded
+        self.stats["chunks"] += len(chunks)
+        return [dataclasses.replace(done[k]) for k in keys]
+
+    def _run(self, chunks: list[list[tuple[str, GenerationRequest]]]) -> Iterator[Any]:
+        """Chunk results in order; a chunk that fails after Ray's retries fails the call."""
+        pool = ActorPool(self.actors)
+        results = pool.map(lambda actor, chunk: actor.generate.remote([r for _, r in chunk]), chunks)
+        for index in range(len(chunks)):
+            try:
+                yield next(results)
+            except ray.exceptions.RayError as exc:
+                cause = getattr(exc, "cause", None) or exc
+                first = index * self.in_flight
+                raise StageFailed(
+                    f"generation: chunk {index} (distinct requests {first}-{first + len(chunks[index]) - 1}) "
+                    f"failed after Ray's retries: {type(cause).__name__}: {str(cause).strip()[:300]}; "
+                    "answers already in the cache are not generated again on a rerun") from exc
+
+    def _account(self, added: dict[str, float]) -> None:
+        for k, v in added.items():
+            self.stats[k] = round(self.stats[k] + v, 3) if k == "seconds" else self.stats[k] + v
+
+    def pids(self) -> list[int]:
+        """The process id of each actor (changes when Ray restarts one)."""
+        return ray.get([a.pid.remote() for a in self.actors])
+
+    def close(self) -> None:
+        """Close every actor's client (the cache file) and end the actors."""
+        for actor in self.actors:
+            try:
+                ray.get(actor.close.remote())
+            except ray.exceptions.RayError:
+                pass  # an actor that already died has nothing left to close
+            ray.kill(actor)
+        self.actors = []

@@ -92,7 +92,8 @@ def cluster():
 
 
 def _recipe(url: str, cache: Path) -> ClientRecipe:
-    config = OpenAIConfig(base_url=url, model="m", concurrency=8, timeout_s=10, max_retries=1, backoff_s=0.01)
+    config = OpenAIConfig.model_validate({"base_url": url, "model": "m", "concurrency": 8, "timeout_s": 10,
+                                          "max_retries": 1, "backoff_s": 0.01})
     return ClientRecipe(OpenAIBackend, config, "served", cache, batch_size=16)
 
 

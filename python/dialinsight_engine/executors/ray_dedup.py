@@ -267,8 +267,8 @@ class _Run:
              reducers: int) -> _Signed:
         sig_refs, key_refs, info_refs = [], [], []
         for index, part in enumerate(self.parts):
-            out = _sign.options(num_returns=reducers + 2, max_retries=self.max_retries).remote(
-                part, index, text_column, keep, hashing, band_rows, int(self.offsets[index]), reducers)
+            out = _refs(_sign.options(num_returns=reducers + 2, max_retries=self.max_retries).remote(
+                part, index, text_column, keep, hashing, band_rows, int(self.offsets[index]), reducers))
             sig_refs.append(out[0])
             info_refs.append(out[1])
             key_refs.append(list(out[2:]))
@@ -283,8 +283,8 @@ class _Run:
         by_j: list[list[ray.ObjectRef]] = [[] for _ in range(n_parts)]
         bucket_bytes = []
         for r in range(reducers):
-            out = _buckets.options(num_returns=n_parts + 1, max_retries=self.max_retries).remote(
-                self.offsets, *[keys[r] for keys in signed.key_refs])
+            out = _refs(_buckets.options(num_returns=n_parts + 1, max_retries=self.max_retries).remote(
+                self.offsets, *[keys[r] for keys in signed.key_refs]))
             for p in range(n_parts):
                 by_j[p].append(out[p])
             bucket_bytes.append(out[n_parts])
@@ -292,8 +292,8 @@ class _Run:
         by_i: list[list[ray.ObjectRef]] = [[] for _ in range(n_parts)]
         attach_bytes = []
         for q in range(n_parts):
-            out = _attach_signatures.options(num_returns=n_parts + 1, max_retries=self.max_retries).remote(
-                signed.sig_refs[q], self.offsets, q, *by_j[q])
+            out = _refs(_attach_signatures.options(num_returns=n_parts + 1, max_retries=self.max_retries).remote(
+                signed.sig_refs[q], self.offsets, q, *by_j[q]))
             for p in range(n_parts):
                 by_i[p].append(out[p])
             attach_bytes.append(out[n_parts])
@@ -306,6 +306,11 @@ class _Run:
         est = np.concatenate([v[1] for v in verified]) if verified else np.zeros(0)
         self._count("edges", [pairs.nbytes + est.astype(np.float32).nbytes])
         return pairs, est
+
+
+def _refs(returned: Any) -> list[ray.ObjectRef]:
+    """The object refs of a task started with ``num_returns`` > 1."""
+    return list(returned)
 
 
 @ray.remote

@@ -120,7 +120,7 @@ class RayGenerationPool:
         remote = ray.remote(GenerationActor).options(
             num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts,
             max_task_retries=max_task_retries, max_concurrency=1)
-        self.actors = [remote.remote(recipe) for _ in range(actors)]
+        self.actors: list[Any] = [remote.remote(recipe) for _ in range(actors)]
         self.stats: dict[str, Any] = {k: 0 for k in _ADDITIVE} | {"actors": actors, "chunks": 0}
 
     def __enter__(self) -> RayGenerationPool:

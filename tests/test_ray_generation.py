@@ -127,6 +127,7 @@ def test_pool_results_equal_the_local_client_with_bounded_requests_in_flight(clu
         with RayGenerationPool(_recipe(server.url, tmp_path / "ray"), actors=2, in_flight=3,
                                num_cpus=0.5) as pool:
             assert len(set(pool.pids())) == 2  # both actors up before the clock starts
+            assert (pool.name, pool.model_id) == ("served", local.model_id)
             got = pool.generate(requests)
             assert [_comparable(r) for r in got] == [_comparable(r) for r in expected]
             assert all(r.ok for r in got)
@@ -218,3 +219,32 @@ def test_the_cache_takes_concurrent_writers_from_several_processes(cluster, tmp_
     found = cache.get_many([f"{w}-{i}" for w in range(4) for i in range(150)])
     cache.close()
     assert len(found) == 600 and found["3-149"].text == "answer 3 149"
+
+
+def test_recipe_from_spec_reads_the_backend_table_as_open_client_does(write_spec, tmp_path):
+    """No actor needed: the recipe is resolved on the driver, and a bad name fails there."""
+    from dialinsight_engine.errors import UserError
+    from dialinsight_engine.plugins import build_registry
+    from dialinsight_engine.spec import load_spec
+
+    registry = build_registry()
+    spec = load_spec(write_spec("""
+        [backends.served]
+        plugin = "openai"
+        base_url = "http://127.0.0.1:9/v1"
+        model = "m"
+        batch_size = 5
+        max_attempts = 2
+
+        [backends.uncached]
+        plugin = "openai"
+        base_url = "http://127.0.0.1:9/v1"
+        cache = false
+        """), registry)
+    recipe = ClientRecipe.from_spec(spec, "served", registry, tmp_path / "cache")
+    assert recipe.backend_class is OpenAIBackend and recipe.config.base_url == "http://127.0.0.1:9/v1"
+    assert (recipe.batch_size, recipe.max_attempts, recipe.cache_dir) == (5, 2, tmp_path / "cache")
+    assert recipe.open().model_id == "http://127.0.0.1:9/v1|m"  # the cache key of a local client
+    assert ClientRecipe.from_spec(spec, "uncached", registry, tmp_path / "cache").cache_dir is None
+    with pytest.raises(UserError, match=r"\[backends.nope\] backend 'nope' is not declared"):
+        ClientRecipe.from_spec(spec, "nope", registry, tmp_path / "cache")

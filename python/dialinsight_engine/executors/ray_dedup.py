@@ -166,8 +166,9 @@ def _partition_refs(source: Any) -> list[ray.ObjectRef]:
     return refs
 
 
-def _gather(refs: Sequence[ray.ObjectRef], step: str) -> list[Any]:
-    """``ray.get`` of one result per partition; a failed one fails the call, named."""
+def _gather(refs: Sequence[ray.ObjectRef], step: str, unit: str = "partition") -> list[Any]:
+    """``ray.get`` of one result per partition (or reducer); a failed one fails the call,
+    named."""
     out = []
     for index, ref in enumerate(refs):
         try:
@@ -176,7 +177,7 @@ def _gather(refs: Sequence[ray.ObjectRef], step: str) -> list[Any]:
             cause = getattr(exc, "cause", None) or exc
             if isinstance(cause, UserError):
                 raise cause from None
-            raise StageFailed(f"near-duplicates: partition {index} failed in step {step!r} after "
+            raise StageFailed(f"near-duplicates: {unit} {index} failed in step {step!r} after "
                               f"Ray's retries: {type(cause).__name__}: {str(cause).strip()[:500]}") from exc
     return out
 
@@ -288,7 +289,7 @@ class _Run:
             for p in range(n_parts):
                 by_j[p].append(out[p])
             bucket_bytes.append(out[n_parts])
-        self._count("pairs", _gather(bucket_bytes, "buckets"))
+        self._count("pairs", _gather(bucket_bytes, "buckets", "reducer"))
         by_i: list[list[ray.ObjectRef]] = [[] for _ in range(n_parts)]
         attach_bytes = []
         for q in range(n_parts):

@@ -40,13 +40,14 @@ from ray.util import ActorPool
 
 from ..backends.base import Backend, BackendConfig, GenerationRequest, GenerationResult
 from ..backends.client import GenerationClient, backend_spec, make_backend
+from ..backends.redact import redact
 from ..errors import StageFailed
 
 if TYPE_CHECKING:
     from ..plugins import Registry
     from ..spec import Spec
 
-__all__ = ["ClientRecipe", "GenerationActor", "RayGenerationPool"]
+__all__ = ["ClientRecipe", "GenerationActor", "RayGenerationPool", "open_pool"]
 
 #: Client counters summed over the actors (the others are not additive).
 _ADDITIVE = ("requests", "unique", "cache_hits", "generated", "retries", "failures", "tokens",
@@ -85,6 +86,13 @@ class ClientRecipe:
             log=logging.getLogger("dialinsight_engine.executors.ray_generation"))
 
 
+def open_pool(spec: Spec, name: str, registry: Registry, cache_dir: Path,
+              **options: Any) -> RayGenerationPool:
+    """``open_client`` on Ray: a pool for ``[backends.NAME]`` whose actors share the run's
+    cache; ``options`` are :class:`RayGenerationPool`'s."""
+    return RayGenerationPool(ClientRecipe.from_spec(spec, name, registry, cache_dir), **options)
+
+
 class GenerationActor:
     """One backend behind one client (made a Ray actor by :class:`RayGenerationPool`)."""
 
@@ -108,8 +116,9 @@ class GenerationActor:
 
 class RayGenerationPool:
     """``actors`` actors, each with its own backend; ``generate`` is the local client's
-    ``generate`` spread over them. ``num_cpus``/``num_gpus``: resources of one actor (a
-    llama.cpp actor: its threads; a vLLM actor: ``num_gpus=1``)."""
+    ``generate`` spread over them, and ``name``, ``model_id``, ``stats`` and ``close`` are
+    there too, so a stage can use a pool where it uses a client. ``num_cpus``/``num_gpus``:
+    resources of one actor (a llama.cpp actor: its threads; a vLLM actor: ``num_gpus=1``)."""
 
     def __init__(self, recipe: ClientRecipe, *, actors: int = 2, in_flight: int = 8,
                  num_cpus: float = 1, num_gpus: float = 0, max_restarts: int = 2,
@@ -117,6 +126,12 @@ class RayGenerationPool:
         if actors < 1 or in_flight < 1:
             raise ValueError(f"need actors >= 1 and in_flight >= 1, got {actors} and {in_flight}")
         self.in_flight = in_flight
+        self.name = recipe.name
+        backend = recipe.backend_class(recipe.config)  # model_id only: backends load lazily
+        try:
+            self.model_id = redact(backend.model_id) or ""
+        finally:
+            backend.close()
         remote = ray.remote(GenerationActor).options(
             num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=max_restarts,
             max_task_retries=max_task_retries, max_concurrency=1)

@@ -6,7 +6,10 @@ was not finished."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -128,7 +131,9 @@ def test_pool_results_equal_the_local_client_with_bounded_requests_in_flight(clu
                                num_cpus=0.5) as pool:
             assert len(set(pool.pids())) == 2  # both actors up before the clock starts
             assert (pool.name, pool.model_id) == ("served", local.model_id)
-            got = pool.generate(requests)
+            advanced: list[int] = []
+            got = pool.generate(requests, progress=advanced.append)
+            assert sum(advanced) == 40 and max(advanced) <= 3 * 2  # per chunk, duplicates counted
             assert [_comparable(r) for r in got] == [_comparable(r) for r in expected]
             assert all(r.ok for r in got)
             assert server.calls == Counter(r.prompt for r in requests[:36])  # each once
@@ -200,21 +205,33 @@ def test_a_killed_actor_is_restarted_and_only_its_requests_in_flight_are_repeate
         server.close()
 
 
-def test_the_cache_takes_concurrent_writers_from_several_processes(cluster, tmp_path):
-    """Four processes on two nodes commit 150 answers each, one transaction per answer, into
-    one cache file while reading it: nothing is lost, nobody sees 'database is locked'."""
+WRITER = """
+import sys, time
+from pathlib import Path
+from dialinsight_engine.backends.client import ResultCache
+from dialinsight_engine.backends.base import GenerationResult
+cache, worker, go = ResultCache(Path(sys.argv[1])), sys.argv[2], Path(sys.argv[3])
+while not go.exists():  # all four start writing together
+    time.sleep(0.005)
+for i in range(150):
+    cache.put(f"{worker}-{i}", GenerationResult(f"answer {worker} {i}"))
+    assert cache.get_many([f"{worker}-{i}"])[f"{worker}-{i}"].text == f"answer {worker} {i}"
+cache.close()
+"""
+
+
+def test_the_cache_takes_concurrent_writers_from_several_processes(tmp_path):
+    """Four processes commit 150 answers each, one transaction per answer, into one cache
+    file while reading it (as four actors do): nothing is lost, no 'database is locked'."""
     path = tmp_path / CACHE_FILE
-
-    @ray.remote(num_cpus=0.25)
-    def writer(worker: int) -> int:
-        cache = ResultCache(path)
-        for i in range(150):
-            cache.put(f"{worker}-{i}", GenerationResult(f"answer {worker} {i}"))
-            assert cache.get_many([f"{worker}-{i}"])[f"{worker}-{i}"].text == f"answer {worker} {i}"
-        cache.close()
-        return worker
-
-    assert sorted(ray.get([writer.remote(w) for w in range(4)])) == [0, 1, 2, 3]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    go = tmp_path / "go"
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(w), str(go)], env=env,
+                                stderr=subprocess.PIPE, text=True) for w in range(4)]
+    time.sleep(2)  # let them import and open the cache
+    go.touch()
+    errors = [p.communicate(timeout=120)[1] for p in writers]
+    assert [p.returncode for p in writers] == [0, 0, 0, 0], errors
     cache = ResultCache(path)
     found = cache.get_many([f"{w}-{i}" for w in range(4) for i in range(150)])
     cache.close()

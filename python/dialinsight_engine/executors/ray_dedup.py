@@ -345,15 +345,31 @@ def _sign(table: pa.Table, part: int, text_column: str, keep: str, hashing: _Has
 
 
 def _band_keys(sigs: np.ndarray, rows: np.ndarray, bands: int, per_band: int) -> pa.Table:
-    """One ``(band, key, row)`` record per band of each row; equal keys = equal band slices
-    (a 64-bit hash of the band's slots, seeded by the band as the core's xxh3 key is)."""
-    keys = [pl.from_numpy(np.ascontiguousarray(sigs[:, b * per_band:(b + 1) * per_band]))
-            .hash_rows(seed=b).to_numpy() for b in range(bands)]
+    """One ``(band, key, row)`` record per band of each row; equal keys = equal band slots."""
+    keys = [_band_hash(sigs[:, b * per_band:(b + 1) * per_band], b) for b in range(bands)]
     return pa.table({
         "band": np.repeat(np.arange(bands, dtype=np.uint16), len(rows)),
         "key": np.concatenate(keys) if keys else np.zeros(0, np.uint64),
         "row": np.tile(rows.astype(np.uint64), bands),
     })
+
+
+def _band_hash(slots: np.ndarray, band: int) -> np.ndarray:
+    """A 64-bit key of each row's slots in one band, seeded by the band (as the core's xxh3
+    key is): each slot folded in through the splitmix64 finaliser. Plain uint64 arithmetic,
+    so every node computes the same key on any CPU (a library hash such as Polars' may differ
+    between builds, and nodes must agree)."""
+    h = np.full(slots.shape[0], ((band + 1) * 0x9E3779B97F4A7C15) % 2**64, dtype=np.uint64)
+    for column in slots.T:
+        h = _splitmix64(h ^ column.astype(np.uint64))
+    return h
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """A bijective 64-bit mixer (wrapping multiplication), so distinct inputs stay distinct."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 def _keep_values(table: pa.Table, text_column: str, keep: str) -> np.ndarray:

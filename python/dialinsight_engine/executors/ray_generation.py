@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,11 +152,12 @@ class RayGenerationPool:
         unique = list(dict(zip(keys, requests, strict=True)).items())
         chunks = [unique[i:i + self.in_flight] for i in range(0, len(unique), self.in_flight)]
         done: dict[str, GenerationResult] = {}
+        per_key = Counter(keys)
         for chunk, (results, added) in zip(chunks, self._run(chunks), strict=True):
             done.update(zip((k for k, _ in chunk), results, strict=True))
             self._account(added)
-            if progress:
-                progress(len(chunk))
+            if progress:  # in requests, duplicates included, as the local client counts
+                progress(sum(per_key[k] for k, _ in chunk))
         self.stats["requests"] += len(requests) - len(unique)  # duplicates the driver folded
         self.stats["chunks"] += len(chunks)
         return [dataclasses.replace(done[k]) for k in keys]

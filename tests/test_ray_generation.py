@@ -21,7 +21,7 @@ import pytest
 from dialinsight_engine.backends.base import GenerationRequest, GenerationResult
 from dialinsight_engine.backends.client import CACHE_FILE, GenerationClient, ResultCache
 from dialinsight_engine.backends.openai import OpenAIBackend, OpenAIConfig
-from dialinsight_engine.errors import StageFailed
+from dialinsight_engine.errors import StageFailed, UserError
 
 ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
@@ -139,6 +139,9 @@ def test_pool_results_equal_the_local_client_with_bounded_requests_in_flight(clu
             assert server.calls == Counter(r.prompt for r in requests[:36])  # each once
             assert 3 < server.most_open <= 2 * 3  # both actors busy, never more than in_flight each
             assert pool.stats["requests"] == 40 and pool.stats["generated"] == 36
+            broken = [*requests[:5], GenerationRequest("x", json_schema={"type": "no-such-type"})]
+            with pytest.raises(UserError, match="output schema"):
+                pool.generate(broken)  # checked before any chunk goes out
             again = pool.generate(requests)  # the same pool again: all from the cache
             assert server.total() == 36 and all(r.cached for r in again)
             assert [r.text for r in again] == [r.text for r in expected]
@@ -240,7 +243,6 @@ def test_the_cache_takes_concurrent_writers_from_several_processes(tmp_path):
 
 def test_recipe_from_spec_reads_the_backend_table_as_open_client_does(write_spec, tmp_path):
     """No actor needed: the recipe is resolved on the driver, and a bad name fails there."""
-    from dialinsight_engine.errors import UserError
     from dialinsight_engine.plugins import build_registry
     from dialinsight_engine.spec import load_spec
 

@@ -42,7 +42,8 @@ from ray.util import ActorPool
 from ..backends.base import Backend, BackendConfig, GenerationRequest, GenerationResult
 from ..backends.client import GenerationClient, backend_spec, make_backend
 from ..backends.redact import redact
-from ..errors import StageFailed
+from ..backends.schema_check import schema_problem
+from ..errors import StageFailed, UserError
 
 if TYPE_CHECKING:
     from ..plugins import Registry
@@ -92,6 +93,21 @@ def open_pool(spec: Spec, name: str, registry: Registry, cache_dir: Path,
     """``open_client`` on Ray: a pool for ``[backends.NAME]`` whose actors share the run's
     cache; ``options`` are :class:`RayGenerationPool`'s."""
     return RayGenerationPool(ClientRecipe.from_spec(spec, name, registry, cache_dir), **options)
+
+
+def _check_schemas(requests: list[GenerationRequest]) -> None:
+    """Every distinct JSON schema against its meta-schema, on the driver (the client checks
+    again in each actor, but only its own chunk, after earlier chunks went out)."""
+    seen: set[str] = set()
+    for request in requests:
+        if request.json_schema is None:
+            continue
+        text = json.dumps(request.json_schema, sort_keys=True)
+        if text not in seen:
+            seen.add(text)
+            problem = schema_problem(request.json_schema)
+            if problem is not None:
+                raise UserError(f"output schema: {problem}", hint=f"schema {text[:200]}; nothing was sent")
 
 
 class GenerationActor:
@@ -147,7 +163,9 @@ class RayGenerationPool:
 
     def generate(self, requests: list[GenerationRequest],
                  progress: Callable[[int], None] | None = None) -> list[GenerationResult]:
-        """One result per request, in order; identical requests are generated once."""
+        """One result per request, in order; identical requests are generated once. A broken
+        JSON schema raises before anything is sent, as with the local client."""
+        _check_schemas(requests)
         keys = [json.dumps(dataclasses.asdict(r), sort_keys=True, default=list) for r in requests]
         unique = list(dict(zip(keys, requests, strict=True)).items())
         chunks = [unique[i:i + self.in_flight] for i in range(0, len(unique), self.in_flight)]
@@ -171,6 +189,8 @@ class RayGenerationPool:
                 yield next(results)
             except ray.exceptions.RayError as exc:
                 cause = getattr(exc, "cause", None) or exc
+                if isinstance(cause, UserError):
+                    raise cause from None
                 first = index * self.in_flight
                 raise StageFailed(
                     f"generation: chunk {index} (distinct requests {first}-{first + len(chunks[index]) - 1}) "

@@ -428,8 +428,9 @@ def _pairs_of_buckets(band: np.ndarray, key: np.ndarray, row: np.ndarray) -> np.
 def _attach_signatures(sigs: np.ndarray, offsets: np.ndarray, part: int,
                        *pair_shards: np.ndarray) -> tuple[Any, ...]:
     """For the pairs whose second row is in this partition: (pairs, sig of j), split by the
-    partition of the first row, then the bytes emitted."""
-    pairs = np.concatenate(pair_shards) if pair_shards else np.zeros((0, 2), np.int64)
+    partition of the first row, then the bytes emitted. Every copy of a pair lands here, so
+    this is where a pair found by several reducers (rows sharing several bands) is made one."""
+    pairs = np.unique(np.concatenate(pair_shards), axis=0) if pair_shards else np.zeros((0, 2), np.int64)
     sig_j = sigs[pairs[:, 1] - offsets[part]]
     owner = np.searchsorted(offsets, pairs[:, 0], side="right") - 1
     shards = [(pairs[owner == p], sig_j[owner == p]) for p in range(len(offsets) - 1)]

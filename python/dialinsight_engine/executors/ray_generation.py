@@ -16,8 +16,9 @@ one backend through the engine's own :class:`~dialinsight_engine.backends.client
   (``max_task_retries``) on the same cache; when the retries are spent the call fails with
   :class:`~dialinsight_engine.errors.StageFailed` naming the chunk.
 - **Backpressure.** Requests go out in chunks of at most ``in_flight`` distinct requests, one
-  chunk per actor at a time (:class:`ray.util.ActorPool`), so an actor never has more than
-  ``in_flight`` requests at its backend and the driver holds the rest.
+  chunk per actor at a time (the next to whichever actor is free first), so an actor never
+  has more than ``in_flight`` requests at its backend (fewer if the client's ``batch_size``
+  or the backend's own concurrency is lower) and the driver holds the rest.
 
 Identical requests are sent once (as the local client does); results come back in request
 order. A vLLM engine per GPU fits as ``ClientRecipe`` with the ``vllm`` backend and
@@ -37,7 +38,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import ray
-from ray.util import ActorPool
 
 from ..backends.base import Backend, BackendConfig, GenerationRequest, GenerationResult
 from ..backends.client import GenerationClient, backend_spec, make_backend
@@ -171,7 +171,8 @@ class RayGenerationPool:
         chunks = [unique[i:i + self.in_flight] for i in range(0, len(unique), self.in_flight)]
         done: dict[str, GenerationResult] = {}
         per_key = Counter(keys)
-        for chunk, (results, added) in zip(chunks, self._run(chunks), strict=True):
+        for index, results, added in self._run(chunks):
+            chunk = chunks[index]
             done.update(zip((k for k, _ in chunk), results, strict=True))
             self._account(added)
             if progress:  # in requests, duplicates included, as the local client counts
@@ -180,22 +181,42 @@ class RayGenerationPool:
         self.stats["chunks"] += len(chunks)
         return [dataclasses.replace(done[k]) for k in keys]
 
-    def _run(self, chunks: list[list[tuple[str, GenerationRequest]]]) -> Iterator[Any]:
-        """Chunk results in order; a chunk that fails after Ray's retries fails the call."""
-        pool = ActorPool(self.actors)
-        results = pool.map(lambda actor, chunk: actor.generate.remote([r for _, r in chunk]), chunks)
-        for index in range(len(chunks)):
-            try:
-                yield next(results)
-            except ray.exceptions.RayError as exc:
-                cause = getattr(exc, "cause", None) or exc
-                if isinstance(cause, UserError):
-                    raise cause from None
-                first = index * self.in_flight
-                raise StageFailed(
-                    f"generation: chunk {index} (distinct requests {first}-{first + len(chunks[index]) - 1}) "
-                    f"failed after Ray's retries: {type(cause).__name__}: {str(cause).strip()[:300]}; "
-                    "answers already in the cache are not generated again on a rerun") from exc
+    def _run(self, chunks: list[list[tuple[str, GenerationRequest]]]
+             ) -> Iterator[tuple[int, list[GenerationResult], dict[str, float]]]:
+        """(chunk index, results, counters) as chunks finish. One chunk per actor at a time
+        (the backpressure); an actor takes the next chunk as soon as it is free, not in chunk
+        order (``ActorPool.map`` would hold a fast actor until the chunk before it is done)."""
+        idle = list(self.actors)
+        running: dict[ray.ObjectRef, tuple[int, Any]] = {}
+        waiting = iter(enumerate(chunks))
+        while True:
+            for actor in list(idle):
+                index, chunk = next(waiting, (-1, []))
+                if index < 0:
+                    break
+                idle.remove(actor)
+                running[actor.generate.remote([r for _, r in chunk])] = (index, actor)
+            if not running:
+                return
+            [ready], _ = ray.wait(list(running), num_returns=1)
+            index, actor = running.pop(ready)
+            results, added = self._result(ready, index, len(chunks[index]))
+            idle.append(actor)
+            yield index, results, added
+
+    def _result(self, ref: ray.ObjectRef, index: int, size: int) -> Any:
+        """A chunk's result; one that failed after Ray's retries fails the call, named."""
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            cause = getattr(exc, "cause", None) or exc
+            if isinstance(cause, UserError):
+                raise cause from None
+            first = index * self.in_flight
+            raise StageFailed(
+                f"generation: chunk {index} (distinct requests {first}-{first + size - 1}) failed "
+                f"after Ray's retries: {type(cause).__name__}: {str(cause).strip()[:300]}; answers "
+                "already in the cache are not generated again on a rerun") from exc
 
     def _account(self, added: dict[str, float]) -> None:
         for k, v in added.items():

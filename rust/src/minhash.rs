@@ -183,7 +183,7 @@ pub fn native_hash32(bytes: &[u8]) -> u32 {
 }
 
 /// Everything that defines a signature.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct MinHashParams {
     pub num_perm: usize,
     pub seed: u64,

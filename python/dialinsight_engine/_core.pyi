@@ -90,8 +90,8 @@ class MinHashSettings:
     @property
     def language(self) -> _Language:
         """The tokenizer language whose words make word shingles."""
-    def __eq__(self, other: object) -> bool: ...
-    def __ne__(self, other: object) -> bool: ...
+    def __eq__(self, value: object, /) -> bool: ...
+    def __ne__(self, value: object, /) -> bool: ...
 
 def version() -> str:
     """Version of the compiled core (the crate version in ``Cargo.toml``)."""
@@ -108,7 +108,7 @@ def near_duplicates(
     settings: MinHashSettings,
     *,
     threshold: float,
-    keep: Literal["first", "longest", "quality"] = "first",
+    keep: str = "first",
     quality: _ArrowStream | None = None,
     bands: int | None = None,
     rows: int | None = None,

@@ -119,7 +119,7 @@ fn char_class(c: char) -> u8 {
 
 /// One ASCII character of the non-ASCII path, with the rules of the ASCII byte loop.
 #[inline(always)]
-fn fold_ascii_byte(b: u8, opts: &NormalizeOptions, out: &mut String, last_space: &mut bool) {
+fn fold_ascii_byte(b: u8, opts: &NormalizeOptions, out: &mut Vec<u8>, last_space: &mut bool) {
     let b = if opts.lowercase {
         b.to_ascii_lowercase()
     } else {
@@ -132,13 +132,58 @@ fn fold_ascii_byte(b: u8, opts: &NormalizeOptions, out: &mut String, last_space:
     };
     if opts.whitespace && is_ascii_space(b) {
         if !*last_space {
-            out.push(' ');
+            out.push(b' ');
             *last_space = true;
         }
         return;
     }
     *last_space = false;
-    out.push(b as char);
+    out.push(b);
+}
+
+/// The fast path of [`normalize_into`] for non-ASCII text in which every character
+/// normalises on its own: ASCII, full-width ASCII forms and the ideographic space (mapped to
+/// ASCII under NFKC), and caseless letters, digits and punctuation that are NFKC boundaries
+/// (CJK ideographs, Kana, Hangul syllables, CJK punctuation...). NFKC of such a text is the
+/// concatenation of its characters' NFKC (see [`for_each_nfkc_char`]), so one pass copies
+/// their bytes. Returns false, `out` holding a partial result, at the first other character
+/// (a combining mark, a cased letter, a compatibility character...): the caller then runs
+/// the general path.
+fn normalize_simple(text: &str, opts: &NormalizeOptions, out: &mut String) -> bool {
+    let table = char_classes();
+    let need = if opts.nfkc { NFKC_BOUNDARY } else { 0 };
+    let src = text.as_bytes();
+    // SAFETY: only ASCII bytes and the complete UTF-8 encodings of characters of `text` are
+    // written, so `out` stays valid UTF-8.
+    let bytes = unsafe { out.as_mut_vec() };
+    bytes.reserve(text.len());
+    let mut last_space = true;
+    for (i, c) in text.char_indices() {
+        let u = c as u32;
+        let ascii = match u {
+            0..=0x7F => Some(u as u8),
+            0xFF01..=0xFF5E if opts.nfkc => Some((u - 0xFEE0) as u8),
+            0x3000 if opts.nfkc => Some(b' '),
+            _ => None,
+        };
+        if let Some(b) = ascii {
+            fold_ascii_byte(b, opts, bytes, &mut last_space);
+            continue;
+        }
+        let class = if u < 0x10000 { table[u as usize] } else { 0 };
+        if class & need != need {
+            return false;
+        }
+        if class & CASELESS_ALNUM != 0 || (class & CASELESS_PUNCT != 0 && !opts.punctuation) {
+            last_space = false;
+            bytes.extend_from_slice(&src[i..i + c.len_utf8()]);
+        } else if class & CASELESS_PUNCT != 0 {
+            fold_ascii_byte(b' ', opts, bytes, &mut last_space);
+        } else {
+            return false;
+        }
+    }
+    true
 }
 
 /// Normalise `text` into `out` (cleared first).
@@ -178,13 +223,15 @@ pub fn normalize_into(text: &str, opts: &NormalizeOptions, out: &mut String) {
         }
         // SAFETY: only ASCII bytes were written.
         *out = unsafe { String::from_utf8_unchecked(bytes) };
-    } else {
+    } else if !normalize_simple(text, opts, out) {
+        out.clear();
         let table = char_classes();
         let mut lower_and_fold = |c: char, out: &mut String| {
             let u = c as u32;
             let class = if u < 0x80 {
-                // ASCII inside non-ASCII text (digits, names, punctuation): the byte rules
-                fold_ascii_byte(u as u8, opts, out, &mut last_space);
+                // ASCII inside non-ASCII text (digits, names, punctuation): the byte rules.
+                // SAFETY: one ASCII byte keeps the string valid UTF-8.
+                fold_ascii_byte(u as u8, opts, unsafe { out.as_mut_vec() }, &mut last_space);
                 return;
             } else if u < 0x10000 {
                 table[u as usize]

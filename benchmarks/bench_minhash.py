@@ -17,8 +17,10 @@ threshold 0.8 is measured against exact Jaccard.
 
 Chinese rows (CrossWOZ dialogues, the engine's defaults for Chinese: character 3-grams) and
 mixed-script rows (each CrossWOZ turn followed by an English SGD turn) are timed per core
-(documents per CPU-second, one thread) against ASCII SGD dialogues (word 3-grams), and
-against rensa and datasketch fed by Python character shingling.
+(documents per CPU-second; run with ``RAYON_NUM_THREADS=1``) against ASCII SGD dialogues
+(word 3-grams), with ``language="auto"`` (detected on a sample, as a spec without
+``language``) and with the language given, and against rensa and datasketch fed by Python
+character shingling.
 """
 
 from __future__ import annotations

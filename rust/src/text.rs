@@ -158,6 +158,9 @@ fn normalize_simple(text: &str, opts: &NormalizeOptions, out: &mut String) -> bo
     let bytes = unsafe { out.as_mut_vec() };
     bytes.reserve(text.len());
     let mut last_space = true;
+    // Start of the pending run of characters kept as they are: copied in one go when a
+    // character that changes (or the end) is reached, not one by one.
+    let mut run = 0;
     for (i, c) in text.char_indices() {
         let u = c as u32;
         let ascii = match u {
@@ -166,23 +169,27 @@ fn normalize_simple(text: &str, opts: &NormalizeOptions, out: &mut String) -> bo
             0x3000 if opts.nfkc => Some(b' '),
             _ => None,
         };
-        if let Some(b) = ascii {
-            fold_ascii_byte(b, opts, bytes, &mut last_space);
-            continue;
-        }
-        let class = if u < 0x10000 { table[u as usize] } else { 0 };
-        if class & need != need {
-            return false;
-        }
-        if class & CASELESS_ALNUM != 0 || (class & CASELESS_PUNCT != 0 && !opts.punctuation) {
-            last_space = false;
-            bytes.extend_from_slice(&src[i..i + c.len_utf8()]);
-        } else if class & CASELESS_PUNCT != 0 {
-            fold_ascii_byte(b' ', opts, bytes, &mut last_space);
+        let replacement = if let Some(b) = ascii {
+            b
         } else {
-            return false;
-        }
+            let class = if u < 0x10000 { table[u as usize] } else { 0 };
+            if class & need != need {
+                return false;
+            }
+            if class & CASELESS_ALNUM != 0 || (class & CASELESS_PUNCT != 0 && !opts.punctuation) {
+                last_space = false;
+                continue;
+            }
+            if class & CASELESS_PUNCT == 0 {
+                return false;
+            }
+            b' '
+        };
+        bytes.extend_from_slice(&src[run..i]);
+        fold_ascii_byte(replacement, opts, bytes, &mut last_space);
+        run = i + c.len_utf8();
     }
+    bytes.extend_from_slice(&src[run..]);
     true
 }
 

@@ -438,7 +438,8 @@ impl MinHasher {
         }
     }
 
-    /// Hashes of shingles built as bytes (char shingles, and every datasketch mode).
+    /// Hashes of shingles built as bytes: every datasketch mode (native mode hashes words and
+    /// characters from their codes instead, see `native_word_hashes`/`native_char_hashes`).
     fn byte_shingle_hashes(&self, text: &str, scratch: &mut Scratch) {
         let p = &self.params;
         let Scratch {

@@ -181,10 +181,10 @@ def test_invalid_utf8_names_the_row() -> None:
     data = good * 3 + b"\xff\xfe" + good
     offsets = np.array([0, 3, 6, 9, 11, 14], dtype=np.int32)
     arr = pa.Array.from_buffers(pa.string(), 5, [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(data)])
-    hashing = (128, 1, 3, "char", (True, True, True, True), "native", "legacy", "zh")
+    settings = _core.MinHashSettings(language="zh")
     with pytest.raises(ValueError, match=r"row 3 .*not valid UTF-8"):
-        _core.minhash_signatures(pa.chunked_array([arr]), "text", hashing)
+        _core.minhash_signatures(pa.chunked_array([arr]), "text", settings)
     with pytest.raises(ValueError, match=r"row 3"):
         _core.text_metrics(pa.chunked_array([arr]), "text", False, "zh")
     with pytest.raises(ValueError, match="language"):
-        _core.minhash_signatures(pa.chunked_array([arr]), "text", hashing[:-1] + ("auto",))
+        _core.MinHashSettings(language="auto")

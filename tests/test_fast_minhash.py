@@ -112,7 +112,8 @@ def load_sgd(limit: int) -> list[str]:
 @pytest.mark.parametrize("scheme", ["legacy", "affine32"])
 @pytest.mark.parametrize("seed", [1, 7, 2**32 - 1])
 def test_permutations_equal_datasketch(scheme: str, seed: int) -> None:
-    a, b = _core.permutations(200, seed, "datasketch", scheme)
+    settings = _core.MinHashSettings(num_perm=200, seed=seed, mode="datasketch", scheme=scheme)  # type: ignore[arg-type]
+    a, b = _core.permutations(settings)
     m = MinHash(num_perm=200, seed=seed, scheme=scheme)
     assert np.array_equal(np.asarray(m.permutations[0], dtype=np.uint64), a)
     assert np.array_equal(np.asarray(m.permutations[1], dtype=np.uint64), b)

@@ -8,6 +8,8 @@ and ``docs/metrics.md``.
 Functions:
 
 * :func:`minhash_signatures` -- MinHash signatures (native or datasketch-compatible).
+* :func:`minhash_settings` / :class:`MinHashSettings` -- how texts are hashed, one typed
+  object checked once by the core (every MinHash function builds one from its keywords).
 * :func:`near_duplicates` -- LSH near-duplicate clusters with a kept representative.
 * :func:`contamination` -- rows near-duplicate to a reference corpus.
 * :func:`text_metrics` -- text-complexity metrics as columns.
@@ -30,14 +32,17 @@ import numpy as np
 import polars as pl
 
 from dialinsight_engine import _core
+from dialinsight_engine._core import MinHashSettings
 
 __all__ = [
     "LANGUAGES",
     "NORMALIZE_STEPS",
+    "MinHashSettings",
     "canonical_language",
     "contamination",
     "detect_language",
     "language_info",
+    "minhash_settings",
     "minhash_signatures",
     "near_duplicates",
     "optimal_lsh_params",
@@ -46,7 +51,7 @@ __all__ = [
     "tokenize",
 ]
 
-#: Normalisation steps, in the order of the tuple handed to the core.
+#: Normalisation steps, in the order they run (``normalize`` maps any of them to a bool).
 NORMALIZE_STEPS = ("lowercase", "nfkc", "punctuation", "whitespace")
 
 Normalize = bool | Mapping[str, bool]
@@ -60,17 +65,6 @@ LANGUAGES = ("auto", "en", "zh", "ja", "ko", "th")
 LANGUAGE_SAMPLE_ROWS = 1000
 
 _STRING_TYPES = (pl.String, pl.Null)
-
-
-def _norm(normalize: Normalize) -> tuple[bool, bool, bool, bool]:
-    """``True``: every step; ``False``: none; a mapping toggles steps (missing = on)."""
-    if isinstance(normalize, bool):
-        return (normalize,) * 4  # type: ignore[return-value]
-    unknown = set(normalize) - set(NORMALIZE_STEPS)
-    if unknown:
-        raise ValueError(f"unknown normalize steps {sorted(unknown)}; known: {NORMALIZE_STEPS}")
-    lo, nf, pu, ws = (bool(normalize.get(k, True)) for k in NORMALIZE_STEPS)
-    return (lo, nf, pu, ws)
 
 
 def _as_text_series(texts: pl.Series | Sequence[str | None], what: str = "texts") -> pl.Series:
@@ -168,35 +162,34 @@ def tokenize(
     return out.get_column("tokens").alias(s.name or "tokens")
 
 
-def _shingles(unit: str | None, ngram: int | None, lang: str) -> tuple[str, int]:
-    """Shingles when the caller leaves unit and/or ngram unset: the language's default
-    (character 3-grams for zh/ja/th, word 3-grams otherwise)."""
-    _, default_unit, default_n = _core.language_info(lang)
-    unit = unit if unit is not None else default_unit
-    if ngram is None:
-        ngram = default_n if unit == default_unit else 3
-    return unit, ngram
-
-
-def _hashing(
-    num_perm: int, seed: int, ngram: int | None, unit: str | None, normalize: Normalize,
-    mode: str, scheme: str, language: str, texts: pl.Series,
-) -> tuple[int, int, int, str, tuple[bool, bool, bool, bool], str, str, str]:
-    """The core's `hashing` tuple, after checking each part (the core checks again); resolves
-    `language="auto"` on `texts` and unset shingles to the language's defaults."""
-    if not isinstance(num_perm, int) or num_perm < 1:
-        raise ValueError(f"num_perm must be a positive int, got {num_perm!r}")
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-    if ngram is not None and (not isinstance(ngram, int) or ngram < 1):
-        raise ValueError(f"ngram must be a positive int, got {ngram!r}")
-    if unit is not None and unit not in ("word", "char"):
-        raise ValueError(f"unit must be 'word' or 'char', got {unit!r}")
-    if mode not in ("native", "datasketch"):
-        raise ValueError(f"mode must be 'native' or 'datasketch', got {mode!r}")
-    lang = resolve_language(texts, language)
-    unit, ngram = _shingles(unit, ngram, lang)
-    return (num_perm, seed, ngram, unit, _norm(normalize), mode, scheme, lang)
+def minhash_settings(
+    texts: pl.Series,
+    *,
+    num_perm: int = 128,
+    seed: int = 1,
+    ngram: int | None = None,
+    unit: Unit | None = None,
+    normalize: Normalize = True,
+    mode: Mode = "native",
+    scheme: Scheme = "legacy",
+    language: str = "auto",
+) -> MinHashSettings:
+    """The core's :class:`MinHashSettings` for hashing ``texts``: ``language="auto"`` is
+    resolved on them (:func:`resolve_language`). Every other argument is checked by the core
+    itself (``ValueError`` naming the argument), unset ``unit``/``ngram`` take the language's
+    defaults there."""
+    # a Mapping crosses as a dict (the core reads bool or dict)
+    steps = dict(normalize) if isinstance(normalize, Mapping) else normalize
+    return MinHashSettings(
+        num_perm=num_perm,
+        seed=seed,
+        ngram=ngram,
+        unit=unit,
+        normalize=steps,
+        mode=mode,
+        scheme=scheme,
+        language=resolve_language(texts, language),
+    )
 
 
 def minhash_signatures(
@@ -227,14 +220,17 @@ def minhash_signatures(
     trimming punctuation), so for English they are the whitespace-separated words.
     """
     s = _as_text_series(texts)
-    hashing = _hashing(num_perm, seed, ngram, unit, normalize, mode, scheme, language, s)
-    return _core.minhash_signatures(s, _col_name(s, "texts"), hashing)
+    settings = minhash_settings(
+        s, num_perm=num_perm, seed=seed, ngram=ngram, unit=unit, normalize=normalize,
+        mode=mode, scheme=scheme, language=language,
+    )
+    return _core.minhash_signatures(s, _col_name(s, "texts"), settings)
 
 
 def optimal_lsh_params(threshold: float, num_perm: int) -> tuple[int, int]:
     """(bands, rows) minimising 0.5*P(false positive) + 0.5*P(false negative), as
     datasketch's ``MinHashLSH`` does."""
-    return _core.optimal_lsh_params(float(threshold), int(num_perm))
+    return _core.optimal_lsh_params(threshold, num_perm)
 
 
 def near_duplicates(
@@ -271,12 +267,13 @@ def near_duplicates(
     null for representatives and singletons), ``max_jaccard`` (Float64, best estimated
     Jaccard to any LSH candidate, 0.0 if none) and ``is_duplicate`` (Boolean).
     """
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
     if column not in df.columns:
         raise ValueError(f"column {column!r} not in frame (columns: {df.columns})")
     s = _as_text_series(df.get_column(column))
-    hashing = _hashing(num_perm, seed, ngram, unit, normalize, mode, scheme, language, s)
+    settings = minhash_settings(
+        s, num_perm=num_perm, seed=seed, ngram=ngram, unit=unit, normalize=normalize,
+        mode=mode, scheme=scheme, language=language,
+    )
     quality = None
     keep_mode = keep
     if keep not in ("first", "longest"):
@@ -293,14 +290,8 @@ def near_duplicates(
         raise ValueError(f"id_column {id_column!r} not in frame (columns: {df.columns})")
     out = pl.DataFrame(
         _core.near_duplicates(
-            s,
-            column,
-            quality,
-            keep_mode,
-            float(threshold),
-            hashing,
-            bands,
-            rows,
+            s, column, settings, threshold=threshold, keep=keep_mode, quality=quality,
+            bands=bands, rows=rows,
         )
     )
     dup = out.get_column("duplicate_of")
@@ -333,23 +324,18 @@ def contamination(
     candidate), ``max_jaccard`` (Float64 estimated Jaccard to it, 0.0 if none) and
     ``contaminated`` (Boolean, ``max_jaccard >= threshold``).
     """
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
     s = _as_text_series(texts, "texts")
     r = _as_text_series(reference, "reference")
     # "auto" looks at both sides: they must be hashed alike
     both = pl.concat([x.head(LANGUAGE_SAMPLE_ROWS).cast(pl.String).alias("t") for x in (s, r)])
-    hashing = _hashing(num_perm, seed, ngram, unit, normalize, mode, scheme, language, both)
+    settings = minhash_settings(
+        both, num_perm=num_perm, seed=seed, ngram=ngram, unit=unit, normalize=normalize,
+        mode=mode, scheme=scheme, language=language,
+    )
     return pl.DataFrame(
         _core.contamination(
-            s,
-            _col_name(s, "texts"),
-            r,
-            _col_name(r, "reference"),
-            float(threshold),
-            hashing,
-            bands,
-            rows,
+            s, _col_name(s, "texts"), r, _col_name(r, "reference"), settings,
+            threshold=threshold, bands=bands, rows=rows,
         )
     )
 
@@ -375,12 +361,8 @@ def text_metrics(
     """
     s = _as_text_series(texts)
     lang = resolve_language(s, language)
-    extra = None
-    if cues is not None:
-        unknown = set(cues) - {"constraint", "format", "step"}
-        if unknown:
-            raise ValueError(f"cue kinds must be constraint, format or step; got {sorted(unknown)}")
-        extra = {k: [str(p) for p in v] for k, v in cues.items()}
+    # the core checks the cue kinds; phrases are handed over as plain lists of str
+    extra = None if cues is None else {k: [str(p) for p in v] for k, v in cues.items()}
     return pl.DataFrame(
         _core.text_metrics(s, _col_name(s, "texts"), bool(instruction), lang, extra)
     )

@@ -3,7 +3,8 @@
 //! Three modes share one shingling (see [`crate::text`]):
 //!
 //! * [`Mode::Native`]: a 32-bit hash per shingle (word shingles: xxh3 of each normalised
-//!   word, mixed in order over the shingle's words; char shingles: xxh3 of the bytes), then
+//!   word, mixed in order over the shingle's words; char shingles: each character's code
+//!   point spread by an odd multiplier, mixed in order the same way), then
 //!   `num_perm` affine permutations `a*x + b mod 2^32` (`a` odd, so each is a
 //!   bijection on u32) drawn from SplitMix64(seed). Vectorised (AVX2 when available).
 //! * [`Mode::DatasketchLegacy`]: bit-for-bit datasketch's `scheme="legacy"` (the only
@@ -176,6 +177,27 @@ fn mix_words(words: &[u64]) -> u32 {
     ((h >> 32) ^ h) as u32
 }
 
+/// Hashes of the `ngram`-windows of a text's unit codes (words or characters): one per
+/// window, or one for all the units when there are fewer than `ngram`, none for no unit.
+fn mix_windows(codes: &[u64], ngram: usize, hashes: &mut Vec<u32>) {
+    let n = ngram.max(1);
+    if codes.is_empty() {
+        return;
+    }
+    if codes.len() < n {
+        hashes.push(mix_words(codes));
+        return;
+    }
+    hashes.extend(codes.windows(n).map(mix_words));
+}
+
+/// A character's code in native character shingles: the scalar value spread over 64 bits
+/// (an odd multiplier is a bijection; `mix_words` does the avalanche).
+#[inline(always)]
+fn char_code(c: char) -> u64 {
+    (c as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 #[inline(always)]
 pub fn native_hash32(bytes: &[u8]) -> u32 {
     let h = xxhash_rust::xxh3::xxh3_64(bytes);
@@ -183,7 +205,7 @@ pub fn native_hash32(bytes: &[u8]) -> u32 {
 }
 
 /// Everything that defines a signature.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct MinHashParams {
     pub num_perm: usize,
     pub seed: u64,
@@ -401,10 +423,10 @@ impl MinHasher {
     /// Token hashes of one text (after normalisation and shingling), into `scratch.hashes`.
     fn token_hashes(&self, text: &str, scratch: &mut Scratch) {
         let p = &self.params;
-        if p.mode == Mode::Native && p.unit == Unit::Word {
-            self.native_word_hashes(text, scratch);
-        } else {
-            self.byte_shingle_hashes(text, scratch);
+        match (p.mode, p.unit) {
+            (Mode::Native, Unit::Word) => self.native_word_hashes(text, scratch),
+            (Mode::Native, Unit::Char) => self.native_char_hashes(text, scratch),
+            _ => self.byte_shingle_hashes(text, scratch),
         }
         let hashes = &mut scratch.hashes;
         if p.mode == Mode::Native && hashes.len() > DEDUP_ABOVE {
@@ -416,7 +438,8 @@ impl MinHasher {
         }
     }
 
-    /// Hashes of shingles built as bytes (char shingles, and every datasketch mode).
+    /// Hashes of shingles built as bytes: every datasketch mode (native mode hashes words and
+    /// characters from their codes instead, see `native_word_hashes`/`native_char_hashes`).
     fn byte_shingle_hashes(&self, text: &str, scratch: &mut Scratch) {
         let p = &self.params;
         let Scratch {
@@ -495,15 +518,35 @@ impl MinHasher {
                 word_hashes.push(xxhash_rust::xxh3::xxh3_64(w.as_bytes()))
             });
         }
-        let n = p.ngram.max(1);
-        if word_hashes.is_empty() {
-            return;
+        mix_windows(word_hashes, p.ngram, hashes);
+    }
+
+    /// Native character shingles: every character of the normalised text becomes a 64-bit
+    /// code once ([`char_code`]) and a shingle's hash is the order-dependent mix of its
+    /// characters' codes, as for words: the shingle's bytes are never sliced or hashed
+    /// (on Chinese text, hashing each 3-character slice with xxh3 was a sixth of the time).
+    fn native_char_hashes(&self, text: &str, scratch: &mut Scratch) {
+        let Scratch {
+            norm,
+            word_hashes: codes,
+            hashes,
+            ..
+        } = scratch;
+        let p = &self.params;
+        codes.clear();
+        hashes.clear();
+        let t: &str = if p.norm.is_noop() {
+            text
+        } else {
+            normalize_into(text, &p.norm, norm);
+            norm.as_str()
+        };
+        if t.is_ascii() {
+            codes.extend(t.bytes().map(|b| char_code(b as char)));
+        } else {
+            codes.extend(t.chars().map(char_code));
         }
-        if word_hashes.len() < n {
-            hashes.push(mix_words(word_hashes));
-            return;
-        }
-        hashes.extend(word_hashes.windows(n).map(mix_words));
+        mix_windows(codes, p.ngram, hashes);
     }
 
     /// Signature of one text into `out` (length `num_perm`). Returns the number of
@@ -691,6 +734,23 @@ mod proptests {
             let sig = h.signature(&s);
             let has_word = s.chars().any(char::is_alphanumeric);
             prop_assert_eq!(sig.iter().any(|&v| v != EMPTY), has_word);
+        }
+
+        #[test]
+        fn char_shingle_estimate_tracks_exact(
+            x in "[你好我想找一家餐馆酒店的吗]{0,40}",
+            y in "[你好我想找一家餐馆酒店的吗]{0,40}",
+        ) {
+            let h = MinHasher::new(MinHashParams {
+                num_perm: 256, seed: 7, ngram: 2, unit: Unit::Char,
+                norm: NormalizeOptions::ALL, mode: Mode::Native, lang: Lang::Zh,
+            }).unwrap();
+            let est = jaccard_estimate(&h.signature(&x), &h.signature(&y));
+            let (shx, shy) = (shingles(&x, Unit::Char, 2), shingles(&y, Unit::Char, 2));
+            if !shx.is_empty() && !shy.is_empty() {
+                let exact = exact_jaccard(&shx, &shy);
+                prop_assert!((est - exact).abs() <= 0.16, "est {} exact {}", est, exact);
+            }
         }
 
         #[test]

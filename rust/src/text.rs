@@ -78,6 +78,121 @@ fn push_folded(out: &mut String, c: char, opts: &NormalizeOptions, last_space: &
     out.push(c);
 }
 
+/// [`char_classes`] bit: the character is an NFKC boundary (see [`is_nfkc_boundary`]).
+const NFKC_BOUNDARY: u8 = 1;
+/// [`char_classes`] bit: lowercasing keeps the character, it is alphanumeric (so
+/// normalisation keeps it as it is, whatever the options).
+const CASELESS_ALNUM: u8 = 2;
+/// [`char_classes`] bit: lowercasing keeps the character, it is punctuation or a symbol (a
+/// space when punctuation is folded, kept otherwise).
+const CASELESS_PUNCT: u8 = 4;
+
+/// Per-character class bits of the Basic Multilingual Plane, computed once from the very
+/// predicates the slow path calls (so the fast path gives the same text): on CJK text the
+/// Unicode table lookups per character (combining class, NFKC quick check, case,
+/// alphanumeric) were a third of the MinHash time.
+fn char_classes() -> &'static [u8] {
+    static TABLE: std::sync::OnceLock<Box<[u8]>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        (0u32..0x10000)
+            .map(|u| char::from_u32(u).map_or(0, char_class))
+            .collect()
+    })
+}
+
+fn char_class(c: char) -> u8 {
+    let mut class = 0;
+    if canonical_combining_class(c) == 0
+        && is_nfkc_quick(std::iter::once(c)) == IsNormalized::Yes
+    {
+        class |= NFKC_BOUNDARY;
+    }
+    let mut lower = c.to_lowercase();
+    let caseless = lower.next() == Some(c) && lower.next().is_none();
+    if caseless && c.is_alphanumeric() {
+        class |= CASELESS_ALNUM;
+    } else if caseless && !c.is_whitespace() {
+        class |= CASELESS_PUNCT;
+    }
+    class
+}
+
+/// One ASCII character of the non-ASCII path, with the rules of the ASCII byte loop.
+#[inline(always)]
+fn fold_ascii_byte(b: u8, opts: &NormalizeOptions, out: &mut Vec<u8>, last_space: &mut bool) {
+    let b = if opts.lowercase {
+        b.to_ascii_lowercase()
+    } else {
+        b
+    };
+    let b = if opts.punctuation && !b.is_ascii_alphanumeric() && !is_ascii_space(b) {
+        b' '
+    } else {
+        b
+    };
+    if opts.whitespace && is_ascii_space(b) {
+        if !*last_space {
+            out.push(b' ');
+            *last_space = true;
+        }
+        return;
+    }
+    *last_space = false;
+    out.push(b);
+}
+
+/// The fast path of [`normalize_into`] for non-ASCII text in which every character
+/// normalises on its own: ASCII, full-width ASCII forms and the ideographic space (mapped to
+/// ASCII under NFKC), and caseless letters, digits and punctuation that are NFKC boundaries
+/// (CJK ideographs, Kana, Hangul syllables, CJK punctuation...). NFKC of such a text is the
+/// concatenation of its characters' NFKC (see [`for_each_nfkc_char`]), so one pass copies
+/// their bytes. Returns false, `out` holding a partial result, at the first other character
+/// (a combining mark, a cased letter, a compatibility character...): the caller then runs
+/// the general path.
+fn normalize_simple(text: &str, opts: &NormalizeOptions, out: &mut String) -> bool {
+    let table = char_classes();
+    let need = if opts.nfkc { NFKC_BOUNDARY } else { 0 };
+    let src = text.as_bytes();
+    // SAFETY: only ASCII bytes and the complete UTF-8 encodings of characters of `text` are
+    // written, so `out` stays valid UTF-8.
+    let bytes = unsafe { out.as_mut_vec() };
+    bytes.reserve(text.len());
+    let mut last_space = true;
+    // Start of the pending run of characters kept as they are: copied in one go when a
+    // character that changes (or the end) is reached, not one by one.
+    let mut run = 0;
+    for (i, c) in text.char_indices() {
+        let u = c as u32;
+        let ascii = match u {
+            0..=0x7F => Some(u as u8),
+            0xFF01..=0xFF5E if opts.nfkc => Some((u - 0xFEE0) as u8),
+            0x3000 if opts.nfkc => Some(b' '),
+            _ => None,
+        };
+        let replacement = if let Some(b) = ascii {
+            b
+        } else {
+            let class = if u < 0x10000 { table[u as usize] } else { 0 };
+            if class & need != need {
+                return false;
+            }
+            if class & CASELESS_ALNUM != 0 || (class & CASELESS_PUNCT != 0 && !opts.punctuation) {
+                last_space = false;
+                continue;
+            }
+            if class & CASELESS_PUNCT == 0 {
+                return false;
+            }
+            b' '
+        };
+        bytes.extend_from_slice(&src[run..i]);
+        fold_ascii_byte(replacement, opts, bytes, &mut last_space);
+        run = i + c.len_utf8();
+    }
+    bytes.extend_from_slice(&src[run..]);
+    true
+}
+
 /// Normalise `text` into `out` (cleared first).
 pub fn normalize_into(text: &str, opts: &NormalizeOptions, out: &mut String) {
     out.clear();
@@ -115,12 +230,28 @@ pub fn normalize_into(text: &str, opts: &NormalizeOptions, out: &mut String) {
         }
         // SAFETY: only ASCII bytes were written.
         *out = unsafe { String::from_utf8_unchecked(bytes) };
-    } else {
+    } else if !normalize_simple(text, opts, out) {
+        out.clear();
+        let table = char_classes();
         let mut lower_and_fold = |c: char, out: &mut String| {
-            if (0x4E00..=0x9FFF).contains(&(c as u32)) {
-                // CJK ideographs: alphanumeric, no case, not space: kept as they are
+            let u = c as u32;
+            let class = if u < 0x80 {
+                // ASCII inside non-ASCII text (digits, names, punctuation): the byte rules.
+                // SAFETY: one ASCII byte keeps the string valid UTF-8.
+                fold_ascii_byte(u as u8, opts, unsafe { out.as_mut_vec() }, &mut last_space);
+                return;
+            } else if u < 0x10000 {
+                table[u as usize]
+            } else {
+                0
+            };
+            if class & CASELESS_ALNUM != 0 {
+                // CJK ideographs, Kana, Hangul...: no case, not punctuation, not space
                 last_space = false;
                 out.push(c);
+            } else if class & CASELESS_PUNCT != 0 {
+                let c = if opts.punctuation { ' ' } else { c };
+                push_folded(out, c, opts, &mut last_space);
             } else if opts.lowercase && !c.is_lowercase() {
                 for l in c.to_lowercase() {
                     push_folded(out, l, opts, &mut last_space);
@@ -154,6 +285,9 @@ fn is_nfkc_boundary(c: char) -> bool {
     // with what precedes it), Kana without the combining sound marks.
     if u < 0x80 || (0x4E00..=0x9FFF).contains(&u) || (0xAC00..=0xD7A3).contains(&u) {
         return true;
+    }
+    if u < 0x10000 {
+        return char_classes()[u as usize] & NFKC_BOUNDARY != 0;
     }
     canonical_combining_class(c) == 0 && is_nfkc_quick(std::iter::once(c)) == IsNormalized::Yes
 }
@@ -400,6 +534,46 @@ mod tests {
             vec!["日本語テ", "本語テキ"]
         );
         assert_eq!(shingles("日本", Unit::Char, 4), vec!["日本"]);
+    }
+
+    /// The definition the fast paths must agree with: full NFKC, then per character
+    /// lowercase and fold.
+    fn reference_normalize(text: &str, opts: &NormalizeOptions) -> String {
+        let t: String = if opts.nfkc {
+            text.nfkc().collect()
+        } else {
+            text.to_string()
+        };
+        let (mut out, mut last_space) = (String::new(), true);
+        for c in t.chars() {
+            if opts.lowercase && !c.is_lowercase() {
+                for l in c.to_lowercase() {
+                    push_folded(&mut out, l, opts, &mut last_space);
+                }
+            } else {
+                push_folded(&mut out, c, opts, &mut last_space);
+            }
+        }
+        if opts.whitespace && out.ends_with(' ') {
+            out.pop();
+        }
+        out
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_paths_match_the_definition(
+            t in "(\\PC|[你好，。！ＡＢ１\u{3000}「」、ｶﾞ\u{301}Ä ]){0,40}",
+            steps in proptest::prelude::any::<[bool; 4]>(),
+        ) {
+            let opts = NormalizeOptions {
+                lowercase: steps[0],
+                nfkc: steps[1],
+                punctuation: steps[2],
+                whitespace: steps[3],
+            };
+            proptest::prop_assert_eq!(normalize(&t, &opts), reference_normalize(&t, &opts));
+        }
     }
 
     #[test]

@@ -86,6 +86,24 @@ class EliminationSpec(Section):
         0.5, gt=0, le=1, description="Reject a rewrite whose share of repeated word 3-grams is above this (1: off)"
     )
     scene_check: bool = Field(False, description="Ask the evolution backend whether the rewrite still fits the scene")
+    task_kept: bool = Field(
+        True, description="Reject a rewrite that no longer asks for the task: a schema task's required keys, "
+        "a free-text task's goal (embedding similarity or goal words)"
+    )
+    key_aliases: dict[str, list[str]] = Field(
+        default_factory=dict, description="Other spellings that name an output key (key -> spellings, case-insensitive)"
+    )
+    task_check: Literal["auto", "embeddings", "keywords"] = Field(
+        "auto", description="Free-text tasks: goal words, and with auto/embeddings also embedding similarity when the embed extra works"
+    )
+    min_similarity: float = Field(
+        0.6, ge=-1, le=1, description="Least embedding cosine of a free-text rewrite to its parent"
+    )
+    min_goal_share: float = Field(
+        0.6, ge=0, le=1, description="Least share of the parent's goal words a free-text rewrite keeps (keyword check)"
+    )
+    information_gain: bool = Field(True, description="Reject a rewrite that adds fewer than min_new_words content words")
+    min_new_words: int = Field(2, ge=0, description="Content words a rewrite must add to its parent")
 
     @model_validator(mode="after")
     def _lengths(self) -> EliminationSpec:

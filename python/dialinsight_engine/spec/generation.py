@@ -177,6 +177,17 @@ class LabelsSpec(Section):
         64, ge=0, description="maxLength added to schema strings without one, 0: none (small models loop in open strings)"
     )
     drop_truncated: bool = Field(False, description="Reject answers cut off at max_tokens")
+    samples: int = Field(
+        1, ge=1, le=16, description="Labels per prompt; above 1, verify keeps the labels' consensus (label agreement)"
+    )
+    sample_temperature: float = Field(0.7, ge=0, description="Temperature of every label after the first")
+    min_agreement: float = Field(
+        0.5, gt=0, le=1, description="Least share of the samples that must give a field's value for it to be kept"
+    )
+    ground_fields: bool = Field(True, description="With samples > 1: drop a field whose value is not in the dialogue")
+    min_text_agreement: float = Field(
+        0.0, ge=0, le=1, description="With samples > 1: drop a free-text label whose word overlap with the others is below this"
+    )
     max_failure_share: float = Field(
         0.25, ge=0, le=1, allow_inf_nan=False,
         description="Fail the stage (exit 1) when more than this share of label requests fail after all retries",

@@ -154,3 +154,49 @@ def test_verify_keeps_the_consensus_and_reports_precision_against_truth(write_sp
     assert report["evaluator"] == "declared" and report["all_labels"]["n"] == rows.height
     assert report["kept"]["f1"] == 1.0 and report["all_labels"]["f1"] < 0.6
     assert ctx.stats["label_agreement"]["samples"] == 3
+
+
+SCRIPTED = """
+[[tasks]]
+name = "detect_visit"
+scenes = ["viewing_booking", "property_search"]
+template = "Did the customer book a visit?\\n{{ dialogue }}\\nAnswer as JSON with visit_booked (true or false)."
+[tasks.output_schema]
+type = "object"
+required = ["visit_booked"]
+[tasks.output_schema.properties.visit_booked]
+type = "boolean"
+
+[backends.fake]
+plugin = "scripted"
+
+[quality.metrics.label_quality]
+
+[sampling]
+n = 8
+
+[labels]
+backend = "fake"
+samples = 3
+"""
+
+
+def test_the_label_stage_asks_k_times_and_verify_votes(write_spec, tmp_path: Path, scripted_backend) -> None:  # type: ignore[no-untyped-def]
+    spec_path = write_spec(SCRIPTED, name="k")
+    result = dialengine("apply", str(spec_path), "--until", "verify", env=scripted_backend,
+                        plugins="core,generation,quality,scripted")
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "runs" / "k"
+    label = pl.read_parquet(run / "label" / "data.parquet")
+    assert label.height > 0 and label["label_samples"].list.len().to_list() == [3] * label.height
+    assert label["label_samples"].list.first().to_list() == label[R.RESPONSE].to_list()
+    manifest = json.loads((run / "label" / "manifest.json").read_text())
+    assert manifest["stats"]["backend"]["fake"]["generated"] == 3 * label.height
+    verify = pl.read_parquet(run / "verify" / "data.parquet")
+    assert verify["response_original"].to_list() == label[R.RESPONSE].to_list()
+    visits = verify.filter(pl.col(R.TASK) == "detect_visit")
+    for samples, response in zip(visits["label_samples"].to_list(), visits[R.RESPONSE].to_list(), strict=True):
+        votes = [json.loads(s)["visit_booked"] for s in samples]
+        assert json.loads(response)["visit_booked"] == max(set(votes), key=votes.count)  # the majority
+    stats = json.loads((run / "verify" / "manifest.json").read_text())["stats"]
+    assert stats["label_agreement"]["samples"] == 3

@@ -35,7 +35,8 @@ TRUTH_REPORT = "label_truth.json"
 class VerifyStage(Stage):
     name = "verify"
     order = ORDER["verify"]
-    config_keys = ("quality", "labels.min_agreement", "labels.ground_fields", "labels.min_text_agreement")
+    config_keys = ("quality", "labels.samples", "labels.min_agreement", "labels.ground_fields",
+                   "labels.min_text_agreement")
     version = "2"
     description = "label consensus of k samples, label checks (rules + optional LLM judge), the quality score"
 

@@ -7,6 +7,11 @@ model can produce valid rewrites. A rewrite the elimination rules reject is kept
 `kept=False` and its reasons, and its parent is retried next round. Rows with the same
 instruction text share their rewrite request (`evolution.variants` distinct ones), so the
 cost grows with the number of distinct instruction texts, not with the dialogues.
+
+The elimination rules (`operators/elimination.py`) include the task-kept check (a schema
+task's keys, a free-text task's goal words and, with the `embed` extra, embedding similarity,
+measured per round in one batch) and the information-gain check. `evolution_report.json`
+counts eliminations per check and per operator, and how diverse the survivors are.
 """
 
 from __future__ import annotations

@@ -77,6 +77,12 @@ def test_a_field_is_kept_by_majority_only_when_grounded() -> None:
     assert grounded is not None and grounded.dropped == ("area: not in the dialogue",)
     ungrounded = schema_consensus(fremont, SCHEMA, DIALOGUE, min_agreement=0.5, ground=False)
     assert ungrounded is not None and json.loads(ungrounded.text)["area"] == "Fremont"
+    # a value is kept in its clean form: the edge punctuation a weak labeller adds goes
+    messy = [_answer(area="San Jose.", number_of_beds=", 3", number_of_baths="2")] * 2
+    clean = schema_consensus(messy, SCHEMA, DIALOGUE, min_agreement=0.5, ground=True)
+    assert clean is not None and json.loads(clean.text) == {"area": "San Jose", "number_of_beds": "3",
+                                                            "number_of_baths": "2", "pets_allowed": "unknown",
+                                                            "amenities": []}
     assert schema_consensus(["oops", None], SCHEMA, DIALOGUE, min_agreement=0.5, ground=True) is None
 
 

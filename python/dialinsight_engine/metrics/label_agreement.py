@@ -36,6 +36,7 @@ def canonical(value: Any) -> str | None:  # noqa: N802 - a normaliser, named lik
     三 -> 3, "2 bedrooms" -> 2), "not stated" -> None."""
     return _STEPS(_THOUSANDS.sub("", value) if isinstance(value, str) else value)
 _ABSENT_CHOICES = ("unknown", "", None)
+_EDGE = ".,;:!?\"'。，；：！？、"
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _HAN_NUMBER = re.compile(r"[零〇一二两三四五六七八九十百千万]+")
 
@@ -105,6 +106,8 @@ def _vote_scalar(values: list[Any], k: int, min_agreement: float) -> tuple[Any, 
     if count / k < min_agreement:
         return None, count / k, f"agreement {count}/{k}"
     original = next(v for v in values if canonical(v) == winner)  # the greedy answer's spelling first
+    if isinstance(original, str):  # a weak labeller's ", 2" is the value 2: train on the clean form
+        original = original.strip().strip(_EDGE).strip() or original
     return original, count / k, None
 
 

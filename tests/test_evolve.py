@@ -41,10 +41,10 @@ def test_each_elimination_rule_names_its_reason(child: str, reason: str) -> None
 def test_a_good_rewrite_passes_and_rules_can_be_switched_off() -> None:
     good = "Summarise in two sentences what the customer needs, and mention their budget.\n{dialogue}"
     assert eliminate(PARENT, good, EliminationSpec()) == []
-    rules = EliminationSpec(unchanged=False, placeholders=False, min_chars=0)
+    rules = EliminationSpec(unchanged=False, placeholders=False, min_chars=0, task_kept=False, information_gain=False)
     assert eliminate(PARENT, "Summarise.", rules) == []
     assert eliminate("Give JSON.\n{dialogue}", "Give a list of needs.\n{dialogue}",
-                     EliminationSpec(keep_phrases=["JSON"], min_chars=0)) == ["phrase_lost:JSON"]
+                     EliminationSpec(keep_phrases=["JSON"], min_chars=0, task_kept=False)) == ["phrase_lost:JSON"]
     assert repetition("a b c d e") == 0.0
 
 
@@ -159,6 +159,13 @@ def test_one_round_evolves_every_seed_with_lineage(evolved) -> None:  # type: ig
                 parent[R.DIALOGUE_ID], parent[R.TASK], parent[R.OUTPUT_SCHEMA])
     report = json.loads((run_dir / "evolve" / "evolution_report.json").read_text())
     assert report["evolved"] == children.height and report["evolved_kept"] == children[R.KEPT].sum()
+    diversity = report["diversity"]
+    assert diversity["evolved_kept"] == children[R.KEPT].sum() >= diversity["distinct_kept"]
+    assert diversity["seed_texts"] == seeds[R.INSTRUCTION].n_unique()
+    assert sum(report["tried_per_operator"].values()) == children.height
+    eliminated = children.filter(~pl.col(R.KEPT))
+    assert sum(n for ops in report["eliminations_per_operator"].values() for n in ops.values()) >= eliminated.height
+    assert report["task_check"]["method"] in ("embeddings", "keywords")
     manifest = json.loads((run_dir / "evolve" / "manifest.json").read_text())
     assert manifest["stats"]["backend"]["default"]["requests"] == children.height
 

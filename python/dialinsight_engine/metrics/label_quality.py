@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, Literal
 
@@ -149,6 +151,105 @@ def judge_prompt(instruction: str, dialogue: str, response: str, code: str) -> s
     ])
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """One row's response and what the rules read of it."""
+
+    row: dict[str, Any]
+    response: str
+    tokens: list[str]
+    finish: str | None
+    refusals: list[re.Pattern[str]]
+    parsed: Any = None
+    parse_error: str | None = None
+
+    @classmethod
+    def of(cls, row: dict[str, Any], response: str, finish: str | None,
+           refusals: list[re.Pattern[str]]) -> _Answer:
+        parsed, error = parse_json_answer(response) if row.get(R.OUTPUT_SCHEMA) else (None, None)
+        return cls(row, response, words(response), finish, refusals, parsed, error)
+
+    @property
+    def schema_json(self) -> str | None:
+        return self.row.get(R.OUTPUT_SCHEMA)
+
+    @property
+    def dialogue(self) -> str:
+        return self.row.get(R.DIALOGUE_TEXT) or ""
+
+
+def _refusal(metric: LabelQuality, a: _Answer) -> list[str]:
+    return ["refusal: the response declines the task"] if any(p.search(a.response) for p in a.refusals) else []
+
+
+def _truncated(a: _Answer) -> str | None:
+    if a.finish == "length":
+        return "truncated: generation hit max_tokens"
+    if a.schema_json and a.parse_error and looks_cut_json(a.response):
+        return "truncated: JSON stops mid-structure"
+    if not a.schema_json and len(a.tokens) >= 5 and not _TERMINAL.search(a.response):
+        return "truncated: ends mid-sentence"
+    return None
+
+
+def _truncation(metric: LabelQuality, a: _Answer) -> list[str]:
+    reason = _truncated(a)
+    return [reason] if reason else []
+
+
+def _repetition(metric: LabelQuality, a: _Answer) -> list[str]:
+    if len(a.tokens) < 12:
+        return []
+    all_grams = _trigrams(a.tokens)
+    repeated = 1.0 - len(set(all_grams)) / len(all_grams)
+    lines = [ln.strip().lower() for ln in a.response.splitlines() if len(ln.strip()) > 10]
+    looped = any(lines.count(ln) >= 3 for ln in set(lines))
+    return [f"repetition: {repeated:.0%} of 3-grams repeated"] if repeated >= metric.config.max_repetition or looped else []
+
+
+def _echo(metric: LabelQuality, a: _Answer) -> list[str]:
+    if len(a.tokens) < 6:
+        return []
+    grams = set(_trigrams(a.tokens))
+    instruction = (a.row.get(R.INSTRUCTION) or "").replace(R.DIALOGUE_PLACEHOLDER, " ")
+    if grams and len(grams & set(_trigrams(words(instruction)))) / len(grams) >= metric.config.echo_containment:
+        return ["echo: the response repeats the instruction"]
+    dia_tokens = words(a.dialogue)
+    if (len(dia_tokens) >= 20 and len(a.tokens) >= 0.6 * len(dia_tokens)
+            and len(grams & set(_trigrams(dia_tokens))) / len(grams) >= 0.9):
+        return ["echo: the response copies the dialogue"]
+    return []
+
+
+def _length(metric: LabelQuality, a: _Answer) -> list[str]:
+    cfg = metric.config
+    n = len(a.tokens)
+    return [] if cfg.min_words <= n <= cfg.max_words else [f"length: {n} words (allowed {cfg.min_words}..{cfg.max_words})"]
+
+
+def _schema(metric: LabelQuality, a: _Answer) -> list[str]:
+    if not a.schema_json or ("truncation" in metric.config.rules and _truncated(a)):
+        return []  # a cut answer has its own reason
+    if a.parse_error:
+        return [f"schema: not valid JSON ({a.parse_error})"]
+    error = metric._schema_error(a.schema_json, a.parsed)
+    return [f"schema: {error}"] if error else []
+
+
+def _grounding(metric: LabelQuality, a: _Answer) -> list[str]:
+    if not a.dialogue:
+        return []
+    parsed = a.parsed if a.schema_json and not a.parse_error else None
+    return metric._grounding(a.row, a.response, parsed, a.dialogue)
+
+
+#: rule name -> check, in the order of a row's reasons ("empty" is checked first, alone)
+RULE_CHECKS: dict[str, Callable[[LabelQuality, _Answer], list[str]]] = {
+    "refusal": _refusal, "truncation": _truncation, "repetition": _repetition, "echo": _echo,
+    "length": _length, "schema": _schema, "grounding": _grounding,
+}
+
+
 class LabelQuality(Metric):
     name = "label_quality"
     phase = "label"
@@ -192,58 +293,14 @@ class LabelQuality(Metric):
 
     # -- rules ---------------------------------------------------------------------------------
     def check_row(self, row: dict[str, Any], refusals: list[re.Pattern[str]], finish: str | None) -> list[str]:
+        """Every failed rule of one row, in `RULES` order (an empty response fails only `empty`)."""
         cfg = self.config
         on = set(cfg.rules)
         response = row.get(cfg.response_column)
         if response is None or not str(response).strip():
             return ["empty: no response"] if "empty" in on else []
-        response = str(response)
-        fails: list[str] = []
-        tokens = words(response)
-        schema_json = row.get(R.OUTPUT_SCHEMA)
-        dialogue = row.get(R.DIALOGUE_TEXT) or ""
-        instruction = row.get(R.INSTRUCTION) or ""
-        if "refusal" in on and any(p.search(response) for p in refusals):
-            fails.append("refusal: the response declines the task")
-        parsed: Any = None
-        parse_error: str | None = None
-        if schema_json:
-            parsed, parse_error = parse_json_answer(response)
-        if "truncation" in on:
-            if finish == "length":
-                fails.append("truncated: generation hit max_tokens")
-            elif schema_json and parse_error and looks_cut_json(response):
-                fails.append("truncated: JSON stops mid-structure")
-            elif not schema_json and len(tokens) >= 5 and not _TERMINAL.search(response):
-                fails.append("truncated: ends mid-sentence")
-        if "repetition" in on and len(tokens) >= 12:
-            all_grams = _trigrams(tokens)
-            repeated = 1.0 - len(set(all_grams)) / len(all_grams)
-            lines = [ln.strip().lower() for ln in response.splitlines() if len(ln.strip()) > 10]
-            looped = any(lines.count(ln) >= 3 for ln in set(lines))
-            if repeated >= cfg.max_repetition or looped:
-                fails.append(f"repetition: {repeated:.0%} of 3-grams repeated")
-        if "echo" in on and len(tokens) >= 6:
-            grams = set(_trigrams(tokens))
-            instr_grams = set(_trigrams(words(instruction.replace(R.DIALOGUE_PLACEHOLDER, " "))))
-            dia_tokens = words(dialogue)
-            if grams and len(grams & instr_grams) / len(grams) >= cfg.echo_containment:
-                fails.append("echo: the response repeats the instruction")
-            elif (len(dia_tokens) >= 20 and len(tokens) >= 0.6 * len(dia_tokens)
-                  and len(grams & set(_trigrams(dia_tokens))) / len(grams) >= 0.9):
-                fails.append("echo: the response copies the dialogue")
-        if "length" in on and not (cfg.min_words <= len(tokens) <= cfg.max_words):
-            fails.append(f"length: {len(tokens)} words (allowed {cfg.min_words}..{cfg.max_words})")
-        if schema_json and "schema" in on and not any(f.startswith("truncated") for f in fails):
-            if parse_error:
-                fails.append(f"schema: not valid JSON ({parse_error})")
-            else:
-                error = self._schema_error(schema_json, parsed)
-                if error:
-                    fails.append(f"schema: {error}")
-        if "grounding" in on and dialogue:
-            fails += self._grounding(row, response, parsed if schema_json and not parse_error else None, dialogue)
-        return fails
+        view = _Answer.of(row, str(response), finish, refusals)
+        return [fail for name, check in RULE_CHECKS.items() if name in on for fail in check(self, view)]
 
     @staticmethod
     def _schema_error(schema_json: str, value: Any) -> str | None:

@@ -26,8 +26,9 @@ def phase_fingerprint(ctx: StageContext, phase: Phase) -> dict[str, Any]:
     }
 
 
-def run_phase(ctx: StageContext, phase: Phase) -> pl.DataFrame:
-    df = ctx.input
+def run_phase(ctx: StageContext, phase: Phase, df: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Score `df` (default: the stage's input) with `phase`'s metrics."""
+    df = ctx.input if df is None else df
     if df.height == 0:
         ctx.log.warning("no input rows")
     mctx = MetricContext(stage_ctx=ctx)

@@ -86,6 +86,24 @@ class EliminationSpec(Section):
         0.5, gt=0, le=1, description="Reject a rewrite whose share of repeated word 3-grams is above this (1: off)"
     )
     scene_check: bool = Field(False, description="Ask the evolution backend whether the rewrite still fits the scene")
+    task_kept: bool = Field(
+        True, description="Reject a rewrite that no longer asks for the task: a schema task's required keys, "
+        "a free-text task's goal (embedding similarity or goal words)"
+    )
+    key_aliases: dict[str, list[str]] = Field(
+        default_factory=dict, description="Other spellings that name an output key (key -> spellings, case-insensitive)"
+    )
+    task_check: Literal["auto", "embeddings", "keywords"] = Field(
+        "auto", description="Free-text tasks: goal words, and with auto/embeddings also embedding similarity when the embed extra works"
+    )
+    min_similarity: float = Field(
+        0.6, ge=-1, le=1, description="Least embedding cosine of a free-text rewrite to its parent"
+    )
+    min_goal_share: float = Field(
+        0.6, ge=0, le=1, description="Least share of the parent's goal words a free-text rewrite keeps (keyword check)"
+    )
+    information_gain: bool = Field(True, description="Reject a rewrite that adds fewer than min_new_words content words")
+    min_new_words: int = Field(2, ge=0, description="Content words a rewrite must add to its parent")
 
     @model_validator(mode="after")
     def _lengths(self) -> EliminationSpec:
@@ -159,6 +177,17 @@ class LabelsSpec(Section):
         64, ge=0, description="maxLength added to schema strings without one, 0: none (small models loop in open strings)"
     )
     drop_truncated: bool = Field(False, description="Reject answers cut off at max_tokens")
+    samples: int = Field(
+        1, ge=1, le=16, description="Labels per prompt; above 1, verify keeps the labels' consensus (label agreement)"
+    )
+    sample_temperature: float = Field(0.7, ge=0, description="Temperature of every label after the first")
+    min_agreement: float = Field(
+        0.5, gt=0, le=1, description="Least share of the samples that must give a field's value for it to be kept"
+    )
+    ground_fields: bool = Field(True, description="With samples > 1: drop a field whose value is not in the dialogue")
+    min_text_agreement: float = Field(
+        0.0, ge=0, le=1, description="With samples > 1: drop a free-text label whose word overlap with the others is below this"
+    )
     max_failure_share: float = Field(
         0.25, ge=0, le=1, allow_inf_nan=False,
         description="Fail the stage (exit 1) when more than this share of label requests fail after all retries",

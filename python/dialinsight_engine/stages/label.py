@@ -7,7 +7,9 @@ checked before the first request; when more than `[labels] max_failure_share` of
 fail, the stage fails (exit 1) naming how many and the first reasons. Wall-clock latency and
 whether the answer came from the cache depend on the run, not on the input, so they go to the
 side file `timings.parquet` (by row): `data.parquet` stays byte-identical for the same input,
-spec and seed, and the resume logic can trust its hash.
+spec and seed, and the resume logic can trust its hash. With `samples = k` > 1 each prompt is
+labelled k times (the first at `temperature`, the others at `sample_temperature` with their own
+seeds) and `label_samples` holds all k answers: verify keeps their consensus.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ LABEL_COLUMNS = {
     R.RESPONSE: pl.String, "prompt_tokens": pl.Int64, "completion_tokens": pl.Int64,
     "finish_reason": pl.String, "attempts": pl.Int64, "label_error": pl.String, "label_model": pl.String,
 }
+SAMPLES = "label_samples"  # with `[labels] samples` > 1: every label of the row, the first is `response`
 TIMINGS = "timings.parquet"
 TIMING_COLUMNS = {"row": pl.Int64, R.INSTRUCTION_ID: pl.String, "latency_s": pl.Float64, "cached": pl.Boolean}
 
@@ -85,13 +88,19 @@ class LabelStage(Stage):
             schema = None
             if cfg.use_schema and row.get(R.OUTPUT_SCHEMA):
                 schema = bound_strings(json.loads(row[R.OUTPUT_SCHEMA]), cfg.max_string_length)
-            requests.append(GenerationRequest(
-                prompt=row[R.PROMPT], system=cfg.system_prompt or None, max_tokens=cfg.max_tokens,
-                temperature=cfg.temperature, json_schema=schema, seed=ctx.spec.project.seed,
-            ))
+            for sample in range(cfg.samples):  # the first at `temperature`, the others sampled
+                requests.append(GenerationRequest(
+                    prompt=row[R.PROMPT], system=cfg.system_prompt or None, max_tokens=cfg.max_tokens,
+                    temperature=cfg.temperature if sample == 0 else cfg.sample_temperature,
+                    json_schema=schema, seed=ctx.spec.project.seed + sample,
+                ))
         client = ctx.backend(cfg.backend)
         with ctx.progress("labelling", len(requests)) as advance:
-            results = client.generate(requests, progress=advance) if requests else []
+            every = client.generate(requests, progress=advance) if requests else []
+        results = every[::cfg.samples]
+        if cfg.samples > 1:
+            for i, row in enumerate(rows):
+                row[SAMPLES] = [r.text if r.ok else None for r in every[i * cfg.samples:(i + 1) * cfg.samples]]
         failed = truncated = 0
         timings = []
         for i, (row, res) in enumerate(zip(rows, results, strict=True)):
@@ -111,11 +120,12 @@ class LabelStage(Stage):
                 row[R.KEPT] = False
                 row[R.REASONS] = [*row[R.REASONS], "label_truncated"]
         ctx.stats.update(labelled=len(rows) - failed - truncated, failed=failed, truncated=truncated,
-                         cached=sum(1 for r in results if r.cached),
-                         latency_s=round(sum(r.latency_s for r in results), 3))
+                         cached=sum(1 for r in every if r.cached), samples=cfg.samples,
+                         latency_s=round(sum(r.latency_s for r in every), 3))
         ctx.write_parquet(TIMINGS, pl.DataFrame(timings, schema=TIMING_COLUMNS))
         check_failure_share(results, cfg.max_failure_share, "label")
-        return pl.DataFrame(rows, schema={**df.schema, **LABEL_COLUMNS})
+        extra = {SAMPLES: pl.List(pl.String)} if cfg.samples > 1 else {}
+        return pl.DataFrame(rows, schema={**df.schema, **LABEL_COLUMNS, **extra})
 
 
 def _check_schemas(ctx: StageContext, rows: list[dict[str, Any]]) -> None:

@@ -1,0 +1,208 @@
+"""Label agreement in verify: k labels per prompt, a per-field vote, grounding, the consensus pick
+for free text, and the labels' precision against `truth` before and after."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import polars as pl
+
+from dialinsight_engine import records as R
+from dialinsight_engine.evaluate.declared import DeclaredEvaluator
+from dialinsight_engine.metrics.label_agreement import (
+    canonical,
+    dialogue_forms,
+    is_grounded,
+    schema_consensus,
+    text_consensus,
+)
+from dialinsight_engine.plugins import build_registry
+from dialinsight_engine.run.context import StageContext
+from dialinsight_engine.spec import load_spec
+from dialinsight_engine.spec.evaluation import TaskEvalSpec
+from dialinsight_engine.stages.verify import VerifyStage, truth_scores
+
+from conftest import dialengine
+
+SCHEMA = {
+    "type": "object", "required": ["area", "number_of_beds", "number_of_baths"],
+    "properties": {"area": {"type": "string"}, "number_of_beds": {"type": "string"},
+                   "number_of_baths": {"type": "string"},
+                   "pets_allowed": {"type": "string", "enum": ["True", "False", "unknown"]},
+                   "amenities": {"type": "array", "items": {"type": "string"}}},
+}
+DIALOGUE = ("Customer: I need a place in San Jose with three bedrooms and 2 baths, my budget is $3,500.\n"
+            "Agent: Would a garden or a pool matter?\nCustomer: A garden, yes. I have a cat.")
+
+
+def _answer(**fields: object) -> str:
+    return json.dumps(fields)
+
+
+def test_normalised_values_and_grounding() -> None:
+    assert canonical("two") == canonical("2") == canonical(2.0) == "2"
+    assert canonical("$3,500") == canonical("3500") == "3500"
+    assert canonical("三") == "3" and canonical("unknown") is None
+    forms = dialogue_forms(DIALOGUE)
+    assert is_grounded("3", forms) and is_grounded("3500", forms) and is_grounded("san jose", forms)
+    assert not is_grounded(".01", forms) and not is_grounded("Fremont", forms) and not is_grounded("4", forms)
+    assert is_grounded("3", dialogue_forms("客户：我要三间房，价格四百到五百。")) and is_grounded("五百", dialogue_forms("价格500元"))
+
+
+def test_a_field_is_kept_by_majority_only_when_grounded() -> None:
+    answers = [
+        _answer(area=".01", number_of_beds="3", number_of_baths="2", pets_allowed="True", amenities=["garden"]),
+        _answer(area="San Jose", number_of_beds="three", number_of_baths="1", pets_allowed="True",
+                amenities=["garden", "pool"]),
+        _answer(area="san jose", number_of_beds="4", number_of_baths="5", pets_allowed="unknown", amenities=[]),
+        "not JSON at all",
+    ]
+    consensus = schema_consensus(answers, SCHEMA, DIALOGUE, min_agreement=0.5, ground=True)
+    assert consensus is not None
+    label = json.loads(consensus.text)
+    # area: 2 of 4 say San Jose (the first spelling that won is kept); beds: 3 == three, 2 of 4;
+    # baths: 2, 1, 5 (no majority) -> not stated; pets: enum, not grounded; amenities: by item
+    assert label == {"area": "San Jose", "number_of_beds": "3", "number_of_baths": "", "pets_allowed": "True",
+                     "amenities": ["garden"]}
+    assert consensus.dropped == ("number_of_baths: agreement 1/4",)
+    assert consensus.agreement == 0.5
+    # a stricter threshold keeps nothing but the schema's required keys, as "not stated"
+    strict = schema_consensus(answers, SCHEMA, DIALOGUE, min_agreement=0.75, ground=True)
+    assert strict is not None and json.loads(strict.text)["area"] == ""
+    # a unanimous value that is not in the dialogue is dropped when grounding is on
+    fremont = [_answer(area="Fremont", number_of_beds="3", number_of_baths="2")] * 3
+    grounded = schema_consensus(fremont, SCHEMA, DIALOGUE, min_agreement=0.5, ground=True)
+    assert grounded is not None and grounded.dropped == ("area: not in the dialogue",)
+    ungrounded = schema_consensus(fremont, SCHEMA, DIALOGUE, min_agreement=0.5, ground=False)
+    assert ungrounded is not None and json.loads(ungrounded.text)["area"] == "Fremont"
+    # a value is kept in its clean form: the edge punctuation a weak labeller adds goes
+    messy = [_answer(area="San Jose.", number_of_beds=", 3", number_of_baths="2")] * 2
+    clean = schema_consensus(messy, SCHEMA, DIALOGUE, min_agreement=0.5, ground=True)
+    assert clean is not None and json.loads(clean.text) == {"area": "San Jose", "number_of_beds": "3",
+                                                            "number_of_baths": "2", "pets_allowed": "unknown",
+                                                            "amenities": []}
+    assert schema_consensus(["oops", None], SCHEMA, DIALOGUE, min_agreement=0.5, ground=True) is None
+
+
+def test_free_text_consensus_picks_the_answer_the_others_agree_with() -> None:
+    answers = ["I like turtles and the sea.", "The customer wants three bedrooms in San Jose with a garden.",
+               "Customer wants three bedrooms in San Jose.", None]
+    consensus = text_consensus(answers)
+    assert consensus is not None and consensus.text == answers[1] and 0.3 < consensus.agreement < 1
+    zh = text_consensus(["客户想要三间卧室的房子。", "客户想要三间卧室的房子，预算五百。", "今天天气很好。"])
+    assert zh is not None and zh.text == "客户想要三间卧室的房子。"
+    assert text_consensus([None, " "]) is None
+
+
+def test_truth_scores_use_the_declared_evaluator() -> None:
+    evaluator = DeclaredEvaluator(TaskEvalSpec(name="slots", truth="requirements", kind="fields",
+                                               keys=["area", "number_of_beds"], normalize=["default"]))
+    truth = json.dumps({"requirements": {"area": "San Jose", "number_of_beds": "3"}})
+    rows = [{R.TRUTH: truth, R.RESPONSE: _answer(area="San Jose", number_of_beds="three")},
+            {R.TRUTH: truth, R.RESPONSE: _answer(area=".01", number_of_beds="3")},
+            {R.TRUTH: None, R.RESPONSE: _answer(area="x")}]
+    scores = truth_scores(rows, evaluator, R.RESPONSE)
+    assert scores["n"] == 2 and scores["precision"] == 0.75 and scores["recall"] == 0.75
+
+
+EXTRA = """
+[[tasks]]
+name = "extract_slots"
+scenes = ["property_search"]
+template = "Extract area, number_of_beds and number_of_baths as JSON.\\n{{ dialogue }}"
+[tasks.eval]
+name = "slots_f1"
+truth = "requirements"
+kind = "fields"
+keys = ["area", "number_of_beds", "number_of_baths"]
+normalize = ["default"]
+
+[labels]
+samples = 3
+
+[quality.metrics.label_quality]
+weight = 1.0
+"""
+
+
+def test_verify_keeps_the_consensus_and_reports_precision_against_truth(write_spec, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    spec_path = write_spec(EXTRA, name="agree")
+    run = tmp_path / "runs" / "agree"
+    result = dialengine("apply", str(spec_path), "--until", "assess", plugins="core,quality")
+    assert result.returncode == 0, result.stderr
+    rows = pl.read_parquet(run / "assess" / "data.parquet").filter(pl.col(R.KEPT) & pl.col(R.TRUTH).is_not_null())
+    rows = rows.filter(pl.col(R.TRUTH).str.contains('"number_of_beds"')).head(4)
+    samples, responses = [], []
+    for truth in rows[R.TRUTH].to_list():
+        req = json.loads(truth)["requirements"]
+        right = _answer(area=req.get("area", ""), number_of_beds=req["number_of_beds"],
+                        number_of_baths=req.get("number_of_baths", ""))
+        wrong = _answer(area=".01", number_of_beds="9", number_of_baths=req.get("number_of_baths", ""))
+        samples.append([wrong, right, right])  # the greedy label is the weak one
+        responses.append(wrong)
+    labelled = rows.with_columns(
+        pl.lit("extract_slots").alias(R.TASK), pl.lit(json.dumps(SCHEMA)).alias(R.OUTPUT_SCHEMA),
+        pl.Series(R.RESPONSE, responses, dtype=pl.String),
+        pl.Series("label_samples", samples, dtype=pl.List(pl.String)))
+    (run / "label").mkdir(parents=True)
+    labelled.write_parquet(run / "label" / "data.parquet")
+    registry = build_registry()
+    ctx = StageContext(spec=load_spec(spec_path, registry), registry=registry, run_dir=run, stage="verify",
+                       input_stage="label", log=logging.getLogger("test"))
+    out = VerifyStage().run(ctx)
+    assert out[R.KEPT].to_list() == [True] * rows.height  # before: '.01' is not in the dialogue
+    assert out["response_original"].to_list() == responses
+    assert [json.loads(r)["number_of_beds"] for r in out[R.RESPONSE]] == [
+        json.loads(t)["requirements"]["number_of_beds"] for t in rows[R.TRUTH]]
+    report = json.loads((run / "verify" / "label_truth.json").read_text())["extract_slots"]
+    assert report["evaluator"] == "declared" and report["all_labels"]["n"] == rows.height
+    assert report["kept"]["f1"] == 1.0 and report["all_labels"]["f1"] < 0.6
+    assert ctx.stats["label_agreement"]["samples"] == 3
+
+
+SCRIPTED = """
+[[tasks]]
+name = "detect_visit"
+scenes = ["viewing_booking", "property_search"]
+template = "Did the customer book a visit?\\n{{ dialogue }}\\nAnswer as JSON with visit_booked (true or false)."
+[tasks.output_schema]
+type = "object"
+required = ["visit_booked"]
+[tasks.output_schema.properties.visit_booked]
+type = "boolean"
+
+[backends.fake]
+plugin = "scripted"
+
+[quality.metrics.label_quality]
+
+[sampling]
+n = 8
+
+[labels]
+backend = "fake"
+samples = 3
+"""
+
+
+def test_the_label_stage_asks_k_times_and_verify_votes(write_spec, tmp_path: Path, scripted_backend) -> None:  # type: ignore[no-untyped-def]
+    spec_path = write_spec(SCRIPTED, name="k")
+    result = dialengine("apply", str(spec_path), "--until", "verify", env=scripted_backend,
+                        plugins="core,generation,quality,scripted")
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "runs" / "k"
+    label = pl.read_parquet(run / "label" / "data.parquet")
+    assert label.height > 0 and label["label_samples"].list.len().to_list() == [3] * label.height
+    assert label["label_samples"].list.first().to_list() == label[R.RESPONSE].to_list()
+    manifest = json.loads((run / "label" / "manifest.json").read_text())
+    assert manifest["stats"]["backend"]["fake"]["generated"] == 3 * label.height
+    verify = pl.read_parquet(run / "verify" / "data.parquet")
+    assert verify["response_original"].to_list() == label[R.RESPONSE].to_list()
+    visits = verify.filter(pl.col(R.TASK) == "detect_visit")
+    for samples, response in zip(visits["label_samples"].to_list(), visits[R.RESPONSE].to_list(), strict=True):
+        votes = [json.loads(s)["visit_booked"] for s in samples]
+        assert json.loads(response)["visit_booked"] == max(set(votes), key=votes.count)  # the majority
+    stats = json.loads((run / "verify" / "manifest.json").read_text())["stats"]
+    assert stats["label_agreement"]["samples"] == 3

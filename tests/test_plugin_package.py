@@ -12,6 +12,8 @@ import sys
 import polars as pl
 import pytest
 
+from dialinsight_engine.run.dataset import read_output
+
 from conftest import REPO, dialengine
 
 PLUGIN = REPO / "plugins" / "dialinsight-readability"
@@ -65,7 +67,7 @@ weight = 1.0
     result = dialengine("apply", str(spec), "--until", "assess", env=installed, plugins="core,generation,quality,readability")
     assert result.returncode == 0, result.stderr
     run = tmp_path / "runs" / "p"
-    out = pl.read_parquet(run / "assess" / "data.parquet")
+    out = read_output(run / "assess")
     assert out["score_readability"].is_between(0, 1).all() and "readability.flesch" in out.columns
     long_sentences = out["readability.words_per_sentence"] > 5.5
     assert long_sentences.any() and not long_sentences.all()

@@ -117,8 +117,11 @@ class PartitionFailed(Exception):
     """A partition's map raised (after the executor's retries, for a dead worker)."""
 
     def __init__(self, index: int, input_path: str, error: str) -> None:
-        super().__init__(f"partition {index:05d} ({input_path}): {error}")
+        super().__init__(index, input_path, error)  # all in args: Ray pickles it back to the driver
         self.index, self.input_path, self.error = index, input_path, error
+
+    def __str__(self) -> str:
+        return f"partition {self.index:05d} ({self.input_path}): {self.error}"
 
 
 def progress_path(stage_dir: Path, index: int) -> Path:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 #: environment the workers need to import the same code and plugins as the driver
 FORWARDED_ENV = ("PYTHONPATH", "DIALENGINE_PLUGINS", "DIALENGINE_BLOCK_PLUGINS", WORKER_FAULT_ENV)
+CONNECT_TIMEOUT_S = 5.0
 HINT = ("start one with `ray start --head` (then --address auto), check the host:port, or drop"
         " --address to start a local Ray instance")
 
@@ -62,6 +64,7 @@ class RayExecutor:
                             hint="pip install 'dialinsight-engine[ray]'") from None
         env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
         if not ray.is_initialized():
+            self._check_reachable()
             try:
                 # "local": a new instance, never a cluster that `ray start` left running here
                 ray.init(address=self.address or "local", runtime_env={"env_vars": env} if env else None,
@@ -72,6 +75,21 @@ class RayExecutor:
             self._started_here = True
         self._ray = ray
         return ray
+
+    def _check_reachable(self) -> None:
+        """Fail fast on a host:port nobody listens on (ray.init would retry for minutes)."""
+        if not self.address or self.address in ("auto", "local"):
+            return
+        hostport = self.address.removeprefix("ray://").rstrip("/")
+        host, _, port = hostport.rpartition(":")
+        if not host or not port.isdigit():
+            raise UserError(f"bad Ray address {self.address!r}: expected host:port, ray://host:port or auto",
+                            hint=HINT)
+        try:
+            socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        except OSError as exc:
+            raise UserError(f"cannot reach the Ray cluster at {self.address!r}: {exc.strerror or exc}",
+                            hint=HINT) from None
 
     def map(self, stage: RowStage, spec: Spec, tasks: Iterable[PartitionTask], state: Any,
             registry: Registry) -> Iterator[PartitionResult]:

@@ -111,6 +111,7 @@ class PartitionResult:
     seconds: float
     host: str = ""
     pid: int = 0
+    peak_rss_mb: float = 0.0  # of the process that computed it, so far
 
 
 class PartitionFailed(Exception):
@@ -144,7 +145,7 @@ def compute_partition(stage: RowStage, spec: Spec, task: PartitionTask, state: A
         raise PartitionFailed(task.index, task.input_path, f"{type(exc).__name__}: {exc}") from None
     part = dataset.write_partition(Path(task.stage_dir), task.index, out)
     result = PartitionResult(task.index, part, pctx.stats, round(time.perf_counter() - t0, 4),
-                             os.uname().nodename, os.getpid())
+                             os.uname().nodename, os.getpid(), peak_rss_mb())
     atomic.write_json(progress_path(Path(task.stage_dir), task.index), {
         "key": task.key, "input_sha256": task.input_sha256, "partition": part.to_dict(),
         "stats": pctx.stats, "seconds": result.seconds,
@@ -167,6 +168,12 @@ def load_progress(task: PartitionTask) -> PartitionResult | None:
     if not file.is_file() or atomic.file_sha256(file) != part.sha256:
         return None
     return PartitionResult(task.index, part, record.get("stats", {}), 0.0)
+
+
+def peak_rss_mb() -> float:
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
 
 
 def _maybe_die(stage: str, task: PartitionTask) -> None:

@@ -31,6 +31,7 @@ from .base import (
     RowStage,
     load_progress,
     merge_stats,
+    peak_rss_mb,
 )
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ def produce(stage: Stage, ctx: StageContext, executor: Executor, key: str) -> li
             frames = [output]
         parts = write_frames(folder, frames, ctx.partition_rows, stage.name)
     dataset.remove_partitions_from(folder, len(parts))
+    ctx.stats["driver_peak_rss_mb"] = peak_rss_mb()  # so far in this process (the benchmark reads it)
     return parts
 
 
@@ -117,6 +119,14 @@ def _run_rows(stage: RowStage, ctx: StageContext, executor: Executor, key: str) 
     ctx.stats.update(stats)
     ctx.stats["partitions"] = {"total": len(tasks), "reused": len(tasks) - len(todo), "computed": len(todo),
                                "executor": executor.name}
+    computed = [results[t.index] for t in todo]
+    if computed:  # per-block costs, for docs/performance.md's scaling model
+        ctx.stats["partition_costs"] = {
+            "map_seconds": round(sum(r.seconds for r in computed), 3),
+            "max_partition_seconds": max(r.seconds for r in computed),
+            "worker_peak_rss_mb": max(r.peak_rss_mb for r in computed),
+            "workers": len({(r.host, r.pid) for r in computed}),
+        }
     parts = [results[i].partition for i in sorted(results)]
     stage.finish(ctx, sum(p.rows for p in parts))
     return parts

@@ -18,6 +18,8 @@ from ..selection import Selection, record_view
 from .base import ORDER
 
 if TYPE_CHECKING:
+    from polars._typing import PolarsDataType
+
     from ..run.context import StageContext
     from ..spec import Spec
 
@@ -27,9 +29,9 @@ def render_dialogue(turns: list[dict[str, str]]) -> str:
     return "\n".join(f"{t['role'][:1].upper()}{t['role'][1:]}: {t['text']}" for t in turns)
 
 
-INGEST_SCHEMA = {R.DIALOGUE_ID: pl.String, R.SOURCE: pl.String, R.TURNS: R.TURNS_DTYPE,
-                 R.DIALOGUE_TEXT: pl.String, R.TRUTH: pl.String, R.N_TURNS: pl.Int64,
-                 "intents": pl.List(pl.String), "meta": pl.String}
+INGEST_SCHEMA: dict[str, PolarsDataType] = {
+    R.DIALOGUE_ID: pl.String, R.SOURCE: pl.String, R.TURNS: R.TURNS_DTYPE, R.DIALOGUE_TEXT: pl.String,
+    R.TRUTH: pl.String, R.N_TURNS: pl.Int64, "intents": pl.List(pl.String), "meta": pl.String}
 
 
 def data_files(spec: Spec) -> list[Path]:

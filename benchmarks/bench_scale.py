@@ -102,12 +102,20 @@ def dialogue(i: int, rng: random.Random) -> dict[str, object]:
 
 def write_data(path: Path, n: int) -> None:
     rng = random.Random(11)
+    recent: list[dict[str, object]] = []  # a small window: memory stays flat whatever n is
     with open(path, "w", encoding="utf-8") as fh:
         for i in range(n):
             rec = dialogue(i, rng)
-            if i % 20 == 19:  # a near-copy of an earlier dialogue: dedup has work
-                rec = dialogue(i - 7, random.Random(i - 7)) | {"id": f"d{i:08d}"}
+            if i % 20 == 19 and recent:  # a near-copy of a recent dialogue: dedup has work
+                rec = near_copy(rng.choice(recent), f"d{i:08d}")
+            recent = [*recent[-15:], rec]
             fh.write(json.dumps(rec) + "\n")
+
+
+def near_copy(rec: dict[str, object], new_id: str) -> dict[str, object]:
+    turns = [dict(t) for t in rec["turns"]]  # type: ignore[attr-defined]
+    turns[-1]["text"] = turns[-1]["text"].replace("Shall I", "Should I")
+    return {"id": new_id, "turns": turns}
 
 
 def apply(spec: Path, until: str, extra: list[str]) -> tuple[float, float]:

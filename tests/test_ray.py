@@ -102,6 +102,12 @@ def test_ray_cluster_gives_the_local_hashes_through_worker_and_driver_kills(clus
                                             "executor": "ray"}
     assert [p["rows"] for p in seeds["partitions"]] == [32, 32, 32, 32]
     assert hashes(run) == want
+    try:  # rayB's distributed dedup, when present, ran inside assess with the same result
+        import dialinsight_engine.executors.ray_dedup  # noqa: F401
+    except ImportError:
+        assert "ray_near_duplicates" not in manifest(run, "assess")["stats"]
+    else:
+        assert manifest(run, "assess")["stats"]["ray_near_duplicates"]["calls"] == 4  # group_by task
     # the exported files are the same bytes too
     for fmt in ("openai", "sharegpt", "alpaca"):
         assert (run / "export" / f"{fmt}.jsonl").read_bytes() == \

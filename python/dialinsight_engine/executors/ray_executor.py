@@ -54,7 +54,8 @@ class RayExecutor:
         self._ray: Any = None
         self._started_here = False
 
-    def _connect(self) -> Any:
+    def connect(self) -> Any:
+        """Join (or start) Ray once; later calls return the connected module."""
         if self._ray is not None:
             return self._ray
         try:
@@ -93,7 +94,7 @@ class RayExecutor:
 
     def map(self, stage: RowStage, spec: Spec, tasks: Iterable[PartitionTask], state: Any,
             registry: Registry) -> Iterator[PartitionResult]:
-        ray = self._connect()
+        ray = self.connect()
         remote = ray.remote(num_cpus=self.config.num_cpus, num_gpus=self.config.num_gpus,
                             max_retries=self.config.max_retries, retry_exceptions=False)(_compute)
         stage_ref, spec_ref, state_ref = ray.put(stage), ray.put(spec), ray.put(state)

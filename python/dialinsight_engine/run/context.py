@@ -40,6 +40,8 @@ class StageContext:
         self.stats: dict[str, Any] = {}
         #: rows per partition of the output dataset (`[executor] partition_rows`)
         self.partition_rows = partition_rows or dataset.PARTITION_ROWS
+        #: the run's executor (executors/), set by the runner; None outside a run
+        self.executor: Any = None
         self._progress_factory = progress_factory
         self._input: pl.DataFrame | None = None
         self._clients: dict[str, Any] = {}

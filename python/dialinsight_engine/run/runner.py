@@ -191,6 +191,7 @@ class Runner:
         atomic.clean_stale_temps(folder)
         faults.point(f"stage:{stage.name}:start")
         ctx = self._context(stage, item.input_stage, progress=not self.quiet)
+        ctx.executor = self.executor()  # driver-side stages may hand work to it (executors/dedup.py)
         fingerprint, config_hash, extra = self._fingerprint(stage, ctx)
         started = datetime.now(UTC)
         t0 = time.perf_counter()

@@ -1,8 +1,9 @@
 """Spec section `[executor]`: where row-parallel stages run (documented in docs/spec.md).
 
 `kind = "local"` runs every stage in this process; `kind = "ray"` runs the row-parallel stages
-(ingest's normalisation aside: scenes, seeds, ...) as Ray tasks, one per partition, on a local
-Ray instance or an existing cluster (`address`). The CLI's `--executor` and `--address`
+(scenes, seeds, plugin RowStages) as Ray tasks, one per partition, on a local Ray instance or
+an existing cluster (`address`), and hands assess's near-duplicate search to Ray when the
+distributed dedup module is installed. The CLI's `--executor` and `--address`
 override the spec. None of these keys changes a stage's output, so none is in a fingerprint.
 """
 

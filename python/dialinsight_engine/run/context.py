@@ -95,7 +95,11 @@ class StageContext:
 
     # -- generation backends -----------------------------------------------------------------
     def backend(self, name: str) -> Any:
-        """A caching, batching, retrying client for `[backends.NAME]` (see backends.client)."""
+        """A caching, batching, retrying client for `[backends.NAME]` (see backends.client).
+
+        Call site for generation on Ray: under the ray executor (`self.executor.name == "ray"`)
+        this is where `executors.ray_generation.open_pool(spec, name, registry, cache_dir)` (an
+        actor pool sharing this cache) would replace the in-process client; not wired yet."""
         if name not in self._clients:
             from ..backends.client import open_client
 

@@ -154,12 +154,13 @@ def stage_figures(run: Path, n: int) -> dict[str, dict[str, object]]:
     return out
 
 
-def bench(n: int, partition_rows: int, until: str, address: str | None, root: Path) -> dict[str, object]:
+def bench(n: int, partition_rows: int, until: str, address: str | None, root: Path,
+          executors: tuple[str, ...] = ("local", "ray")) -> dict[str, object]:
     data = root / f"dialogues-{n}.jsonl"
     if not data.exists():
         write_data(data, n)
     result: dict[str, object] = {"dialogues": n, "partition_rows": partition_rows}
-    for executor in ("local", "ray") if address else ("local",):
+    for executor in [e for e in executors if e == "local" or address]:
         runs = root / f"runs-{executor}-{n}"
         spec = root / f"scale-{executor}-{n}.toml"
         spec.write_text(SPEC.format(runs=runs.as_posix(), data=data.as_posix(), partition_rows=partition_rows))
@@ -171,7 +172,7 @@ def bench(n: int, partition_rows: int, until: str, address: str | None, root: Pa
                             "docs_per_s": round(n / total, 1), "driver_peak_rss_mb": round(driver_rss, 1),
                             "stages": stages}
         print(json.dumps({executor: result[executor]}, indent=1), flush=True)
-    if address:
+    if "local" in result and "ray" in result:
         local, ray = result["local"], result["ray"]  # type: ignore[index]
         result["ray_over_local"] = round(ray["docs_per_s"] / local["docs_per_s"], 3)  # type: ignore[index]
         result["same_hashes"] = all(local["stages"][s]["output_hash"] == ray["stages"][s]["output_hash"]  # type: ignore[index]
@@ -185,6 +186,7 @@ def main() -> None:
     parser.add_argument("--partition-rows", type=int, default=50_000)
     parser.add_argument("--until", default="assess", choices=STAGES)
     parser.add_argument("--no-ray", action="store_true", help="the local executor only")
+    parser.add_argument("--ray-only", action="store_true", help="the Ray cluster only")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     sizes = args.dialogues or [100_000]
@@ -201,7 +203,8 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
             for n in sizes:
-                results.append(bench(n, args.partition_rows, args.until, address, Path(tmp)))
+                results.append(bench(n, args.partition_rows, args.until, address, Path(tmp),
+                                     ("ray",) if args.ray_only else ("local", "ray")))
     finally:
         if cluster is not None:
             cluster.shutdown()

@@ -5,6 +5,7 @@ through the registry and the assess stage. Never imported by path."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -30,7 +31,8 @@ def installed(tmp_path_factory) -> dict[str, str]:
          "--target", str(target), str(source)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert (target / "dialinsight_readability" / "__init__.py").exists()
-    return {"PYTHONPATH": str(target)}
+    # the engine under test stays on the path (a worktree's, not whichever the venv points at)
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(target), os.environ.get("PYTHONPATH", "")) if p)}
 
 
 def test_installed_plugin_is_discovered_by_entry_point(installed):

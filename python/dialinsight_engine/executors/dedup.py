@@ -27,11 +27,11 @@ def near_duplicates(frame: pl.DataFrame, stage_ctx: Any, **settings: Any) -> pl.
             executor.connect()
             rows = max(1, int(getattr(stage_ctx, "partition_rows", frame.height)))
             parts = [frame.slice(start, rows) for start in range(0, frame.height, rows)]
-            found = ray_near_duplicates(parts, max_retries=executor.config.max_retries, **settings)
+            distributed = ray_near_duplicates(parts, max_retries=executor.config.max_retries, **settings)
             done = stage_ctx.stats.setdefault("ray_near_duplicates", {"calls": 0, "rows": 0, "partitions": 0})
             done.update(calls=done["calls"] + 1, rows=done["rows"] + frame.height,
                         partitions=done["partitions"] + len(parts))
-            result: pl.DataFrame = found.frame
+            result: pl.DataFrame = distributed.frame
             return result
     column = settings.pop("text_column")
     found: pl.DataFrame = fast.near_duplicates(frame, column, **settings)

@@ -10,5 +10,5 @@ PYTHON=${PYTHON:-python3}
 # llama-cpp-python builds from source (~13 min on 2 cores) the first time; pip's wheel cache
 # makes later installs take seconds, so never pass --no-cache-dir here.
 CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
-  .venv/bin/python -m pip install --quiet -e ".[llm,train,embed,text-eval,dev]"
+  .venv/bin/python -m pip install --quiet -e ".[llm,train,embed,text-eval,ray,dev]"
 .venv/bin/dialengine --version

@@ -15,6 +15,7 @@ from dialinsight_engine.metrics.base import Metric, MetricConfig, MetricContext
 from dialinsight_engine.metrics.combine import assess_phase, combine
 from dialinsight_engine.plugins import build_registry
 from dialinsight_engine.run.context import StageContext
+from dialinsight_engine.run.dataset import read_output, write_partition
 from dialinsight_engine.spec import load_spec
 from dialinsight_engine.spec.quality import QualitySpec
 from dialinsight_engine.stages.ingest import render_dialogue
@@ -143,7 +144,7 @@ def test_assess_stage_in_a_run_and_spec_changes_the_kept_set(write_spec, tmp_pat
     first = dialengine("apply", str(spec), "--until", "assess", plugins=PLUGINS)
     assert first.returncode == 0, first.stderr
     run = tmp_path / "runs" / "q"
-    out = pl.read_parquet(run / "assess" / "data.parquet")
+    out = read_output(run / "assess")
     for name in ("prompt_complexity", "input_complexity", "data_richness", "data_redundancy"):
         assert out[f"score_{name}"].null_count() == 0 and f"norm_{name}" in out.columns
     assert out["kept"].all() and out["quality_score"].is_between(0, 1).all()
@@ -158,13 +159,13 @@ def test_assess_stage_in_a_run_and_spec_changes_the_kept_set(write_spec, tmp_pat
     second = dialengine("apply", str(spec), "--until", "assess", plugins=PLUGINS)
     assert second.returncode == 0, second.stderr
     assert "seeds    skip" in second.stderr and "assess   running" in second.stderr
-    out2 = pl.read_parquet(run / "assess" / "data.parquet")
+    out2 = read_output(run / "assess")
     assert out2["kept"].to_list() == (out["score_input_complexity"] >= cut).to_list()
 
     q_cut = float(out["quality_score"].quantile(0.25))
     spec = _spec(write_spec, min_score=q_cut)
     assert dialengine("apply", str(spec), "--until", "assess", plugins=PLUGINS).returncode == 0
-    out3 = pl.read_parquet(run / "assess" / "data.parquet")
+    out3 = read_output(run / "assess")
     assert out3["kept"].to_list() == (out["quality_score"] >= q_cut).to_list()
 
     dropped = out3.filter(~pl.col("kept"))[R.INSTRUCTION_ID][0]
@@ -180,7 +181,7 @@ def test_assess_stage_in_a_run_and_spec_changes_the_kept_set(write_spec, tmp_pat
     # re-weighting moves the composite: prompt complexity alone decides the order
     spec = _spec(write_spec, w_input=0.0)
     assert dialengine("apply", str(spec), "--until", "assess", plugins=PLUGINS).returncode == 0
-    out4 = pl.read_parquet(run / "assess" / "data.parquet")
+    out4 = read_output(run / "assess")
     assert out4["quality_score"].to_list() != pytest.approx(out["quality_score"].to_list())
 
 
@@ -201,13 +202,13 @@ def test_verify_stage_applies_label_metrics_and_recombines(write_spec, tmp_path)
     spec = load_spec(spec_path, registry)
     run = tmp_path / "runs" / "q"
     assert dialengine("apply", str(spec_path), "--until", "assess", plugins=PLUGINS).returncode == 0
-    assessed = pl.read_parquet(run / "assess" / "data.parquet").filter(pl.col("kept")).head(6)
+    assessed = read_output(run / "assess").filter(pl.col("kept")).head(6)
     responses = ["", "I cannot help with that request.", "The customer wants a bigger flat and", None, "A short, fine summary.",
                  "The customer needs a flat."]
     labelled = assessed.with_columns(pl.Series(R.RESPONSE, responses, dtype=pl.String),
                                      pl.lit(None, dtype=pl.String).alias(R.OUTPUT_SCHEMA))
     (run / "label").mkdir(parents=True)
-    labelled.write_parquet(run / "label" / "data.parquet")
+    write_partition(run / "label", 0, labelled)
     ctx = StageContext(spec=spec, registry=registry, run_dir=run, stage="verify", input_stage="label",
                        log=logging.getLogger("test"))
     out = VerifyStage().run(ctx)

@@ -31,6 +31,7 @@ from dialinsight_engine.backends.openai import OpenAIBackend, OpenAIConfig, retr
 from dialinsight_engine.backends.redact import redact, redact_url
 from dialinsight_engine.backends.schema_check import schema_problem
 from dialinsight_engine.errors import StageFailed, UserError
+from dialinsight_engine.run.dataset import has_output, read_output
 
 # (status, headers, body) for one request; `hit` is this prompt's 1-based attempt number
 Reply = tuple[int, dict[str, str], bytes]
@@ -197,7 +198,7 @@ def test_a_killed_label_stage_keeps_every_finished_answer(how: str, serve, write
 
     rerun = _apply(spec)
     assert rerun.returncode == 0, rerun.stderr
-    labels = pl.read_parquet(tmp_path / "runs" / "t" / "label" / "data.parquet")
+    labels = read_output(tmp_path / "runs" / "t" / "label")
     assert labels.height == 6 and labels["kept"].all()
     # the finished three were not sent again; the ones in flight were sent once more
     assert {p: server.hits[p] for p in answered} == {p: 1 for p in answered}
@@ -214,11 +215,11 @@ def test_when_most_label_requests_fail_the_stage_exits_1_with_reasons(serve, wri
     assert result.returncode == 1, result.stderr
     assert "6 of 6 generation requests failed" in result.stderr and "max_failure_share = 0.25" in result.stderr
     assert "HTTP 500" in result.stderr and "model server overloaded" in result.stderr
-    assert not (tmp_path / "runs" / "t" / "label" / "data.parquet").exists()
+    assert not has_output(tmp_path / "runs" / "t" / "label")
     # the user may accept failures: rows are then kept with their reason
     accepted = _apply(_spec(write_spec, server.url, labels="max_failure_share = 1.0"))
     assert accepted.returncode == 0, accepted.stderr
-    labels = pl.read_parquet(tmp_path / "runs" / "t" / "label" / "data.parquet")
+    labels = read_output(tmp_path / "runs" / "t" / "label")
     assert labels.height == 6 and not labels["kept"].any()
 
 
@@ -349,7 +350,7 @@ def test_an_echoed_api_key_is_never_recorded(serve, write_spec, tmp_path: Path) 
     spec = _spec(write_spec, server.url, labels="max_failure_share = 1.0", backend='api_key_env = "DIALENGINE_KEY"')
     result = _apply(spec, DIALENGINE_KEY=API_KEY)
     assert result.returncode == 0, result.stderr
-    labels = pl.read_parquet(tmp_path / "runs" / "t" / "label" / "data.parquet")
+    labels = read_output(tmp_path / "runs" / "t" / "label")
     assert labels["label_error"].str.contains("HTTP 401").all()
     assert labels["label_error"].str.contains("***", literal=True).all()  # the key was there, masked
     written = _everything_written(tmp_path / "runs" / "t")
@@ -368,7 +369,7 @@ def test_credentials_in_base_url_are_masked_everywhere(serve, write_spec, tmp_pa
     result = _apply(_spec(write_spec, url, labels="max_failure_share = 1.0"))
     assert result.returncode == 0, result.stderr
     run_dir = tmp_path / "runs" / "t"
-    labels = pl.read_parquet(run_dir / "label" / "data.parquet")
+    labels = read_output(run_dir / "label")
     assert set(labels["label_model"]) == {f"http://***@127.0.0.1:{server.port}/v1|default"}
     manifest = json.loads((run_dir / "label" / "manifest.json").read_text())
     assert manifest["extra"]["backend"]["base_url"] == f"http://***@127.0.0.1:{server.port}/v1"

@@ -26,6 +26,7 @@ from dialinsight_engine.backends.client import GenerationClient
 from dialinsight_engine.backends.openai import OpenAIBackend, OpenAIConfig
 from dialinsight_engine.plugins import build_registry
 from dialinsight_engine.run import Runner
+from dialinsight_engine.run.dataset import read_output
 from dialinsight_engine.spec import load_spec
 
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
@@ -202,7 +203,7 @@ def _label_run(write_spec, url: str, labels: str = "") -> tuple[pl.DataFrame, di
     runner = Runner(spec, registry, quiet=True)
     runner.apply(until="label")
     folder = runner.run_dir / "label"
-    return pl.read_parquet(folder / "data.parquet"), json.loads((folder / "manifest.json").read_text())
+    return read_output(folder), json.loads((folder / "manifest.json").read_text())
 
 
 def test_label_stage_through_faults_records_retries_in_the_manifest(faults: FaultServer, write_spec) -> None:  # type: ignore[no-untyped-def]

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+from dialinsight_engine.run.dataset import read_output
+
 from conftest import dialengine, install_plugin
 
 
@@ -50,8 +52,7 @@ def test_installed_third_party_plugin_is_discovered_and_runs(write_spec, tmp_pat
     assert listed["upper"]["provides"] == {"stage": ["upper"]} and listed["upper"]["version"] == "0.0.1"
     result = dialengine("apply", str(write_spec()), env=env, plugins="core,upper")
     assert result.returncode == 0, result.stderr
-    import polars as pl
-    out = pl.read_parquet(tmp_path / "runs" / "t" / "export" / "data.parquet")
+    out = read_output(tmp_path / "runs" / "t" / "export")
     assert out["instruction"].str.contains("EXTRACT THE REQUIREMENTS").any()
 
 

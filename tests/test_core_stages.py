@@ -6,6 +6,7 @@ import json
 
 import polars as pl
 
+from dialinsight_engine.run.dataset import read_output
 from dialinsight_engine.spec.models import SceneSpec
 from dialinsight_engine.stages.scenes import SceneMatcher
 
@@ -28,10 +29,10 @@ def test_seeds_cover_tasks_scenes_and_carry_dialogue_and_truth(write_spec, tmp_p
     result = dialengine("apply", str(write_spec()))
     assert result.returncode == 0, result.stderr
     run = tmp_path / "runs" / "t"
-    scenes = pl.read_parquet(run / "scenes" / "data.parquet")
+    scenes = read_output(run / "scenes")
     assert scenes["scenes"].list.len().min() >= 1
     assert scenes.filter(pl.col("intents").list.contains("ScheduleVisit"))["scenes"].list.contains("viewing_booking").all()
-    seeds = pl.read_parquet(run / "seeds" / "data.parquet")
+    seeds = read_output(run / "seeds")
     # every dialogue in property_search gets one extraction seed; every dialogue one summary
     n_search = int(scenes["scenes"].list.contains("property_search").sum())
     assert seeds.filter(pl.col("task") == "extract_requirements").height == n_search

@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import polars as pl
 import pytest
+
+from dialinsight_engine.run.dataset import read_output
 
 from conftest import REPO, dialengine
 
@@ -59,13 +60,13 @@ def test_domain_spec_runs_until_export_on_the_embedded_model(spec: str, shared_d
     out = dialengine("apply", str(path), "--until", "export", plugins=None, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     run = next((tmp_path / "runs").iterdir())
-    export = pl.read_parquet(run / "export" / "data.parquet")
+    export = read_output(run / "export")
     rows = [json.loads(line) for line in (run / "export" / "openai.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(rows) == export.height and all(r["messages"][-1]["role"] == "assistant" for r in rows)
     if spec == "crosswoz-hotel.toml":
         # The English-first 135M model writes Chinese labels that verify rightly drops (values
         # not in the dialogue, answers cut off): every label is accounted for with a reason.
-        verify = pl.read_parquet(run / "verify" / "data.parquet")
+        verify = read_output(run / "verify")
         assert verify.height > 0
         assert all(kept or reasons for kept, reasons in zip(verify["kept"].to_list(), verify["reasons"].to_list(), strict=True))
     else:
@@ -131,7 +132,7 @@ def test_chinese_spec_runs_until_export_against_an_openai_server(shared_data: Pa
     out = dialengine("apply", str(path), "--until", "export", plugins="core,generation,quality,training", timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     run = tmp_path / "runs" / "crosswoz-hotel"
-    scenes = pl.read_parquet(run / "scenes" / "data.parquet")
+    scenes = read_output(run / "scenes")
     assert scenes.height == 30 and scenes["scenes"].list.contains("hotel_search").all()
     # the evolution operators asked in Chinese ([project] language = "zh")
     evolution = [p for p in chinese_server.prompts if "任务：" in p]

@@ -11,6 +11,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from dialinsight_engine.run.dataset import read_output
+
 from conftest import dialengine
 
 SPEC = """\
@@ -107,10 +109,10 @@ def test_restaurant_domain_from_the_spec_alone(shared_data: Path, tmp_path: Path
 
     ingest = json.loads((run / "ingest" / "manifest.json").read_text())["stats"]
     assert ingest["dialogues"] == 16 and ingest["selection"]["not_sampled"] > 0
-    ids = pl.read_parquet(run / "ingest" / "data.parquet")["dialogue_id"].to_list()
+    ids = read_output(run / "ingest")["dialogue_id"].to_list()
     assert all(i.startswith("train/") for i in ids)
 
-    results = pl.read_parquet(run / "eval" / "data.parquet")
+    results = read_output(run / "eval")
     f1 = results.filter((pl.col("evaluator") == "booking_f1") & (pl.col("metric") == "f1"))
     assert set(f1["variant"]) == {"base", "tuned"} and (f1["n"] >= 40).all() and f1["value"].is_between(0, 1).all()
     per_key = set(results.filter(pl.col("evaluator") == "booking_f1")["metric"])

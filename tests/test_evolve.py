@@ -14,6 +14,7 @@ from dialinsight_engine.operators.builtin import AddConstraints, Breadth, Templa
 from dialinsight_engine.operators.elimination import clean_rewrite, eliminate, repetition
 from dialinsight_engine.plugins import build_registry
 from dialinsight_engine.run import Runner
+from dialinsight_engine.run.dataset import read_output
 from dialinsight_engine.spec import load_spec
 from dialinsight_engine.spec.generation import EliminationSpec
 from dialinsight_engine.stages.evolve import reinsert_placeholder, split_placeholder
@@ -115,12 +116,12 @@ def _evolve(write_spec, data: Path, cache: Path, name: str, rounds: int = 1, w1:
     spec = load_spec(write_spec(text, data=data, name=name, filename=f"{name}.toml"), registry)
     runner = Runner(spec, registry, quiet=True)
     runner.apply(until="evolve")
-    return pl.read_parquet(runner.run_dir / "evolve" / "data.parquet"), runner.run_dir
+    return read_output(runner.run_dir / "evolve"), runner.run_dir
 
 
 def test_zero_rounds_pass_the_seeds_through(write_spec, small_data: Path, shared_cache: Path) -> None:  # type: ignore[no-untyped-def]
     out, run_dir = _evolve(write_spec, small_data, shared_cache, "zero", rounds=0)
-    seeds = pl.read_parquet(run_dir / "seeds" / "data.parquet")
+    seeds = read_output(run_dir / "seeds")
     assert out.drop(R.KEPT, R.REASONS).equals(seeds)
     assert out[R.KEPT].all() and (out[R.OPERATOR] == "seed").all()
 

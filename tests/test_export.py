@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from dialinsight_engine.run.dataset import read_output
 from dialinsight_engine.stages.export import (
     TRAIN,
     VALIDATION,
@@ -55,7 +56,7 @@ def test_export_split_files_and_llamafactory_dataset_info(write_spec, tmp_path) 
     result = dialengine("apply", str(write_spec(EXPORT.format(hf="false"))))
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "runs" / "t" / "export"
-    frame = pl.read_parquet(folder / "data.parquet")
+    frame = read_output(folder)
     by_dialogue = frame.group_by("dialogue_id").agg(pl.col("split").n_unique().alias("n"))
     assert by_dialogue["n"].max() == 1, "a dialogue's rows never straddle the split"
     counts = dict(frame.group_by("split").len().iter_rows())
@@ -114,7 +115,7 @@ def test_hf_dataset_folder_loads_with_card(write_spec, tmp_path) -> None:
     result = dialengine("apply", str(write_spec(EXPORT.format(hf="true"))))
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "runs" / "t" / "export"
-    frame = pl.read_parquet(folder / "data.parquet")
+    frame = read_output(folder)
     loaded = datasets.load_from_disk(str(folder / "hf"))
     assert set(loaded) == {TRAIN, VALIDATION}
     for split in (TRAIN, VALIDATION):

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from dialinsight_engine import records as R
 from dialinsight_engine.cli import cli
+from dialinsight_engine.run.dataset import read_output
 
 pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (the `llm` extra)")
 
@@ -59,13 +60,13 @@ def test_apply_evolves_samples_and_labels_then_resumes(write_spec, tmp_path: Pat
     assert result.exit_code == 0, result.output
     run_dir = tmp_path / "runs" / "e2e"
 
-    evolved = pl.read_parquet(run_dir / "evolve" / "data.parquet")
+    evolved = read_output(run_dir / "evolve")
     children = evolved.filter(pl.col(R.ROUND) == 1)
     assert children.height == evolved.filter(pl.col(R.ROUND) == 0).height
     assert set(children[R.OPERATOR]) <= {"add_constraints", "increase_reasoning"}
     assert children[R.PARENT_ID].is_in(evolved[R.INSTRUCTION_ID].implode()).all()
 
-    labels = pl.read_parquet(run_dir / "label" / "data.parquet")
+    labels = read_output(run_dir / "label")
     assert labels.height == 4
     assert {R.RESPONSE, "prompt_tokens", "completion_tokens", "finish_reason", "attempts",
             "label_error"} <= set(labels.columns)
@@ -93,4 +94,4 @@ def test_apply_evolves_samples_and_labels_then_resumes(write_spec, tmp_path: Pat
     stats = json.loads((run_dir / "label" / "manifest.json").read_text())["stats"]
     assert stats["backend"]["default"]["cache_hits"] == stats["backend"]["default"]["unique"]
     assert stats["backend"]["default"]["tokens"] == 0
-    assert pl.read_parquet(run_dir / "label" / "data.parquet")[R.RESPONSE].equals(labels[R.RESPONSE])
+    assert read_output(run_dir / "label")[R.RESPONSE].equals(labels[R.RESPONSE])

@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dialinsight_engine.run.dataset import partition_files
+
 from conftest import EXAMPLES, PIPELINE_PLUGINS, dialengine
 
 DRIVER = Path(__file__).with_name("kill_driver.py")
@@ -68,7 +70,7 @@ def moments(evolve_requests: int, label_requests: int) -> list[str]:
     label_first = evolve_requests + 1
     return [
         "stage:ingest:start",
-        "write:ingest/data.parquet:half",             # torn data write
+        "write:ingest/part-00000.parquet:half",             # torn data write
         "stage:ingest:data-written",                  # data replaced, manifest not yet written
         "write:ingest/manifest.json:half",            # inside the manifest write
         "write:scenes/manifest.json:before-rename",   # manifest complete, not yet in place
@@ -79,7 +81,7 @@ def moments(evolve_requests: int, label_requests: int) -> list[str]:
         "write:evolve/evolution_report.json:half",
         "stage:evolve:data-written",
         "write:assess/quality_summary.json:before-rename",
-        "write:assess/data.parquet:before-rename",
+        "write:assess/part-00000.parquet:before-rename",
         "write:sample/sampling_report.json:half",
         "stage:sample:done",
         f"backend:request@{label_first}",             # label, first request
@@ -104,7 +106,7 @@ def _apply(spec: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 
 def _outputs(run: Path) -> dict[str, bytes]:
-    files = {f"{s}/data.parquet": (run / s / "data.parquet").read_bytes() for s in STAGES}
+    files = {f"{s}/{p.name}": p.read_bytes() for s in STAGES for p in partition_files(run / s)}
     files.update({f"export/{p.name}": p.read_bytes() for p in sorted((run / "export").glob("*.jsonl"))})
     return files
 
@@ -166,9 +168,7 @@ def test_same_input_spec_and_seed_give_byte_identical_outputs(write_spec, tmp_pa
     of the file on disk and of its re-read."""
     import hashlib
 
-    import polars as pl
-
-    from dialinsight_engine.run.atomic import frame_hash
+    from dialinsight_engine.run.dataset import output_hash
 
     outputs = []
     for i in range(3):
@@ -179,8 +179,8 @@ def test_same_input_spec_and_seed_give_byte_identical_outputs(write_spec, tmp_pa
         outputs.append(_outputs(run))
         for stage in STAGES:
             manifest = json.loads((run / stage / "manifest.json").read_text())
-            data = run / stage / "data.parquet"
-            assert manifest["output_hash"] == frame_hash(pl.read_parquet(data)), stage
-            assert manifest["output_sha256"] == hashlib.sha256(data.read_bytes()).hexdigest(), stage
+            assert manifest["output_hash"] == output_hash(run / stage), stage
+            for part in manifest["partitions"]:
+                assert part["sha256"] == hashlib.sha256((run / stage / part["name"]).read_bytes()).hexdigest(), stage
     for other in outputs[1:]:
         assert [name for name in outputs[0] if other[name] != outputs[0][name]] == []

@@ -5,12 +5,15 @@ through the registry and the assess stage. Never imported by path."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 
 import polars as pl
 import pytest
+
+from dialinsight_engine.run.dataset import read_output
 
 from conftest import REPO, dialengine
 
@@ -28,7 +31,8 @@ def installed(tmp_path_factory) -> dict[str, str]:
          "--target", str(target), str(source)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert (target / "dialinsight_readability" / "__init__.py").exists()
-    return {"PYTHONPATH": str(target)}
+    # the engine under test stays on the path (a worktree's, not whichever the venv points at)
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(target), os.environ.get("PYTHONPATH", "")) if p)}
 
 
 def test_installed_plugin_is_discovered_by_entry_point(installed):
@@ -65,7 +69,7 @@ weight = 1.0
     result = dialengine("apply", str(spec), "--until", "assess", env=installed, plugins="core,generation,quality,readability")
     assert result.returncode == 0, result.stderr
     run = tmp_path / "runs" / "p"
-    out = pl.read_parquet(run / "assess" / "data.parquet")
+    out = read_output(run / "assess")
     assert out["score_readability"].is_between(0, 1).all() and "readability.flesch" in out.columns
     long_sentences = out["readability.words_per_sentence"] > 5.5
     assert long_sentences.any() and not long_sentences.all()

@@ -12,6 +12,7 @@ from dialinsight_engine.errors import DataError
 from dialinsight_engine.readers.base import normalize_record
 from dialinsight_engine.readers.jsonl import JsonlReader
 from dialinsight_engine.readers.tables import HfDatasetReader, ParquetReader
+from dialinsight_engine.run.dataset import read_output
 
 from conftest import EXAMPLES, dialengine
 
@@ -89,7 +90,7 @@ def test_missing_and_empty_data_are_user_errors(write_spec, tmp_path):
 def test_ingest_reads_shared_sgd_homes(write_spec, shared_data, tmp_path):
     result = dialengine("apply", str(write_spec(data=shared_data / "sgd-homes" / "dev.jsonl")), "--until", "ingest")
     assert result.returncode == 0, result.stderr
-    df = pl.read_parquet(tmp_path / "runs" / "t" / "ingest" / "data.parquet")
+    df = read_output(tmp_path / "runs" / "t" / "ingest")
     assert df.height == 180
     truth = json.loads(df["truth"][0])
     assert "requirements" in truth

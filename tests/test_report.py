@@ -20,6 +20,7 @@ import pytest
 
 from dialinsight_engine.plugins import build_registry
 from dialinsight_engine.run.context import StageContext
+from dialinsight_engine.run.dataset import read_output, write_partition
 from dialinsight_engine.spec import load_spec
 from dialinsight_engine.stages.report import ReportStage
 
@@ -71,7 +72,7 @@ def report_run(tmp_path_factory) -> tuple[Path, Path]:
     run = tmp / "runs" / "r"
     (run / "eval").mkdir()
     pl.DataFrame({"variant": ["base", "base", "tuned", "tuned"], "evaluator": ["requirements_f1", "gsm8k"] * 2,
-                  "metric": ["f1", "accuracy"] * 2, "value": [0.41, 0.22, 0.78, 0.21]}).write_parquet(run / "eval" / "data.parquet")
+                  "metric": ["f1", "accuracy"] * 2, "value": [0.41, 0.22, 0.78, 0.21]}).pipe(lambda df: write_partition(run / "eval", 0, df))
     registry = build_registry()
     ctx = StageContext(spec=load_spec(spec, registry), registry=registry, run_dir=run, stage="report",
                        input_stage="sample", log=logging.getLogger("test"))
@@ -289,7 +290,7 @@ def test_partial_rerun_marks_stale_stages_and_keeps_costs(tmp_path) -> None:
     assert "<h2>Stale stages</h2>" in page and "<li><b>sample</b>: assess output changed" in page
     assert "STALE: sample" in page  # the mix section reads the stale sample output
 
-    row_id = pl.read_parquet(run / "sample" / "data.parquet")["instruction_id"][0]
+    row_id = read_output(run / "sample")["instruction_id"][0]
     result = dialengine("explain", str(run), row_id, "--json", plugins=PLUGINS)
     assert result.returncode == 0, result.stderr
     explained = json.loads(result.stdout)

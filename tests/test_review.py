@@ -7,7 +7,6 @@ import io
 import json
 from pathlib import Path
 
-import polars as pl
 import pytest
 from click.testing import CliRunner
 
@@ -16,6 +15,7 @@ from dialinsight_engine.cli import cli
 from dialinsight_engine.errors import DataError
 from dialinsight_engine.plugins import build_registry, get_registry
 from dialinsight_engine.run import Runner
+from dialinsight_engine.run.dataset import read_output
 from dialinsight_engine.spec import load_spec
 from dialinsight_engine.stages.review import decisions_path, export_review, import_review
 
@@ -73,7 +73,7 @@ def test_export_import_and_apply_decisions(write_spec, tmp_path: Path) -> None: 
     spec = load_spec(path, registry)
     plan = {i.stage.name: i for i in Runner(spec, registry).plan(until="review")}
     assert plan["review"].action == "run" and plan["evolve"].action == "skip"
-    out = pl.read_parquet(_apply(path).run_dir / "review" / "data.parquet").to_dicts()
+    out = read_output(_apply(path).run_dir / "review").to_dicts()
     by_id = {r[R.INSTRUCTION_ID]: r for r in out}
     accepted, rejected, changed = (by_id[rows[i]["instruction_id"]] for i in range(3))
     assert accepted["kept"] and accepted["review_decision"] == "accept"

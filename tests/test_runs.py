@@ -12,9 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-import polars as pl
-
 from dialinsight_engine.run.atomic import frame_hash
+from dialinsight_engine.run.dataset import has_output, read_output
 
 from conftest import dialengine, install_plugin
 
@@ -75,18 +74,18 @@ def test_sigkill_mid_write_then_rerun_gives_the_same_output(write_spec, tmp_path
     assert dialengine("apply", str(clean_spec)).returncode == 0
     spec = write_spec(name="killed", filename="killed.toml")
     # half of the seeds output written, then SIGKILL (a named fault point, not a timed guess)
-    killed = dialengine("apply", str(spec), env={"DIALENGINE_FAULT": "write:seeds/data.parquet:half"})
+    killed = dialengine("apply", str(spec), env={"DIALENGINE_FAULT": "write:seeds/part-00000.parquet:half"})
     assert killed.returncode == -signal.SIGKILL
     run = tmp_path / "runs" / "killed"
-    assert not (run / "seeds" / "data.parquet").exists()  # the partial file never took the real name
-    assert list((run / "seeds").glob(".tmp-*"))  # ...it is a temp file the rerun cleans
+    assert not has_output(run / "seeds")  # the partial file never took the real name
+    assert list((run / "seeds" / "data").glob(".tmp-*"))  # ...it is a temp file the rerun cleans
     rerun = dialengine("apply", str(spec))
     assert rerun.returncode == 0, rerun.stderr
     assert _stage_actions(rerun.stderr) == {"ingest": "skip", "scenes": "skip", "seeds": "running", "export": "running"}
-    assert not list((run / "seeds").glob(".tmp-*"))
+    assert not list((run / "seeds").rglob(".tmp-*"))
     for stage in ("seeds", "export"):
-        got = pl.read_parquet(run / stage / "data.parquet")
-        want = pl.read_parquet(tmp_path / "runs" / "clean" / stage / "data.parquet")
+        got = read_output(run / stage)
+        want = read_output(tmp_path / "runs" / "clean" / stage)
         assert frame_hash(got) == frame_hash(want)
 
 
@@ -170,7 +169,10 @@ def test_disk_full_fails_cleanly_and_resumes_when_space_returns(write_spec, tmp_
         assert "ingest" in done and "export" not in done
         for stage_dir in mount.glob("t/*"):
             if stage_dir.is_dir() and not (stage_dir / "manifest.json").exists():
-                assert not (stage_dir / "data.parquet").exists()
+                # finished partitions may stay (a rerun reuses them); each is whole, no temp left
+                assert not list(stage_dir.rglob(".tmp-*"))
+                if has_output(stage_dir):
+                    assert read_output(stage_dir) is not None
         # space returns: the same runs folder, moved to a roomy disk, resumes
         roomy = tmp_path / "roomy"
         shutil.copytree(mount, roomy)
@@ -199,31 +201,31 @@ QUALITY_PLUGINS = "core,generation,quality"
 
 def test_data_replaced_but_manifest_not_written_is_never_trusted(write_spec, tmp_path):
     """The sequence from issue 13: apply at min_score 0.3; apply at 0.9 killed after assess's
-    data.parquet was replaced but before its manifest; restore 0.3: assess must rerun."""
+    data was replaced but before its manifest; restore 0.3: assess must rerun."""
     spec = write_spec(QUALITY.format(min_score=0.3), name="q")
     run = tmp_path / "runs" / "q"
     first = dialengine("apply", str(spec), "--until", "assess", plugins=QUALITY_PLUGINS)
     assert first.returncode == 0, first.stderr
-    good = (run / "assess" / "data.parquet").read_bytes()
+    good = (run / "assess" / "data" / "part-00000.parquet").read_bytes()
     good_manifest = json.loads((run / "assess" / "manifest.json").read_text())
-    assert good_manifest["output_sha256"] == hashlib.sha256(good).hexdigest()
+    assert good_manifest["partitions"][0]["sha256"] == hashlib.sha256(good).hexdigest()
 
     spec.write_text(spec.read_text().replace("min_score = 0.3", "min_score = 0.9"))
     killed = dialengine("apply", str(spec), "--until", "assess", plugins=QUALITY_PLUGINS,
                         env={"DIALENGINE_FAULT": "stage:assess:data-written"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    strict = pl.read_parquet(run / "assess" / "data.parquet")
+    strict = read_output(run / "assess")
     assert strict["kept"].sum() < good_manifest["rows_kept"]  # the 0.9 output, under the 0.3 manifest
     assert json.loads((run / "assess" / "manifest.json").read_text()) == good_manifest
 
     spec.write_text(spec.read_text().replace("min_score = 0.9", "min_score = 0.3"))
     plan = dialengine("plan", str(spec), "--until", "assess", plugins=QUALITY_PLUGINS)
-    assert "data.parquet does not match its manifest" in plan.stderr, plan.stderr
+    assert "data/part-00000.parquet does not match its manifest" in plan.stderr, plan.stderr
     quiet_plan = dialengine("--quiet", "plan", str(spec), "--until", "assess", plugins=QUALITY_PLUGINS)
     assert json.loads(quiet_plan.stdout)["assess"] == "run"
     rerun = dialengine("apply", str(spec), "--until", "assess", plugins=QUALITY_PLUGINS)
     assert rerun.returncode == 0, rerun.stderr
     assert _stage_actions(rerun.stderr)["assess"] == "running"
-    assert (run / "assess" / "data.parquet").read_bytes() == good
-    assert pl.read_parquet(run / "assess" / "data.parquet")["kept"].sum() == good_manifest["rows_kept"]
+    assert (run / "assess" / "data" / "part-00000.parquet").read_bytes() == good
+    assert read_output(run / "assess")["kept"].sum() == good_manifest["rows_kept"]
 

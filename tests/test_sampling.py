@@ -13,8 +13,8 @@ import pytest
 from dialinsight_engine import records as R
 from dialinsight_engine.plugins import build_registry
 from dialinsight_engine.run import Runner
-from dialinsight_engine.run.atomic import write_parquet
 from dialinsight_engine.run.context import StageContext
+from dialinsight_engine.run.dataset import read_output, write_partition
 from dialinsight_engine.spec import load_spec
 from dialinsight_engine.stages.sample import SampleStage, apportion, largest_remainder
 
@@ -51,7 +51,7 @@ def _sample(write_spec, name: str, n: int = 14, seed: int = 1, by: str = "scene_
     runner = Runner(spec, registry, quiet=True)
     runner.apply(until="sample")
     folder = runner.run_dir / "sample"
-    return pl.read_parquet(folder / "data.parquet"), json.loads((folder / "sampling_report.json").read_text())
+    return read_output(folder), json.loads((folder / "sampling_report.json").read_text())
 
 
 def _cells(df: pl.DataFrame) -> Counter[tuple[str, str]]:
@@ -100,7 +100,7 @@ def test_quality_score_steers_the_draw(write_spec, tmp_path: Path, mode: str) ->
     spec = load_spec(write_spec(SAMPLING.format(n=10, seed=3, by="none", extra=f'quality = "{mode}"')), registry)
     rows = [{R.INSTRUCTION_ID: f"i{i:02d}", R.SCENE: "s", R.TASK: "t", R.KEPT: True, R.REASONS: [],
              R.QUALITY_SCORE: float(i % 2)} for i in range(40)]
-    write_parquet(tmp_path / "run" / "assess" / "data.parquet", pl.DataFrame(rows))
+    write_partition(tmp_path / "run" / "assess", 0, pl.DataFrame(rows))
     ctx = StageContext(spec=spec, registry=registry, run_dir=tmp_path / "run", stage="sample",
                        input_stage="assess", log=logging.getLogger("test"))
     out = SampleStage().run(ctx)

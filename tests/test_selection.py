@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import polars as pl
 import pytest
 
 from dialinsight_engine.errors import SpecError
 from dialinsight_engine.plugins import build_registry
+from dialinsight_engine.run.dataset import read_output
 from dialinsight_engine.run.runner import Runner
 from dialinsight_engine.selection import Selection, compile_where, read_id_file
 from dialinsight_engine.spec import load_spec
@@ -94,7 +94,7 @@ def test_ingest_selects_by_where_excludes_and_samples(write_spec, registry, tmp_
     spec = load_spec(_spec(write_spec, tmp_path, DATA_SELECTION), registry)
     Runner(spec, registry, quiet=True).apply(until="ingest")
     run = tmp_path / "runs" / "t" / "ingest"
-    rows = pl.read_parquet(run / "data.parquet")
+    rows = read_output(run)
     examples = [json.loads(line) for line in
                 (Path(spec.resolve_path("@examples/realestate_dialogues.jsonl"))).read_text().splitlines()]
     eligible = [r["id"] for r in examples if "ScheduleVisit" in r["intents"] and len(r["turns"]) >= 12
@@ -155,6 +155,6 @@ def test_scenes_match_chinese_keywords_and_record_fields(write_spec, registry, t
     base.write_text(head + SCENES.format(), encoding="utf-8")
     spec = load_spec(base, registry)
     Runner(spec, registry, quiet=True).apply(until="scenes")
-    scenes = pl.read_parquet(tmp_path / "runs" / "t" / "scenes" / "data.parquet")
+    scenes = read_output(tmp_path / "runs" / "t" / "scenes")
     assert dict(zip(scenes["dialogue_id"], scenes["scenes"].to_list(), strict=True)) == {
         "zh1": ["hotel"], "zh2": ["food"]}

@@ -16,6 +16,7 @@ from dialinsight_engine import records as R
 from dialinsight_engine.errors import PluginError
 from dialinsight_engine.hookspecs import hookimpl
 from dialinsight_engine.plugins import build_registry
+from dialinsight_engine.run.dataset import read_output
 from dialinsight_engine.run.runner import Runner
 from dialinsight_engine.spec import load_spec
 from dialinsight_engine.stages.base import ORDER, Stage
@@ -110,13 +111,13 @@ def test_train_then_eval_base_tuned_and_ablation(write_spec, registry, tmp_path:
     assert {i.stage.name: i.action for i in items}["eval"] == "run"
     run = tmp_path / "runs" / "t"
 
-    losses = pl.read_parquet(run / "train" / "data.parquet")
+    losses = read_output(run / "train")
     assert losses["step"].to_list() == [1, 2] and losses["loss"].is_finite().all()
     manifest = json.loads((run / "train" / "manifest.json").read_text())
     assert manifest["stats"]["steps"] == 2 and manifest["stats"]["examples"] > 0
     assert (run / "train" / "adapter" / "adapter_config.json").exists()
 
-    results = pl.read_parquet(run / "eval" / "data.parquet")
+    results = read_output(run / "eval")
     assert set(results["variant"]) == {"base", "tuned", "no_evolution"}
     assert set(results["suite"]) == {"domain", "general"}
     main = results.filter(pl.col("main"))

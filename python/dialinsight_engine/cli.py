@@ -152,8 +152,13 @@ def _thread_lines(spec: Any) -> list[str]:
 @cli.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @_stage_options
+@click.option("--executor", type=click.Choice(["local", "ray"]), default=None,
+              help="Where row-parallel stages run (default: [executor] kind, else local).")
+@click.option("--address", default=None, metavar="ADDR",
+              help="Ray cluster to join: auto, host:6379 or ray://host:10001 (default: a local Ray).")
 @click.pass_obj
-def apply(obj: dict[str, Any], spec: str, from_stage: str | None, until: str | None, force: tuple[str, ...]) -> None:
+def apply(obj: dict[str, Any], spec: str, from_stage: str | None, until: str | None, force: tuple[str, ...],
+          executor: str | None, address: str | None) -> None:
     """Run the pipeline; a rerun resumes where it stopped."""
     import time
 
@@ -161,7 +166,8 @@ def apply(obj: dict[str, Any], spec: str, from_stage: str | None, until: str | N
 
     loaded, registry = _load(spec)
     t0 = time.perf_counter()
-    runner = Runner(loaded, registry, console=obj["console"], quiet=obj["quiet"])
+    runner = Runner(loaded, registry, console=obj["console"], quiet=obj["quiet"], executor=executor,
+                    address=address)
     items = runner.apply(from_stage=from_stage, until=until, force=force)
     ran = [i.stage.name for i in items if i.action == "run"]
     obj["console"].print(f"[bold]done[/bold] in {time.perf_counter() - t0:.1f}s: ran {', '.join(ran) or 'nothing'}"

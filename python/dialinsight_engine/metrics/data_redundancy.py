@@ -107,7 +107,7 @@ class DataRedundancy(Metric):
         ids = df[R.INSTRUCTION_ID].cast(pl.String) if R.INSTRUCTION_ID in df.columns else \
             pl.int_range(df.height, eager=True).cast(pl.String)
         lang = ctx.text_language(self.name, df[cfg.column].cast(pl.String))
-        out = self._within(df.with_columns(_id=ids), lang)
+        out = self._within(df.with_columns(_id=ids), lang, ctx.stage_ctx)
         reasons: list[str | None] = [
             f"near duplicate of {d} (jaccard {j:.2f})" if d is not None else None
             for d, j in zip(out["duplicate_of"].to_list(), out["max_jaccard"].to_list(), strict=True)
@@ -144,16 +144,16 @@ class DataRedundancy(Metric):
             reason=pl.Series(reasons, dtype=pl.String),
         )
 
-    def _within(self, df: pl.DataFrame, lang: str) -> pl.DataFrame:
-        from .. import fast
+    def _within(self, df: pl.DataFrame, lang: str, stage_ctx: Any = None) -> pl.DataFrame:
+        from ..executors.dedup import near_duplicates
 
         cfg = self.config
         indexed = df.with_row_index("_row")
         parts = indexed.partition_by(cfg.group_by, maintain_order=True) if cfg.group_by else [indexed]
         results, offset = [], 0
         for part in parts:
-            found = fast.near_duplicates(
-                part, cfg.column, threshold=cfg.threshold, num_perm=cfg.num_perm, seed=cfg.seed,
+            found = near_duplicates(  # on Ray under the ray executor (executors/dedup.py)
+                part, stage_ctx, text_column=cfg.column, threshold=cfg.threshold, num_perm=cfg.num_perm, seed=cfg.seed,
                 ngram=cfg.ngram, unit=cfg.unit, normalize=True, keep=cfg.keep, id_column="_id",
                 language=lang)
             found = found.with_columns(

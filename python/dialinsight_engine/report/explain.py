@@ -14,18 +14,18 @@ from .. import records as R
 from ..errors import UserError
 from ..metrics.combine import flag_col, norm_col, score_col
 from ..metrics.phases import SUMMARY
-from ..run.manifest import OUTPUT
+from ..run.dataset import has_output, output_schema, scan_output
 from .runinfo import stage_dirs, stale_stages
 
 ID_COLUMNS = (R.INSTRUCTION_ID, R.DIALOGUE_ID)
 
 
-def _match(path: Path, row_id: str) -> tuple[str | None, pl.DataFrame]:
-    schema = pl.read_parquet_schema(path)
+def _match(folder: Path, row_id: str) -> tuple[str | None, pl.DataFrame]:
+    schema, scan = output_schema(folder) or {}, scan_output(folder)
     for column in ID_COLUMNS:
-        if column not in schema:
+        if column not in schema or scan is None:
             continue
-        found = pl.scan_parquet(path).filter(pl.col(column).cast(pl.String).str.starts_with(row_id)).collect()
+        found = scan.filter(pl.col(column).cast(pl.String).str.starts_with(row_id)).collect()
         if found.height:
             return column, found
     return None, pl.DataFrame()
@@ -39,12 +39,11 @@ def explain_row(run_dir: Path, row_id: str) -> dict[str, Any]:
     full_id: str | None = None
     id_column: str | None = None
     for name, folder in stages:
-        output = folder / OUTPUT
-        if not output.exists():
+        if not has_output(folder):
             continue
-        column, rows = _match(output, row_id)
+        column, rows = _match(folder, row_id)
         if column is None:
-            if full_id is not None and id_column in pl.read_parquet_schema(output):
+            if full_id is not None and id_column in (output_schema(folder) or {}):
                 trail.append({"stage": name, "present": False})
             continue
         ids = rows[column].cast(pl.String).unique().to_list()

@@ -9,7 +9,8 @@ from typing import Any
 
 import polars as pl
 
-from ..run.manifest import MANIFEST, OUTPUT, Manifest
+from ..run.dataset import read_output as read_dataset
+from ..run.manifest import MANIFEST, Manifest
 from ..stages.base import ORDER
 
 
@@ -68,9 +69,8 @@ def stale_stages(run_dir: Path, *, exclude: tuple[str, ...] = ("report",)) -> di
     return stale
 
 def read_output(run_dir: Path, stage: str) -> pl.DataFrame | None:
-    path = Path(run_dir) / stage / OUTPUT
     try:
-        return pl.read_parquet(path) if path.exists() else None
+        return read_dataset(Path(run_dir) / stage)
     except pl.exceptions.PolarsError:
         return None
 

@@ -19,7 +19,7 @@ import polars as pl
 from . import faults
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+def _atomic(path: Path, write: Callable[[Path], None], point: str | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
     os.close(fd)
@@ -28,7 +28,7 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
         write(tmp_path)
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
-        faults.point(f"write:{path.parent.name}/{path.name}:before-rename")
+        faults.point(f"write:{point or f'{path.parent.name}/{path.name}'}:before-rename")
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)
@@ -41,16 +41,17 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     return path
 
 
-def write_bytes(path: Path, data: bytes) -> Path:
+def write_bytes(path: Path, data: bytes, point: str | None = None) -> Path:
+    """`point`: the name of this write's fault points (default `<folder>/<file>`)."""
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             half = len(data) // 2  # a named point between two halves: a torn write in tests
             fh.write(data[:half])
             fh.flush()
-            faults.point(f"write:{path.parent.name}/{path.name}:half")
+            faults.point(f"write:{point or f'{path.parent.name}/{path.name}'}:half")
             fh.write(data[half:])
 
-    return _atomic(path, write)
+    return _atomic(path, write, point)
 
 
 def write_text(path: Path, text: str) -> Path:

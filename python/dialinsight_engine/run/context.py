@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from . import atomic
-from .manifest import OUTPUT
+from . import atomic, dataset
 
 if TYPE_CHECKING:
     from ..plugins import Registry
@@ -29,6 +28,7 @@ class StageContext:
         input_stage: str | None,
         log: logging.Logger,
         progress_factory: Callable[[str, int | None], Any] | None = None,
+        partition_rows: int | None = None,
     ) -> None:
         self.spec = spec
         self.registry = registry
@@ -38,6 +38,10 @@ class StageContext:
         self.input_stage = input_stage
         self.log = log
         self.stats: dict[str, Any] = {}
+        #: rows per partition of the output dataset (`[executor] partition_rows`)
+        self.partition_rows = partition_rows or dataset.PARTITION_ROWS
+        #: the run's executor (executors/), set by the runner; None outside a run
+        self.executor: Any = None
         self._progress_factory = progress_factory
         self._input: pl.DataFrame | None = None
         self._clients: dict[str, Any] = {}
@@ -54,8 +58,12 @@ class StageContext:
 
     def read_stage(self, name: str) -> pl.DataFrame | None:
         """Output of any stage of this run, or None when it has none."""
-        path = self.run_dir / name / OUTPUT
-        return pl.read_parquet(path) if path.exists() else None
+        return dataset.read_output(self.run_dir / name)
+
+    def iter_input(self) -> Iterator[pl.DataFrame]:
+        """The input one partition at a time: for stages that need not hold it all in memory."""
+        if self.input_stage:
+            yield from dataset.iter_output(self.run_dir / self.input_stage)
 
     @property
     def cache_dir(self) -> Path:
@@ -87,7 +95,11 @@ class StageContext:
 
     # -- generation backends -----------------------------------------------------------------
     def backend(self, name: str) -> Any:
-        """A caching, batching, retrying client for `[backends.NAME]` (see backends.client)."""
+        """A caching, batching, retrying client for `[backends.NAME]` (see backends.client).
+
+        Call site for generation on Ray: under the ray executor (`self.executor.name == "ray"`)
+        this is where `executors.ray_generation.open_pool(spec, name, registry, cache_dir)` (an
+        actor pool sharing this cache) would replace the in-process client; not wired yet."""
         if name not in self._clients:
             from ..backends.client import open_client
 

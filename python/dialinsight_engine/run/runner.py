@@ -11,17 +11,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import polars as pl
-
 from ..errors import ReviewPending, StageFailed, UserError
-from ..records import KEPT
 from ..stages.base import Stage
 from . import atomic, faults
 from .context import StageContext
 from .lock import RunLock
-from .manifest import OUTPUT, Manifest, canonical_hash, production_cost
+from .manifest import Manifest, canonical_hash, partitions_sha256, production_cost
 
 if TYPE_CHECKING:
+    from ..executors.local import Executor
     from ..plugins import Registry
     from ..spec import Spec
 
@@ -41,8 +39,11 @@ class PlanItem:
 
 class Runner:
     def __init__(self, spec: Spec, registry: Registry, *, run_dir: Path | None = None,
-                 console: Any = None, quiet: bool = False) -> None:
+                 console: Any = None, quiet: bool = False, executor: str | None = None,
+                 address: str | None = None) -> None:
         self.spec = spec
+        self.executor_kind, self.address = executor, address
+        self._executor: Executor | None = None
         self.registry = registry
         self.run_dir = Path(run_dir) if run_dir else spec.run_dir()
         self.console = console
@@ -136,7 +137,20 @@ class Runner:
               force: tuple[str, ...] = ()) -> list[PlanItem]:
         self._check_names(from_stage, until, *force)
         with self.lock() as lock:
-            return self._apply_locked(lock, from_stage=from_stage, until=until, force=force)
+            try:
+                return self._apply_locked(lock, from_stage=from_stage, until=until, force=force)
+            finally:
+                if self._executor is not None:
+                    self._executor.close()
+                    self._executor = None
+
+    def executor(self) -> Executor:
+        """The executor for row-parallel stages (started on first use: Ray only when needed)."""
+        if self._executor is None:
+            from ..executors import make_executor
+
+            self._executor = make_executor(self.spec.executor, self.executor_kind, self.address)
+        return self._executor
 
     def _apply_locked(self, lock: RunLock, *, from_stage: str | None, until: str | None,
                       force: tuple[str, ...]) -> list[PlanItem]:
@@ -177,14 +191,15 @@ class Runner:
         atomic.clean_stale_temps(folder)
         faults.point(f"stage:{stage.name}:start")
         ctx = self._context(stage, item.input_stage, progress=not self.quiet)
+        ctx.executor = self.executor()  # driver-side stages may hand work to it (executors/dedup.py)
         fingerprint, config_hash, extra = self._fingerprint(stage, ctx)
         started = datetime.now(UTC)
         t0 = time.perf_counter()
         self._say(f"[bold]{stage.name:<8}[/bold] running ({item.why})")
         LOG.info("stage %s: run (%s)", stage.name, item.why)
         try:
-            rows_in = ctx.input.height if item.input_stage else 0
-            output = stage.run(ctx)
+            rows_in = self._rows_out(item.input_stage)
+            partitions = self._produce(stage, ctx, fingerprint, item.input_stage)
         except (UserError, KeyboardInterrupt, StageFailed, ReviewPending):
             raise
         except Exception as exc:
@@ -192,48 +207,75 @@ class Runner:
             raise StageFailed(f"stage {stage.name} failed: {type(exc).__name__}: {exc}") from exc
         finally:
             ctx.close()
-        if not isinstance(output, pl.DataFrame):
-            raise StageFailed(f"stage {stage.name} returned {type(output).__name__}, not a polars DataFrame")
-        faults.point(f"stage:{stage.name}:ran")
-        try:
-            atomic.write_parquet(folder / OUTPUT, output)
-        except Exception as exc:  # disk full, permissions...: nothing half-written is left
-            raise StageFailed(f"stage {stage.name}: cannot write {folder / OUTPUT}: {exc}") from exc
         faults.point(f"stage:{stage.name}:data-written")
         # hashed from the bytes on disk: what the next run checks and what downstream reads
-        output_sha256 = atomic.file_sha256(folder / OUTPUT)
-        output_hash = atomic.frame_hash(pl.read_parquet(folder / OUTPUT))
-        files = {
-            str(p.relative_to(folder)): atomic.file_sha256(p)
-            for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name not in ("manifest.json", OUTPUT) and not p.name.startswith(".tmp-")
-        }
+        summary = self._summarise(folder)
         inputs = {}
         if item.input_stage:
             inputs[item.input_stage] = self._output_hash(item.input_stage) or ""
-        kept = int(output[KEPT].sum()) if KEPT in output.columns else None
+        kept, output_hash = summary.kept, summary.content_hash
         seconds = round(time.perf_counter() - t0, 3)
         manifest = Manifest(
             stage=stage.name, fingerprint=fingerprint, config_hash=config_hash,
             config_keys=list(stage.config_keys), inputs=inputs,
             plugin_versions={"stage": self.registry.version_of("stage", stage.name), **extra.get("plugins", {})},
-            extra=extra, rows_in=rows_in, rows_out=output.height, rows_kept=kept,
-            output_hash=output_hash, output_sha256=output_sha256, files=files, stats=ctx.stats,
+            extra=extra, rows_in=rows_in, rows_out=summary.rows, rows_kept=kept,
+            output_hash=output_hash, output_sha256=partitions_sha256(partitions), partitions=partitions,
+            files=self._side_files(folder), stats=ctx.stats,
             started=started.isoformat(timespec="seconds"),
             finished=datetime.now(UTC).isoformat(timespec="seconds"),
             seconds=seconds, cost_seconds=production_cost(Manifest.load(folder), output_hash, seconds),
         )
         manifest.save(folder)
+        self._finish_clean(folder)
         faults.point(f"stage:{stage.name}:done")
         kept_txt = f", {kept} kept" if kept is not None else ""
-        self._say(f"[green]{stage.name:<8} done[/green]: {output.height} rows{kept_txt} in {manifest.seconds:.1f}s")
-        LOG.info("stage %s: done, %d rows in %.2fs", stage.name, output.height, manifest.seconds)
+        self._say(f"[green]{stage.name:<8} done[/green]: {summary.rows} rows{kept_txt} in {manifest.seconds:.1f}s")
+        LOG.info("stage %s: done, %d rows in %.2fs", stage.name, summary.rows, manifest.seconds)
+
+    # -- partitioned output (executors/driver.py does the work) ---------------------------------
+    def _produce(self, stage: Stage, ctx: StageContext, fingerprint: str,
+                 input_stage: str | None) -> list[dict[str, Any]]:
+        from ..executors.driver import produce
+
+        # partitions of an interrupted run are reused only for this config on this input
+        key = canonical_hash([fingerprint, self._output_hash(input_stage) if input_stage else None])
+        return [p.to_dict() for p in produce(stage, ctx, self.executor(), key)]
+
+    @staticmethod
+    def _summarise(folder: Path) -> Any:
+        from ..executors.driver import summarise
+
+        return summarise(folder)
+
+    @staticmethod
+    def _finish_clean(folder: Path) -> None:
+        from ..executors.driver import finish_clean
+
+        finish_clean(folder)
+
+    @staticmethod
+    def _side_files(folder: Path) -> dict[str, str]:
+        """The stage's other files (reports, exports): everything but its dataset, progress
+        records, failed rows and hidden files."""
+        skip_dirs = {"data", "progress", "failed"}
+        return {
+            str(p.relative_to(folder)): atomic.file_sha256(p)
+            for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "manifest.json" and not p.name.startswith(".")
+            and p.relative_to(folder).parts[0] not in skip_dirs
+        }
+
+    def _rows_out(self, stage_name: str | None) -> int:
+        manifest = Manifest.load(self.run_dir / stage_name) if stage_name else None
+        return manifest.rows_out if manifest else 0
 
     def _context(self, stage: Stage, input_stage: str | None, *, progress: bool) -> StageContext:
         return StageContext(
             spec=self.spec, registry=self.registry, run_dir=self.run_dir, stage=stage.name,
             input_stage=input_stage, log=LOG.getChild(stage.name),
             progress_factory=self._progress if progress else None,
+            partition_rows=self.spec.executor.partition_rows,
         )
 
     @contextmanager

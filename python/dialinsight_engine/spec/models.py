@@ -16,6 +16,7 @@ from ..errors import SpecError
 from ..selection import compile_where
 from .base import EXAMPLES_PREFIX, PluginRef, Section, SpecPath, Weight, compiled_patterns
 from .evaluation import TaskEvalSpec
+from .executor import ExecutorSpec
 from .generation import BackendSpec, EvolutionSpec, LabelsSpec, ReviewMode, SamplingSpec
 from .quality import QualitySpec
 from .selection import SelectionKeys
@@ -148,6 +149,7 @@ class Spec(Section):
     train: TrainSpec | None = None
     eval: EvalSpec | None = None
     backends: dict[str, BackendSpec] = Field(default_factory=dict)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
 
     _source: Path | None = PrivateAttr(None)
     _base_dir: Path = PrivateAttr(default_factory=lambda: Path("."))

@@ -11,12 +11,15 @@ import polars as pl
 
 from .. import records as R
 from ..errors import DataError
+from ..executors.driver import StreamingStage
 from ..readers.base import RawRecord, Reader, normalize_record
 from ..run.atomic import file_sha256
 from ..selection import Selection, record_view
-from .base import ORDER, Stage
+from .base import ORDER
 
 if TYPE_CHECKING:
+    from polars._typing import PolarsDataType
+
     from ..run.context import StageContext
     from ..spec import Spec
 
@@ -24,6 +27,11 @@ if TYPE_CHECKING:
 def render_dialogue(turns: list[dict[str, str]]) -> str:
     """`Customer: ...` lines: the text models and metrics see."""
     return "\n".join(f"{t['role'][:1].upper()}{t['role'][1:]}: {t['text']}" for t in turns)
+
+
+INGEST_SCHEMA: dict[str, PolarsDataType] = {
+    R.DIALOGUE_ID: pl.String, R.SOURCE: pl.String, R.TURNS: R.TURNS_DTYPE, R.DIALOGUE_TEXT: pl.String,
+    R.TRUTH: pl.String, R.N_TURNS: pl.Int64, "intents": pl.List(pl.String), "meta": pl.String}
 
 
 def data_files(spec: Spec) -> list[Path]:
@@ -43,7 +51,7 @@ def data_files(spec: Spec) -> list[Path]:
     return files
 
 
-class IngestStage(Stage):
+class IngestStage(StreamingStage):
     name = "ingest"
     order = ORDER["ingest"]
     config_keys = ("data", "roles")
@@ -66,7 +74,9 @@ class IngestStage(Stage):
                 return reader
         raise DataError(f"no reader for {path.name!r}: set [data] format", file=ctx.spec.source, key="data.format")
 
-    def run(self, ctx: StageContext) -> pl.DataFrame:
+    def run_partitions(self, ctx: StageContext) -> Iterator[pl.DataFrame]:
+        """The dialogues in pieces of `partition_rows` as they are read (all at the end when
+        `[data] sample` draws over the whole set)."""
         spec = ctx.spec
         alias = {a.lower(): role.name for role in spec.roles for a in (role.name, *role.aliases)}
         alias.update({k.lower(): v for k, v in spec.data.role_map.items()})
@@ -75,6 +85,7 @@ class IngestStage(Stage):
         too_short = 0
         seen: dict[str, int] = {}
         renamed = 0
+        done = 0  # rows already handed on
         files = data_files(spec)
         selection = Selection.from_spec(spec.data, spec, "data")
         with ctx.progress("reading dialogues", None) as advance:
@@ -106,25 +117,27 @@ class IngestStage(Stage):
                         "intents": rec["intents"],
                         "meta": json.dumps(rec["meta"], sort_keys=True, default=str),
                     })
-                    if spec.data.max_dialogues and len(rows) >= spec.data.max_dialogues:
+                    if len(rows) >= ctx.partition_rows and selection.sample_n is None:
+                        done += len(rows)
+                        yield pl.DataFrame(rows, schema=INGEST_SCHEMA)
+                        rows = []
+                    if spec.data.max_dialogues and done + len(rows) >= spec.data.max_dialogues:
                         break
-                if spec.data.max_dialogues and len(rows) >= spec.data.max_dialogues:
+                if spec.data.max_dialogues and done + len(rows) >= spec.data.max_dialogues:
                     break
         rows = selection.sample(rows)
-        ctx.stats.update({"files": len(files), "dialogues": len(rows), "selection": selection.stats(), "skipped_broken": len(skipped),
+        ctx.stats.update({"files": len(files), "dialogues": done + len(rows), "selection": selection.stats(), "skipped_broken": len(skipped),
                           "skipped_examples": skipped[:20], "skipped_too_short": too_short,
                           "renamed_duplicate_ids": renamed})
-        if not rows:
+        if not rows and not done:
             # one data file: name it; several: point at the spec's list of them
             where = {"file": files[0]} if len(files) == 1 else {"file": spec.source, "key": "data.paths"}
             raise DataError(
                 "no dialogues to process" + (f" ({len(skipped)} broken, {too_short} shorter than "
                                             f"min_turns={spec.data.min_turns})" if skipped or too_short else ""),
                 **where)
-        schema = {R.DIALOGUE_ID: pl.String, R.SOURCE: pl.String, R.TURNS: R.TURNS_DTYPE,
-                  R.DIALOGUE_TEXT: pl.String, R.TRUTH: pl.String, R.N_TURNS: pl.Int64,
-                  "intents": pl.List(pl.String), "meta": pl.String}
-        return pl.DataFrame(rows, schema=schema)
+        if rows:
+            yield pl.DataFrame(rows, schema=INGEST_SCHEMA)
 
 
 def _records(ctx: StageContext, reader: Reader, path: Path,

@@ -6,7 +6,7 @@ and error; a row whose answer failed is kept with `kept=False` and the reason. E
 checked before the first request; when more than `[labels] max_failure_share` of the requests
 fail, the stage fails (exit 1) naming how many and the first reasons. Wall-clock latency and
 whether the answer came from the cache depend on the run, not on the input, so they go to the
-side file `timings.parquet` (by row): `data.parquet` stays byte-identical for the same input,
+side file `timings.parquet` (by row): the output data stays byte-identical for the same input,
 spec and seed, and the resume logic can trust its hash. With `samples = k` > 1 each prompt is
 labelled k times (the first at `temperature`, the others at `sample_temperature` with their own
 seeds) and `label_samples` holds all k answers: verify keeps their consensus.

@@ -23,7 +23,7 @@ import polars as pl
 from .. import records as R
 from ..errors import DataError, ReviewPending, UserError
 from ..run import atomic
-from ..run.manifest import OUTPUT
+from ..run.dataset import read_output
 from .base import ORDER, Stage
 
 if TYPE_CHECKING:
@@ -59,9 +59,9 @@ def load_decisions(run_dir: Path) -> dict[str, dict[str, Any]]:
 def review_source(run_dir: Path) -> pl.DataFrame:
     """What the person screens: the evolve stage's output (the seeds' when evolve never ran)."""
     for stage in ("evolve", "seeds"):
-        path = run_dir / stage / OUTPUT
-        if path.exists():
-            return pl.read_parquet(path)
+        found = read_output(run_dir / stage)
+        if found is not None:
+            return found
     raise UserError(f"nothing to review in {run_dir}: run `dialengine apply SPEC --until evolve` first")
 
 

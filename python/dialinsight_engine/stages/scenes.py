@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from .. import records as R
+from ..executors.base import PartitionContext, RowStage
 from ..selection import compile_where, record_view
-from .base import ORDER, Stage
+from .base import ORDER
 
 if TYPE_CHECKING:
-    from ..run.context import StageContext
     from ..spec.models import SceneSpec
 
 
@@ -57,37 +57,33 @@ class SceneMatcher:
         return n
 
 
-class ScenesStage(Stage):
+class ScenesStage(RowStage):
     name = "scenes"
     order = ORDER["scenes"]
     config_keys = ("scenes",)
     description = "tag dialogues with scenes by keyword/regex/intent rules"
 
-    def run(self, ctx: StageContext) -> pl.DataFrame:
-        df = ctx.input
-        matchers = [SceneMatcher(s) for s in ctx.spec.scenes]
-        scenes: list[list[str]] = []
-        roles: list[list[str]] = []
-        with ctx.progress("tagging scenes", df.height) as advance:
-            for rec in df.iter_rows(named=True):
-                turns, intents = rec[R.TURNS], rec["intents"] or []
-                view = record_view(rec[R.DIALOGUE_ID], turns, intents, _json(rec.get(R.TRUTH)), _json(rec.get("meta")) or {}
-                                   ) if any(m.fields for m in matchers) else None
-                counts = [(m.hits(turns, intents, view), m.scene.name) for m in matchers]
-                # strongest evidence first, spec order breaking ties
-                matched = [name for n, name in sorted(
-                    ((n, name) for n, name in counts if n >= next(
-                        m.scene.min_hits for m in matchers if m.scene.name == name)),
-                    key=lambda x: -x[0])]
-                scenes.append(matched)
-                roles.append(sorted({t["role"] for t in turns}))
-                advance(1)
-        out = df.with_columns(pl.Series(R.SCENES, scenes, dtype=pl.List(pl.String)),
-                              pl.Series(R.ROLES, roles, dtype=pl.List(pl.String)))
+    def map_partition(self, pctx: PartitionContext, df: pl.DataFrame, state: Any) -> pl.DataFrame:
+        matchers = [SceneMatcher(s) for s in pctx.spec.scenes]
+        tagged = [_tag(matchers, rec) for rec in df.iter_rows(named=True)]
+        out = df.with_columns(pl.Series(R.SCENES, [t[0] for t in tagged], dtype=pl.List(pl.String)),
+                              pl.Series(R.ROLES, [t[1] for t in tagged], dtype=pl.List(pl.String)))
         counts = out.explode(R.SCENES).group_by(R.SCENES).len().sort(R.SCENES)
-        ctx.stats["per_scene"] = {str(k): int(v) for k, v in counts.iter_rows()}
-        ctx.stats["untagged"] = int((out[R.SCENES].list.len() == 0).sum())
+        pctx.stats["per_scene"] = {str(k): int(v) for k, v in counts.iter_rows()}
+        pctx.stats["untagged"] = int((out[R.SCENES].list.len() == 0).sum())
         return out
+
+
+def _tag(matchers: list[SceneMatcher], rec: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The scenes of one dialogue (strongest evidence first, spec order breaking ties) and its roles."""
+    turns, intents = rec[R.TURNS], rec["intents"] or []
+    view = record_view(rec[R.DIALOGUE_ID], turns, intents, _json(rec.get(R.TRUTH)), _json(rec.get("meta")) or {}
+                       ) if any(m.fields for m in matchers) else None
+    minimum = {m.scene.name: m.scene.min_hits for m in matchers}
+    counts = [(m.hits(turns, intents, view), m.scene.name) for m in matchers]
+    matched = [name for n, name in sorted(((n, name) for n, name in counts if n >= minimum[name]),
+                                          key=lambda x: -x[0])]
+    return matched, sorted({t["role"] for t in turns})
 
 
 def _json(text: str | None) -> Any:

@@ -17,8 +17,9 @@ import polars as pl
 
 from .. import records as R
 from ..errors import SpecError
+from ..executors.base import PartitionContext, RowStage
 from ..templating import TemplateProblem, compile_template, render_template
-from .base import ORDER, Stage
+from .base import ORDER
 
 if TYPE_CHECKING:
     import jinja2
@@ -64,48 +65,51 @@ def template_vars(spec: Spec, task: TaskSpec, scene_name: str, roles: list[str])
     }
 
 
-class SeedsStage(Stage):
+class SeedsStage(RowStage):
     name = "seeds"
     order = ORDER["seeds"]
     config_keys = ("project.business", "project.seed", "roles", "scenes", "tasks")
     description = "build seed instructions from task templates (stage 1)"
 
-    def run(self, ctx: StageContext) -> pl.DataFrame:
-        spec = ctx.spec
+    def map_partition(self, pctx: PartitionContext, df: pl.DataFrame, state: Any) -> pl.DataFrame:
+        spec = pctx.spec
         templates = compile_templates(spec)
         rows: list[dict[str, Any]] = []
-        per_task: dict[str, int] = {t.name: 0 for t in spec.tasks}
-        df = ctx.input
-        with ctx.progress("building seeds", df.height) as advance:
-            for rec in df.iter_rows(named=True):
-                for ti, task in enumerate(spec.tasks):
-                    scene = next((s for s in rec[R.SCENES] if not task.scenes or s in task.scenes), None)
-                    if scene is None:
-                        continue
-                    variants = templates[task.name]
-                    rng = random.Random(f"{spec.project.seed}|{rec[R.DIALOGUE_ID]}|{task.name}")
-                    order = rng.sample(range(len(variants)), len(variants))
-                    for k in range(task.seeds_per_dialogue):
-                        index = order[k % len(order)]
-                        try:
-                            instruction = render_template(
-                                variants[index], template_vars(spec, task, scene, rec[R.ROLES])).strip()
-                        except TemplateProblem as exc:
-                            raise SpecError(str(exc), file=spec.source, key=f"tasks[{ti}].template") from None
-                        rows.append({
-                            R.INSTRUCTION_ID: R.stable_id(rec[R.DIALOGUE_ID], task.name, scene, index, k),
-                            R.DIALOGUE_ID: rec[R.DIALOGUE_ID], R.SCENE: scene, R.TASK: task.name,
-                            R.INSTRUCTION: instruction,
-                            R.PROMPT: R.compose_prompt(instruction, rec[R.DIALOGUE_TEXT]),
-                            R.DIALOGUE_TEXT: rec[R.DIALOGUE_TEXT], R.TRUTH: rec[R.TRUTH],
-                            R.OUTPUT_SCHEMA: json.dumps(task.output_schema, sort_keys=True)
-                            if task.output_schema else None,
-                            R.PARENT_ID: None, R.OPERATOR: "seed", R.ROUND: 0, "template_index": index,
-                        })
-                        per_task[task.name] += 1
-                advance(1)
-        ctx.stats["per_task"] = per_task
-        if not rows:
+        for rec in df.iter_rows(named=True):
+            for ti, task in enumerate(spec.tasks):
+                scene = next((s for s in rec[R.SCENES] if not task.scenes or s in task.scenes), None)
+                if scene is not None:
+                    rows.extend(_seeds_of(spec, ti, task, scene, templates[task.name], rec))
+        out = pl.DataFrame(rows, schema=SEED_COLUMNS)
+        pctx.stats["per_task"] = {t.name: 0 for t in spec.tasks} | {
+            str(k): int(v) for k, v in out.group_by(R.TASK).len().iter_rows()}
+        return out
+
+    def finish(self, ctx: StageContext, rows_out: int) -> None:
+        if not rows_out:
             raise SpecError("no seed instructions: no dialogue matched a scene that a task applies to "
-                            "(check [[scenes]] keywords and [[tasks]] scenes)", file=spec.source, key="scenes")
-        return pl.DataFrame(rows, schema=SEED_COLUMNS)
+                            "(check [[scenes]] keywords and [[tasks]] scenes)", file=ctx.spec.source, key="scenes")
+
+
+def _seeds_of(spec: Spec, ti: int, task: TaskSpec, scene: str, variants: list[jinja2.Template],
+              rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The seed rows of one dialogue for one task: templates drawn by a seeded shuffle."""
+    rng = random.Random(f"{spec.project.seed}|{rec[R.DIALOGUE_ID]}|{task.name}")
+    order = rng.sample(range(len(variants)), len(variants))
+    rows = []
+    for k in range(task.seeds_per_dialogue):
+        index = order[k % len(order)]
+        try:
+            instruction = render_template(variants[index], template_vars(spec, task, scene, rec[R.ROLES])).strip()
+        except TemplateProblem as exc:
+            raise SpecError(str(exc), file=spec.source, key=f"tasks[{ti}].template") from None
+        rows.append({
+            R.INSTRUCTION_ID: R.stable_id(rec[R.DIALOGUE_ID], task.name, scene, index, k),
+            R.DIALOGUE_ID: rec[R.DIALOGUE_ID], R.SCENE: scene, R.TASK: task.name,
+            R.INSTRUCTION: instruction,
+            R.PROMPT: R.compose_prompt(instruction, rec[R.DIALOGUE_TEXT]),
+            R.DIALOGUE_TEXT: rec[R.DIALOGUE_TEXT], R.TRUTH: rec[R.TRUTH],
+            R.OUTPUT_SCHEMA: json.dumps(task.output_schema, sort_keys=True) if task.output_schema else None,
+            R.PARENT_ID: None, R.OPERATOR: "seed", R.ROUND: 0, "template_index": index,
+        })
+    return rows

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import polars as pl
 
+from dialinsight_engine.run.dataset import read_output
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -65,15 +67,13 @@ def main() -> None:
                               f"{s.get('completion_tokens', 0)} completion tokens" for name, s in backend.items())
             print(f"  {m['stage']:<8} {m['seconds']:>8.1f}s  rows {m['rows_out']:>4}  kept {m['rows_kept']}"
                   + (f"  [{extra}]" if extra else ""))
-        evolve = run_dir / "evolve" / "data.parquet"
-        if evolve.exists():
-            df = pl.read_parquet(evolve)
+        df = read_output(run_dir / "evolve")
+        if df is not None:
             evolved = df.filter(pl.col("round") > 0)
             print(f"evolved instructions: {evolved.height} ({int(evolved['kept'].sum())} kept), "
                   f"distinct evolved texts kept: {evolved.filter(pl.col('kept'))['instruction'].n_unique()}")
-        label = run_dir / "label" / "data.parquet"
-        if label.exists():
-            df = pl.read_parquet(label)
+        df = read_output(run_dir / "label")
+        if df is not None:
             print(f"labels: {df.height} ({int(df['kept'].sum())} ok), "
                   f"{int(df['completion_tokens'].sum())} completion tokens")
     if args.keep:

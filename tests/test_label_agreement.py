@@ -20,6 +20,7 @@ from dialinsight_engine.metrics.label_agreement import (
 )
 from dialinsight_engine.plugins import build_registry
 from dialinsight_engine.run.context import StageContext
+from dialinsight_engine.run.dataset import read_output, write_partition
 from dialinsight_engine.spec import load_spec
 from dialinsight_engine.spec.evaluation import TaskEvalSpec
 from dialinsight_engine.stages.verify import VerifyStage, truth_scores
@@ -132,7 +133,7 @@ def test_verify_keeps_the_consensus_and_reports_precision_against_truth(write_sp
     run = tmp_path / "runs" / "agree"
     result = dialengine("apply", str(spec_path), "--until", "assess", plugins="core,quality")
     assert result.returncode == 0, result.stderr
-    rows = pl.read_parquet(run / "assess" / "data.parquet").filter(pl.col(R.KEPT) & pl.col(R.TRUTH).is_not_null())
+    rows = read_output(run / "assess").filter(pl.col(R.KEPT) & pl.col(R.TRUTH).is_not_null())
     rows = rows.filter(pl.col(R.TRUTH).str.contains('"number_of_beds"')).head(4)
     samples, responses = [], []
     for truth in rows[R.TRUTH].to_list():
@@ -146,8 +147,7 @@ def test_verify_keeps_the_consensus_and_reports_precision_against_truth(write_sp
         pl.lit("extract_slots").alias(R.TASK), pl.lit(json.dumps(SCHEMA)).alias(R.OUTPUT_SCHEMA),
         pl.Series(R.RESPONSE, responses, dtype=pl.String),
         pl.Series("label_samples", samples, dtype=pl.List(pl.String)))
-    (run / "label").mkdir(parents=True)
-    labelled.write_parquet(run / "label" / "data.parquet")
+    write_partition(run / "label", 0, labelled)
     registry = build_registry()
     ctx = StageContext(spec=load_spec(spec_path, registry), registry=registry, run_dir=run, stage="verify",
                        input_stage="label", log=logging.getLogger("test"))
@@ -193,12 +193,12 @@ def test_the_label_stage_asks_k_times_and_verify_votes(write_spec, tmp_path: Pat
                         plugins="core,generation,quality,scripted")
     assert result.returncode == 0, result.stderr
     run = tmp_path / "runs" / "k"
-    label = pl.read_parquet(run / "label" / "data.parquet")
+    label = read_output(run / "label")
     assert label.height > 0 and label["label_samples"].list.len().to_list() == [3] * label.height
     assert label["label_samples"].list.first().to_list() == label[R.RESPONSE].to_list()
     manifest = json.loads((run / "label" / "manifest.json").read_text())
     assert manifest["stats"]["backend"]["fake"]["generated"] == 3 * label.height
-    verify = pl.read_parquet(run / "verify" / "data.parquet")
+    verify = read_output(run / "verify")
     assert verify["response_original"].to_list() == label[R.RESPONSE].to_list()
     visits = verify.filter(pl.col(R.TASK) == "detect_visit")
     for samples, response in zip(visits["label_samples"].to_list(), visits[R.RESPONSE].to_list(), strict=True):

@@ -93,7 +93,7 @@ def test_sigkill_mid_write_then_rerun_gives_the_same_output(write_spec, tmp_path
 SLOW_STAGE = '''
 import time
 from dialinsight_engine.hookspecs import hookimpl
-from dialinsight_engine.stages.base import Stage
+from dialinsight_engine.run.stage import Stage
 
 class Slow(Stage):
     name = "slow"

@@ -17,8 +17,8 @@ from dialinsight_engine.errors import PluginError
 from dialinsight_engine.hookspecs import hookimpl
 from dialinsight_engine.plugins import build_registry
 from dialinsight_engine.run.runner import Runner
+from dialinsight_engine.run.stage import ORDER, Stage
 from dialinsight_engine.spec import load_spec
-from dialinsight_engine.stages.base import ORDER, Stage
 
 TRAIN_EVAL = """
 [train]

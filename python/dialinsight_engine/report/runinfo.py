@@ -10,7 +10,7 @@ from typing import Any
 import polars as pl
 
 from ..run.manifest import MANIFEST, OUTPUT, Manifest
-from ..stages.base import ORDER
+from ..run.stage import ORDER
 
 
 def stage_dirs(run_dir: Path) -> list[tuple[str, Path]]:

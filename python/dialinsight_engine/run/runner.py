@@ -15,11 +15,11 @@ import polars as pl
 
 from ..errors import ReviewPending, StageFailed, UserError
 from ..records import KEPT
-from ..stages.base import Stage
 from . import atomic, faults
 from .context import StageContext
 from .lock import RunLock
 from .manifest import OUTPUT, Manifest, canonical_hash, production_cost
+from .stage import Stage
 
 if TYPE_CHECKING:
     from ..plugins import Registry

@@ -26,9 +26,9 @@ from ..evaluate.lm import LanguageModel
 from ..evaluate.suite import DomainTask, Row, run_domain, run_general
 from ..evaluate.verdict import Check, Primary, judge
 from ..run.atomic import file_sha256
+from ..run.stage import ORDER, Stage
 from ..selection import Selection
 from ..spec.evaluation import TaskEvalSpec
-from .base import ORDER, Stage
 from .export import training_rows
 from .train import conversations, make_trainer
 

@@ -24,7 +24,7 @@ import polars as pl
 
 from .. import records as R
 from ..errors import UserError
-from .base import ORDER, Stage
+from ..run.stage import ORDER, Stage
 
 if TYPE_CHECKING:
     from ..run.context import StageContext

@@ -13,8 +13,8 @@ from .. import records as R
 from ..errors import DataError
 from ..readers.base import RawRecord, Reader, normalize_record
 from ..run.atomic import file_sha256
+from ..run.stage import ORDER, Stage
 from ..selection import Selection, record_view
-from .base import ORDER, Stage
 
 if TYPE_CHECKING:
     from ..run.context import StageContext

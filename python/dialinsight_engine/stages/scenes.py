@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from .. import records as R
+from ..run.stage import ORDER, Stage
 from ..selection import compile_where, record_view
-from .base import ORDER, Stage
 
 if TYPE_CHECKING:
     from ..run.context import StageContext

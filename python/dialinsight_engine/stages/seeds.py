@@ -17,8 +17,8 @@ import polars as pl
 
 from .. import records as R
 from ..errors import SpecError
+from ..run.stage import ORDER, Stage
 from ..templating import TemplateProblem, compile_template, render_template
-from .base import ORDER, Stage
 
 if TYPE_CHECKING:
     import jinja2

@@ -11,7 +11,7 @@ import polars as pl
 
 from .. import records as R
 from ..errors import DataError
-from .base import ORDER, Stage
+from ..run.stage import ORDER, Stage
 from .export import chat_messages, training_rows
 
 if TYPE_CHECKING:

@@ -11,13 +11,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from dialinsight_engine.records import training_rows
 from dialinsight_engine.stages.export import (
     TRAIN,
     VALIDATION,
     assign_splits,
     hf_records,
     to_format,
-    training_rows,
 )
 
 from conftest import dialengine

@@ -49,7 +49,7 @@ def check_template_text(text: str, variables: dict[str, Any]) -> None:
 
 def check_task_templates(spec: Spec, path: Path, lines: dict) -> None:
     """Every task template: parses, is safe, and names only known variables."""
-    from ..stages.seeds import template_vars
+    from ..dialogue import template_vars
 
     roles = [r.name for r in spec.roles] or ["customer", "agent"]
     for i, task in enumerate(spec.tasks):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from .. import records as R
+from ..dialogue import conversations, role_aliases, task_instruction
 from ..errors import DataError, SpecError, UserError
 from ..evaluate.base import DomainConfig, DomainEvaluator, Evaluator, GeneralEvaluator
 from ..evaluate.declared import DeclaredEvaluator
@@ -29,8 +30,7 @@ from ..run.atomic import file_sha256
 from ..run.stage import ORDER, Stage
 from ..selection import Selection
 from ..spec.evaluation import TaskEvalSpec
-from .export import training_rows
-from .train import conversations, make_trainer
+from ..train.base import make_trainer
 
 if TYPE_CHECKING:
     from ..run.context import StageContext
@@ -71,18 +71,6 @@ def domain_instruction(spec: Spec, entry: str, evaluator: DomainEvaluator) -> tu
     if instruction is None:
         return cfg.prompt or evaluator.default_prompt, task.output_schema or evaluator.default_schema
     return instruction, task.output_schema or evaluator.default_schema
-
-
-def task_instruction(spec: Spec, task: TaskSpec) -> str | None:
-    """The task's first template rendered as the seeds stage renders it (None: no template)."""
-    from .seeds import compile_templates, template_vars
-
-    templates = compile_templates(spec)[task.name]
-    if not templates:
-        return None
-    scene = task.scenes[0] if task.scenes else spec.scenes[0].name
-    roles = [r.name for r in spec.roles] or ["customer", "agent"]
-    return templates[0].render(**template_vars(spec, task, scene, roles)).strip()
 
 
 def declared_tasks(spec: Spec) -> list[tuple[str, TaskSpec, TaskEvalSpec]]:
@@ -151,8 +139,7 @@ class EvalStage(Stage):
     def _heldout(self, ctx: StageContext) -> list[Any]:
         spec = ctx.spec
         assert spec.eval is not None
-        alias = {a.lower(): role.name for role in spec.roles for a in (role.name, *role.aliases)}
-        alias.update({k.lower(): v for k, v in spec.data.role_map.items()})
+        alias = role_aliases(spec)
         selection = Selection.from_spec(spec.eval, spec, "eval")
         dialogues = read_heldout([spec.resolve_path(p) for p in spec.eval.domain_data], role_alias=alias,
                                  selection=selection)
@@ -184,7 +171,7 @@ class EvalStage(Stage):
         if export is None or R.OPERATOR not in export.columns:
             raise UserError("ablation 'no_evolution' needs the export stage's output with an `operator` column",
                             file=ctx.spec.source, key="eval.ablations")
-        seeds = training_rows(export).filter(pl.col(R.OPERATOR) == "seed")
+        seeds = R.training_rows(export).filter(pl.col(R.OPERATOR) == "seed")
         if seeds.height == 0:
             raise DataError("ablation 'no_evolution': no seed rows in the exported data", key="eval.ablations")
         return conversations(seeds, system)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from .. import records as R
+from ..dialogue import render_dialogue, role_aliases
 from ..errors import DataError
 from ..readers.base import RawRecord, Reader, normalize_record
 from ..run.atomic import file_sha256
@@ -19,11 +20,6 @@ from ..selection import Selection, record_view
 if TYPE_CHECKING:
     from ..run.context import StageContext
     from ..spec import Spec
-
-
-def render_dialogue(turns: list[dict[str, str]]) -> str:
-    """`Customer: ...` lines: the text models and metrics see."""
-    return "\n".join(f"{t['role'][:1].upper()}{t['role'][1:]}: {t['text']}" for t in turns)
 
 
 def data_files(spec: Spec) -> list[Path]:
@@ -68,8 +64,7 @@ class IngestStage(Stage):
 
     def run(self, ctx: StageContext) -> pl.DataFrame:
         spec = ctx.spec
-        alias = {a.lower(): role.name for role in spec.roles for a in (role.name, *role.aliases)}
-        alias.update({k.lower(): v for k, v in spec.data.role_map.items()})
+        alias = role_aliases(spec)
         rows: list[dict[str, Any]] = []
         skipped: list[str] = []
         too_short = 0

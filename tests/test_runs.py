@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from dialinsight_engine.run.atomic import frame_hash
+from dialinsight_engine.run.stage import ORDER
 
 from conftest import dialengine, install_plugin
 
@@ -37,6 +38,7 @@ def test_apply_writes_manifests_and_rerun_skips(write_spec, tmp_path):
         manifest = json.loads((run / stage / "manifest.json").read_text())
         assert manifest["rows_out"] > 0 and manifest["fingerprint"] and manifest["output_hash"]
         assert manifest["plugin_versions"]["stage"].startswith("dialinsight-engine==")
+        assert manifest["order"] == ORDER[stage]  # readers of the folder order stages by it
     seeds = json.loads((run / "seeds" / "manifest.json").read_text())
     assert seeds["inputs"] == {"scenes": json.loads((run / "scenes" / "manifest.json").read_text())["output_hash"]}
     assert (run / "run.log").read_text().count("stage seeds: run") == 1

@@ -214,7 +214,7 @@ class Runner:
         kept = int(output[KEPT].sum()) if KEPT in output.columns else None
         seconds = round(time.perf_counter() - t0, 3)
         manifest = Manifest(
-            stage=stage.name, fingerprint=fingerprint, config_hash=config_hash,
+            stage=stage.name, order=stage.order, fingerprint=fingerprint, config_hash=config_hash,
             config_keys=list(stage.config_keys), inputs=inputs,
             plugin_versions={"stage": self.registry.version_of("stage", stage.name), **extra.get("plugins", {})},
             extra=extra, rows_in=rows_in, rows_out=output.height, rows_kept=kept,

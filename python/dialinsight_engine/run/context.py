@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from . import atomic
-from .manifest import OUTPUT
+from .manifest import OUTPUT, Manifest
 
 if TYPE_CHECKING:
     from ..plugins import Registry
@@ -56,6 +56,11 @@ class StageContext:
         """Output of any stage of this run, or None when it has none."""
         path = self.run_dir / name / OUTPUT
         return pl.read_parquet(path) if path.exists() else None
+
+    def stage_manifest(self, name: str) -> Manifest | None:
+        """Manifest of any stage of this run (its `stats` carry what it hands to later
+        stages), or None when it has none."""
+        return Manifest.load(self.run_dir / name)
 
     @property
     def cache_dir(self) -> Path:

@@ -26,6 +26,7 @@ class TrainStage(Stage):
     order = ORDER["train"]
     config_keys = ("train", "export.system_prompt")
     description = "fine-tune the base model on the exported data (LoRA by default)"
+    version = "2"  # 2: the manifest hands eval the model folder, fingerprint and replayed prompts
 
     def disabled_reason(self, spec: Spec) -> str | None:
         return None if spec.train is not None else "no [train] section in the spec"
@@ -50,5 +51,9 @@ class TrainStage(Stage):
             "resumed_from_step": result.resumed_from,
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
             "seconds": result.extra.get("seconds"),
+            # handed to eval through this manifest: the tuned model and what it was trained on
+            "model_dir": ctx.stage_dir.relative_to(ctx.run_dir).as_posix(),
+            "fingerprint": result.extra["fingerprint"],
+            "general_prompts": result.extra.get("general_prompts", []),
         })
         return pl.DataFrame([{k: row.get(k) for k in LOSS_SCHEMA} for row in result.losses], schema=LOSS_SCHEMA)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,7 +55,7 @@ class IngestStage(Stage):
     def _reader_for(self, ctx: StageContext, path: Path) -> Reader:
         data = ctx.spec.data
         if data.format != "auto":
-            cls = ctx.registry.get("reader", data.format, where="data.format", file=str(ctx.spec.source))
+            cls: Any = ctx.registry.get("reader", data.format, where="data.format", file=str(ctx.spec.source))
             return cls(cls.Config.model_validate(data.options))
         for cls in ctx.registry.items.get("reader", {}).values():
             reader = cls()
@@ -64,62 +65,85 @@ class IngestStage(Stage):
 
     def run(self, ctx: StageContext) -> pl.DataFrame:
         spec = ctx.spec
-        alias = role_aliases(spec)
-        rows: list[dict[str, Any]] = []
-        skipped: list[str] = []
-        too_short = 0
-        seen: dict[str, int] = {}
-        renamed = 0
         files = data_files(spec)
         selection = Selection.from_spec(spec.data, spec, "data")
+        tally = _Tally()
+        rows = selection.sample(self._read(ctx, files, selection, tally))
+        ctx.stats.update({"files": len(files), "dialogues": len(rows), "selection": selection.stats(),
+                          "skipped_broken": len(tally.skipped), "skipped_examples": tally.skipped[:20],
+                          "skipped_too_short": tally.too_short, "renamed_duplicate_ids": tally.renamed})
+        if not rows:
+            raise _nothing_to_process(spec, files, tally)
+        return pl.DataFrame(rows, schema=DIALOGUE_SCHEMA)
+
+    def _read(self, ctx: StageContext, files: list[Path], selection: Selection, tally: _Tally) -> list[dict[str, Any]]:
+        """The rows of every file that `selection` keeps, up to `[data] max_dialogues`."""
+        spec = ctx.spec
+        alias = role_aliases(spec)
+        limit = spec.data.max_dialogues
+        rows: list[dict[str, Any]] = []
         with ctx.progress("reading dialogues", None) as advance:
             for path in files:
-                reader = self._reader_for(ctx, path)
-                for item, rec in _records(ctx, reader, path, skipped):
+                for item, rec in _records(ctx, self._reader_for(ctx, path), path, tally.skipped):
                     advance(1)
                     turns = [{"role": alias.get(t["role"].lower(), t["role"].lower()), "text": t["text"]}
                              for t in rec["turns"]]
                     if not selection.keeps(record_view(rec["id"], turns, rec["intents"], rec["truth"], rec["meta"])):
                         continue
                     if len(turns) < spec.data.min_turns:
-                        too_short += 1
+                        tally.too_short += 1
                         continue
-                    rid = rec["id"]
-                    if rid in seen:  # ids must be unique downstream; keep both, rename the later
-                        seen[rid] += 1
-                        rid = f"{rid}#{seen[rid]}"
-                        renamed += 1
-                    else:
-                        seen[rid] = 1
-                    rows.append({
-                        R.DIALOGUE_ID: rid,
-                        R.SOURCE: f"{path.name}:{item.line}" if item.line else path.name,
-                        R.TURNS: turns,
-                        R.DIALOGUE_TEXT: render_dialogue(turns),
-                        R.TRUTH: json.dumps(rec["truth"], sort_keys=True) if rec["truth"] is not None else None,
-                        R.N_TURNS: len(turns),
-                        "intents": rec["intents"],
-                        "meta": json.dumps(rec["meta"], sort_keys=True, default=str),
-                    })
-                    if spec.data.max_dialogues and len(rows) >= spec.data.max_dialogues:
-                        break
-                if spec.data.max_dialogues and len(rows) >= spec.data.max_dialogues:
-                    break
-        rows = selection.sample(rows)
-        ctx.stats.update({"files": len(files), "dialogues": len(rows), "selection": selection.stats(), "skipped_broken": len(skipped),
-                          "skipped_examples": skipped[:20], "skipped_too_short": too_short,
-                          "renamed_duplicate_ids": renamed})
-        if not rows:
-            # one data file: name it; several: point at the spec's list of them
-            where = {"file": files[0]} if len(files) == 1 else {"file": spec.source, "key": "data.paths"}
-            raise DataError(
-                "no dialogues to process" + (f" ({len(skipped)} broken, {too_short} shorter than "
-                                            f"min_turns={spec.data.min_turns})" if skipped or too_short else ""),
-                **where)
-        schema = {R.DIALOGUE_ID: pl.String, R.SOURCE: pl.String, R.TURNS: R.TURNS_DTYPE,
-                  R.DIALOGUE_TEXT: pl.String, R.TRUTH: pl.String, R.N_TURNS: pl.Int64,
-                  "intents": pl.List(pl.String), "meta": pl.String}
-        return pl.DataFrame(rows, schema=schema)
+                    source = f"{path.name}:{item.line}" if item.line else path.name
+                    rows.append(_dialogue_row(tally.unique_id(rec["id"]), source, turns, rec))
+                    if limit and len(rows) >= limit:
+                        return rows
+        return rows
+
+
+DIALOGUE_SCHEMA = pl.Schema({
+    R.DIALOGUE_ID: pl.String, R.SOURCE: pl.String, R.TURNS: R.TURNS_DTYPE, R.DIALOGUE_TEXT: pl.String,
+    R.TRUTH: pl.String, R.N_TURNS: pl.Int64, "intents": pl.List(pl.String), "meta": pl.String,
+})
+
+
+@dataclass
+class _Tally:
+    """What reading left out or renamed, for the stage's stats."""
+
+    skipped: list[str] = field(default_factory=list)  # broken records, with on_error = "skip"
+    too_short: int = 0  # fewer turns than min_turns
+    renamed: int = 0
+    seen: dict[str, int] = field(default_factory=dict)
+
+    def unique_id(self, rid: str) -> str:
+        """Ids must be unique downstream: a repeated id is kept, renamed `id#2`, `id#3`..."""
+        if rid not in self.seen:
+            self.seen[rid] = 1
+            return rid
+        self.seen[rid] += 1
+        self.renamed += 1
+        return f"{rid}#{self.seen[rid]}"
+
+
+def _dialogue_row(rid: str, source: str, turns: list[dict[str, str]], rec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        R.DIALOGUE_ID: rid,
+        R.SOURCE: source,
+        R.TURNS: turns,
+        R.DIALOGUE_TEXT: render_dialogue(turns),
+        R.TRUTH: json.dumps(rec["truth"], sort_keys=True) if rec["truth"] is not None else None,
+        R.N_TURNS: len(turns),
+        "intents": rec["intents"],
+        "meta": json.dumps(rec["meta"], sort_keys=True, default=str),
+    }
+
+
+def _nothing_to_process(spec: Spec, files: list[Path], tally: _Tally) -> DataError:
+    # one data file: name it; several: point at the spec's list of them
+    where: dict[str, Any] = {"file": files[0]} if len(files) == 1 else {"file": spec.source, "key": "data.paths"}
+    why = (f" ({len(tally.skipped)} broken, {tally.too_short} shorter than min_turns={spec.data.min_turns})"
+           if tally.skipped or tally.too_short else "")
+    return DataError("no dialogues to process" + why, **where)
 
 
 def _records(ctx: StageContext, reader: Reader, path: Path,

@@ -121,7 +121,7 @@ def data_checks(spec: Spec, registry: Any) -> list[str]:
 
 
 def _files(spec: Spec) -> list[Path]:
-    from ..stages.ingest import data_files
+    from ..readers.base import data_files
 
     return data_files(spec)
 

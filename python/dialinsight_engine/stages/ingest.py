@@ -13,7 +13,7 @@ import polars as pl
 from .. import records as R
 from ..dialogue import render_dialogue, role_aliases
 from ..errors import DataError
-from ..readers.base import RawRecord, Reader, normalize_record
+from ..readers.base import RawRecord, Reader, data_files, normalize_record
 from ..run.atomic import file_sha256
 from ..run.stage import ORDER, Stage
 from ..selection import Selection, record_view
@@ -21,23 +21,6 @@ from ..selection import Selection, record_view
 if TYPE_CHECKING:
     from ..run.context import StageContext
     from ..spec import Spec
-
-
-def data_files(spec: Spec) -> list[Path]:
-    """Every input file named by `[data] paths` (folders expand to their files, sorted)."""
-    files: list[Path] = []
-    for i, raw in enumerate(spec.data.paths):
-        path = spec.resolve_path(raw)
-        if path.is_dir() and not (path / "state.json").exists():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-            if not found:
-                raise DataError(f"data folder is empty: {path}", file=spec.source, key=f"data.paths[{i}]")
-            files.extend(found)
-        elif path.exists():
-            files.append(path)
-        else:
-            raise DataError(f"data file not found: {path}", file=spec.source, key=f"data.paths[{i}]")
-    return files
 
 
 class IngestStage(Stage):
@@ -101,8 +84,8 @@ class IngestStage(Stage):
 
 
 DIALOGUE_SCHEMA = pl.Schema({
-    R.DIALOGUE_ID: pl.String, R.SOURCE: pl.String, R.TURNS: R.TURNS_DTYPE, R.DIALOGUE_TEXT: pl.String,
-    R.TRUTH: pl.String, R.N_TURNS: pl.Int64, "intents": pl.List(pl.String), "meta": pl.String,
+    R.DIALOGUE_ID: pl.String(), R.SOURCE: pl.String(), R.TURNS: R.TURNS_DTYPE, R.DIALOGUE_TEXT: pl.String(),
+    R.TRUTH: pl.String(), R.N_TURNS: pl.Int64(), "intents": pl.List(pl.String), "meta": pl.String(),
 })
 
 

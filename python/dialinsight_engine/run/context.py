@@ -85,7 +85,10 @@ class StageContext:
         """``with ctx.progress("labelling", n) as advance: advance(1)`` (rich bar with ETA);
         ``advance(1, description="training: loss 0.42")`` also relabels the bar."""
         if self._progress_factory is None:
-            yield lambda n=1, description=None: None
+            def no_bar(n: int = 1, description: str | None = None) -> None:
+                return None
+
+            yield no_bar
             return
         with self._progress_factory(description, total) as advance:
             yield advance

@@ -130,9 +130,9 @@ class EvalStage(Stage):
             declared = DeclaredEvaluator(declaration, task.output_schema)
             if declaration.kind == "judge":
                 declared.judge_client = ctx.backend(declaration.backend)
-            instruction = task_instruction(spec, task)
-            assert instruction is not None  # a task always has a template
-            domain.append(DomainTask(entry, declared, instruction, task.output_schema))
+            task_prompt = task_instruction(spec, task)
+            assert task_prompt is not None  # a task always has a template
+            domain.append(DomainTask(entry, declared, task_prompt, task.output_schema))
             primaries.append(Primary(entry, "domain", declared.primary, True, declaration.guard))
         return domain, general, primaries
 

@@ -84,8 +84,8 @@ class ScenesStage(Stage):
                 advance(1)
         out = df.with_columns(pl.Series(R.SCENES, scenes, dtype=pl.List(pl.String)),
                               pl.Series(R.ROLES, roles, dtype=pl.List(pl.String)))
-        counts = out.explode(R.SCENES).group_by(R.SCENES).len().sort(R.SCENES)
-        ctx.stats["per_scene"] = {str(k): int(v) for k, v in counts.iter_rows()}
+        per_scene = out.explode(R.SCENES).group_by(R.SCENES).len().sort(R.SCENES)
+        ctx.stats["per_scene"] = {str(k): int(v) for k, v in per_scene.iter_rows()}
         ctx.stats["untagged"] = int((out[R.SCENES].list.len() == 0).sum())
         return out
 

@@ -28,11 +28,11 @@ from pathlib import Path
 import polars as pl
 
 from dialinsight_engine import records as R
+from dialinsight_engine.dialogue import render_dialogue
 from dialinsight_engine.metrics.base import MetricContext
 from dialinsight_engine.metrics.combine import assess_phase
 from dialinsight_engine.plugins import build_registry
 from dialinsight_engine.spec.quality import QualitySpec
-from dialinsight_engine.stages.ingest import render_dialogue
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TASKS = {

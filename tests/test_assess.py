@@ -11,6 +11,7 @@ import polars as pl
 import pytest
 
 from dialinsight_engine import records as R
+from dialinsight_engine.dialogue import render_dialogue
 from dialinsight_engine.metrics.base import Metric, MetricConfig, MetricContext
 from dialinsight_engine.metrics.combine import assess_phase, combine
 from dialinsight_engine.plugins import build_registry
@@ -18,7 +19,6 @@ from dialinsight_engine.run.context import StageContext
 from dialinsight_engine.run.dataset import read_output, write_partition
 from dialinsight_engine.spec import load_spec
 from dialinsight_engine.spec.quality import QualitySpec
-from dialinsight_engine.stages.ingest import render_dialogue
 from dialinsight_engine.stages.verify import VerifyStage
 
 from conftest import EXAMPLES, dialengine

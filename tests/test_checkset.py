@@ -21,11 +21,11 @@ import polars as pl
 import pytest
 
 from dialinsight_engine import records as R
+from dialinsight_engine.dialogue import render_dialogue
 from dialinsight_engine.metrics.base import MetricContext
 from dialinsight_engine.metrics.combine import assess_phase
 from dialinsight_engine.plugins import build_registry
 from dialinsight_engine.spec.quality import QualitySpec
-from dialinsight_engine.stages.ingest import render_dialogue
 
 EXTRACT_SCHEMA = {
     "type": "object", "required": ["area", "number_of_beds", "number_of_baths"],

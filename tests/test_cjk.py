@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from dialinsight_engine import _core, fast
-from dialinsight_engine.stages.ingest import render_dialogue
+from dialinsight_engine.dialogue import render_dialogue
 
 from conftest import SHARED_DATA
 

@@ -10,8 +10,8 @@ import pytest
 
 from dialinsight_engine import records as R
 from dialinsight_engine.operators.base import InstructionView
-from dialinsight_engine.operators.builtin import AddConstraints, Breadth, Template, TemplateConfig
 from dialinsight_engine.operators.elimination import clean_rewrite, eliminate, repetition
+from dialinsight_engine.operators.evol import AddConstraints, Breadth, Template, TemplateConfig
 from dialinsight_engine.plugins import build_registry
 from dialinsight_engine.run import Runner
 from dialinsight_engine.run.dataset import read_output

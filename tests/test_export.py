@@ -11,6 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from dialinsight_engine.records import training_rows
 from dialinsight_engine.run.dataset import read_output
 from dialinsight_engine.stages.export import (
     TRAIN,
@@ -18,7 +19,6 @@ from dialinsight_engine.stages.export import (
     assign_splits,
     hf_records,
     to_format,
-    training_rows,
 )
 
 from conftest import dialengine

@@ -23,7 +23,7 @@ WAITING_STAGE = '''
 import os, time
 from pathlib import Path
 from dialinsight_engine.hookspecs import hookimpl
-from dialinsight_engine.stages.base import Stage
+from dialinsight_engine.run.stage import Stage
 
 class Waiting(Stage):
     name = "waiting"

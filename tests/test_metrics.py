@@ -13,13 +13,13 @@ from pydantic import ValidationError
 
 from dialinsight_engine import records as R
 from dialinsight_engine.backends.base import GenerationResult
+from dialinsight_engine.dialogue import render_dialogue
 from dialinsight_engine.errors import UserError
 from dialinsight_engine.metrics import embeddings
 from dialinsight_engine.metrics.base import MetricContext
 from dialinsight_engine.metrics.label_quality import JUDGE_RUBRIC, judge_prompt
 from dialinsight_engine.metrics.llm_scoring import expected_from_logprobs, rating, stated_rating
 from dialinsight_engine.plugins import build_registry
-from dialinsight_engine.stages.ingest import render_dialogue
 
 from conftest import EXAMPLES
 

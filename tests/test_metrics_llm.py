@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 
 from dialinsight_engine import records as R
+from dialinsight_engine.dialogue import render_dialogue
 from dialinsight_engine.metrics.base import MetricContext
 from dialinsight_engine.plugins import build_registry
-from dialinsight_engine.stages.ingest import render_dialogue
 
 from conftest import EXAMPLES
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dialinsight_engine.operators.base import InstructionView, OperatorConfig, prompt_language
-from dialinsight_engine.operators.builtin import BUILTIN_OPERATORS, DEFAULT_OPERATORS
+from dialinsight_engine.operators.evol import BUILTIN_OPERATORS, DEFAULT_OPERATORS
 
 
 @pytest.mark.parametrize(("setting", "text", "language"), [

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from dialinsight_engine.run.atomic import frame_hash
 from dialinsight_engine.run.dataset import has_output, read_output
+from dialinsight_engine.run.stage import ORDER
 
 from conftest import dialengine, install_plugin
 
@@ -36,6 +37,7 @@ def test_apply_writes_manifests_and_rerun_skips(write_spec, tmp_path):
         manifest = json.loads((run / stage / "manifest.json").read_text())
         assert manifest["rows_out"] > 0 and manifest["fingerprint"] and manifest["output_hash"]
         assert manifest["plugin_versions"]["stage"].startswith("dialinsight-engine==")
+        assert manifest["order"] == ORDER[stage]  # readers of the folder order stages by it
     seeds = json.loads((run / "seeds" / "manifest.json").read_text())
     assert seeds["inputs"] == {"scenes": json.loads((run / "scenes" / "manifest.json").read_text())["output_hash"]}
     assert (run / "run.log").read_text().count("stage seeds: run") == 1
@@ -92,7 +94,7 @@ def test_sigkill_mid_write_then_rerun_gives_the_same_output(write_spec, tmp_path
 SLOW_STAGE = '''
 import time
 from dialinsight_engine.hookspecs import hookimpl
-from dialinsight_engine.stages.base import Stage
+from dialinsight_engine.run.stage import Stage
 
 class Slow(Stage):
     name = "slow"

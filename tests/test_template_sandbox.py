@@ -12,7 +12,7 @@ import pytest
 
 from dialinsight_engine.errors import UserError
 from dialinsight_engine.operators.base import InstructionView
-from dialinsight_engine.operators.builtin import Template, TemplateConfig
+from dialinsight_engine.operators.evol import Template, TemplateConfig
 from dialinsight_engine.plugins import build_registry
 from dialinsight_engine.run import Runner
 from dialinsight_engine.spec import load_spec

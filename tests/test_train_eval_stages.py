@@ -18,8 +18,8 @@ from dialinsight_engine.hookspecs import hookimpl
 from dialinsight_engine.plugins import build_registry
 from dialinsight_engine.run.dataset import read_output
 from dialinsight_engine.run.runner import Runner
+from dialinsight_engine.run.stage import ORDER, Stage
 from dialinsight_engine.spec import load_spec
-from dialinsight_engine.stages.base import ORDER, Stage
 
 TRAIN_EVAL = """
 [train]
@@ -102,6 +102,24 @@ def test_stages_disabled_without_sections(write_spec, registry) -> None:
     assert plan["eval"].action == "disabled"
 
 
+def test_eval_finds_the_tuned_model_through_trains_manifest(write_spec, registry, tmp_path: Path) -> None:
+    import logging
+
+    from dialinsight_engine.run.context import StageContext
+    from dialinsight_engine.run.manifest import Manifest
+    from dialinsight_engine.stages.eval import EvalStage
+
+    spec = load_spec(write_spec(TRAIN_EVAL), registry)
+    run = tmp_path / "run"
+    ctx = StageContext(spec=spec, registry=registry, run_dir=run, stage="eval", input_stage="train",
+                       log=logging.getLogger("t"))
+    assert EvalStage._trained(ctx) is None  # train has not run: no model to compare
+    handed = {"steps": 2, "model_dir": "train", "fingerprint": "f" * 24, "general_prompts": ["2+2?"]}
+    Manifest(stage="train", fingerprint="x", config_hash="c", config_keys=[], inputs={}, plugin_versions={},
+             extra={}, rows_in=1, rows_out=2, rows_kept=None, output_hash="h", stats=handed).save(run / "train")
+    assert EvalStage._trained(ctx) == handed
+
+
 @pytest.mark.slow
 def test_train_then_eval_base_tuned_and_ablation(write_spec, registry, tmp_path: Path) -> None:
     pytest.importorskip("peft")
@@ -115,6 +133,8 @@ def test_train_then_eval_base_tuned_and_ablation(write_spec, registry, tmp_path:
     assert losses["step"].to_list() == [1, 2] and losses["loss"].is_finite().all()
     manifest = json.loads((run / "train" / "manifest.json").read_text())
     assert manifest["stats"]["steps"] == 2 and manifest["stats"]["examples"] > 0
+    # what eval needs from train comes through the manifest, not a file in train's folder
+    assert manifest["stats"]["model_dir"] == "train" and len(manifest["stats"]["fingerprint"]) == 24
     assert (run / "train" / "adapter" / "adapter_config.json").exists()
 
     results = read_output(run / "eval")

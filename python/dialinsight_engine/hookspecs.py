@@ -28,7 +28,7 @@ def register_readers() -> list[type]:
 
 @hookspec
 def register_stages() -> list[type]:
-    """Pipeline stages (`stages.base.Stage` subclasses), ordered by their `order` number."""
+    """Pipeline stages (`run.stage.Stage` subclasses), ordered by their `order` number."""
 
 
 @hookspec

@@ -41,6 +41,9 @@ REASONS = "reasons"
 QUALITY_SCORE = "quality_score"
 # labels
 RESPONSE = "response"
+# export
+SPLIT = "split"  # TRAIN or VALIDATION when the export splits by dialogue
+TRAIN, VALIDATION = "train", "validation"
 
 TURNS_DTYPE = pl.List(pl.Struct({"role": pl.String, "text": pl.String}))
 
@@ -71,3 +74,8 @@ def with_row_status(df: pl.DataFrame) -> pl.DataFrame:
 def kept_rows(df: pl.DataFrame) -> pl.DataFrame:
     """Only the rows still in play (all rows when the frame has no ``kept`` column)."""
     return df.filter(pl.col(KEPT)) if KEPT in df.columns else df
+
+
+def training_rows(df: pl.DataFrame) -> pl.DataFrame:
+    """The rows of an export frame a trainer may see: validation rows are held out."""
+    return df.filter(pl.col(SPLIT) != VALIDATION) if SPLIT in df.columns else df

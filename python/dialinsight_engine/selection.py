@@ -57,6 +57,20 @@ def _number(value: Any) -> float | None:
     return None
 
 
+def _contains_test(op: str, wanted: list[Any], value: Any) -> bool:
+    """`contains`/`contains_all` (every wanted item), `contains_any`, `not_contains` (none):
+    substrings of a string, items of a list, keys of a table."""
+    if isinstance(value, str):
+        hits = [isinstance(w, str) and w in value for w in wanted]
+    elif isinstance(value, list | dict):
+        hits = [w in value for w in wanted]
+    else:
+        hits = [False] * len(wanted)
+    if op == "not_contains":
+        return not any(hits)
+    return all(hits) if op in ("contains", "contains_all") else any(hits)
+
+
 def _test(op: str, arg: Any, value: Any) -> bool:
     present = value is not _MISSING and value is not None
     if op == "exists":
@@ -72,18 +86,7 @@ def _test(op: str, arg: Any, value: Any) -> bool:
     if op == "not_in":
         return value not in arg
     if op in ("contains", "not_contains", "contains_any", "contains_all"):
-        wanted = _as_list(arg)
-        if isinstance(value, str):
-            hits = [isinstance(w, str) and w in value for w in wanted]
-        elif isinstance(value, list):
-            hits = [w in value for w in wanted]
-        elif isinstance(value, dict):
-            hits = [w in value for w in wanted]
-        else:
-            hits = [False] * len(wanted)
-        if op == "not_contains":
-            return not any(hits)
-        return all(hits) if op in ("contains", "contains_all") else any(hits)
+        return _contains_test(op, _as_list(arg), value)
     if op in ("prefix", "not_prefix"):
         starts = isinstance(value, str) and any(value.startswith(p) for p in _as_list(arg))
         return starts if op == "prefix" else not starts

@@ -14,7 +14,7 @@ from ..backends.llamacpp import LlamaCppBackend
 from ..backends.openai import OpenAIBackend
 from ..backends.vllm import VllmBackend
 from ..hookspecs import hookimpl
-from ..operators.builtin import BUILTIN_OPERATORS
+from ..operators.evol import BUILTIN_OPERATORS
 from ..stages.evolve import EvolveStage
 from ..stages.label import LabelStage
 from ..stages.review import ReviewStage

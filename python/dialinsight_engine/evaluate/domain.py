@@ -29,11 +29,13 @@ class Preset(DeclaredEvaluator):
 
     def __init__(self, config: EvaluatorConfig | None = None) -> None:
         config = config or self.Config()
-        super().__init__(self.declaration(config), self.default_schema)
+        super().__init__(self.declare(config), self.default_schema)
         self.config = config
 
     @classmethod
-    def declaration(cls, config: Any) -> TaskEvalSpec:
+    def declare(cls, config: Any) -> TaskEvalSpec:
+        """The `[tasks.eval]` declaration this preset stands for (the instance keeps it as
+        `self.declaration`)."""
         raise NotImplementedError
 
 
@@ -56,7 +58,7 @@ class RequirementsF1(Preset):
     }
 
     @classmethod
-    def declaration(cls, config: Any) -> TaskEvalSpec:
+    def declare(cls, config: Any) -> TaskEvalSpec:
         return TaskEvalSpec(name=cls.name, truth="requirements", kind="fields", keys=list(config.slots),
                             normalize=["default"])
 
@@ -73,7 +75,7 @@ class VisitAccuracy(Preset):
     }
 
     @classmethod
-    def declaration(cls, config: Any) -> TaskEvalSpec:
+    def declare(cls, config: Any) -> TaskEvalSpec:
         # booked-or-not is whether truth.visit is stated; the property is compared when it is
         return TaskEvalSpec(name=cls.name, truth="visit", kind="accuracy",
                             keys={"visit_booked": "?", "property_name": "property_name"},
@@ -96,6 +98,6 @@ class OfferedRecall(Preset):
     }
 
     @classmethod
-    def declaration(cls, config: Any) -> TaskEvalSpec:
+    def declare(cls, config: Any) -> TaskEvalSpec:
         return TaskEvalSpec(name=cls.name, truth="offered", kind="fields", keys=["offered"], normalize=["name"],
                             primary="recall")

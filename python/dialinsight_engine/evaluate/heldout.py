@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..dialogue import render_dialogue
 from ..errors import DataError
 from ..readers.base import normalize_record
 from ..readers.jsonl import JsonlReader
 from ..selection import Selection, record_view
-from ..stages.ingest import render_dialogue
 
 
 @dataclass

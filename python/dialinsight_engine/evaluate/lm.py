@@ -247,15 +247,7 @@ class _SlotFiller:
                     options.append(" null")
                 result[key] = json.loads(self.choose(options))
                 continue
-            alternatives = []
-            if "string" in types:
-                alternatives.append(' "')
-            if "integer" in types or "number" in types:
-                alternatives += [f" {d}" for d in range(10)] + [" -"]
-            if "boolean" in types:
-                alternatives += [" true", " false"]
-            if "null" in types:
-                alternatives.append(" null")
+            alternatives = _value_starts(types)
             if len(alternatives) > 1:
                 start = self.choose(alternatives)
             else:
@@ -274,3 +266,18 @@ class _SlotFiller:
                     result[key] = start.strip() + rest
         self.force("}")
         return result, self.text
+
+
+def _value_starts(types: list[str]) -> list[str]:
+    """How a JSON value of these types can start after `"key":` (a string's quote, a digit or
+    minus, a literal)."""
+    starts = []
+    if "string" in types:
+        starts.append(' "')
+    if "integer" in types or "number" in types:
+        starts += [f" {d}" for d in range(10)] + [" -"]
+    if "boolean" in types:
+        starts += [" true", " false"]
+    if "null" in types:
+        starts.append(" null")
+    return starts

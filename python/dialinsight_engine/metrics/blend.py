@@ -1,5 +1,6 @@
-"""Blending raw measures into one 0..1 score: each measure counts up to a cap, then a weighted
-mean. Used by the rule-based built-ins so users can re-weight measures from the spec."""
+"""Support module, not a metric plugin. Blending raw measures into one 0..1 score: each measure
+counts up to a cap, then a weighted mean. Used by the rule-based built-ins so users can
+re-weight measures from the spec."""
 
 from __future__ import annotations
 

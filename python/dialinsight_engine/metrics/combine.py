@@ -1,4 +1,5 @@
-"""Run a phase's metrics over the rows in play and combine them into a decision per row.
+"""Support module, not a metric plugin: run a phase's metrics over the rows in play and combine
+them into a decision per row.
 
 Columns written for every metric NAME of the spec:
 - ``score_NAME``: the metric's raw score (thresholds `min`/`max` apply to this);

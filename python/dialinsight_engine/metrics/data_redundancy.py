@@ -54,7 +54,7 @@ class DataRedundancyConfig(MetricConfig):
 
 
 def read_reference(path: Path, text: str) -> pl.Series:
-    from ..stages.ingest import render_dialogue
+    from ..dialogue import render_dialogue
 
     try:
         if path.suffix == ".parquet":

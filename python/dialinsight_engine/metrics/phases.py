@@ -1,4 +1,5 @@
-"""Shared by the `assess` and `verify` stages: run one phase of the spec's metrics inside a stage."""
+"""Support module, not a metric plugin. Shared by the `assess` and `verify` stages: run one
+phase of the spec's metrics inside a stage."""
 
 from __future__ import annotations
 

@@ -67,7 +67,7 @@ class PromptComplexity(Metric):
         cfg = self.config
         text = df[cfg.column].fill_null("").str.replace_all(R.DIALOGUE_PLACEHOLDER, "", literal=True)
         measures = fast.text_metrics(text, instruction=True, language=ctx.text_language(self.name, text),
-                                     cues=cfg.cues or None)
+                                     cues={str(k): v for k, v in cfg.cues.items()} if cfg.cues else None)
         out = measures.select(*MEASURES, rule_score=saturating_blend(cfg.weights, cfg.caps))
         if cfg.backend is None or df.height == 0:
             return out.with_columns(score=pl.col("rule_score"))

@@ -1,5 +1,5 @@
-"""Small text helpers shared by the built-in metrics (parsing rendered dialogues, JSON answers,
-grounding values in a dialogue)."""
+"""Support module, not a metric plugin. Small text helpers shared by the built-in metrics
+(parsing rendered dialogues, JSON answers, grounding values in a dialogue)."""
 
 from __future__ import annotations
 

@@ -1,1 +1,2 @@
-"""Evolution operators (see `operators.base`) and the rules that eliminate failed rewrites."""
+"""Evolution operators: the interface (`base`), the shipped ones (`evol`) and the rules that
+eliminate failed rewrites (`elimination`)."""

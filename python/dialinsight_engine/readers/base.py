@@ -13,11 +13,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import DataError
+
+if TYPE_CHECKING:
+    from ..spec import Spec
 
 #: deepest JSON nesting a record may have (real dialogues nest 3-5 levels; deeper input is
 #: hostile or broken and would overflow the recursion of the JSON and Parquet writers later)
@@ -82,7 +85,7 @@ TURN_KEYS = ("turns", "messages", "conversation", "dialogue")
 def normalize_record(raw: RawRecord, index: int) -> dict[str, Any]:
     """Check and normalise one record; raises DataError naming file:line:key."""
     data = raw.data
-    where = {"file": raw.file, "line": raw.line}
+    where: dict[str, Any] = {"file": raw.file, "line": raw.line}
     if not isinstance(data, dict):
         raise DataError(f"a record must be an object, got {type(data).__name__}", **where)
     turns_key = next((k for k in TURN_KEYS if k in data), None)
@@ -109,3 +112,21 @@ def normalize_record(raw: RawRecord, index: int) -> dict[str, Any]:
     meta = {k: v for k, v in data.items() if k not in (*TURN_KEYS, "id", "dialogue_id", "truth", "intents")}
     return {"id": str(record_id), "turns": turns, "truth": data.get("truth"),
             "intents": [str(i) for i in intents] if isinstance(intents, list) else [], "meta": meta}
+
+
+def data_files(spec: Spec) -> list[Path]:
+    """Every input file named by `[data] paths`: folders expand to their files, sorted (a folder
+    holding `state.json` is one `datasets` folder, read whole by `readers/tables.py`)."""
+    files: list[Path] = []
+    for i, raw in enumerate(spec.data.paths):
+        path = spec.resolve_path(raw)
+        if path.is_dir() and not (path / "state.json").exists():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            if not found:
+                raise DataError(f"data folder is empty: {path}", file=spec.source, key=f"data.paths[{i}]")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)
+        else:
+            raise DataError(f"data file not found: {path}", file=spec.source, key=f"data.paths[{i}]")
+    return files

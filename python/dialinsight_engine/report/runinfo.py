@@ -11,25 +11,36 @@ import polars as pl
 
 from ..run.dataset import read_output as read_dataset
 from ..run.manifest import MANIFEST, Manifest
-from ..stages.base import ORDER
+from ..run.stage import ORDER
+
+#: where a stage goes when its manifest predates the `order` field and it is no built-in
+LAST = 1000
+
+
+def _loaded(run_dir: Path) -> list[tuple[Path, Manifest | None]]:
+    """(folder, its manifest or None when unreadable) for every folder holding a manifest
+    file, in pipeline order: the order each manifest records (the built-in order for
+    manifests written before they recorded it)."""
+    folders = sorted(p for p in Path(run_dir).iterdir() if p.is_dir()) if Path(run_dir).is_dir() else []
+    found = [(f, Manifest.load(f)) for f in folders if (f / MANIFEST).exists()]
+
+    def position(item: tuple[Path, Manifest | None]) -> tuple[int, str]:
+        folder, manifest = item
+        if manifest is not None and manifest.order is not None:
+            return manifest.order, folder.name
+        return ORDER.get(folder.name, LAST), folder.name
+
+    return sorted(found, key=position)
 
 
 def stage_dirs(run_dir: Path) -> list[tuple[str, Path]]:
     """(stage, folder) for every folder holding a manifest, in pipeline order."""
-    found = []
-    for folder in sorted(p for p in Path(run_dir).iterdir() if p.is_dir()) if Path(run_dir).is_dir() else []:
-        if (folder / MANIFEST).exists():
-            found.append((folder.name, folder))
-    return sorted(found, key=lambda item: (ORDER.get(item[0], 1000), item[0]))
+    return [(folder.name, folder) for folder, _ in _loaded(run_dir)]
 
 
 def manifests(run_dir: Path) -> list[Manifest]:
-    out = []
-    for _, folder in stage_dirs(run_dir):
-        manifest = Manifest.load(folder)
-        if manifest is not None:
-            out.append(manifest)
-    return out
+    """Every readable stage manifest of the run folder, in pipeline order."""
+    return [m for _, m in _loaded(run_dir) if m is not None]
 
 
 ROWS_SCHEMA = {"stage": pl.String, "rows_in": pl.Int64, "rows_out": pl.Int64, "rows_kept": pl.Int64,

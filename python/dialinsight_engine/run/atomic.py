@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -100,3 +101,21 @@ def clean_stale_temps(folder: Path) -> int:
             p.unlink(missing_ok=True)
             n += 1
     return n
+
+
+def write_dir(target: Path, write: Callable[[Path], None]) -> Path:
+    """Replace the folder `target` as a whole: `write` fills a fresh folder beside it, which is
+    then swapped in, so a kill never leaves half a folder (a saved model, say). The fresh
+    folder is named `.partial-*`, since `clean_stale_temps` removes only `.tmp-*` files."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".partial-{target.name}-", dir=target.parent))
+    try:
+        write(tmp)
+        old = target.with_name(f".old-{target.name}")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from . import atomic, dataset
+from .manifest import Manifest
 
 if TYPE_CHECKING:
     from ..plugins import Registry
@@ -65,6 +66,11 @@ class StageContext:
         if self.input_stage:
             yield from dataset.iter_output(self.run_dir / self.input_stage)
 
+    def stage_manifest(self, name: str) -> Manifest | None:
+        """Manifest of any stage of this run (its `stats` carry what it hands to later
+        stages), or None when it has none."""
+        return Manifest.load(self.run_dir / name)
+
     @property
     def cache_dir(self) -> Path:
         return self.run_dir / "cache"
@@ -88,7 +94,10 @@ class StageContext:
         """``with ctx.progress("labelling", n) as advance: advance(1)`` (rich bar with ETA);
         ``advance(1, description="training: loss 0.42")`` also relabels the bar."""
         if self._progress_factory is None:
-            yield lambda n=1, description=None: None
+            def no_bar(n: int = 1, description: str | None = None) -> None:
+                return None
+
+            yield no_bar
             return
         with self._progress_factory(description, total) as advance:
             yield advance

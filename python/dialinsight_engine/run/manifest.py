@@ -49,6 +49,9 @@ class Manifest:
     # what producing the output cost: a rerun that wrote the same output again (from the
     # backend cache, say) keeps the earlier cost here, while `seconds` is the rerun's time
     cost_seconds: float | None = None
+    # the stage's pipeline position, so readers of a run folder (the report) order stages,
+    # plugin stages included, without the stage classes; None in manifests written before
+    order: int | None = None
 
     def save(self, folder: Path) -> None:
         write_json(folder / MANIFEST, asdict(self))

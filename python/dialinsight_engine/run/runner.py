@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ReviewPending, StageFailed, UserError
-from ..stages.base import Stage
 from . import atomic, faults
 from .context import StageContext
 from .lock import RunLock
 from .manifest import Manifest, canonical_hash, partitions_sha256, production_cost
+from .stage import Stage
 
 if TYPE_CHECKING:
     from ..executors.local import Executor
@@ -35,6 +35,9 @@ class PlanItem:
     input_stage: str | None = None
     config_hash: str = ""
     fingerprint: str = ""
+    #: rerun only because an upstream stage reruns: apply skips it after all when that
+    #: upstream's new output hash is the one this stage last ran on (early cutoff)
+    skip_if_input_unchanged: bool = False
 
 
 class Runner:
@@ -92,6 +95,7 @@ class Runner:
             manifest = Manifest.load(self.run_dir / stage.name)
             stale = manifest.mismatch(self.run_dir / stage.name) if manifest is not None else None
             done = manifest is not None and stale is None
+            cutoff = False
             if stage.name == from_stage:
                 reached_from = True
             if not reached_from:
@@ -111,13 +115,14 @@ class Runner:
                 action, why = "run", "inputs, plugin version or stage version changed"
             elif upstream_runs:
                 action, why = "run", f"upstream {previous} reruns (skipped if its output is unchanged)"
+                cutoff = True
             elif previous and manifest.inputs.get(previous) != self._output_hash(previous):
                 action, why = "run", f"output of {previous} changed"
             else:
                 action, why = "skip", "up to date"
             if from_stage and reached_from:
                 action, why = ("run", why if action == "run" else "from --from")
-            items.append(PlanItem(stage, action, why, previous, config_hash, fingerprint))
+            items.append(PlanItem(stage, action, why, previous, config_hash, fingerprint, cutoff))
             upstream_runs = upstream_runs or action == "run"
             previous = stage.name
             if stage.name == until:
@@ -169,7 +174,7 @@ class Runner:
             if removed:
                 LOG.info("removed %d temp files left by an interrupted run", removed)
             for item in items:
-                if item.action == "run" and "skipped if" in item.why:
+                if item.action == "run" and item.skip_if_input_unchanged:
                     # early cutoff: the upstream reran but produced the same output
                     manifest = Manifest.load(self.run_dir / item.stage.name)
                     if (manifest and manifest.fingerprint == item.fingerprint and item.input_stage
@@ -216,7 +221,7 @@ class Runner:
         kept, output_hash = summary.kept, summary.content_hash
         seconds = round(time.perf_counter() - t0, 3)
         manifest = Manifest(
-            stage=stage.name, fingerprint=fingerprint, config_hash=config_hash,
+            stage=stage.name, order=stage.order, fingerprint=fingerprint, config_hash=config_hash,
             config_keys=list(stage.config_keys), inputs=inputs,
             plugin_versions={"stage": self.registry.version_of("stage", stage.name), **extra.get("plugins", {})},
             extra=extra, rows_in=rows_in, rows_out=summary.rows, rows_kept=kept,

@@ -121,7 +121,7 @@ def data_checks(spec: Spec, registry: Any) -> list[str]:
 
 
 def _files(spec: Spec) -> list[Path]:
-    from ..stages.ingest import data_files
+    from ..readers.base import data_files
 
     return data_files(spec)
 
@@ -179,7 +179,7 @@ def _sample_record(spec: Spec, registry: Any, warnings: list[str]) -> dict[str, 
 
 
 def _check_templates(problems: _Problems, spec: Spec, sample: dict[str, Any] | None) -> None:
-    from ..stages.seeds import template_vars
+    from ..dialogue import template_vars
 
     alias = {a.lower(): role.name for role in spec.roles for a in (role.name, *role.aliases)}
     alias.update({k.lower(): v for k, v in spec.data.role_map.items()})

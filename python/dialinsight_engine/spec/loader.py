@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import PluginError, SpecError
+from ..errors import PluginError, SpecError, UserError
 from .base import EXAMPLES_PREFIX
 from .locate import MAX_DEPTH, deepest_path, key_lines, line_of, nesting_line
 from .models import Spec, examples_path
@@ -162,7 +162,7 @@ def _read_task_file(name: str, base_dir: Path, parse: bool) -> Any:
 
 
 def _from_validation(exc: ValidationError, raw: Any, path: Path, lines: dict, loc_prefix: tuple,
-                     model: type[BaseModel] = Spec, cls: type[Exception] = SpecError) -> Exception:
+                     model: type[BaseModel] = Spec, cls: type[UserError] = SpecError) -> UserError:
     """One error for all problems: the first at `file:line: [key] message`, each further one on
     its own indented line in the same form (the location is never printed twice)."""
     problems: list[tuple[int, str, str]] = []
@@ -290,7 +290,7 @@ def _check_no_bools_for_numbers(model: type[BaseModel], params: dict[str, Any], 
 
 
 def _backend_names_used(spec: Spec) -> list[tuple[str, tuple[str, ...]]]:
-    names = [(spec.labels.backend, ("labels", "backend"))]
+    names: list[tuple[str, tuple[str, ...]]] = [(spec.labels.backend, ("labels", "backend"))]
     if spec.evolution.rounds > 0:
         names.append((spec.evolution.backend, ("evolution", "backend")))
     return names

@@ -117,9 +117,13 @@ class TaskSpec(Section):
 ExportFormat = Literal["openai", "sharegpt", "alpaca", "prompt_completion"]
 
 
+def _every_format() -> list[ExportFormat]:
+    return ["openai", "sharegpt", "alpaca", "prompt_completion"]
+
+
 class ExportSpec(Section):
     formats: list[ExportFormat] = Field(
-        default_factory=lambda: ["openai", "sharegpt", "alpaca", "prompt_completion"],
+        default_factory=_every_format,
         description="JSONL files to write: OpenAI chat, ShareGPT, Alpaca, TRL prompt-completion")
     system_prompt: str = Field("", description="System message added to every exported conversation")
     validation_fraction: float = Field(

@@ -49,7 +49,7 @@ def check_template_text(text: str, variables: dict[str, Any]) -> None:
 
 def check_task_templates(spec: Spec, path: Path, lines: dict) -> None:
     """Every task template: parses, is safe, and names only known variables."""
-    from ..stages.seeds import template_vars
+    from ..dialogue import template_vars
 
     roles = [r.name for r in spec.roles] or ["customer", "agent"]
     for i, task in enumerate(spec.tasks):
@@ -71,7 +71,8 @@ def _variable_place(task: TaskSpec, base_dir: Path, spec_path: Path, key_line: i
     if task.template_file is not None:
         file = Path(task.template_file)
         file = file if file.is_absolute() else base_dir / file
-        text, start = task.template or "", 1
+        # a task with a template_file has no inline template
+        text, start = task.template if isinstance(task.template, str) else "", 1
     else:
         file, start = spec_path, key_line or 1
         text = "\n".join(spec_path.read_text(encoding="utf-8").splitlines()[start - 1:])

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from .. import records as R
+from ..dialogue import conversations, role_aliases, task_instruction
 from ..errors import DataError, SpecError, UserError
 from ..evaluate.base import DomainConfig, DomainEvaluator, Evaluator, GeneralEvaluator
 from ..evaluate.declared import DeclaredEvaluator
@@ -26,11 +27,10 @@ from ..evaluate.lm import LanguageModel
 from ..evaluate.suite import DomainTask, Row, run_domain, run_general
 from ..evaluate.verdict import Check, Primary, judge
 from ..run.atomic import file_sha256
+from ..run.stage import ORDER, Stage
 from ..selection import Selection
 from ..spec.evaluation import TaskEvalSpec
-from .base import ORDER, Stage
-from .export import training_rows
-from .train import conversations, make_trainer
+from ..train.base import make_trainer
 
 if TYPE_CHECKING:
     from ..run.context import StageContext
@@ -71,18 +71,6 @@ def domain_instruction(spec: Spec, entry: str, evaluator: DomainEvaluator) -> tu
     if instruction is None:
         return cfg.prompt or evaluator.default_prompt, task.output_schema or evaluator.default_schema
     return instruction, task.output_schema or evaluator.default_schema
-
-
-def task_instruction(spec: Spec, task: TaskSpec) -> str | None:
-    """The task's first template rendered as the seeds stage renders it (None: no template)."""
-    from .seeds import compile_templates, template_vars
-
-    templates = compile_templates(spec)[task.name]
-    if not templates:
-        return None
-    scene = task.scenes[0] if task.scenes else spec.scenes[0].name
-    roles = [r.name for r in spec.roles] or ["customer", "agent"]
-    return templates[0].render(**template_vars(spec, task, scene, roles)).strip()
 
 
 def declared_tasks(spec: Spec) -> list[tuple[str, TaskSpec, TaskEvalSpec]]:
@@ -142,17 +130,16 @@ class EvalStage(Stage):
             declared = DeclaredEvaluator(declaration, task.output_schema)
             if declaration.kind == "judge":
                 declared.judge_client = ctx.backend(declaration.backend)
-            instruction = task_instruction(spec, task)
-            assert instruction is not None  # a task always has a template
-            domain.append(DomainTask(entry, declared, instruction, task.output_schema))
+            task_prompt = task_instruction(spec, task)
+            assert task_prompt is not None  # a task always has a template
+            domain.append(DomainTask(entry, declared, task_prompt, task.output_schema))
             primaries.append(Primary(entry, "domain", declared.primary, True, declaration.guard))
         return domain, general, primaries
 
     def _heldout(self, ctx: StageContext) -> list[Any]:
         spec = ctx.spec
         assert spec.eval is not None
-        alias = {a.lower(): role.name for role in spec.roles for a in (role.name, *role.aliases)}
-        alias.update({k.lower(): v for k, v in spec.data.role_map.items()})
+        alias = role_aliases(spec)
         selection = Selection.from_spec(spec.eval, spec, "eval")
         dialogues = read_heldout([spec.resolve_path(p) for p in spec.eval.domain_data], role_alias=alias,
                                  selection=selection)
@@ -184,10 +171,17 @@ class EvalStage(Stage):
         if export is None or R.OPERATOR not in export.columns:
             raise UserError("ablation 'no_evolution' needs the export stage's output with an `operator` column",
                             file=ctx.spec.source, key="eval.ablations")
-        seeds = training_rows(export).filter(pl.col(R.OPERATOR) == "seed")
+        seeds = R.training_rows(export).filter(pl.col(R.OPERATOR) == "seed")
         if seeds.height == 0:
             raise DataError("ablation 'no_evolution': no seed rows in the exported data", key="eval.ablations")
         return conversations(seeds, system)
+
+    @staticmethod
+    def _trained(ctx: StageContext) -> dict[str, Any] | None:
+        """What the train stage handed on in its manifest (model folder relative to the run,
+        fingerprint, steps, replayed general prompts), or None when it has not run."""
+        manifest = ctx.stage_manifest("train")
+        return manifest.stats if manifest is not None and "model_dir" in manifest.stats else None
 
     # -- run -------------------------------------------------------------------------------------
     def run(self, ctx: StageContext) -> pl.DataFrame:
@@ -198,24 +192,26 @@ class EvalStage(Stage):
         domain, general, primaries = self._evaluators(ctx)
         dialogues = self._heldout(ctx) if domain else []
 
-        train_dir = ctx.run_dir / "train"
-        state_file = train_dir / "train_state.json"
-        train_state = json.loads(state_file.read_text()) if state_file.exists() else None
+        trained = self._trained(ctx)
         exclude: set[str] = set()
         export = ctx.read_stage("export")
         if export is not None:
             exclude |= {m["content"] for conv in conversations(R.kept_rows(export), spec.export.system_prompt)
                         for m in conv if m["role"] == "user"}
-        if train_state:
-            exclude |= set(train_state.get("general_prompts", []))
+        if trained:
+            exclude |= set(trained.get("general_prompts", []))
 
-        variants: list[tuple[str, Path | None]] = []
+        # (variant, model folder or None for the base model, key of that model for the cache)
+        variants: list[tuple[str, Path | None, str]] = []
         for v in ev.variants:
-            if v == "tuned" and train_state is None:
+            if v != "tuned":
+                variants.append((v, None, "base"))
+            elif trained is None:
                 raise UserError("no trained model: the train stage has not run", key="eval.variants")
-            variants.append((v, train_dir if v == "tuned" else None))
+            else:
+                variants.append((v, ctx.run_dir / trained["model_dir"], trained["fingerprint"]))
         for ablation in ev.ablations:
-            budget = train_state["steps"] if train_state else None
+            budget = trained["steps"] if trained else None
             out = ctx.stage_dir / "ablations" / ablation
             convs = self._ablation_rows(ctx, ablation)
             ctx.log.info("ablation %s: %d rows, %s steps", ablation, len(convs), budget)
@@ -223,15 +219,15 @@ class EvalStage(Stage):
                                    max_steps=budget)
             exclude |= set(result.extra.get("general_prompts", []))
             ctx.stats.setdefault("ablations", {})[ablation] = {"rows": len(convs), "steps": result.steps}
-            variants.append((ablation, out))
+            variants.append((ablation, out, result.extra["fingerprint"]))
 
         config_key = hashlib.sha256(json.dumps(
             [spec.section("eval"), spec.section("tasks"), spec.section("export"),
              [d.dialogue_id for d in dialogues], sorted(exclude)], sort_keys=True, default=str).encode()).hexdigest()
         rows: list[dict[str, Any]] = []
-        for variant, model_dir in variants:
-            rows += self._evaluate_variant(ctx, trainer, variant, model_dir, domain, general, dialogues,
-                                           exclude, config_key)
+        for variant, model_dir, model_key in variants:
+            rows += self._evaluate_variant(ctx, trainer, variant, (model_dir, model_key), domain, general,
+                                           dialogues, exclude, config_key)
 
         verdicts, checks = judge(rows, primaries, min_domain_gain=ev.guard.min_domain_gain,
                                  max_general_drop=ev.guard.max_general_drop)
@@ -247,14 +243,12 @@ class EvalStage(Stage):
         ctx.stats["verdicts"] = verdicts
         return frame
 
-    def _evaluate_variant(self, ctx: StageContext, trainer: Any, variant: str, model_dir: Path | None,
+    def _evaluate_variant(self, ctx: StageContext, trainer: Any, variant: str, model: tuple[Path | None, str],
                           domain: list[DomainTask], general: list[tuple[str, GeneralEvaluator]],
                           dialogues: list[Any], exclude: set[str], config_key: str) -> list[dict[str, Any]]:
         ev = ctx.spec.eval
         assert ev is not None
-        model_key = "base"
-        if model_dir is not None:
-            model_key = json.loads((model_dir / "train_state.json").read_text())["fingerprint"]
+        model_dir, model_key = model
         cache = ctx.stage_dir / "variants" / f"{variant}.json"
         if cache.exists():
             saved = json.loads(cache.read_text())

@@ -23,27 +23,19 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from .. import records as R
+from ..dialogue import chat_messages
 from ..errors import UserError
-from .base import ORDER, Stage
+from ..run.stage import ORDER, Stage
 
 if TYPE_CHECKING:
     from ..run.context import StageContext
 
-SPLIT = "split"
-TRAIN, VALIDATION = "train", "validation"
+SPLIT, TRAIN, VALIDATION = R.SPLIT, R.TRAIN, R.VALIDATION
 HF_FOLDER = "hf"
 DATASET_INFO = "dataset_info.json"
 CARD = "README.md"
 #: columns carried from the input frame into the output frame and the `datasets` folder
 META_COLUMNS = (R.INSTRUCTION_ID, R.DIALOGUE_ID, R.SCENE, R.TASK, R.OPERATOR, R.QUALITY_SCORE)
-
-
-def chat_messages(system: str, prompt: str, response: str | None) -> list[dict[str, str]]:
-    messages = [{"role": "system", "content": system}] if system else []
-    messages.append({"role": "user", "content": prompt})
-    if response is not None:
-        messages.append({"role": "assistant", "content": response})
-    return messages
 
 
 def prompt_completion(system: str, prompt: str, response: str | None) -> dict[str, list[dict[str, str]]]:
@@ -80,11 +72,6 @@ def assign_splits(dialogue_ids: list[str], fraction: float, seed: int) -> dict[s
     n_val = min(len(unique) - 1, max(1, round(fraction * len(unique))))
     held = set(order[:n_val])
     return {d: VALIDATION if d in held else TRAIN for d in unique}
-
-
-def training_rows(df: pl.DataFrame) -> pl.DataFrame:
-    """The rows of an export frame a trainer may see: validation rows are held out."""
-    return df.filter(pl.col(SPLIT) != VALIDATION) if SPLIT in df.columns else df
 
 
 def dataset_info(name: str, formats: list[str], splits: list[str], *, system: bool) -> dict[str, Any]:

@@ -1,54 +1,28 @@
-"""Stage `ingest`: read every dialogue file of `[data]` into one normalised frame."""
+"""Stage `ingest`: read every dialogue file of `[data]` into one normalised frame, handed on in
+partitions of `[executor] partition_rows` as it is read (streaming: memory stays flat)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from .. import records as R
+from ..dialogue import render_dialogue, role_aliases
 from ..errors import DataError
 from ..executors.driver import StreamingStage
-from ..readers.base import RawRecord, Reader, normalize_record
+from ..readers.base import RawRecord, Reader, data_files, normalize_record
 from ..run.atomic import file_sha256
+from ..run.stage import ORDER
 from ..selection import Selection, record_view
-from .base import ORDER
 
 if TYPE_CHECKING:
-    from polars._typing import PolarsDataType
-
     from ..run.context import StageContext
     from ..spec import Spec
-
-
-def render_dialogue(turns: list[dict[str, str]]) -> str:
-    """`Customer: ...` lines: the text models and metrics see."""
-    return "\n".join(f"{t['role'][:1].upper()}{t['role'][1:]}: {t['text']}" for t in turns)
-
-
-INGEST_SCHEMA: dict[str, PolarsDataType] = {
-    R.DIALOGUE_ID: pl.String, R.SOURCE: pl.String, R.TURNS: R.TURNS_DTYPE, R.DIALOGUE_TEXT: pl.String,
-    R.TRUTH: pl.String, R.N_TURNS: pl.Int64, "intents": pl.List(pl.String), "meta": pl.String}
-
-
-def data_files(spec: Spec) -> list[Path]:
-    """Every input file named by `[data] paths` (folders expand to their files, sorted)."""
-    files: list[Path] = []
-    for i, raw in enumerate(spec.data.paths):
-        path = spec.resolve_path(raw)
-        if path.is_dir() and not (path / "state.json").exists():
-            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
-            if not found:
-                raise DataError(f"data folder is empty: {path}", file=spec.source, key=f"data.paths[{i}]")
-            files.extend(found)
-        elif path.exists():
-            files.append(path)
-        else:
-            raise DataError(f"data file not found: {path}", file=spec.source, key=f"data.paths[{i}]")
-    return files
 
 
 class IngestStage(StreamingStage):
@@ -66,7 +40,7 @@ class IngestStage(StreamingStage):
     def _reader_for(self, ctx: StageContext, path: Path) -> Reader:
         data = ctx.spec.data
         if data.format != "auto":
-            cls = ctx.registry.get("reader", data.format, where="data.format", file=str(ctx.spec.source))
+            cls: Any = ctx.registry.get("reader", data.format, where="data.format", file=str(ctx.spec.source))
             return cls(cls.Config.model_validate(data.options))
         for cls in ctx.registry.items.get("reader", {}).values():
             reader = cls()
@@ -76,68 +50,100 @@ class IngestStage(StreamingStage):
 
     def run_partitions(self, ctx: StageContext) -> Iterator[pl.DataFrame]:
         """The dialogues in pieces of `partition_rows` as they are read (all at the end when
-        `[data] sample` draws over the whole set)."""
+        `[data] sample` draws over the whole selection)."""
         spec = ctx.spec
-        alias = {a.lower(): role.name for role in spec.roles for a in (role.name, *role.aliases)}
-        alias.update({k.lower(): v for k, v in spec.data.role_map.items()})
-        rows: list[dict[str, Any]] = []
-        skipped: list[str] = []
-        too_short = 0
-        seen: dict[str, int] = {}
-        renamed = 0
-        done = 0  # rows already handed on
         files = data_files(spec)
         selection = Selection.from_spec(spec.data, spec, "data")
+        tally = _Tally()
+        piece = ctx.partition_rows if selection.sample_n is None else None
+        done = 0
+        for rows in self._read(ctx, files, selection, tally, piece):
+            rows = rows if piece else selection.sample(rows)
+            done += len(rows)
+            if rows:
+                yield pl.DataFrame(rows, schema=DIALOGUE_SCHEMA)
+        ctx.stats.update({"files": len(files), "dialogues": done, "selection": selection.stats(),
+                          "skipped_broken": len(tally.skipped), "skipped_examples": tally.skipped[:20],
+                          "skipped_too_short": tally.too_short, "renamed_duplicate_ids": tally.renamed})
+        if not done:
+            raise _nothing_to_process(spec, files, tally)
+
+    def _read(self, ctx: StageContext, files: list[Path], selection: Selection, tally: _Tally,
+              piece: int | None) -> Iterator[list[dict[str, Any]]]:
+        """The rows of every file that `selection` keeps, up to `[data] max_dialogues`, in lists
+        of `piece` rows (one list when `piece` is None)."""
+        spec = ctx.spec
+        alias = role_aliases(spec)
+        limit = spec.data.max_dialogues
+        rows: list[dict[str, Any]] = []
+        total = 0
         with ctx.progress("reading dialogues", None) as advance:
             for path in files:
-                reader = self._reader_for(ctx, path)
-                for item, rec in _records(ctx, reader, path, skipped):
+                for item, rec in _records(ctx, self._reader_for(ctx, path), path, tally.skipped):
                     advance(1)
                     turns = [{"role": alias.get(t["role"].lower(), t["role"].lower()), "text": t["text"]}
                              for t in rec["turns"]]
                     if not selection.keeps(record_view(rec["id"], turns, rec["intents"], rec["truth"], rec["meta"])):
                         continue
                     if len(turns) < spec.data.min_turns:
-                        too_short += 1
+                        tally.too_short += 1
                         continue
-                    rid = rec["id"]
-                    if rid in seen:  # ids must be unique downstream; keep both, rename the later
-                        seen[rid] += 1
-                        rid = f"{rid}#{seen[rid]}"
-                        renamed += 1
-                    else:
-                        seen[rid] = 1
-                    rows.append({
-                        R.DIALOGUE_ID: rid,
-                        R.SOURCE: f"{path.name}:{item.line}" if item.line else path.name,
-                        R.TURNS: turns,
-                        R.DIALOGUE_TEXT: render_dialogue(turns),
-                        R.TRUTH: json.dumps(rec["truth"], sort_keys=True) if rec["truth"] is not None else None,
-                        R.N_TURNS: len(turns),
-                        "intents": rec["intents"],
-                        "meta": json.dumps(rec["meta"], sort_keys=True, default=str),
-                    })
-                    if len(rows) >= ctx.partition_rows and selection.sample_n is None:
-                        done += len(rows)
-                        yield pl.DataFrame(rows, schema=INGEST_SCHEMA)
+                    source = f"{path.name}:{item.line}" if item.line else path.name
+                    rows.append(_dialogue_row(tally.unique_id(rec["id"]), source, turns, rec))
+                    total += 1
+                    if limit and total >= limit:
+                        yield rows
+                        return
+                    if piece and len(rows) >= piece:
+                        yield rows
                         rows = []
-                    if spec.data.max_dialogues and done + len(rows) >= spec.data.max_dialogues:
-                        break
-                if spec.data.max_dialogues and done + len(rows) >= spec.data.max_dialogues:
-                    break
-        rows = selection.sample(rows)
-        ctx.stats.update({"files": len(files), "dialogues": done + len(rows), "selection": selection.stats(), "skipped_broken": len(skipped),
-                          "skipped_examples": skipped[:20], "skipped_too_short": too_short,
-                          "renamed_duplicate_ids": renamed})
-        if not rows and not done:
-            # one data file: name it; several: point at the spec's list of them
-            where = {"file": files[0]} if len(files) == 1 else {"file": spec.source, "key": "data.paths"}
-            raise DataError(
-                "no dialogues to process" + (f" ({len(skipped)} broken, {too_short} shorter than "
-                                            f"min_turns={spec.data.min_turns})" if skipped or too_short else ""),
-                **where)
-        if rows:
-            yield pl.DataFrame(rows, schema=INGEST_SCHEMA)
+        yield rows
+
+
+DIALOGUE_SCHEMA = pl.Schema({
+    R.DIALOGUE_ID: pl.String(), R.SOURCE: pl.String(), R.TURNS: R.TURNS_DTYPE, R.DIALOGUE_TEXT: pl.String(),
+    R.TRUTH: pl.String(), R.N_TURNS: pl.Int64(), "intents": pl.List(pl.String), "meta": pl.String(),
+})
+
+
+@dataclass
+class _Tally:
+    """What reading left out or renamed, for the stage's stats."""
+
+    skipped: list[str] = field(default_factory=list)  # broken records, with on_error = "skip"
+    too_short: int = 0  # fewer turns than min_turns
+    renamed: int = 0
+    seen: dict[str, int] = field(default_factory=dict)
+
+    def unique_id(self, rid: str) -> str:
+        """Ids must be unique downstream: a repeated id is kept, renamed `id#2`, `id#3`..."""
+        if rid not in self.seen:
+            self.seen[rid] = 1
+            return rid
+        self.seen[rid] += 1
+        self.renamed += 1
+        return f"{rid}#{self.seen[rid]}"
+
+
+def _dialogue_row(rid: str, source: str, turns: list[dict[str, str]], rec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        R.DIALOGUE_ID: rid,
+        R.SOURCE: source,
+        R.TURNS: turns,
+        R.DIALOGUE_TEXT: render_dialogue(turns),
+        R.TRUTH: json.dumps(rec["truth"], sort_keys=True) if rec["truth"] is not None else None,
+        R.N_TURNS: len(turns),
+        "intents": rec["intents"],
+        "meta": json.dumps(rec["meta"], sort_keys=True, default=str),
+    }
+
+
+def _nothing_to_process(spec: Spec, files: list[Path], tally: _Tally) -> DataError:
+    # one data file: name it; several: point at the spec's list of them
+    where: dict[str, Any] = {"file": files[0]} if len(files) == 1 else {"file": spec.source, "key": "data.paths"}
+    why = (f" ({len(tally.skipped)} broken, {tally.too_short} shorter than min_turns={spec.data.min_turns})"
+           if tally.skipped or tally.too_short else "")
+    return DataError("no dialogues to process" + why, **where)
 
 
 def _records(ctx: StageContext, reader: Reader, path: Path,

@@ -26,7 +26,7 @@ from ..backends.client import check_failure_share
 from ..backends.redact import redact_value
 from ..backends.schema_check import schema_problem
 from ..errors import SpecError
-from .base import ORDER, Stage
+from ..run.stage import ORDER, Stage
 
 if TYPE_CHECKING:
     from ..run.context import StageContext

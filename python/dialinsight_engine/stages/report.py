@@ -9,7 +9,7 @@ import polars as pl
 
 from ..report.html import build_report
 from ..report.runinfo import manifests, stage_rows
-from .base import ORDER, Stage
+from ..run.stage import ORDER, Stage
 
 if TYPE_CHECKING:
     from ..run.context import StageContext

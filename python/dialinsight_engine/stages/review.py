@@ -24,7 +24,7 @@ from .. import records as R
 from ..errors import DataError, ReviewPending, UserError
 from ..run import atomic
 from ..run.dataset import read_output
-from .base import ORDER, Stage
+from ..run.stage import ORDER, Stage
 
 if TYPE_CHECKING:
     from ..run.context import StageContext

@@ -18,7 +18,7 @@ import click
 import polars as pl
 
 from .. import records as R
-from .base import ORDER, Stage
+from ..run.stage import ORDER, Stage
 
 if TYPE_CHECKING:
     from ..run.context import StageContext

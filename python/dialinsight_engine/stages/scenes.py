@@ -11,8 +11,8 @@ import polars as pl
 
 from .. import records as R
 from ..executors.base import PartitionContext, RowStage
+from ..run.stage import ORDER
 from ..selection import compile_where, record_view
-from .base import ORDER
 
 if TYPE_CHECKING:
     from ..spec.models import SceneSpec

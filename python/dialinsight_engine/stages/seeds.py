@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from .. import records as R
+from ..dialogue import compile_templates, template_vars
 from ..errors import SpecError
 from ..executors.base import PartitionContext, RowStage
-from ..templating import TemplateProblem, compile_template, render_template
-from .base import ORDER
+from ..run.stage import ORDER
+from ..templating import TemplateProblem, render_template
 
 if TYPE_CHECKING:
     import jinja2
@@ -33,36 +34,6 @@ SEED_COLUMNS = {
     R.OUTPUT_SCHEMA: pl.String, R.PARENT_ID: pl.String, R.OPERATOR: pl.String, R.ROUND: pl.Int64,
     "template_index": pl.Int64,
 }
-
-
-def compile_templates(spec: Spec) -> dict[str, list[jinja2.Template]]:
-    """Each task's templates, compiled in the sandbox (see `templating`)."""
-    out: dict[str, list[jinja2.Template]] = {}
-    for i, task in enumerate(spec.tasks):
-        try:
-            out[task.name] = [compile_template(t) for t in task.templates()]
-        except TemplateProblem as exc:
-            raise SpecError(str(exc), file=spec.source, key=f"tasks[{i}].template") from None
-    return out
-
-
-def template_vars(spec: Spec, task: TaskSpec, scene_name: str, roles: list[str]) -> dict[str, Any]:
-    scene = next(s for s in spec.scenes if s.name == scene_name)
-    role_specs = {r.name: r for r in spec.roles}
-    return {
-        "dialogue": R.DIALOGUE_PLACEHOLDER,
-        "scene": scene.name,
-        "scene_description": scene.description or scene.name.replace("_", " "),
-        "roles": roles,
-        "role_descriptions": "; ".join(
-            f"{r}: {role_specs[r].description}" if r in role_specs and role_specs[r].description else r
-            for r in roles),
-        "business": spec.project.business,
-        "requirements": task.requirements,
-        "task": task.name,
-        "task_description": task.description,
-        "output_schema": json.dumps(task.output_schema, indent=2) if task.output_schema else "",
-    }
 
 
 class SeedsStage(RowStage):

@@ -4,40 +4,21 @@ its output frame is the loss curve. A rerun after a kill resumes from the last c
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from .. import records as R
+from ..dialogue import conversations
 from ..errors import DataError
-from .base import ORDER, Stage
-from .export import chat_messages, training_rows
+from ..run.stage import ORDER, Stage
+from ..train.base import make_trainer
 
 if TYPE_CHECKING:
-    from ..plugins import Registry
     from ..run.context import StageContext
     from ..spec import Spec
-    from ..train.base import Trainer
 
 LOSS_SCHEMA = {"step": pl.Int64, "loss": pl.Float64, "lr": pl.Float64, "tokens": pl.Int64}
-
-
-def make_trainer(spec: Spec, registry: Registry) -> Trainer:
-    assert spec.train is not None
-    cls: Any = registry.get("trainer", spec.train.trainer, where="train.trainer", file=str(spec.source))
-    return cls(cls.Config.model_validate(spec.train.params()))
-
-
-def conversations(df: pl.DataFrame, system_prompt: str) -> list[list[dict[str, str]]]:
-    """Chat conversations of an export (or label) frame: its `messages` JSON when present,
-    else built from `prompt` and `response` like the export stage does."""
-    if "messages" in df.columns:
-        return [json.loads(m) for m in df["messages"].to_list()]
-    if R.PROMPT not in df.columns or R.RESPONSE not in df.columns:
-        raise DataError("training rows need `messages`, or `prompt` and `response` columns")
-    rows = df.filter(pl.col(R.RESPONSE).is_not_null()).select(R.PROMPT, R.RESPONSE).iter_rows()
-    return [chat_messages(system_prompt, prompt, response) for prompt, response in rows]
 
 
 class TrainStage(Stage):
@@ -45,6 +26,7 @@ class TrainStage(Stage):
     order = ORDER["train"]
     config_keys = ("train", "export.system_prompt")
     description = "fine-tune the base model on the exported data (LoRA by default)"
+    version = "2"  # 2: the manifest hands eval the model folder, fingerprint and replayed prompts
 
     def disabled_reason(self, spec: Spec) -> str | None:
         return None if spec.train is not None else "no [train] section in the spec"
@@ -57,7 +39,7 @@ class TrainStage(Stage):
     def run(self, ctx: StageContext) -> pl.DataFrame:
         trainer = make_trainer(ctx.spec, ctx.registry)
         # validation rows of an export split are held out of training
-        rows = training_rows(R.kept_rows(ctx.input))
+        rows = R.training_rows(R.kept_rows(ctx.input))
         convs = conversations(rows, ctx.spec.export.system_prompt)
         if not convs:
             raise DataError("no training rows: the export stage produced none", file=ctx.spec.source, key="train")
@@ -69,5 +51,9 @@ class TrainStage(Stage):
             "resumed_from_step": result.resumed_from,
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
             "seconds": result.extra.get("seconds"),
+            # handed to eval through this manifest: the tuned model and what it was trained on
+            "model_dir": ctx.stage_dir.relative_to(ctx.run_dir).as_posix(),
+            "fingerprint": result.extra["fingerprint"],
+            "general_prompts": result.extra.get("general_prompts", []),
         })
         return pl.DataFrame([{k: row.get(k) for k in LOSS_SCHEMA} for row in result.losses], schema=LOSS_SCHEMA)

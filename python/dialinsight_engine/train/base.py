@@ -6,9 +6,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from ..plugins import Registry
+    from ..spec import Spec
 
 
 class TrainerConfig(BaseModel):
@@ -63,3 +67,11 @@ class Trainer(ABC):
     def identity(self, base_dir: Path | None = None) -> dict[str, Any]:
         """What fingerprints the trainer beyond its config (e.g. the base model's hash)."""
         return {}
+
+
+def make_trainer(spec: Spec, registry: Registry) -> Trainer:
+    """The `[train]` trainer plugin, configured from the spec's `[train]` parameters."""
+    assert spec.train is not None
+    cls: Any = registry.get("trainer", spec.train.trainer, where="train.trainer", file=str(spec.source))
+    trainer: Trainer = cls(cls.Config.model_validate(spec.train.params()))
+    return trainer

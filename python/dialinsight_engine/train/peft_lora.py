@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import logging
 import math
-import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import UserError
+from ..run import atomic
 from . import models
 from .base import Trainer, TrainerConfig, TrainResult
 from .data import Example, encode, general_count, read_general
@@ -121,77 +120,24 @@ class PeftLoraTrainer(Trainer):
               log: Any = None, max_steps: int | None = None,
               on_step: Callable[[int], None] | None = None) -> TrainResult:
         import torch
-        from peft import (
-            LoraConfig,
-            get_peft_model,
-            get_peft_model_state_dict,
-            set_peft_model_state_dict,
-        )
-        from transformers import get_scheduler
 
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         out_dir.mkdir(parents=True, exist_ok=True)
         model, tokenizer = self.load_base(base_dir=base_dir)
-        device = next(model.parameters()).device
-
-        general: list[list[dict[str, str]]] = []
-        if cfg.mix_general is not None:
-            path = Path(cfg.mix_general.path).expanduser()
-            if not path.is_absolute() and base_dir is not None:
-                path = base_dir / path
-            general = read_general(path, general_count(len(conversations), cfg.mix_general.fraction), cfg.seed)
-        examples: list[Example] = []
-        dropped = 0
-        for conv in [*conversations, *general]:
-            ex = encode(tokenizer, conv, cfg.max_length)
-            if ex is None:
-                dropped += 1
-            else:
-                examples.append(ex)
-        if not examples:
-            raise UserError(f"no training example fits max_length = {cfg.max_length} "
-                            f"({dropped} left out)", key="train.max_length")
-        if dropped and log is not None:
-            log.warning("%d conversations longer than max_length=%d left out", dropped, cfg.max_length)
-
+        general = self._general(len(conversations), base_dir)
+        fitting, dropped = fit_length(tokenizer, [*conversations, *general], cfg.max_length, log)
+        examples = [ex for _, ex in fitting]
         total_steps = _total_steps(cfg, max_steps, len(examples))
         fingerprint = _fingerprint(cfg, examples, total_steps, self.identity(base_dir))
         finished = _finished_result(out_dir, fingerprint)
         if finished is not None:
             return finished
 
-        torch.manual_seed(cfg.seed)
-        lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                          target_modules=cfg.target_modules, task_type="CAUSAL_LM")
-        try:
-            peft_model = get_peft_model(model, lora)
-        except ValueError as exc:
-            raise UserError(f"LoRA setup failed: {exc}", key="train.target_modules") from None
-        trainable = [p for p in peft_model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-        scheduler = get_scheduler(cfg.lr_scheduler, optimizer,
-                                  num_warmup_steps=int(cfg.warmup_ratio * total_steps),
-                                  num_training_steps=total_steps)
-
-        start_step, losses = 0, []
-        ckpt_path = out_dir / CHECKPOINT
-        ckpt = load_checkpoint(out_dir, fingerprint, log)
-        if ckpt is not None:
-            set_peft_model_state_dict(peft_model, ckpt["adapter"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
-            torch.set_rng_state(ckpt["rng"])
-            start_step, losses = ckpt["step"], ckpt["losses"]
-            if log is not None:
-                log.info("resuming from checkpoint at step %d/%d", start_step, total_steps)
-
-        causal: Any = peft_model.get_base_model()
-        body: Any = causal.get_decoder()
-        head: Any = causal.get_output_embeddings()
+        loop = _LoraLoop(cfg, model, tokenizer.pad_token_id, total_steps)
+        start_step, losses = loop.resume(load_checkpoint(out_dir, fingerprint, log), log)
         schedule = _Schedule(len(examples), cfg.batch_size, cfg.seed)
-        peft_model.train()
         t0 = time.perf_counter()
         bar = progress("training", total_steps) if progress is not None else contextlib.nullcontext(None)
         with bar as advance:
@@ -200,68 +146,165 @@ class PeftLoraTrainer(Trainer):
             for step in range(start_step, total_steps):
                 batches = [[examples[i] for i in schedule.micro_batch(step * cfg.gradient_accumulation + k)]
                            for k in range(cfg.gradient_accumulation)]
-                n_target = sum(sum(1 for t in ex.labels[1:] if t != -100) for b in batches for ex in b)
-                step_loss = 0.0
-                for batch in batches:
-                    ids, mask, labels = _collate(batch, tokenizer.pad_token_id, device)
-                    hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state
-                    targets = labels[:, 1:]
-                    keep = targets != -100
-                    logits = head(hidden[:, :-1][keep]).float()
-                    loss_sum = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
-                    (loss_sum / max(1, n_target)).backward()
-                    step_loss += loss_sum.item()
-                torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                mean_loss = step_loss / max(1, n_target)
-                losses.append({"step": step + 1, "loss": round(mean_loss, 6),
-                               "lr": scheduler.get_last_lr()[0], "tokens": n_target})
-                done = step + 1
+                losses.append(loop.step(step, batches))
+                mean_loss, done = losses[-1]["loss"], step + 1
                 if log is not None:  # the loss curve in run.log too, not only on the bar
                     log.info("train step %d/%d: loss %.4f, lr %.3g", done, total_steps, mean_loss,
-                             scheduler.get_last_lr()[0])
+                             losses[-1]["lr"])
                 if done % cfg.checkpoint_every == 0 and done < total_steps:
-                    save_checkpoint(out_dir, {"fingerprint": fingerprint, "step": done, "losses": losses}, {
-                        "adapter": get_peft_model_state_dict(peft_model),
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "rng": torch.get_rng_state()})
+                    save_checkpoint(out_dir, {"fingerprint": fingerprint, "step": done, "losses": losses},
+                                    loop.state())
                 if advance is not None:
                     advance(1, description=f"training: loss {mean_loss:.3f}")
                 if on_step is not None:
                     on_step(done)
 
-        peft_model.eval()
-        _atomic_dir(out_dir / ADAPTER, lambda tmp: peft_model.save_pretrained(str(tmp)))
-        merged_dir = None
-        if cfg.merge:
-            merged: Any = peft_model.merge_and_unload()
-
-            def save_merged(tmp: Path) -> None:
-                merged.save_pretrained(str(tmp))
-                tokenizer.save_pretrained(str(tmp))
-
-            merged_dir = _atomic_dir(out_dir / MERGED, save_merged)
+        loop.peft_model.eval()
+        merged_dir = save_model(loop.peft_model, tokenizer, out_dir, merge=cfg.merge)
         state = {"fingerprint": fingerprint, "steps": total_steps, "examples": len(examples),
                  "dropped_too_long": dropped, "general_rows": len(general), "resumed_from": start_step,
                  "losses": losses, "seconds": round(time.perf_counter() - t0, 2),
-                 "merged": bool(merged_dir),
-                 # evaluators must not score replayed general rows as unseen
-                 "general_prompts": [m["content"] for conv in general for m in conv if m["role"] == "user"]}
-        _atomic_text(out_dir / STATE, json.dumps(state, indent=2) + "\n")
-        ckpt_path.unlink(missing_ok=True)
+                 "merged": bool(merged_dir), "general_prompts": general_prompts(general)}
+        atomic.write_text(out_dir / STATE, json.dumps(state, indent=2) + "\n")
+        (out_dir / CHECKPOINT).unlink(missing_ok=True)
         (out_dir / CHECKPOINT_META).unlink(missing_ok=True)
         return _result_from_state(out_dir, state)
+
+    def _general(self, n_domain: int, base_dir: Path | None) -> list[list[dict[str, str]]]:
+        """The general rows (`mix_general`) replayed beside `n_domain` domain rows."""
+        mix = self.config.mix_general
+        if mix is None:
+            return []
+        path = Path(mix.path).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        return read_general(path, general_count(n_domain, mix.fraction), self.config.seed)
+
+
+class _LoraLoop:
+    """The adapter, optimizer and scheduler of one run, and one optimizer step over them."""
+
+    def __init__(self, cfg: PeftLoraConfig, model: Any, pad_id: int, total_steps: int) -> None:
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import get_scheduler
+
+        torch.manual_seed(cfg.seed)  # the adapter's initial weights
+        lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                          target_modules=cfg.target_modules, task_type="CAUSAL_LM")
+        try:
+            self.peft_model: Any = get_peft_model(model, lora)
+        except ValueError as exc:
+            raise UserError(f"LoRA setup failed: {exc}", key="train.target_modules") from None
+        self.trainable = [p for p in self.peft_model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+        self.scheduler = get_scheduler(cfg.lr_scheduler, self.optimizer,
+                                       num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+                                       num_training_steps=total_steps)
+        causal: Any = self.peft_model.get_base_model()
+        self.body: Any = causal.get_decoder()
+        self.head: Any = causal.get_output_embeddings()
+        self.device = next(model.parameters()).device
+        self.pad_id = pad_id
+        self.total_steps = total_steps
+
+    def resume(self, ckpt: dict[str, Any] | None, log: Any) -> tuple[int, list[dict[str, Any]]]:
+        """Load a checkpoint's state (when there is one); the step to start at and the losses so far."""
+        import torch
+
+        if ckpt is not None:
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(self.peft_model, ckpt["adapter"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            torch.set_rng_state(ckpt["rng"])
+            if log is not None:
+                log.info("resuming from checkpoint at step %d/%d", ckpt["step"], self.total_steps)
+        self.peft_model.train()
+        return (ckpt["step"], ckpt["losses"]) if ckpt is not None else (0, [])
+
+    def step(self, step: int, batches: list[list[Example]]) -> dict[str, Any]:
+        """One optimizer step over `batches` (gradient accumulation); its loss-curve row. The
+        loss is the mean over the answer tokens of all batches, and the vocabulary projection
+        is computed only at those positions."""
+        import torch
+
+        n_target = sum(sum(1 for t in ex.labels[1:] if t != -100) for b in batches for ex in b)
+        step_loss = 0.0
+        for batch in batches:
+            ids, mask, labels = _collate(batch, self.pad_id, self.device)
+            hidden = self.body(input_ids=ids, attention_mask=mask).last_hidden_state
+            targets = labels[:, 1:]
+            keep = targets != -100
+            logits = self.head(hidden[:, :-1][keep]).float()
+            loss_sum = torch.nn.functional.cross_entropy(logits, targets[keep], reduction="sum")
+            (loss_sum / max(1, n_target)).backward()
+            step_loss += loss_sum.item()
+        torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {"step": step + 1, "loss": round(step_loss / max(1, n_target), 6),
+                "lr": self.scheduler.get_last_lr()[0], "tokens": n_target}
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps: adapter, optimizer, scheduler and RNG state."""
+        import torch
+        from peft import get_peft_model_state_dict
+
+        return {"adapter": get_peft_model_state_dict(self.peft_model), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "rng": torch.get_rng_state()}
+
+
+def fit_length(tokenizer: Any, conversations: list[list[dict[str, str]]], max_length: int,
+               log: Any = None) -> tuple[list[tuple[list[dict[str, str]], Example]], int]:
+    """(conversation, its encoding) for every conversation within `max_length` tokens, and how
+    many were left out (never cut: a cut answer teaches a cut answer)."""
+    fitting, dropped = [], 0
+    for conv in conversations:
+        ex = encode(tokenizer, conv, max_length)
+        if ex is None:
+            dropped += 1
+        else:
+            fitting.append((conv, ex))
+    if not fitting:
+        raise UserError(f"no training example fits max_length = {max_length} ({dropped} left out)",
+                        key="train.max_length")
+    if dropped and log is not None:
+        log.warning("%d conversations longer than max_length=%d left out", dropped, max_length)
+    return fitting, dropped
+
+
+def general_prompts(general: list[list[dict[str, str]]]) -> list[str]:
+    """The user prompts of the replayed general rows: evaluators must not score them as unseen."""
+    return [m["content"] for conv in general for m in conv if m["role"] == "user"]
+
+
+def save_model(peft_model: Any, tokenizer: Any, out_dir: Path, *, merge: bool) -> Path | None:
+    """The adapter to `adapter/` and, with `merge`, the merged model to `merged/` (each folder
+    swapped in whole); the merged folder or None."""
+    atomic.write_dir(out_dir / ADAPTER, lambda tmp: peft_model.save_pretrained(str(tmp)))
+    if not merge:
+        return None
+    merged: Any = peft_model.merge_and_unload()
+
+    def save_merged(tmp: Path) -> None:
+        merged.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+
+    return atomic.write_dir(out_dir / MERGED, save_merged)
 
 
 def save_checkpoint(out_dir: Path, meta: dict[str, Any], tensors: dict[str, Any]) -> None:
     """`tensors` (state dicts: tensors, numbers, strings, lists, dicts) to checkpoint.pt, then
     `meta` (fingerprint, step, losses) with the .pt's SHA-256 to checkpoint.json."""
-    from ..run import atomic
+    import torch
 
     path = out_dir / CHECKPOINT
-    _atomic_torch_save(path, tensors)
+    buffer = io.BytesIO()  # serialised in memory, then written atomically like every file
+    torch.save(tensors, buffer)
+    atomic.write_bytes(path, buffer.getvalue())
     atomic.write_json(out_dir / CHECKPOINT_META, {**meta, "sha256": atomic.file_sha256(path)})
 
 
@@ -271,8 +314,6 @@ def load_checkpoint(out_dir: Path, fingerprint: str, log: Any = None) -> dict[st
     are checked before torch reads the .pt, and torch reads it with `weights_only=True`: a
     pickle that would run code is refused, never executed."""
     import torch
-
-    from ..run import atomic
 
     path, meta_path = out_dir / CHECKPOINT, out_dir / CHECKPOINT_META
     if not path.exists():
@@ -370,33 +411,3 @@ def _result_from_state(out_dir: Path, state: dict[str, Any]) -> TrainResult:
         merged_dir=out_dir / MERGED if state.get("merged") else None,
         extra={"seconds": state.get("seconds"), "fingerprint": state["fingerprint"],
                "general_prompts": state.get("general_prompts", [])})
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    from ..run import atomic
-
-    atomic.write_text(path, text)
-
-
-def _atomic_torch_save(path: Path, obj: Any) -> None:
-    import torch
-
-    from ..run import atomic
-
-    atomic._atomic(path, lambda p: torch.save(obj, p))
-
-
-def _atomic_dir(target: Path, write: Callable[[Path], None]) -> Path:
-    """Write a folder next to `target` and swap it in, so a kill never leaves half a model.
-    (Named `.partial-*`: the runner's stale-temp sweep removes only `.tmp-*` files.)"""
-    tmp = Path(tempfile.mkdtemp(prefix=f".partial-{target.name}-", dir=target.parent))
-    try:
-        write(tmp)
-        old = target.with_name(f".old-{target.name}")
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target

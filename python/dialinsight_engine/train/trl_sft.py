@@ -24,19 +24,18 @@ from typing import Any
 from pydantic import Field
 
 from ..errors import UserError
+from ..run import atomic
 from .base import TrainResult
-from .data import encode, general_count, read_general
 from .peft_lora import (
-    ADAPTER,
-    MERGED,
     STATE,
     PeftLoraConfig,
     PeftLoraTrainer,
-    _atomic_dir,
-    _atomic_text,
     _finished_result,
     _result_from_state,
     _total_steps,
+    fit_length,
+    general_prompts,
+    save_model,
 )
 
 #: the Hugging Face Trainer's checkpoint folder, removed once training finished
@@ -85,22 +84,10 @@ class TrlSftTrainer(PeftLoraTrainer):
         model, tokenizer = self.load_base(base_dir=base_dir)
         general = self._general(len(conversations), base_dir)
         # the same length filter as peft_lora: a conversation that does not fit is left out, never cut
-        kept, dropped, fingerprint_parts = [], 0, []
-        for conv in [*conversations, *general]:
-            ex = encode(tokenizer, conv, cfg.max_length)
-            if ex is None:
-                dropped += 1
-                continue
-            kept.append(conv)
-            fingerprint_parts.append(ex.input_ids)
-        if not kept:
-            raise UserError(f"no training example fits max_length = {cfg.max_length} ({dropped} left out)",
-                            key="train.max_length")
-        if dropped and log is not None:
-            log.warning("%d conversations longer than max_length=%d left out", dropped, cfg.max_length)
-
+        fitting, dropped = fit_length(tokenizer, [*conversations, *general], cfg.max_length, log)
+        kept = [conv for conv, _ in fitting]
         total_steps = _total_steps(cfg, max_steps, len(kept))
-        fingerprint = _fingerprint(cfg, fingerprint_parts, total_steps, self.identity(base_dir))
+        fingerprint = _fingerprint(cfg, [ex.input_ids for _, ex in fitting], total_steps, self.identity(base_dir))
         finished = _finished_result(out_dir, fingerprint)
         if finished is not None:
             return finished
@@ -114,19 +101,7 @@ class TrlSftTrainer(PeftLoraTrainer):
         (ckpt_dir / FINGERPRINT_FILE).write_text(fingerprint)
 
         dataset = Dataset.from_list([{"prompt": conv[:-1], "completion": conv[-1:]} for conv in kept])
-        on_gpu = next(model.parameters()).device.type == "cuda"
-        args = SFTConfig(
-            output_dir=str(ckpt_dir), max_steps=total_steps, per_device_train_batch_size=cfg.batch_size,
-            gradient_accumulation_steps=cfg.gradient_accumulation, learning_rate=cfg.learning_rate,
-            weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler,
-            warmup_steps=int(cfg.warmup_ratio * total_steps),  # as peft_lora counts them
-            max_grad_norm=1.0, seed=cfg.seed, data_seed=cfg.seed, logging_steps=1,
-            save_strategy="steps", save_steps=cfg.checkpoint_every, save_total_limit=1,
-            report_to="none", disable_tqdm=True, dataloader_num_workers=0, use_cpu=not on_gpu,
-            bf16=on_gpu and next(model.parameters()).dtype == torch.bfloat16,
-            max_length=cfg.max_length, packing=cfg.packing, completion_only_loss=cfg.completion_only_loss,
-            **{_checkpointing_key(SFTConfig): cfg.gradient_checkpointing},
-        )
+        args = self._sft_config(SFTConfig, model, ckpt_dir, total_steps)
         lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                           target_modules=cfg.target_modules, task_type="CAUSAL_LM")
         torch.manual_seed(cfg.seed)
@@ -149,36 +124,38 @@ class TrlSftTrainer(PeftLoraTrainer):
 
         peft_model: Any = sft.model
         peft_model.eval()
-        _atomic_dir(out_dir / ADAPTER, lambda tmp: peft_model.save_pretrained(str(tmp)))
-        merged_dir = None
-        if cfg.merge:
-            merged: Any = peft_model.merge_and_unload()
-
-            def save_merged(tmp: Path) -> None:
-                merged.save_pretrained(str(tmp))
-                tokenizer.save_pretrained(str(tmp))
-
-            merged_dir = _atomic_dir(out_dir / MERGED, save_merged)
+        merged_dir = save_model(peft_model, tokenizer, out_dir, merge=cfg.merge)
         losses = [{"step": int(e["step"]), "loss": round(float(e["loss"]), 6),
                    "lr": float(e.get("learning_rate", 0.0)), "tokens": None}
                   for e in sft.state.log_history if "loss" in e and "step" in e]
         state = {"fingerprint": fingerprint, "steps": total_steps, "examples": len(kept),
                  "dropped_too_long": dropped, "general_rows": len(general), "resumed_from": start_step,
                  "losses": losses, "seconds": round(time.perf_counter() - t0, 2), "merged": bool(merged_dir),
-                 "trainer": "trl_sft",
-                 "general_prompts": [m["content"] for conv in general for m in conv if m["role"] == "user"]}
-        _atomic_text(out_dir / STATE, json.dumps(state, indent=2) + "\n")
+                 "trainer": "trl_sft", "general_prompts": general_prompts(general)}
+        atomic.write_text(out_dir / STATE, json.dumps(state, indent=2) + "\n")
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         return _result_from_state(out_dir, state)
 
-    def _general(self, n_domain: int, base_dir: Path | None) -> list[list[dict[str, str]]]:
-        mix = self.config.mix_general
-        if mix is None:
-            return []
-        path = Path(mix.path).expanduser()
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        return read_general(path, general_count(n_domain, mix.fraction), self.config.seed)
+    def _sft_config(self, config_cls: Any, model: Any, ckpt_dir: Path, total_steps: int) -> Any:
+        """TRL's `SFTConfig` for this run: the same optimizer settings as peft_lora, checkpoints
+        every `checkpoint_every` steps, no reporting, CPU unless the model is on a GPU."""
+        import torch
+
+        cfg = self.config
+        on_gpu = next(model.parameters()).device.type == "cuda"
+        checkpointing: dict[str, Any] = {_checkpointing_key(config_cls): cfg.gradient_checkpointing}
+        return config_cls(
+            output_dir=str(ckpt_dir), max_steps=total_steps, per_device_train_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.gradient_accumulation, learning_rate=cfg.learning_rate,
+            weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler,
+            warmup_steps=int(cfg.warmup_ratio * total_steps),  # as peft_lora counts them
+            max_grad_norm=1.0, seed=cfg.seed, data_seed=cfg.seed, logging_steps=1,
+            save_strategy="steps", save_steps=cfg.checkpoint_every, save_total_limit=1,
+            report_to="none", disable_tqdm=True, dataloader_num_workers=0, use_cpu=not on_gpu,
+            bf16=on_gpu and next(model.parameters()).dtype == torch.bfloat16,
+            max_length=cfg.max_length, packing=cfg.packing, completion_only_loss=cfg.completion_only_loss,
+            **checkpointing,
+        )
 
 
 def _checkpointing_key(config_cls: type) -> str:

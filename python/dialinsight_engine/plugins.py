@@ -6,7 +6,6 @@ Set ``DIALENGINE_PLUGINS`` to a comma-separated list of entry-point names to loa
 
 from __future__ import annotations
 
-import difflib
 import importlib.metadata as md
 import os
 from dataclasses import dataclass, field
@@ -16,7 +15,7 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError
+from .errors import PluginError, did_you_mean
 
 GROUP = "dialinsight_engine"
 
@@ -55,8 +54,7 @@ class Registry:
         table = self.items.get(kind, {})
         if name in table:
             return table[name]
-        close = difflib.get_close_matches(name, list(table), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(table)) or 'none'}"
+        hint = did_you_mean(name, table) or f"known: {', '.join(sorted(table)) or 'none'}"
         raise PluginError(f"unknown {kind} {name!r}", key=where, file=file, line=line, hint=hint)
 
     def names(self, kind: str) -> list[str]:

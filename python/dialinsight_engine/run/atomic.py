@@ -1,4 +1,6 @@
-"""Atomic file writes: write to a temp file in the same folder, fsync, then rename.
+"""Atomic file writes: write to a temp file in the same folder, fsync, then rename. The one
+implementation: `write_bytes`/`write_text`/`write_json`/`write_parquet` for data in memory,
+`atomic_path`/`write_with` for writers that write a file themselves, `replace_dir` for folders.
 
 A stage killed mid-write leaves at most a stray ``.tmp-*`` file, never a half-written output.
 """
@@ -9,8 +11,10 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +23,18 @@ import polars as pl
 from . import faults
 
 
-def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temp path beside `path` for a writer that writes the file itself (`torch.save`, a
+    library's `save(...)`): ``with atomic_path(p) as tmp: torch.save(obj, tmp)``. When the block
+    ends without an error the temp file is fsynced and renamed onto `path`; otherwise it is
+    removed and `path` is left as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        write(tmp_path)
+        yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         faults.point(f"write:{path.parent.name}/{path.name}:before-rename")
@@ -38,7 +47,35 @@ def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def write_with(path: Path, write: Callable[[Path], None]) -> Path:
+    """`write(tmp)` writes the file; it replaces `path` only once complete (see `atomic_path`)."""
+    with atomic_path(path) as tmp:
+        write(tmp)
     return path
+
+
+#: the old private name; train/peft_lora.py calls it until it moves to `write_with`
+_atomic = write_with
+
+
+def replace_dir(target: Path, write: Callable[[Path], None]) -> Path:
+    """`write(tmp_dir)` fills a folder beside `target`, which is then swapped in, so a kill
+    never leaves half a folder (a saved model). Named `.partial-*`: the runner's stale-temp
+    sweep removes `.tmp-*` files only."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".partial-{target.name}-", dir=target.parent))
+    try:
+        write(tmp)
+        old = target.with_name(f".old-{target.name}")
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
 
 
 def write_bytes(path: Path, data: bytes) -> Path:
@@ -50,7 +87,7 @@ def write_bytes(path: Path, data: bytes) -> Path:
             faults.point(f"write:{path.parent.name}/{path.name}:half")
             fh.write(data[half:])
 
-    return _atomic(path, write)
+    return write_with(path, write)
 
 
 def write_text(path: Path, text: str) -> Path:

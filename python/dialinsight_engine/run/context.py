@@ -14,6 +14,7 @@ from . import atomic
 from .manifest import OUTPUT
 
 if TYPE_CHECKING:
+    from ..backends.client import GenerationClient
     from ..plugins import Registry
     from ..spec import Spec
 
@@ -78,15 +79,16 @@ class StageContext:
     @contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
         """``with ctx.progress("labelling", n) as advance: advance(1)`` (rich bar with ETA);
-        ``advance(1, description="training: loss 0.42")`` also relabels the bar."""
+        ``advance(1, description="training: loss 0.42")`` also relabels the bar and
+        ``advance(1, tokens=57)`` counts generated tokens (shown as tokens/s)."""
         if self._progress_factory is None:
-            yield lambda n=1, description=None: None
+            yield lambda n=1, description=None, tokens=0: None
             return
         with self._progress_factory(description, total) as advance:
             yield advance
 
     # -- generation backends -----------------------------------------------------------------
-    def backend(self, name: str) -> Any:
+    def backend(self, name: str) -> GenerationClient:
         """A caching, batching, retrying client for `[backends.NAME]` (see backends.client)."""
         if name not in self._clients:
             from ..backends.client import open_client

@@ -250,13 +250,14 @@ class Runner:
         from ..progress import Heartbeat
 
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
+                      TextColumn("{task.fields[token_rate]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
                       transient=True, disable=self.quiet) as bar, \
                 Heartbeat(description, total, log=LOG, console=None if self.quiet else self.console) as beat:
-            task = bar.add_task(description, total=total)
-            def advance(n: int = 1, description: str | None = None) -> None:
-                bar.update(task, advance=n, **({"description": description} if description else {}))
-                beat.advance(n, description)
+            task = bar.add_task(description, total=total, token_rate="")
+            def advance(n: int = 1, description: str | None = None, tokens: int = 0) -> None:
+                beat.advance(n, description, tokens)
+                bar.update(task, advance=n, token_rate=beat.token_rate(),
+                           **({"description": description} if description else {}))
 
             yield advance
 

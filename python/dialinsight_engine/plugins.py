@@ -7,6 +7,7 @@ Set ``DIALENGINE_PLUGINS`` to a comma-separated list of entry-point names to loa
 from __future__ import annotations
 
 import importlib.metadata as md
+import logging
 import os
 from dataclasses import dataclass, field
 from functools import cache
@@ -18,6 +19,7 @@ from . import hookspecs
 from .errors import PluginError, did_you_mean
 
 GROUP = "dialinsight_engine"
+LOG = logging.getLogger(__name__)
 
 #: hook name -> registry kind
 KINDS = {
@@ -115,10 +117,19 @@ def build_registry(extra_plugins: list[Any] | None = None) -> Registry:
                 if not cls_name:
                     info.error = f"{hook_name}: {cls!r} has no 'name'"
                     continue
+                _warn_on_override(kind, cls_name, owner.get((kind, cls_name)), plugin_name)
                 items[kind][cls_name] = cls  # later plugins override earlier ones
                 owner[(kind, cls_name)] = plugin_name
                 info.provides.setdefault(kind, []).append(cls_name)
     return Registry(pm, infos, items, owner)
+
+
+def _warn_on_override(kind: str, name: str, previous: str | None, plugin: str) -> None:
+    """Two plugins providing one name is legal (a replacement) but easy to do by accident:
+    say which one wins, and how to choose the other."""
+    if previous is not None and previous != plugin:
+        LOG.warning("plugin %r registers %s %r, which plugin %r already provides; %r's is used "
+                    "(block one with DIALENGINE_BLOCK_PLUGINS=NAME)", plugin, kind, name, previous, plugin)
 
 
 @cache

@@ -20,7 +20,7 @@ class Request:
     path: str
     body: dict[str, Any]
     headers: dict[str, str]
-    prompt: str  # the last message's content
+    prompt: str  # the last message's content (a plain completion request: its `prompt`)
     hit: int  # this prompt's 1-based attempt number
 
     @property
@@ -52,7 +52,8 @@ class ChatServer:
 
             def do_POST(self) -> None:  # noqa: N802 - http.server API
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = body["messages"][-1]["content"]
+                # a chat request's last message, or a plain completion request's prompt
+                prompt = body["messages"][-1]["content"] if "messages" in body else str(body.get("prompt", ""))
                 with outer.lock:
                     outer.hits[prompt] += 1
                     outer.arrivals.append((prompt, time.monotonic()))

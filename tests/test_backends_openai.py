@@ -235,6 +235,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.model
 def test_openai_backend_against_llama_cpp_server(llama_server: str, tmp_path: Path) -> None:
     schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]}
     config = OpenAIConfig(base_url=llama_server, model="smollm2", schema_format="json_object", timeout_s=300)

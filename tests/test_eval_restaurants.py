@@ -93,6 +93,7 @@ max_paragraphs = 1
 
 
 @pytest.mark.slow
+@pytest.mark.model
 @pytest.mark.long
 def test_restaurant_domain_from_the_spec_alone(shared_data: Path, tmp_path: Path) -> None:
     pytest.importorskip("peft", reason="training needs the train extra")

@@ -13,6 +13,7 @@ from dialinsight_engine import records as R
 from dialinsight_engine.cli import cli
 
 pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (the `llm` extra)")
+pytestmark = pytest.mark.model
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "python" / "dialinsight_engine" / "data"
 

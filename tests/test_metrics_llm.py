@@ -16,7 +16,7 @@ from dialinsight_engine.stages.ingest import render_dialogue
 
 from conftest import EXAMPLES
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.model]
 
 
 @pytest.fixture(scope="module")

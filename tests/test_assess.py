@@ -104,7 +104,7 @@ class FlaggerPlugin:
 
 
 def _rows(n: int) -> pl.DataFrame:
-    dialogues = [json.loads(line) for line in (EXAMPLES / "realestate_dialogues.jsonl").open(encoding="utf-8")][:n]
+    dialogues = [json.loads(line) for line in (EXAMPLES / "realestate_dialogues.jsonl").read_text(encoding="utf-8").splitlines()][:n]
     return pl.DataFrame([{R.INSTRUCTION_ID: f"i{i}", R.TASK: "t", R.SCENE: "s", R.INSTRUCTION: "Summarise.\n{dialogue}",
                           R.DIALOGUE_TEXT: render_dialogue(d["turns"]), R.PROMPT: "Summarise.\n" + render_dialogue(d["turns"]),
                           R.KEPT: i != 0, R.REASONS: ["review: rejected"] if i == 0 else []}

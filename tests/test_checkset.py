@@ -128,8 +128,8 @@ def _contradict(row: dict[str, Any], rng: random.Random) -> str | None:
 
 def build_checkset(data: Path, seed: int = 11) -> pl.DataFrame:
     rng = random.Random(seed)
-    train = [json.loads(line) for line in (data / "sgd-homes" / "train.jsonl").open(encoding="utf-8")]
-    dev = [json.loads(line) for line in (data / "sgd-homes" / "dev.jsonl").open(encoding="utf-8")]
+    train = [json.loads(line) for line in (data / "sgd-homes" / "train.jsonl").read_text(encoding="utf-8").splitlines()]
+    dev = [json.loads(line) for line in (data / "sgd-homes" / "dev.jsonl").read_text(encoding="utf-8").splitlines()]
     usable = [d for d in train if _labels(d["truth"])]
     rng.shuffle(usable)
     base = usable[:180]

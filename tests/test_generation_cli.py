@@ -14,6 +14,7 @@ from dialinsight_engine.cli import cli
 from dialinsight_engine.run.dataset import read_output
 
 pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (the `llm` extra)")
+pytestmark = pytest.mark.model
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "python" / "dialinsight_engine" / "data"
 

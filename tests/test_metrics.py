@@ -30,7 +30,7 @@ SCHEMA = {"type": "object", "required": ["area", "number_of_beds"],
 
 @pytest.fixture(scope="module")
 def dialogues() -> list[dict]:
-    return [json.loads(line) for line in (EXAMPLES / "realestate_dialogues.jsonl").open(encoding="utf-8")]
+    return [json.loads(line) for line in (EXAMPLES / "realestate_dialogues.jsonl").read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.fixture(scope="module")

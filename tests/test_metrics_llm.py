@@ -16,7 +16,7 @@ from dialinsight_engine.plugins import build_registry
 
 from conftest import EXAMPLES
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.model]
 
 
 @pytest.fixture(scope="module")

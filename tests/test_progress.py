@@ -39,3 +39,17 @@ def test_beats_go_to_the_log_and_a_piped_console(caplog) -> None:
                    interval=0.05):
         time.sleep(0.3)
     assert terminal.getvalue() == ""  # on a terminal the live bar shows progress instead
+
+
+def test_the_runner_bar_shows_generated_tokens_per_second(caplog) -> None:
+    from types import SimpleNamespace
+
+    from dialinsight_engine.run.runner import Runner
+
+    out = io.StringIO()
+    fake_runner = SimpleNamespace(console=Console(file=out, force_terminal=True, width=200), quiet=False)
+    with Runner._progress(fake_runner, "labelling", 4) as advance:  # type: ignore[arg-type]
+        advance(1, tokens=30)
+        advance(1, description="labelling again")
+        time.sleep(0.3)  # the live bar refreshes ten times a second
+    assert "labelling again" in out.getvalue() and "tok/s" in out.getvalue()

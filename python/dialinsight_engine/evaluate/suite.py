@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..jsonanswer import first_json_object
 from ..records import compose_prompt
 from .base import DomainEvaluator, GeneralEvaluator
 from .declared import DeclaredEvaluator
 from .heldout import HeldOut
-from .lm import LanguageModel, parse_json_object, slot_schema
+from .lm import LanguageModel, slot_schema
 from .scoring import Score
 
 
@@ -79,7 +80,7 @@ def _decode(lm: LanguageModel, task: DomainTask, prompts: list[str], mode: str, 
         return answers
     for start in range(0, len(prompts), lm.batch_size):
         texts = lm.generate(prompts[start:start + lm.batch_size], max_new_tokens)
-        answers += [(parse_json_object(t), t) for t in texts]
+        answers += [(first_json_object(t), t) for t in texts]
         if advance is not None:
             advance(len(texts))
     return answers

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..evaluate.normalise import normaliser, zh_numeral
-from .textutil import NUMBER_WORDS, normalise, parse_json_answer, words
+from ..jsonanswer import json_answer_or_error
+from .textutil import NUMBER_WORDS, normalise, words
 
 _STEPS = normaliser(["nfkc", "lower", "spacing", "zh_numbers", "units", "absent", "booleans", "numbers"])
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
@@ -127,7 +128,7 @@ def _vote_list(values: list[Any], k: int, min_agreement: float) -> list[Any]:
 def schema_consensus(answers: list[str | None], schema: dict[str, Any], dialogue: str, *,
                      min_agreement: float, ground: bool) -> Consensus | None:
     """The per-field majority of the answers (None when no answer is a JSON object)."""
-    parsed = [p for p, _ in (parse_json_answer(a) for a in answers if a) if isinstance(p, dict)]
+    parsed = [p for p, _ in (json_answer_or_error(a) for a in answers if a) if isinstance(p, dict)]
     if not parsed:
         return None
     k = len(answers)

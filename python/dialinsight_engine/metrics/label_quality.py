@@ -33,6 +33,7 @@ from pydantic import Field, field_validator
 
 from .. import records as R
 from ..backends.base import GenerationRequest
+from ..jsonanswer import json_answer_or_error
 from ..spec.base import compiled_patterns
 from .base import Metric, MetricConfig, MetricContext
 from .llm_scoring import rating, rating_schema
@@ -43,7 +44,6 @@ from .textutil import (
     normalise,
     number_forms,
     numbers_in,
-    parse_json_answer,
     scalar_leaves,
     words,
 )
@@ -166,7 +166,7 @@ class _Answer:
     @classmethod
     def of(cls, row: dict[str, Any], response: str, finish: str | None,
            refusals: list[re.Pattern[str]]) -> _Answer:
-        parsed, error = parse_json_answer(response) if row.get(R.OUTPUT_SCHEMA) else (None, None)
+        parsed, error = json_answer_or_error(response) if row.get(R.OUTPUT_SCHEMA) else (None, None)
         return cls(row, response, words(response), finish, refusals, parsed, error)
 
     @property
@@ -367,7 +367,7 @@ class LabelQuality(Metric):
         for result in results:
             value, _how = rating(result, 1, 10)
             reason = None
-            parsed, _ = parse_json_answer(result.text)
+            parsed, _ = json_answer_or_error(result.text)
             if isinstance(parsed, dict):
                 reason = str(parsed.get("reason", ""))[:300] or None
             out.append((value, reason or result.error))

@@ -1,15 +1,15 @@
 """Support module, not a metric plugin. Small text helpers shared by the built-in metrics
-(parsing rendered dialogues, JSON answers, grounding values in a dialogue)."""
+(parsing rendered dialogues, grounding values in a dialogue)."""
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
+# JSON answers are parsed by `jsonanswer` (`json_answer_or_error` gives (value, error))
+
 _TURN = re.compile(r"^([A-Za-z][\w -]{0,30}):\s?(.*)$")
 _WORD = re.compile(r"\w+", re.UNICODE)
-_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 
 NUMBER_WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
@@ -40,20 +40,6 @@ def words(text: str | None) -> list[str]:
 def normalise(text: str | None) -> str:
     """Lower case, punctuation to spaces, single spaces: for substring grounding checks."""
     return " " + " ".join(words(text)) + " "
-
-
-def parse_json_answer(text: str | None) -> tuple[Any, str | None]:
-    """Parse a model's JSON answer (tolerating a ``` fence); (value, None) or (None, error)."""
-    if text is None or not text.strip():
-        return None, "empty"
-    body = text.strip()
-    fence = _FENCE.match(body)
-    if fence:
-        body = fence.group(1)
-    try:
-        return json.loads(body), None
-    except json.JSONDecodeError as exc:
-        return None, f"{exc.msg} at char {exc.pos}"
 
 
 def looks_cut_json(text: str) -> bool:

@@ -1,4 +1,6 @@
-"""Atomic file writes: write to a temp file in the same folder, fsync, then rename.
+"""Atomic file writes: write to a temp file in the same folder, fsync, then rename. The one
+implementation: `write_bytes`/`write_text`/`write_json`/`write_parquet` for data in memory,
+`atomic_path`/`write_with` for writers that write a file themselves, `write_dir` for folders.
 
 A stage killed mid-write leaves at most a stray ``.tmp-*`` file, never a half-written output.
 """
@@ -11,7 +13,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +23,19 @@ import polars as pl
 from . import faults
 
 
-def _atomic(path: Path, write: Callable[[Path], None], point: str | None = None) -> Path:
+@contextmanager
+def atomic_path(path: Path, point: str | None = None) -> Iterator[Path]:
+    """A temp path beside `path` for a writer that writes the file itself (`torch.save`, a
+    library's `save(...)`): ``with atomic_path(p) as tmp: torch.save(obj, tmp)``. When the block
+    ends without an error the temp file is fsynced and renamed onto `path`; otherwise it is
+    removed and `path` is left as it was. `point`: the name of this write's fault points
+    (default `<folder>/<file>`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        write(tmp_path)
+        yield tmp_path
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         faults.point(f"write:{point or f'{path.parent.name}/{path.name}'}:before-rename")
@@ -39,6 +48,12 @@ def _atomic(path: Path, write: Callable[[Path], None], point: str | None = None)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def write_with(path: Path, write: Callable[[Path], None], point: str | None = None) -> Path:
+    """`write(tmp)` writes the file; it replaces `path` only once complete (see `atomic_path`)."""
+    with atomic_path(path, point) as tmp:
+        write(tmp)
     return path
 
 
@@ -52,7 +67,7 @@ def write_bytes(path: Path, data: bytes, point: str | None = None) -> Path:
             faults.point(f"write:{point or f'{path.parent.name}/{path.name}'}:half")
             fh.write(data[half:])
 
-    return _atomic(path, write, point)
+    return write_with(path, write, point)
 
 
 def write_text(path: Path, text: str) -> Path:

@@ -14,8 +14,13 @@ from . import atomic, dataset
 from .manifest import Manifest
 
 if TYPE_CHECKING:
+    from ..backends.client import GenerationClient
     from ..plugins import Registry
     from ..spec import Spec
+
+
+def _no_progress(n: int = 1, description: str | None = None, tokens: int = 0) -> None:
+    """`advance` when nobody watches (quiet runs, plans)."""
 
 
 class StageContext:
@@ -92,18 +97,16 @@ class StageContext:
     @contextmanager
     def progress(self, description: str, total: int | None) -> Iterator[Callable[[int], None]]:
         """``with ctx.progress("labelling", n) as advance: advance(1)`` (rich bar with ETA);
-        ``advance(1, description="training: loss 0.42")`` also relabels the bar."""
+        ``advance(1, description="training: loss 0.42")`` also relabels the bar and
+        ``advance(1, tokens=57)`` counts generated tokens (shown as tokens/s)."""
         if self._progress_factory is None:
-            def no_bar(n: int = 1, description: str | None = None) -> None:
-                return None
-
-            yield no_bar
+            yield _no_progress
             return
         with self._progress_factory(description, total) as advance:
             yield advance
 
     # -- generation backends -----------------------------------------------------------------
-    def backend(self, name: str) -> Any:
+    def backend(self, name: str) -> GenerationClient:
         """A caching, batching, retrying client for `[backends.NAME]` (see backends.client).
 
         Call site for generation on Ray: under the ray executor (`self.executor.name == "ray"`)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from ..errors import ReviewPending, StageFailed, UserError
+from ..errors import ReviewPending, StageFailed, UserError, did_you_mean
 from . import atomic, faults
 from .context import StageContext
 from .lock import RunLock
@@ -60,11 +60,8 @@ class Runner:
         known = [s.name for s in self.stages]
         for name in names:
             if name and name not in known:
-                import difflib
-
-                close = difflib.get_close_matches(name, known, n=1)
-                raise UserError(f"unknown stage {name!r}", hint=f"did you mean {close[0]!r}?" if close
-                                else f"stages: {', '.join(known)}")
+                raise UserError(f"unknown stage {name!r}",
+                                hint=did_you_mean(name, known) or f"stages: {', '.join(known)}")
 
     def _fingerprint(self, stage: Stage, ctx: StageContext) -> tuple[str, str, dict[str, Any]]:
         config = {key: self.spec.section(key) for key in stage.config_keys}
@@ -297,13 +294,13 @@ class Runner:
         from ..progress import Heartbeat
 
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
+                      TextColumn("{task.fields[token_rate]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=self.console,
                       transient=True, disable=self.quiet) as bar, \
                 Heartbeat(description, total, log=LOG, console=None if self.quiet else self.console) as beat:
-            task = bar.add_task(description, total=total)
-            def advance(n: int = 1, description: str | None = None) -> None:
-                bar.update(task, advance=n, **({"description": description} if description else {}))
-                beat.advance(n, description)
+            task = bar.add_task(description, total=total, token_rate="")
+            def advance(n: int = 1, description: str | None = None, tokens: int = 0) -> None:
+                beat.advance(n, description, tokens)
+                bar.update(task, advance=n, description=description or None, token_rate=beat.token_rate())
 
             yield advance
 

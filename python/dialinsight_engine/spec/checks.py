@@ -12,14 +12,13 @@ the file, the line and the dotted key; warnings are returned as text.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import DataError, SpecError, UserError
+from ..errors import DataError, SpecError, UserError, did_you_mean
 from ..templating import TemplateProblem, render_template
 from .evaluation import TaskEvalSpec
 from .locate import key_lines, line_of
@@ -90,9 +89,9 @@ def _check_declaration(problems: _Problems, i: int, decl: TaskEvalSpec, schema: 
         if props is not None:
             for key in keys:
                 if key not in props:
-                    close = difflib.get_close_matches(key, list(props), n=1)
+                    hint = did_you_mean(key, props)
                     problems.add((*loc, "keys"), f"key {key!r} is not in the task's output_schema"
-                                 + (f": did you mean {close[0]!r}?" if close else f" (its keys: {', '.join(props)})"))
+                                 + (f": {hint}" if hint else f" (its keys: {', '.join(props)})"))
         if isinstance(decl.normalize, dict):
             for key in decl.normalize:
                 if key != "*" and key not in keys:

@@ -4,11 +4,11 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ..errors import did_you_mean
 from .base import Section
 
 EvalKind = Literal["fields", "exact", "accuracy", "text", "judge"]
@@ -21,9 +21,9 @@ def _check_normalisers(names: list[str]) -> None:
 
     for name in names:
         if name not in NORMALISERS:
-            close = difflib.get_close_matches(name, list(NORMALISERS), n=1)
+            hint = did_you_mean(name, NORMALISERS)
             raise ValueError(f"unknown normaliser {name!r}"
-                             + (f": did you mean {close[0]!r}?" if close else f" (known: {', '.join(NORMALISERS)})"))
+                             + (f": {hint}" if hint else f" (known: {', '.join(NORMALISERS)})"))
 
 
 class TaskEvalSpec(Section):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import re
@@ -14,7 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..errors import PluginError, SpecError, UserError
+from ..errors import PluginError, SpecError, UserError, did_you_mean
 from .base import EXAMPLES_PREFIX
 from .locate import MAX_DEPTH, deepest_path, key_lines, line_of, nesting_line
 from .models import Spec, examples_path
@@ -183,9 +182,9 @@ def _problem_message(err: Any, loc: tuple, model: type[BaseModel]) -> str:
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(model, tuple(err["loc"]))
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        msg = f"unknown key {loc[-1]!r}" + (f": did you mean {close[0]!r}?" if close else "")
-        if allowed and not close:
+        hint = did_you_mean(str(loc[-1]), allowed)
+        msg = f"unknown key {loc[-1]!r}" + (f": {hint}" if hint else "")
+        if allowed and not hint:
             msg += f" (allowed: {', '.join(sorted(allowed))})"
     elif err["type"] == "missing":
         msg = "required key is missing"
@@ -262,10 +261,9 @@ def check_plugin_refs(spec: Spec, registry: Any, lines: dict | None = None) -> N
             errors.append(exc)
     for name, loc in _backend_names_used(spec):
         if name not in spec.backends and name != "default":
-            close = difflib.get_close_matches(name, list(spec.backends), n=1)
             errors.append(PluginError(f"backend {name!r} is not declared as [backends.{name}]", file=str(path),
                                       line=line_of(lines, loc) or 1, key=dotted(loc),
-                                      hint=f"did you mean {close[0]!r}?" if close else None))
+                                      hint=did_you_mean(name, spec.backends)))
     if errors:
         errors.sort(key=lambda e: e.line or 0)
         first = errors[0]

@@ -8,12 +8,11 @@ template's own line and dotted key.
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import PluginError, SpecError, UserError
+from ..errors import PluginError, SpecError, UserError, did_you_mean
 from ..templating import TemplateProblem, check_template, render_template, unknown_variables
 from .locate import line_of
 
@@ -27,9 +26,9 @@ class UnknownVariable(TemplateProblem):
     """A template reads a variable the engine does not provide; `name` is the first one."""
 
     def __init__(self, name: str, known: dict[str, Any]) -> None:
-        close = difflib.get_close_matches(name, list(known), n=1)
+        hint = did_you_mean(name, known)
         super().__init__(f"template uses unknown variable {name!r}"
-                         + (f": did you mean {close[0]!r}?" if close else f" (known: {', '.join(sorted(known))})"))
+                         + (f": {hint}" if hint else f" (known: {', '.join(sorted(known))})"))
         self.name = name
 
 

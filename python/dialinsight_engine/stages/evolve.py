@@ -27,8 +27,8 @@ import polars as pl
 
 from .. import records as R
 from ..backends.base import GenerationRequest
-from ..backends.client import parse_json_answer
 from ..backends.redact import redact_value
+from ..jsonanswer import parse_json_answer
 from ..operators.base import InstructionView, Operator, prompt_language
 from ..operators.builtin import DEFAULT_OPERATORS
 from ..operators.elimination import Rewrite, clean_rewrite, judge, required_keys

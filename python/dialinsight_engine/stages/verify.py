@@ -17,9 +17,9 @@ import polars as pl
 
 from .. import records as R
 from ..evaluate.base import DomainEvaluator
+from ..jsonanswer import json_answer_or_error
 from ..metrics.label_agreement import Consensus, schema_consensus, text_consensus
 from ..metrics.phases import phase_fingerprint, run_phase
-from ..metrics.textutil import parse_json_answer
 from .base import ORDER, Stage
 
 if TYPE_CHECKING:
@@ -133,7 +133,7 @@ def truth_scores(rows: list[dict[str, Any]], evaluator: DomainEvaluator, column:
         except (KeyError, TypeError, ValueError):
             continue
         text = row.get(column) or ""
-        parsed, _ = parse_json_answer(text)
+        parsed, _ = json_answer_or_error(text)
         predictions.append(evaluator.parse_answer(parsed if isinstance(parsed, dict) else None, text))
         references.append(reference)
     if not references:

@@ -354,13 +354,19 @@ def _table(frame: pl.DataFrame, text_cols: set[str] | None = None) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+def _study_section(run_dir: Path) -> str:
+    from ..study.render import study_section  # rendered by the study package (dialengine study)
+
+    return study_section(run_dir)
+
+
 def build_report(run_dir: Path, *, examples: int | None = None) -> str:
     run_dir = Path(run_dir)
     summary = read_json(run_dir, f"assess/{SUMMARY}") or {}
     n_examples = examples if examples is not None else int(summary.get("examples", 8))
     sections = [_stale_banner(run_dir), _kpis(run_dir), _rows_section(run_dir), _metric_section(run_dir), _reasons_section(run_dir),
                 _mix_section(run_dir), _clusters_section(run_dir), _examples_section(run_dir, n_examples),
-                _eval_section(run_dir)]
+                _eval_section(run_dir), _study_section(run_dir)]
     body = "".join(s for s in sections if s) or _section("Empty run", "<p>No stage outputs yet.</p>")
     title = f"dialinsight-engine report: {run_dir.name}"
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -19,6 +19,7 @@ from .evaluation import TaskEvalSpec
 from .generation import BackendSpec, EvolutionSpec, LabelsSpec, ReviewMode, SamplingSpec
 from .quality import QualitySpec
 from .selection import SelectionKeys
+from .study import StudySpec
 from .training import EvalSpec, TrainSpec
 
 
@@ -147,6 +148,7 @@ class Spec(Section):
     export: ExportSpec = Field(default_factory=ExportSpec)
     train: TrainSpec | None = None
     eval: EvalSpec | None = None
+    study: StudySpec | None = None
     backends: dict[str, BackendSpec] = Field(default_factory=dict)
 
     _source: Path | None = PrivateAttr(None)

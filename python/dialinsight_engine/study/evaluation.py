@@ -129,12 +129,16 @@ def score_items(scorer: Scorer, handle: ModelHandle, *, dialogues: list[HeldOut]
 
 def _domain_items(scorer: Scorer, handle: ModelHandle, dialogues: list[HeldOut], decoding: str,
                   max_new_tokens: int) -> ItemScores:
+    """Each dialogue answered and scored on its own by `run_domain` (the eval stage's path), so
+    an item's score is exactly the main metric the eval stage reports, over that one item."""
     task = scorer.task
     assert task is not None
-    _, records = run_domain(handle.lm, task, dialogues, decoding=decoding, max_new_tokens=max_new_tokens)
-    values = [row_score(task.evaluator, r["answer"], r["reference"], prompt="") for r in records]
-    return ItemScores("domain", scorer.entry, task.evaluator.primary, task.evaluator.higher_is_better,
-                      [v if v is not None else 0.0 for v in values])
+    values: list[float] = []
+    for dialogue in dialogues:
+        rows, _ = run_domain(handle.lm, task, [dialogue], decoding=decoding, max_new_tokens=max_new_tokens)
+        main = [r.value for r in rows if r.metric == task.evaluator.primary and r.n > 0]
+        values += main[:1]  # none: the dialogue's truth lacks what this evaluator compares
+    return ItemScores("domain", scorer.entry, task.evaluator.primary, task.evaluator.higher_is_better, values)
 
 
 def row_score(evaluator: DomainEvaluator, answer: str | None, reference: Any, *, prompt: str) -> float | None:

@@ -58,8 +58,11 @@ class Scorer:
     def describe(self) -> dict[str, Any]:
         """What the cached results depend on besides the model (for the cache key)."""
         cfg = self.evaluator.config.model_dump(mode="json") if hasattr(self.evaluator.config, "model_dump") else {}
-        return {"entry": self.entry, "evaluator": self.evaluator.name, "config": cfg,
-                "instruction": self.task.instruction if self.task else None}
+        declared = self.evaluator.declaration.model_dump(mode="json") \
+            if isinstance(self.evaluator, DeclaredEvaluator) else None
+        return {"entry": self.entry, "evaluator": self.evaluator.name, "config": cfg, "declaration": declared,
+                "instruction": self.task.instruction if self.task else None,
+                "schema": self.task.schema if self.task else None}
 
 
 def build_scorers(spec: Spec, registry: Registry) -> list[Scorer]:

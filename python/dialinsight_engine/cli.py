@@ -175,6 +175,34 @@ def apply(obj: dict[str, Any], spec: str, from_stage: str | None, until: str | N
 
 
 @cli.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--plan", "plan_only", is_flag=True, help="Only list the subsets and which are already trained.")
+@click.pass_obj
+def study(obj: dict[str, Any], spec: str, plan_only: bool) -> None:
+    """Do the quality metrics predict fine-tuning outcome on this data? Trains equal-size top,
+    bottom and random subsets of the verify pool (`[study]`), evaluates each with `[eval]`,
+    writes RUN/study/ (results, study.md, weights.patch.toml); a rerun retrains nothing finished."""
+    from rich.markup import escape
+
+    from .run.lock import RunLock
+    from .study.run import STUDY_DIR, plan_study, run_study
+
+    loaded, registry = _load(spec)
+    run_dir = loaded.run_dir()
+    if plan_only:
+        planned = plan_study(loaded, registry, run_dir)
+        done = planned.cached(run_dir)
+        for s in planned.subsets:
+            key = planned.keys[s.row_ids]
+            click.echo(f"{s.label}\t{key}\t{len(s.row_ids)} rows\t{'trained' if done[key] else 'to train'}")
+        return
+    with RunLock(run_dir):
+        results = run_study(loaded, registry, run_dir, say=lambda line: obj["console"].print(escape(line)))
+    obj["console"].print(f"[bold]study done[/bold]: ranking {', '.join(results['ranking'])}; "
+                         f"results in {escape(str(run_dir / STUDY_DIR))}", soft_wrap=True)
+
+
+@cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(as_json: bool) -> None:
     """List installed plugins, their versions and what they provide."""

@@ -18,7 +18,7 @@ from .base import EvaluatorConfig, GeneralEvaluator
 from .scoring import Score
 
 if TYPE_CHECKING:
-    from .lm import LanguageModel
+    from .lm import LanguageModel, ModelHandle
 
 
 def packaged(name: str) -> Path:
@@ -63,6 +63,19 @@ class Gsm8kLoglik(GeneralEvaluator):
     config: Gsm8kConfig
 
     def evaluate(self, lm: LanguageModel, *, base_dir: Path | None, exclude: set[str]) -> list[Score]:
+        pairs, skipped = self._pairs(lm, base_dir, exclude)
+        scored = lm.continuation_logprobs(pairs)
+        total, tokens = sum(s for s, _ in scored), sum(n for _, n in scored)
+        return [Score("loglik_per_token", total / tokens, len(pairs)),
+                Score("loglik_per_answer", sum(s / n for s, n in scored) / len(scored), len(pairs)),
+                Score("skipped_in_training", float(skipped), len(pairs))]
+
+    def item_scores(self, handle: ModelHandle, *, base_dir: Path | None, exclude: set[str]) -> tuple[str, list[float]]:
+        """Per question: the gold answer's log-likelihood per token (for paired comparisons)."""
+        pairs, _ = self._pairs(handle.lm, base_dir, exclude)
+        return "loglik_per_token", [s / n for s, n in handle.lm.continuation_logprobs(pairs)]
+
+    def _pairs(self, lm: LanguageModel, base_dir: Path | None, exclude: set[str]) -> tuple[list[tuple[str, str]], int]:
         key = f"eval.evaluators.{self.name}.path"
         rows = read_jsonl(resolve(self.config.path, base_dir), key)[self.config.offset:]
         pairs: list[tuple[str, str]] = []
@@ -78,11 +91,7 @@ class Gsm8kLoglik(GeneralEvaluator):
             pairs.append((lm.chat_prefix(rec["question"]), rec["answer"]))
         if not pairs:
             raise DataError("no GSM8K question left to score", key=key)
-        scored = lm.continuation_logprobs(pairs)
-        total, tokens = sum(s for s, _ in scored), sum(n for _, n in scored)
-        return [Score("loglik_per_token", total / tokens, len(pairs)),
-                Score("loglik_per_answer", sum(s / n for s, n in scored) / len(scored), len(pairs)),
-                Score("skipped_in_training", float(skipped), len(pairs))]
+        return pairs, skipped
 
 
 class PerplexityConfig(EvaluatorConfig):
@@ -99,15 +108,21 @@ class Perplexity(GeneralEvaluator):
     config: PerplexityConfig
 
     def evaluate(self, lm: LanguageModel, *, base_dir: Path | None, exclude: set[str]) -> list[Score]:
+        scored = lm.text_logprobs(self._paragraphs(base_dir))
+        total, tokens = sum(s for s, _ in scored), sum(n for _, n in scored)
+        return [Score("perplexity", math.exp(-total / tokens), len(scored)),
+                Score("loglik_per_token", total / tokens, len(scored))]
+
+    def item_scores(self, handle: ModelHandle, *, base_dir: Path | None, exclude: set[str]) -> tuple[str, list[float]]:
+        """Per paragraph: the negative log-likelihood per token (lower is better, like perplexity)."""
+        return "nll_per_token", [-s / n for s, n in handle.lm.text_logprobs(self._paragraphs(base_dir))]
+
+    def _paragraphs(self, base_dir: Path | None) -> list[str]:
         path = resolve(self.config.path, base_dir)
         if not path.exists():
             raise DataError(f"evaluation file not found: {path}", key=f"eval.evaluators.{self.name}.path")
         paragraphs = [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
-        paragraphs = paragraphs[:self.config.max_paragraphs]
-        scored = lm.text_logprobs(paragraphs)
-        total, tokens = sum(s for s, _ in scored), sum(n for _, n in scored)
-        return [Score("perplexity", math.exp(-total / tokens), len(scored)),
-                Score("loglik_per_token", total / tokens, len(scored))]
+        return paragraphs[:self.config.max_paragraphs]
 
 
 class MultipleChoiceConfig(EvaluatorConfig):
@@ -124,6 +139,17 @@ class MultipleChoice(GeneralEvaluator):
     config: MultipleChoiceConfig
 
     def evaluate(self, lm: LanguageModel, *, base_dir: Path | None, exclude: set[str]) -> list[Score]:
+        picks = self._picks(lm, base_dir)
+        n = len(picks)
+        return [Score("accuracy", sum(raw for raw, _ in picks) / n, n),
+                Score("accuracy_norm", sum(norm for _, norm in picks) / n, n)]
+
+    def item_scores(self, handle: ModelHandle, *, base_dir: Path | None, exclude: set[str]) -> tuple[str, list[float]]:
+        """Per question: 1 when the most likely choice is the answer, else 0."""
+        return "accuracy", [float(raw) for raw, _ in self._picks(handle.lm, base_dir)]
+
+    def _picks(self, lm: LanguageModel, base_dir: Path | None) -> list[tuple[bool, bool]]:
+        """Per question: whether the most likely choice (raw, and per token) is the answer."""
         path = resolve(self.config.path, base_dir)
         rows = read_jsonl(path, f"eval.evaluators.{self.name}.path")[:self.config.n]
         items = []
@@ -139,13 +165,12 @@ class MultipleChoice(GeneralEvaluator):
             raise DataError("multiple-choice file is empty", file=path)
         pairs = [(prefix, choice) for prefix, choices, _ in items for choice in choices]
         scored = iter(lm.continuation_logprobs(pairs))
-        right = right_norm = 0
+        picks = []
         for _, choices, answer in items:
             scores = [next(scored) for _ in choices]
-            right += max(range(len(choices)), key=lambda k: scores[k][0]) == answer
-            right_norm += max(range(len(choices)), key=lambda k: scores[k][0] / scores[k][1]) == answer
-        n = len(items)
-        return [Score("accuracy", right / n, n), Score("accuracy_norm", right_norm / n, n)]
+            picks.append((max(range(len(choices)), key=lambda k: scores[k][0]) == answer,
+                          max(range(len(choices)), key=lambda k: scores[k][0] / scores[k][1]) == answer))
+        return picks
 
 
 GENERAL_EVALUATORS: list[type[GeneralEvaluator]] = [Gsm8kLoglik, Perplexity, MultipleChoice]

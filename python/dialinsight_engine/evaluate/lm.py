@@ -266,3 +266,22 @@ def _value_starts(types: list[str]) -> list[str]:
     if "null" in types:
         starts.append(" null")
     return starts
+
+
+class ModelHandle:
+    """A loaded (model, tokenizer) pair whose `LanguageModel` is built on first use, so an
+    evaluator that scores items without decoding (a test double, a lookup) needs no LM."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, system_prompt: str = "", batch_size: int = 8) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.system_prompt = system_prompt
+        self.batch_size = batch_size
+        self._lm: LanguageModel | None = None
+
+    @property
+    def lm(self) -> LanguageModel:
+        if self._lm is None:
+            self._lm = LanguageModel(self.model, self.tokenizer, system_prompt=self.system_prompt,
+                                     batch_size=self.batch_size)
+        return self._lm

@@ -357,12 +357,19 @@ def _cell(column: str, value: Any, long_text: bool) -> Cell:
     return Cell(text)
 
 
+def _study_section(run_dir: Path) -> Section | None:
+    from ..study.render import study_section  # built by the study package (dialengine study)
+
+    return study_section(run_dir)
+
+
 def build_report(run_dir: Path, *, examples: int | None = None) -> str:
     run_dir = Path(run_dir)
     summary = read_json(run_dir, f"assess/{SUMMARY}") or {}
     n_examples = examples if examples is not None else int(summary.get("examples", 8))
     sections = [_rows_section(run_dir), _metric_section(run_dir), _reasons_section(run_dir), _mix_section(run_dir),
-                _clusters_section(run_dir), _examples_section(run_dir, n_examples), _eval_section(run_dir)]
+                _clusters_section(run_dir), _examples_section(run_dir, n_examples), _eval_section(run_dir),
+                _study_section(run_dir)]
     return _template().render(
         title=f"dialinsight-engine report: {run_dir.name}", run_dir=str(run_dir),
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

@@ -20,6 +20,7 @@ from .executor import ExecutorSpec
 from .generation import BackendSpec, EvolutionSpec, LabelsSpec, ReviewMode, SamplingSpec
 from .quality import QualitySpec
 from .selection import SelectionKeys
+from .study import StudySpec
 from .training import EvalSpec, TrainSpec
 
 
@@ -152,6 +153,7 @@ class Spec(Section):
     export: ExportSpec = Field(default_factory=ExportSpec)
     train: TrainSpec | None = None
     eval: EvalSpec | None = None
+    study: StudySpec | None = None
     backends: dict[str, BackendSpec] = Field(default_factory=dict)
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
 

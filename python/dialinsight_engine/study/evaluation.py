@@ -20,7 +20,8 @@ from ..errors import UserError
 from ..evaluate.base import DomainEvaluator, Evaluator, GeneralEvaluator
 from ..evaluate.declared import DeclaredEvaluator
 from ..evaluate.heldout import HeldOut, overlapping, read_heldout
-from ..evaluate.lm import ModelHandle, parse_json_object
+from ..evaluate.lm import ModelHandle
+from ..jsonanswer import first_json_object
 from ..evaluate.suite import DomainTask, run_domain
 from ..selection import Selection
 from ..stages.eval import declared_tasks, domain_instruction, evaluator_entries, task_instruction
@@ -147,7 +148,7 @@ def _domain_items(scorer: Scorer, handle: ModelHandle, dialogues: list[HeldOut],
 def row_score(evaluator: DomainEvaluator, answer: str | None, reference: Any, *, prompt: str) -> float | None:
     """One answer scored alone against its reference with the evaluator's main metric."""
     text = answer or ""
-    prediction = evaluator.parse_answer(parse_json_object(text), text)
+    prediction = evaluator.parse_answer(first_json_object(text), text)
     if isinstance(evaluator, DeclaredEvaluator):
         scores = evaluator.score([prediction], [reference], [prompt])
     else:

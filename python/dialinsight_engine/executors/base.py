@@ -27,7 +27,7 @@ import polars as pl
 
 from ..errors import UserError
 from ..run import atomic, dataset
-from ..stages.base import Stage
+from ..run.stage import Stage
 
 if TYPE_CHECKING:
     from ..plugins import Registry

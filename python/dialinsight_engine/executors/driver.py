@@ -21,7 +21,7 @@ from ..errors import StageFailed
 from ..records import KEPT
 from ..run import dataset, faults
 from ..run.manifest import Manifest
-from ..stages.base import Stage
+from ..run.stage import Stage
 from .base import (
     FAILED_DIR,
     PROGRESS_DIR,

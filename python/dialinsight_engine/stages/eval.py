@@ -19,9 +19,10 @@ import polars as pl
 
 from .. import records as R
 from ..dialogue import conversations, role_aliases, task_instruction
-from ..errors import DataError, SpecError, UserError
-from ..evaluate.base import DomainConfig, DomainEvaluator, Evaluator, GeneralEvaluator
+from ..errors import DataError, UserError
+from ..evaluate.base import DomainEvaluator, Evaluator, GeneralEvaluator
 from ..evaluate.declared import DeclaredEvaluator
+from ..evaluate.entries import declared_tasks, domain_instruction, evaluator_entries
 from ..evaluate.heldout import overlapping, read_heldout
 from ..evaluate.lm import LanguageModel
 from ..evaluate.suite import DomainTask, Row, run_domain, run_general
@@ -29,55 +30,15 @@ from ..evaluate.verdict import Check, Primary, judge
 from ..run.atomic import file_sha256
 from ..run.stage import ORDER, Stage
 from ..selection import Selection
-from ..spec.evaluation import TaskEvalSpec
 from ..train.base import make_trainer
 
 if TYPE_CHECKING:
     from ..run.context import StageContext
     from ..spec import Spec
-    from ..spec.models import TaskSpec
 
 RESULT_SCHEMA = {"variant": pl.String, "suite": pl.String, "evaluator": pl.String, "metric": pl.String,
                  "value": pl.Float64, "n": pl.Int64, "base_value": pl.Float64, "delta": pl.Float64,
                  "main": pl.Boolean, "verdict": pl.String}
-DEFAULT_GENERAL = ("perplexity", "multiple_choice")
-
-
-def evaluator_entries(spec: Spec) -> dict[str, tuple[str, dict[str, Any], bool]]:
-    """entry name -> (plugin, params, guarded). Without `[eval.evaluators]`: the evaluators
-    the tasks name in `eval`, plus perplexity and multiple_choice on the packaged files."""
-    assert spec.eval is not None
-    if spec.eval.evaluators:
-        return {name: (e.plugin or name, e.params(), e.guard) for name, e in spec.eval.evaluators.items()}
-    entries: dict[str, tuple[str, dict[str, Any], bool]] = {
-        t.eval: (t.eval, {}, True) for t in spec.tasks if isinstance(t.eval, str)}
-    entries.update({name: (name, {}, True) for name in DEFAULT_GENERAL})
-    return entries
-
-
-def domain_instruction(spec: Spec, entry: str, evaluator: DomainEvaluator) -> tuple[str, dict[str, Any] | None]:
-    """The instruction (with `{dialogue}`) and output schema a domain evaluator prompts with:
-    the first template of its task (as the seeds stage renders it), else its own prompt."""
-    cfg = evaluator.config
-    assert isinstance(cfg, DomainConfig)
-    task_name = cfg.task or next((t.name for t in spec.tasks if t.eval in (entry, evaluator.name)), None)
-    if task_name is None:
-        return cfg.prompt or evaluator.default_prompt, evaluator.default_schema
-    task = next((t for t in spec.tasks if t.name == task_name), None)
-    if task is None:
-        raise SpecError(f"evaluator {entry!r} names unknown task {task_name!r}", file=spec.source,
-                        key=f"eval.evaluators.{entry}.task")
-    instruction = task_instruction(spec, task)
-    if instruction is None:
-        return cfg.prompt or evaluator.default_prompt, task.output_schema or evaluator.default_schema
-    return instruction, task.output_schema or evaluator.default_schema
-
-
-def declared_tasks(spec: Spec) -> list[tuple[str, TaskSpec, TaskEvalSpec]]:
-    """(entry name, task, declaration) of every task with a `[tasks.eval]` table."""
-    return [(t.eval.name or t.name, t, t.eval) for t in spec.tasks if isinstance(t.eval, TaskEvalSpec)]
-
-
 class EvalStage(Stage):
     name = "eval"
     order = ORDER["eval"]

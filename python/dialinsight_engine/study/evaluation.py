@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..dialogue import task_instruction
 from ..errors import UserError
 from ..evaluate.base import DomainEvaluator, Evaluator, GeneralEvaluator
 from ..evaluate.declared import DeclaredEvaluator
+from ..evaluate.entries import declared_tasks, domain_instruction, evaluator_entries
 from ..evaluate.heldout import HeldOut, overlapping, read_heldout
 from ..evaluate.lm import ModelHandle
-from ..jsonanswer import first_json_object
 from ..evaluate.suite import DomainTask, run_domain
+from ..jsonanswer import first_json_object
 from ..selection import Selection
-from ..stages.eval import declared_tasks, domain_instruction, evaluator_entries, task_instruction
 from .subsets import study_settings
 
 if TYPE_CHECKING:

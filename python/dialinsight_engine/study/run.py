@@ -22,11 +22,12 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from .. import records as R
+from ..dialogue import conversations
 from ..errors import UserError
 from ..evaluate.lm import ModelHandle
 from ..run.atomic import write_json, write_text
 from ..run.manifest import canonical_hash
-from ..stages.train import conversations, make_trainer
+from ..train.base import make_trainer
 from .analysis import analyse
 from .evaluation import (
     ItemScores,

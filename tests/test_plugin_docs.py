@@ -10,6 +10,8 @@ from pathlib import Path
 
 import polars as pl
 
+from dialinsight_engine.run.dataset import read_output
+
 from conftest import REPO, dialengine, install_plugin
 from servers import ChatServer, Reply, Request
 
@@ -58,7 +60,7 @@ def test_the_operator_and_backend_examples_run_as_written(write_spec, tmp_path: 
     finally:
         server.close()
     run = tmp_path / "runs" / "t"
-    evolved = pl.read_parquet(run / "evolve" / "data.parquet")
+    evolved = read_output(run / "evolve")
     children = evolved.filter(pl.col("round") == 1)
     assert children.height > 0 and set(children["operator"]) == {"for_audience"}
     kept = children.filter(pl.col("kept"))
@@ -66,7 +68,7 @@ def test_the_operator_and_backend_examples_run_as_written(write_spec, tmp_path: 
     asked = [p for p in server.prompts if "\nTask: " in p]
     assert asked and all("answer is written for a new letting agent." in p for p in asked)
     assert len(asked) == len(set(asked)), "the client sends each distinct request once"
-    labels = pl.read_parquet(run / "label" / "data.parquet")
+    labels = read_output(run / "label")
     assert labels.height == 4 and (labels["response"] == ANSWER).all()
     manifest = json.loads((run / "label" / "manifest.json").read_text())
     assert manifest["stats"]["backend"]["inhouse"]["completion_tokens"] == 4 * len(ANSWER.split())

@@ -24,7 +24,7 @@ from dialinsight_engine.evaluate.scoring import Score
 from dialinsight_engine.hookspecs import hookimpl
 from dialinsight_engine.plugins import build_registry
 from dialinsight_engine.report.html import build_report
-from dialinsight_engine.run.atomic import write_parquet
+from dialinsight_engine.run.dataset import read_output, write_partition
 from dialinsight_engine.spec import load_spec
 from dialinsight_engine.study.run import plan_study, run_study
 from dialinsight_engine.study.stats import paired_bootstrap
@@ -153,7 +153,7 @@ def planted_pool(n: int, seed: int) -> pl.DataFrame:
 
 def planted_run(write_spec, registry, seed: int = 0):
     spec = load_spec(write_spec(PLANTED_SPEC.replace("{seed}", str(seed))), registry)
-    write_parquet(spec.run_dir() / "verify" / "data.parquet", planted_pool(600, seed))
+    write_partition(spec.run_dir() / "verify", 0, planted_pool(600, seed))
     return spec
 
 
@@ -245,7 +245,7 @@ def test_paired_bootstrap_exact_cases() -> None:
 def test_study_errors_name_the_key(write_spec, registry) -> None:
     spec = load_spec(write_spec(PLANTED_SPEC.replace("{seed}", "0").replace(
         'evaluators = ["planted_dev"]', 'evaluators = ["planted_dev"]\nmetrics = ["truth_match", "nope"]')), registry)
-    write_parquet(spec.run_dir() / "verify" / "data.parquet", planted_pool(50, 0))
+    write_partition(spec.run_dir() / "verify", 0, planted_pool(50, 0))
     with pytest.raises(Exception, match="'nope' has no `score_nope` column") as err:
         run_study(spec, registry, spec.run_dir())
     assert "study.metrics.1" in err.value.render()
@@ -305,12 +305,12 @@ def test_study_real_trainer(write_spec, tmp_path: Path, monkeypatch) -> None:
     registry = build_registry()
     spec = load_spec(write_spec(REAL_STUDY), registry)
     Runner(spec, registry, quiet=True).apply(until="seeds")
-    seeds = pl.read_parquet(spec.run_dir() / "seeds" / "data.parquet")
+    seeds = read_output(spec.run_dir() / "seeds")
     rows = seeds.filter((pl.col(R.TASK) == "extract_requirements") & pl.col(R.TRUTH).is_not_null()).head(6)
     pool = rows.with_columns(
         pl.Series(R.RESPONSE, [json.dumps(json.loads(t)["requirements"]) for t in rows[R.TRUTH].to_list()]),
         pl.Series("score_input_complexity", [float(i) for i in range(rows.height)]))
-    write_parquet(spec.run_dir() / "verify" / "data.parquet", pool)
+    write_partition(spec.run_dir() / "verify", 0, pool)
 
     results = run_study(spec, registry, spec.run_dir())
     [metric] = results["metrics"]

@@ -102,21 +102,9 @@ class Runner:
                 action, why = "skip", "before --from: output kept as is"
             elif stage.name in force or (from_stage and stage.name == from_stage):
                 action, why = "run", "forced"
-            elif manifest is None:
-                action, why = "run", "no output yet"
-            elif stale is not None:
-                action, why = "run", stale
-            elif manifest.config_hash != config_hash:
-                action, why = "run", f"config changed ({', '.join(stage.config_keys)})"
-            elif manifest.fingerprint != fingerprint:
-                action, why = "run", "inputs, plugin version or stage version changed"
-            elif upstream_runs:
-                action, why = "run", f"upstream {previous} reruns (skipped if its output is unchanged)"
-                cutoff = True
-            elif previous and manifest.inputs.get(previous) != self._output_hash(previous):
-                action, why = "run", f"output of {previous} changed"
             else:
-                action, why = "skip", "up to date"
+                action, why, cutoff = self._freshness(stage, manifest, stale, config_hash, fingerprint,
+                                                      previous, upstream_runs)
             if from_stage and reached_from:
                 action, why = ("run", why if action == "run" else "from --from")
             items.append(PlanItem(stage, action, why, previous, config_hash, fingerprint, cutoff))
@@ -125,6 +113,23 @@ class Runner:
             if stage.name == until:
                 past_until = True
         return items
+
+    def _freshness(self, stage: Stage, manifest: Manifest | None, stale: str | None, config_hash: str,
+                   fingerprint: str, previous: str | None, upstream_runs: bool) -> tuple[Action, str, bool]:
+        """Whether a stage's output is still good: (action, why, skip_if_input_unchanged)."""
+        if manifest is None:
+            return "run", "no output yet", False
+        if stale is not None:
+            return "run", stale, False
+        if manifest.config_hash != config_hash:
+            return "run", f"config changed ({', '.join(stage.config_keys)})", False
+        if manifest.fingerprint != fingerprint:
+            return "run", "inputs, plugin version or stage version changed", False
+        if upstream_runs:  # early cutoff: apply skips it when the upstream's output is unchanged
+            return "run", f"upstream {previous} reruns (skipped if its output is unchanged)", True
+        if previous and manifest.inputs.get(previous) != self._output_hash(previous):
+            return "run", f"output of {previous} changed", False
+        return "skip", "up to date", False
 
     def _output_hash(self, stage_name: str) -> str | None:
         manifest = Manifest.load(self.run_dir / stage_name)

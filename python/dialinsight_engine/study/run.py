@@ -26,6 +26,7 @@ from ..dialogue import conversations
 from ..errors import UserError
 from ..evaluate.lm import ModelHandle
 from ..run.atomic import write_json, write_text
+from ..run.dataset import read_output, scan_output
 from ..run.manifest import canonical_hash
 from ..train.base import make_trainer
 from .analysis import analyse
@@ -72,8 +73,7 @@ class StudyPlan:
 
 
 def plan_study(spec: Spec, registry: Registry, run_dir: Path) -> StudyPlan:
-    verify_file = run_dir / "verify" / "data.parquet"
-    pool = read_pool(spec, pl.read_parquet(verify_file) if verify_file.is_file() else None)
+    pool = read_pool(spec, read_output(run_dir / "verify"))
     columns = metric_columns(spec, pool)
     size = subset_size(spec, pool, columns)
     settings = study_settings(spec)
@@ -157,9 +157,8 @@ def _excluded_prompts(spec: Spec, pool: pl.DataFrame, manifests: dict[str, dict[
 
 
 def _dialogues(spec: Spec, run_dir: Path) -> list[Any]:
-    ingest_file = run_dir / "ingest" / "data.parquet"
-    texts = pl.read_parquet(ingest_file, columns=[R.DIALOGUE_TEXT])[R.DIALOGUE_TEXT].to_list() \
-        if ingest_file.is_file() else []
+    ingest = scan_output(run_dir / "ingest")
+    texts = ingest.select(R.DIALOGUE_TEXT).collect()[R.DIALOGUE_TEXT].to_list() if ingest is not None else []
     return heldout_dialogues(spec, texts)
 
 

@@ -85,6 +85,8 @@ class DataRedundancy(Metric):
     phase = "instruction"
     Config = DataRedundancyConfig
     description = "MinHash/LSH near duplicates (keep one per cluster), contamination vs reference sets"
+    #: 2: native character-shingle signatures hash code points (the core changed them)
+    version = "2"
     config: DataRedundancyConfig
 
     def fingerprint(self, ctx: MetricContext) -> dict[str, Any]:

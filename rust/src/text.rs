@@ -117,7 +117,8 @@ fn char_class(c: char) -> u8 {
     class
 }
 
-/// One ASCII character of the non-ASCII path, with the rules of the ASCII byte loop.
+/// One ASCII byte: lowercase, punctuation to space, runs of spaces folded (the ASCII byte loop
+/// and ASCII characters inside non-ASCII text share it).
 #[inline(always)]
 fn fold_ascii_byte(b: u8, opts: &NormalizeOptions, out: &mut Vec<u8>, last_space: &mut bool) {
     let b = if opts.lowercase {
@@ -208,25 +209,7 @@ pub fn normalize_into(text: &str, opts: &NormalizeOptions, out: &mut String) {
         let mut bytes = std::mem::take(out).into_bytes();
         bytes.reserve(text.len());
         for &b in text.as_bytes() {
-            let b = if opts.lowercase {
-                b.to_ascii_lowercase()
-            } else {
-                b
-            };
-            let b = if opts.punctuation && !b.is_ascii_alphanumeric() && !is_ascii_space(b) {
-                b' '
-            } else {
-                b
-            };
-            if opts.whitespace && is_ascii_space(b) {
-                if !last_space {
-                    bytes.push(b' ');
-                    last_space = true;
-                }
-                continue;
-            }
-            last_space = false;
-            bytes.push(b);
+            fold_ascii_byte(b, opts, &mut bytes, &mut last_space);
         }
         // SAFETY: only ASCII bytes were written.
         *out = unsafe { String::from_utf8_unchecked(bytes) };

@@ -314,7 +314,8 @@ class RayGenerationPool:
                 results, added = self._result(ready, index, distinct)
             except StageFailed:
                 # the other actors' chunks finish first, so their answers reach the cache
-                ray.wait(list(running), num_returns=len(running))
+                if running:
+                    ray.wait(list(running), num_returns=len(running))
                 raise
             shown.finish(first_id + index, int(added.get("completion_tokens", 0)))
             idle.append(slot)

@@ -196,7 +196,9 @@ def test_rerun_after_a_killed_actor_regenerates_nothing_finished(cluster, tmp_pa
         pool.close()
         finished = _cached_prompts(cache)
         before = Counter(server.calls)
-        assert 12 <= len(finished) < 60
+        # 12 were sent when the kill came: only the killed actor's chunk (4) is lost, the other
+        # actor's chunk is finished before the call fails, so its answers are cached too
+        assert 8 <= len(finished) < 60
 
         with RayGenerationPool(_recipe(server.url, cache), actors=2, in_flight=4, num_cpus=0.5) as rerun:
             got = rerun.generate(requests)

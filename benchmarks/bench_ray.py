@@ -81,9 +81,22 @@ def generation(n: int, delay: float) -> None:
                 pool.generate(requests)
                 print(f"{actors} actor(s), in_flight 4: {n} requests in {time.perf_counter() - start:.2f} s, "
                       f"at most {server.most_open} open at the server")
+        progress_cost(server, tmp / "progress", requests)
         kill_and_rerun(server, tmp / "kill", requests)
     finally:
         server.close()
+
+
+def progress_cost(server: CountingServer, cache: Path, requests: list) -> None:
+    """2 actors with the per-request progress a stage's bar gets (a long poll per busy actor)."""
+    updates: list[int] = []
+    with RayGenerationPool(_recipe(server.url, cache), actors=2, in_flight=4, num_cpus=0.25) as pool:
+        pool.pids()
+        start = time.perf_counter()
+        pool.generate(requests, progress=lambda rows, tokens=0: updates.append(rows))
+        print(f"2 actors, in_flight 4, with progress: {len(requests)} requests in "
+              f"{time.perf_counter() - start:.2f} s, {len(updates)} progress updates "
+              f"({sum(updates)} rows; {-(-len(requests) // 4)} chunks)")
 
 
 def kill_and_rerun(server: CountingServer, cache: Path, requests: list) -> None:

@@ -5,6 +5,7 @@ was not finished."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -131,9 +132,10 @@ def test_pool_results_equal_the_local_client_with_bounded_requests_in_flight(clu
                                num_cpus=0.5) as pool:
             assert len(set(pool.pids())) == 2  # both actors up before the clock starts
             assert (pool.name, pool.model_id) == ("served", local.model_id)
-            advanced: list[int] = []
-            got = pool.generate(requests, progress=advanced.append)
-            assert sum(advanced) == 40 and max(advanced) <= 3 * 2  # per chunk, duplicates counted
+            advanced: list[tuple[int, int]] = []
+            got = pool.generate(requests, progress=lambda n, tokens=0: advanced.append((n, tokens)))
+            assert sum(n for n, _ in advanced) == 40  # rows, duplicates counted, as the local client
+            assert sum(t for _, t in advanced) == 36 * 3  # completion tokens of what was generated
             assert [_comparable(r) for r in got] == [_comparable(r) for r in expected]
             assert all(r.ok for r in got)
             assert server.calls == Counter(r.prompt for r in requests[:36])  # each once
@@ -145,6 +147,24 @@ def test_pool_results_equal_the_local_client_with_bounded_requests_in_flight(clu
             again = pool.generate(requests)  # the same pool again: all from the cache
             assert server.total() == 36 and all(r.cached for r in again)
             assert [r.text for r in again] == [r.text for r in expected]
+    finally:
+        server.close()
+
+
+def test_progress_is_reported_per_request_while_a_chunk_runs(cluster, tmp_path):
+    """One actor whose client sends one request at a time: the driver hears of each as it
+    finishes, not once per chunk of 4."""
+    server = CountingServer(delay_s=0.2)
+    recipe = dataclasses.replace(_recipe(server.url, tmp_path / "cache"), batch_size=1)
+    try:
+        with RayGenerationPool(recipe, actors=1, in_flight=4, num_cpus=0.5) as pool:
+            pool.pids()
+            advanced: list[tuple[int, float]] = []
+            pool.generate(_requests(8), progress=lambda n, tokens=0: advanced.append((n, time.monotonic())))
+        assert sum(n for n, _ in advanced) == 8
+        assert len(advanced) >= 6, advanced  # 8 when every poll lands between two answers
+        gaps = [b - a for (_, a), (_, b) in zip(advanced, advanced[1:], strict=False)]
+        assert max(gaps) < 0.2 * 4 * 0.9  # never a whole chunk's wait between two updates
     finally:
         server.close()
 
@@ -176,7 +196,9 @@ def test_rerun_after_a_killed_actor_regenerates_nothing_finished(cluster, tmp_pa
         pool.close()
         finished = _cached_prompts(cache)
         before = Counter(server.calls)
-        assert 12 <= len(finished) < 60
+        # 12 were sent when the kill came: only the killed actor's chunk (4) is lost, the other
+        # actor's chunk is finished before the call fails, so its answers are cached too
+        assert 8 <= len(finished) < 60
 
         with RayGenerationPool(_recipe(server.url, cache), actors=2, in_flight=4, num_cpus=0.5) as rerun:
             got = rerun.generate(requests)

@@ -30,6 +30,8 @@ from .base import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ..plugins import Registry
     from ..spec import Spec
     from ..spec.executor import ExecutorSpec
@@ -121,6 +123,14 @@ class RayExecutor:
             raise PartitionFailed(task.index, task.input_path,
                                   f"{type(exc).__name__} after {self.config.max_retries} retries: "
                                   f"{str(exc).splitlines()[0]}") from None
+
+    def generation_client(self, spec: Spec, name: str, registry: Registry, cache_dir: Path) -> Any:
+        """`[backends.NAME]` as a pool of generation actors on this cluster, sharing the run's
+        cache (`StageContext.backend` asks for it; executors/ray_generation.py)."""
+        self.connect()
+        from .ray_generation import open_run_pool
+
+        return open_run_pool(spec, name, registry, cache_dir)
 
     def close(self) -> None:
         if self._ray is not None and self._started_here:

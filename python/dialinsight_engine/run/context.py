@@ -109,13 +109,15 @@ class StageContext:
     def backend(self, name: str) -> GenerationClient:
         """A caching, batching, retrying client for `[backends.NAME]` (see backends.client).
 
-        Call site for generation on Ray: under the ray executor (`self.executor.name == "ray"`)
-        this is where `executors.ray_generation.open_pool(spec, name, registry, cache_dir)` (an
-        actor pool sharing this cache) would replace the in-process client; not wired yet."""
+        An executor that generates elsewhere (`generation_client`: the ray executor's pool of
+        actors, executors/ray_generation.py) supplies it instead, with the same `generate`,
+        `name`, `model_id`, `stats` and `close` and the same cache: stages never know which."""
         if name not in self._clients:
             from ..backends.client import open_client
 
-            self._clients[name] = open_client(self.spec, name, self.registry, self.cache_dir, self.log)
+            remote = getattr(self.executor, "generation_client", None)
+            self._clients[name] = (remote(self.spec, name, self.registry, self.cache_dir) if remote
+                                   else open_client(self.spec, name, self.registry, self.cache_dir, self.log))
         return self._clients[name]
 
     def close(self) -> None:

@@ -122,3 +122,11 @@ def test_assess_and_export_parquet_query_without_quoting(write_spec, tmp_path: P
     first = pq.read_table(export).column(R.MESSAGES)[0].as_py()
     assert [m["role"] for m in first] == ["system", "user"] and first[0]["content"] == "You help a letting agent."
     assert _sql(export, "SELECT count(*) FROM t WHERE truth.requirements.area IS NOT NULL")[0][0] > 0
+
+    # `explain` finds the row across partitions and lists the metric's details by their short name
+    row_id = kept[R.INSTRUCTION_ID][0]
+    explained = dialengine("explain", str(run), row_id, "--json", plugins=PLUGINS)
+    assert explained.returncode == 0, explained.stderr
+    assess_entry = next(s for s in json.loads(explained.stdout)["stages"] if s["stage"] == "assess")
+    words = kept.filter(pl.col(R.INSTRUCTION_ID) == row_id)["prompt_complexity__words"][0]
+    assert assess_entry["metrics"]["prompt_complexity"]["details"]["words"] == words

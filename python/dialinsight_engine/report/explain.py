@@ -12,7 +12,7 @@ import polars as pl
 
 from .. import records as R
 from ..errors import UserError
-from ..metrics.combine import flag_col, norm_col, score_col
+from ..metrics.combine import detail_col, flag_col, norm_col, score_col
 from ..metrics.phases import SUMMARY
 from ..run.dataset import filter_output, has_output, output_schema
 from .runinfo import stage_dirs, stale_stages
@@ -97,7 +97,8 @@ def _stage_entry(name: str, folder: Path, row: dict[str, Any]) -> dict[str, Any]
                 "flag": row.get(flag_col(metric)), "weight": conf.get("weight"),
                 "normalize": conf.get("normalize"), "min": conf.get("min"), "max": conf.get("max"),
                 "phase": conf.get("phase"),
-                "details": {k.split(".", 1)[1]: v for k, v in row.items() if k.startswith(f"{metric}.")},
+                "details": {k.removeprefix(detail_col(metric, "")): v for k, v in row.items()
+                            if k.startswith(detail_col(metric, ""))},
             }
         entry["metrics"] = metrics
         entry["quality_score"] = row.get(R.QUALITY_SCORE)

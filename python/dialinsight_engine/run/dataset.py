@@ -73,37 +73,38 @@ def _canonical(value: object) -> str:
 
 
 def _texts(column: pl.Series) -> pl.Series:
-    """A struct column read back has every field in every row: a field a record lacks is null,
-    so nulls are dropped (`encode_json_columns` stored the struct only if that gives the text back)."""
-    return pl.Series(column.name, [None if v is None else _canonical(R.without_nulls(v)) for v in column.to_list()],
-                     dtype=pl.String)
+    """The canonical text of each value of a struct/list column. A struct read back has every
+    field in every row (a field a record lacks is null), so nulls are dropped;
+    `encode_json_columns` stored the struct only if that gives the text back. Each distinct
+    value is rendered once: rows repeat a dialogue's truth and a task's schema many times."""
+    rows = pl.DataFrame({"value": column})
+    distinct = rows.unique(maintain_order=True)
+    texts = [None if v is None else _canonical(R.without_nulls(v)) for v in distinct["value"].to_list()]
+    table = distinct.with_columns(text=pl.Series(texts, dtype=pl.String))
+    return rows.join(table, on="value", how="left", nulls_equal=True, maintain_order="left")["text"].alias(column.name)
 
 
-def _storable(dtype: pl.DataType) -> bool:
-    """Parquet holds no empty struct and no column of only nulls (`Null`)."""
+def _storable(dtype: pl.DataType | type[pl.DataType]) -> bool:
+    """Parquet holds no empty struct, no column of only nulls (`Null`) and no 128-bit integer."""
     if isinstance(dtype, pl.Struct):
         return bool(dtype.fields) and all(_storable(f.dtype) for f in dtype.fields)
     if isinstance(dtype, pl.List | pl.Array):
         return _storable(dtype.inner)
-    return not isinstance(dtype, pl.Null)
+    return dtype not in (pl.Null, pl.Int128)
 
 
 def _typed(column: pl.Series) -> pl.Series | None:
     """The column as an Arrow struct/list when every value converts there and back to the same
     text, else None (the partition keeps the text)."""
-    texts = column.to_list()
-    if all(t is None for t in texts):
+    if column.null_count() == column.len():
         return None
-    try:
-        values = [None if t is None else json.loads(t) for t in texts]
-        if not all(isinstance(v, dict | list | None) for v in values):
-            return None  # a bare number or string is already a plain column's worth
-        typed = pl.from_dicts([{"v": v} for v in values], infer_schema_length=None)["v"].alias(column.name)
-    except (ValueError, TypeError, OverflowError, pl.exceptions.PolarsError):
+    try:  # polars' own JSON reader, over every row: several times faster than Python's
+        typed = column.str.json_decode(infer_schema_length=None)
+    except pl.exceptions.PolarsError:
         return None  # values no single Arrow type holds (e.g. an object here, a list there)
     if not isinstance(typed.dtype, pl.Struct | pl.List) or not _storable(typed.dtype):
-        return None
-    return typed if _texts(typed).to_list() == texts else None
+        return None  # a bare number or string is already a plain column's worth
+    return typed if _texts(typed).equals(column) else None
 
 
 def encode_json_columns(frame: pl.DataFrame) -> pl.DataFrame:

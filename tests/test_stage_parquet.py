@@ -48,6 +48,8 @@ def test_agreeing_records_are_stored_as_structs_and_read_back_as_written(tmp_pat
     assert pa.types.is_struct(schema.field(R.TRUTH).type) and pa.types.is_struct(schema.field(R.META).type)
     requirements = schema.field(R.TRUTH).type.field("requirements").type
     assert requirements.field("beds").type == pa.int64()  # a number stays a number
+    # fields in name order whatever order inference met them in: the same rows, the same bytes
+    assert [requirements.field(i).name for i in range(requirements.num_fields)] == ["area", "beds"]
     back = dataset.read_output(tmp_path)
     assert back.equals(frame), "the text every stage reads is what was written, absent keys absent"
     assert json.loads(back[R.TRUTH][2]) == {"requirements": {"area": "Albany"}, "offered": []}

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import polars as pl
+from polars.datatypes import DataTypeClass
 
 from .. import records as R
 from . import atomic
@@ -63,6 +64,8 @@ def has_output(folder: Path) -> bool:
     return bool(partition_files(folder))
 
 
+AnyDType = pl.DataType | DataTypeClass  # a dtype instance (`pl.List(pl.String)`) or class (`pl.String`)
+
 #: columns holding JSON values: text in memory, Arrow structs/lists on disk where they fit
 JSON_COLUMNS = (R.TRUTH, R.META, R.OUTPUT_SCHEMA)
 
@@ -84,7 +87,7 @@ def _texts(column: pl.Series) -> pl.Series:
     return rows.join(table, on="value", how="left", nulls_equal=True, maintain_order="left")["text"].alias(column.name)
 
 
-def _storable(dtype: pl.DataType | type[pl.DataType]) -> bool:
+def _storable(dtype: AnyDType) -> bool:
     """Parquet holds no empty struct, no column of only nulls (`Null`) and no 128-bit integer."""
     if isinstance(dtype, pl.Struct):
         return bool(dtype.fields) and all(_storable(f.dtype) for f in dtype.fields)
@@ -93,13 +96,25 @@ def _storable(dtype: pl.DataType | type[pl.DataType]) -> bool:
     return dtype not in (pl.Null, pl.Int128)
 
 
+def _sorted_fields(dtype: AnyDType) -> AnyDType:
+    """`dtype` with the fields of every struct in it in name order."""
+    if isinstance(dtype, pl.Struct):
+        return pl.Struct([pl.Field(f.name, _sorted_fields(f.dtype)) for f in sorted(dtype.fields, key=lambda f: f.name)])
+    if isinstance(dtype, pl.List):
+        return pl.List(_sorted_fields(dtype.inner))
+    return dtype
+
+
 def _typed(column: pl.Series) -> pl.Series | None:
     """The column as an Arrow struct/list when every value converts there and back to the same
     text, else None (the partition keeps the text)."""
     if column.null_count() == column.len():
         return None
     try:  # polars' own JSON reader, over every row: several times faster than Python's
-        typed = column.str.json_decode(infer_schema_length=None)
+        inferred = column.str.json_decode(infer_schema_length=None).dtype
+        # inference may order a struct's fields differently from run to run: read again with
+        # them sorted by name, so the same rows give the same Parquet bytes
+        typed = column.str.json_decode(dtype=_sorted_fields(inferred))
     except pl.exceptions.PolarsError:
         return None  # values no single Arrow type holds (e.g. an object here, a list there)
     if not isinstance(typed.dtype, pl.Struct | pl.List) or not _storable(typed.dtype):

@@ -52,6 +52,7 @@ def test_agreeing_records_are_stored_as_structs_and_read_back_as_written(tmp_pat
     assert [requirements.field(i).name for i in range(requirements.num_fields)] == ["area", "beds"]
     back = dataset.read_output(tmp_path)
     assert back.equals(frame), "the text every stage reads is what was written, absent keys absent"
+    assert dataset.content_hash([back]) == dataset.content_hash([frame]), "the storage form leaves no trace"
     assert json.loads(back[R.TRUTH][2]) == {"requirements": {"area": "Albany"}, "offered": []}
 
 

@@ -84,7 +84,10 @@ def _texts(column: pl.Series) -> pl.Series:
     distinct = rows.unique(maintain_order=True)
     texts = [None if v is None else _canonical(R.without_nulls(v)) for v in distinct["value"].to_list()]
     table = distinct.with_columns(text=pl.Series(texts, dtype=pl.String))
-    return rows.join(table, on="value", how="left", nulls_equal=True, maintain_order="left")["text"].alias(column.name)
+    joined = rows.join(table, on="value", how="left", nulls_equal=True, maintain_order="left")["text"]
+    # rebuilt from the values: the join's result carries a validity buffer even without nulls,
+    # and `content_hash` hashes the Arrow buffers, which must not depend on the storage form
+    return pl.Series(column.name, joined.to_list(), dtype=pl.String)
 
 
 def _storable(dtype: AnyDType) -> bool:

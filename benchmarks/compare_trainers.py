@@ -8,6 +8,8 @@ Data: the shortest `--train-n` dialogues of ../shared/data/sgd-homes/train.jsonl
 requirements as answers (the packaged example dialogues when the shared data is absent).
 
     python benchmarks/compare_trainers.py [--train-n 64 --steps 16 --batch-size 4 --dev-n 20]
+
+docs/results.md ("Trainers") has a run with --train-n 16 --steps 16 --batch-size 1 --dev-n 12 --threads 1.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dialinsight_engine import records as R
+from dialinsight_engine.dialogue import conversations
 from dialinsight_engine.metrics.data_redundancy import DataRedundancyConfig
 from dialinsight_engine.run import dataset
 
@@ -125,6 +126,9 @@ def test_assess_and_export_parquet_query_without_quoting(write_spec, tmp_path: P
     first = pq.read_table(export).column(R.MESSAGES)[0].as_py()
     assert [m["role"] for m in first] == ["system", "user"] and first[0]["content"] == "You help a letting agent."
     assert _sql(export, "SELECT count(*) FROM t WHERE truth.requirements.area IS NOT NULL")[0][0] > 0
+    # what the train stage and the study train on: the messages as plain dicts
+    exported = dataset.read_output(run / "export")
+    assert conversations(exported, "ignored: the rows carry their messages")[0] == first
 
     # `explain` finds the row across partitions and lists the metric's details by their short name
     row_id = kept[R.INSTRUCTION_ID][0]

@@ -70,8 +70,8 @@ weight = 1.0
     assert result.returncode == 0, result.stderr
     run = tmp_path / "runs" / "p"
     out = read_output(run / "assess")
-    assert out["score_readability"].is_between(0, 1).all() and "readability.flesch" in out.columns
-    long_sentences = out["readability.words_per_sentence"] > 5.5
+    assert out["score_readability"].is_between(0, 1).all() and "readability__flesch" in out.columns
+    long_sentences = out["readability__words_per_sentence"] > 5.5
     assert long_sentences.any() and not long_sentences.all()
     assert out["kept"].to_list() == (~long_sentences).to_list()
     flagged = out.filter(~pl.col("kept"))["reasons"].to_list()[0]

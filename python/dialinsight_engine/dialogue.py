@@ -92,10 +92,10 @@ def chat_messages(system: str, prompt: str, response: str | None) -> list[dict[s
 
 
 def conversations(df: pl.DataFrame, system_prompt: str) -> list[list[dict[str, str]]]:
-    """Chat conversations of an export (or label) frame: its `messages` JSON when present,
-    else built from `prompt` and `response` like the export stage does."""
-    if "messages" in df.columns:
-        return [json.loads(m) for m in df["messages"].to_list()]
+    """Chat conversations of an export (or label) frame: its `messages` (list of role/content
+    structs) when present, else built from `prompt` and `response` like the export stage does."""
+    if R.MESSAGES in df.columns:
+        return [[{"role": m["role"], "content": m["content"]} for m in conv] for conv in df[R.MESSAGES].to_list()]
     if R.PROMPT not in df.columns or R.RESPONSE not in df.columns:
         raise DataError("training rows need `messages`, or `prompt` and `response` columns")
     rows = df.filter(pl.col(R.RESPONSE).is_not_null()).select(R.PROMPT, R.RESPONSE).iter_rows()

@@ -9,6 +9,8 @@ Row-level conventions:
 from __future__ import annotations
 
 import hashlib
+import json
+from typing import Any
 
 import polars as pl
 
@@ -20,7 +22,8 @@ DIALOGUE_ID = "dialogue_id"
 SOURCE = "source"
 TURNS = "turns"  # List[Struct{role: String, text: String}]
 DIALOGUE_TEXT = "dialogue_text"  # "Customer: ...\nAgent: ..." rendering of the turns
-TRUTH = "truth"  # JSON string or null: ground truth carried through unchanged
+TRUTH = "truth"  # JSON text or null: ground truth carried through unchanged (a struct on disk, run/dataset.py)
+META = "meta"  # JSON text: the record's other fields (a struct on disk where records agree)
 N_TURNS = "n_turns"
 # scenes
 SCENES = "scenes"  # List[String]
@@ -31,7 +34,7 @@ SCENE = "scene"
 TASK = "task"
 INSTRUCTION = "instruction"  # task instruction containing DIALOGUE_PLACEHOLDER
 PROMPT = "prompt"  # instruction with the dialogue filled in: what a model sees
-OUTPUT_SCHEMA = "output_schema"  # JSON schema string or null
+OUTPUT_SCHEMA = "output_schema"  # JSON schema text or null (a struct on disk where the tasks' schemas agree)
 PARENT_ID = "parent_id"
 OPERATOR = "operator"
 ROUND = "round"
@@ -43,9 +46,28 @@ QUALITY_SCORE = "quality_score"
 RESPONSE = "response"
 # export
 SPLIT = "split"  # TRAIN or VALIDATION when the export splits by dialogue
+MESSAGES = "messages"  # List[Struct{role: String, content: String}]: the row as OpenAI chat messages
 TRAIN, VALIDATION = "train", "validation"
 
 TURNS_DTYPE = pl.List(pl.Struct({"role": pl.String, "text": pl.String}))
+MESSAGES_DTYPE = pl.List(pl.Struct({"role": pl.String, "content": pl.String}))
+
+
+def without_nulls(value: Any) -> Any:
+    """`value` with every object key whose value is null dropped, at any depth (list items stay).
+    An Arrow struct cannot tell an absent field from a null one, and the engine's selection
+    and evaluators treat both as "not stated"."""
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(v) for v in value]
+    return value
+
+
+def json_text(value: Any) -> str:
+    """The canonical text of a record's JSON value (`truth`, `meta`): null keys dropped, keys
+    sorted, so the same value is the same text and fits an Arrow struct on disk."""
+    return json.dumps(without_nulls(value), sort_keys=True, default=str)
 
 
 def compose_prompt(instruction: str, dialogue_text: str) -> str:

@@ -135,7 +135,7 @@ def compute_partition(stage: RowStage, spec: Spec, task: PartitionTask, state: A
     record always names a complete partition file."""
     t0 = time.perf_counter()
     _maybe_die(stage.name, task)
-    frame = pl.read_parquet(task.input_path)
+    frame = dataset.read_partition(task.input_path)
     pctx = PartitionContext(spec, stage.name, task.index, registry)
     try:
         out = stage.map_partition(pctx, frame, state)

@@ -137,7 +137,7 @@ def _run_rows(stage: RowStage, ctx: StageContext, executor: Executor, key: str) 
 
 def _keep_failed_rows(ctx: StageContext, failed: PartitionFailed) -> str:
     """Write the failed partition's input rows with the error beside them; the message names it."""
-    rows = pl.read_parquet(failed.input_path).with_columns(pl.lit(failed.error).alias("error"))
+    rows = dataset.read_partition(failed.input_path).with_columns(pl.lit(failed.error).alias("error"))
     path = dataset.write_failed(ctx.stage_dir, failed.index, rows)
     return (f"stage {ctx.stage} failed on partition {failed.index:05d} (input {failed.input_path}): "
             f"{failed.error}; its {rows.height} rows are kept with the error in {path}, nothing was written "

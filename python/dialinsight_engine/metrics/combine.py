@@ -6,7 +6,8 @@ Columns written for every metric NAME of the spec:
 - ``norm_NAME``: the score normalised as declared (`minmax`, `z`, `rank` or `none`) over the
   rows in play;
 - ``flag_NAME``: the metric's hard flag (null when none), e.g. "near duplicate of ...";
-- ``NAME.DETAIL``: the metric's detail columns (raw measures, cluster ids, judge reasons).
+- ``NAME__DETAIL``: the metric's detail columns (raw measures, cluster ids, judge reasons);
+  two underscores, not a dot, so SQL tools (DuckDB, Spark) need no quoting.
 
 ``quality_score`` = sum(weight * norm) / sum(weight) over the metrics with a score, and
 ``reasons`` collects every reason a row was dropped; ``kept`` = no reasons. Rows already out
@@ -41,6 +42,21 @@ def norm_col(name: str) -> str:
 
 def flag_col(name: str) -> str:
     return f"flag_{name}"
+
+
+#: between a metric's name and its detail's in a detail column: `prompt_complexity__words`.
+#: Until stage version 2 of assess/review/verify it was a dot, which SQL needs quoted.
+DETAIL_SEP = "__"
+
+
+def detail_col(name: str, detail: str) -> str:
+    return f"{name}{DETAIL_SEP}{detail}"
+
+
+def column_alias(column: str) -> str:
+    """A column named in a spec, with the old dotted detail form (`prompt_complexity.words`)
+    mapped to the written one (`prompt_complexity__words`); other names are returned as given."""
+    return column.replace(".", DETAIL_SEP)
 
 
 @dataclass
@@ -92,7 +108,7 @@ def run_metric(name: str, metric: Metric, play: pl.DataFrame, ctx: MetricContext
     columns = [result[SCORE].cast(pl.Float64).alias(score_col(name))]
     flags = result[REASON].cast(pl.String) if REASON in result.columns else pl.Series([None] * play.height, dtype=pl.String)
     columns.append(flags.alias(flag_col(name)))
-    columns += [result[c].alias(f"{name}.{c}") for c in result.columns if c not in (SCORE, REASON)]
+    columns += [result[c].alias(detail_col(name, c)) for c in result.columns if c not in (SCORE, REASON)]
     return pl.DataFrame(columns)
 
 

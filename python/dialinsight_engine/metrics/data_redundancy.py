@@ -21,12 +21,13 @@ from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from .. import records as R
 from ..errors import DataError, UserError
 from . import embeddings
 from .base import Metric, MetricConfig, MetricContext
+from .combine import column_alias
 
 KEY = "quality.metrics.data_redundancy.params"
 
@@ -47,10 +48,16 @@ class DataRedundancyConfig(MetricConfig):
     unit: Literal["word", "char"] | None = Field(
         None, description="Shingle unit (default by language: char for zh/ja/th, word otherwise)")
     seed: int = 1
-    keep: str = Field("first", description="Which row of a cluster stays: first, longest, or a numeric column")
+    keep: str = Field("first", description="Which row of a cluster stays: first, longest, or a numeric column "
+                                           "(a metric detail as `NAME__DETAIL`; the dotted `NAME.DETAIL` is accepted)")
     references: list[ReferenceSet] = Field(default_factory=list, description="Sets no row may overlap (eval data)")
     against: str = Field(R.DIALOGUE_TEXT, description="Row text compared with the reference sets")
     semantic_threshold: float | None = Field(None, gt=0, le=1, description="Embedding cosine for semantic duplicates")
+
+    @field_validator("keep")
+    @classmethod
+    def _undotted(cls, keep: str) -> str:
+        return column_alias(keep)  # specs written before detail columns lost their dots
 
 
 def read_reference(path: Path, text: str) -> pl.Series:

@@ -12,20 +12,20 @@ import polars as pl
 
 from .. import records as R
 from ..errors import UserError
-from ..metrics.combine import flag_col, norm_col, score_col
+from ..metrics.combine import detail_col, flag_col, norm_col, score_col
 from ..metrics.phases import SUMMARY
-from ..run.dataset import has_output, output_schema, scan_output
+from ..run.dataset import filter_output, has_output, output_schema
 from .runinfo import stage_dirs, stale_stages
 
 ID_COLUMNS = (R.INSTRUCTION_ID, R.DIALOGUE_ID)
 
 
 def _match(folder: Path, row_id: str) -> tuple[str | None, pl.DataFrame]:
-    schema, scan = output_schema(folder) or {}, scan_output(folder)
+    schema = output_schema(folder) or {}
     for column in ID_COLUMNS:
-        if column not in schema or scan is None:
+        if column not in schema:
             continue
-        found = scan.filter(pl.col(column).cast(pl.String).str.starts_with(row_id)).collect()
+        found = filter_output(folder, pl.col(column).cast(pl.String).str.starts_with(row_id))
         if found.height:
             return column, found
     return None, pl.DataFrame()
@@ -97,7 +97,8 @@ def _stage_entry(name: str, folder: Path, row: dict[str, Any]) -> dict[str, Any]
                 "flag": row.get(flag_col(metric)), "weight": conf.get("weight"),
                 "normalize": conf.get("normalize"), "min": conf.get("min"), "max": conf.get("max"),
                 "phase": conf.get("phase"),
-                "details": {k.split(".", 1)[1]: v for k, v in row.items() if k.startswith(f"{metric}.")},
+                "details": {k.removeprefix(detail_col(metric, "")): v for k, v in row.items()
+                            if k.startswith(detail_col(metric, ""))},
             }
         entry["metrics"] = metrics
         entry["quality_score"] = row.get(R.QUALITY_SCORE)

@@ -31,7 +31,7 @@ from plotly.offline import get_plotlyjs
 from plotly.subplots import make_subplots
 
 from .. import records as R
-from ..metrics.combine import score_col
+from ..metrics.combine import detail_col, score_col
 from ..metrics.phases import SUMMARY
 from ..run.atomic import write_text
 from .runinfo import read_json, read_output, stage_rows, stale_stages
@@ -252,7 +252,7 @@ def _clusters_section(run_dir: Path, top: int = 40) -> Section | None:
     frame = read_output(run_dir, "assess")
     if frame is None:
         return None
-    column = next((c for c in frame.columns if c.endswith(".cluster_id")), None)
+    column = next((c for c in frame.columns if c.endswith(detail_col("", "cluster_id"))), None)
     if column is None:
         return None
     frame = R.with_row_status(frame)

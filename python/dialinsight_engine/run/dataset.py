@@ -5,18 +5,30 @@ knows the layout. Each partition is written atomically (`atomic.write_parquet`) 
 the stage manifest with its row count and SHA-256. The content hash (`content_hash`) is taken
 over the rows in order, in fixed-size canonical chunks, so it is the same however the rows are
 split into partitions (one executor may write 3 partitions where another writes 30).
+
+JSON-valued columns (`JSON_COLUMNS`: `truth`, `meta`, `output_schema`) are canonical JSON text
+in memory (`json.dumps(value, sort_keys=True)`; ingest drops null-valued keys of `truth` and
+`meta`, `records.json_text`), which every stage and evaluator reads. On disk a partition stores
+such a column as an Arrow struct (or list) when every value of the partition converts to it and
+back to the same text; otherwise (a key whose value type differs between records, a null kept
+in an output schema, an empty object) that partition keeps the text, so nothing is lost.
+Reading turns either form back into the text, so partitions may differ and no caller sees the
+difference; polars, DuckDB and `datasets` see columns where the records agree.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import polars as pl
+from polars.datatypes import DataTypeClass
 
+from .. import records as R
 from . import atomic
 
 DATA_DIR = "data"
@@ -52,10 +64,90 @@ def has_output(folder: Path) -> bool:
     return bool(partition_files(folder))
 
 
+AnyDType = pl.DataType | DataTypeClass  # a dtype instance (`pl.List(pl.String)`) or class (`pl.String`)
+
+#: columns holding JSON values: text in memory, Arrow structs/lists on disk where they fit
+JSON_COLUMNS = (R.TRUTH, R.META, R.OUTPUT_SCHEMA)
+
+
+def _canonical(value: object) -> str:
+    """The in-memory text of a JSON value (the form ingest and seeds write)."""
+    return json.dumps(value, sort_keys=True)
+
+
+def _texts(column: pl.Series) -> pl.Series:
+    """The canonical text of each value of a struct/list column. A struct read back has every
+    field in every row (a field a record lacks is null), so nulls are dropped;
+    `encode_json_columns` stored the struct only if that gives the text back. Each distinct
+    value is rendered once: rows repeat a dialogue's truth and a task's schema many times."""
+    rows = pl.DataFrame({"value": column})
+    distinct = rows.unique(maintain_order=True)
+    texts = [None if v is None else _canonical(R.without_nulls(v)) for v in distinct["value"].to_list()]
+    table = distinct.with_columns(text=pl.Series(texts, dtype=pl.String))
+    joined = rows.join(table, on="value", how="left", nulls_equal=True, maintain_order="left")["text"]
+    # rebuilt from the values: the join's result carries a validity buffer even without nulls,
+    # and `content_hash` hashes the Arrow buffers, which must not depend on the storage form
+    return pl.Series(column.name, joined.to_list(), dtype=pl.String)
+
+
+def _storable(dtype: AnyDType) -> bool:
+    """Parquet holds no empty struct, no column of only nulls (`Null`) and no 128-bit integer."""
+    if isinstance(dtype, pl.Struct):
+        return bool(dtype.fields) and all(_storable(f.dtype) for f in dtype.fields)
+    if isinstance(dtype, pl.List | pl.Array):
+        return _storable(dtype.inner)
+    return dtype not in (pl.Null, pl.Int128)
+
+
+def _sorted_fields(dtype: AnyDType) -> AnyDType:
+    """`dtype` with the fields of every struct in it in name order."""
+    if isinstance(dtype, pl.Struct):
+        return pl.Struct([pl.Field(f.name, _sorted_fields(f.dtype)) for f in sorted(dtype.fields, key=lambda f: f.name)])
+    if isinstance(dtype, pl.List):
+        return pl.List(_sorted_fields(dtype.inner))
+    return dtype
+
+
+def _typed(column: pl.Series) -> pl.Series | None:
+    """The column as an Arrow struct/list when every value converts there and back to the same
+    text, else None (the partition keeps the text)."""
+    if column.null_count() == column.len():
+        return None
+    try:  # polars' own JSON reader, over every row: several times faster than Python's
+        inferred = column.str.json_decode(infer_schema_length=None).dtype
+        # inference may order a struct's fields differently from run to run: read again with
+        # them sorted by name, so the same rows give the same Parquet bytes
+        typed = column.str.json_decode(dtype=_sorted_fields(inferred))
+    except pl.exceptions.PolarsError:
+        return None  # values no single Arrow type holds (e.g. an object here, a list there)
+    if not isinstance(typed.dtype, pl.Struct | pl.List) or not _storable(typed.dtype):
+        return None  # a bare number or string is already a plain column's worth
+    return typed if _texts(typed).equals(column) else None
+
+
+def encode_json_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame as written to disk: JSON text columns as structs/lists where they fit."""
+    typed = [t for name in JSON_COLUMNS if name in frame.columns and frame[name].dtype == pl.String
+             and (t := _typed(frame[name])) is not None]
+    return frame.with_columns(typed) if typed else frame
+
+
+def decode_json_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame as stages see it: JSON columns back to their canonical text."""
+    texts = [_texts(frame[name]) if frame[name].dtype != pl.Null else frame[name].cast(pl.String)
+             for name in JSON_COLUMNS if name in frame.columns and frame[name].dtype != pl.String]
+    return frame.with_columns(texts) if texts else frame
+
+
+def read_partition(path: Path | str) -> pl.DataFrame:
+    """One partition file as the stages see it (JSON columns as text)."""
+    return decode_json_columns(pl.read_parquet(path))
+
+
 def iter_output(folder: Path) -> Iterator[pl.DataFrame]:
     """The stage output one partition at a time (streaming: one partition in memory)."""
     for path in partition_files(folder):
-        yield pl.read_parquet(path)
+        yield read_partition(path)
 
 
 def read_output(folder: Path) -> pl.DataFrame | None:
@@ -63,14 +155,24 @@ def read_output(folder: Path) -> pl.DataFrame | None:
     files = partition_files(folder)
     if not files:
         return None
-    return pl.concat([pl.read_parquet(p) for p in files], how="vertical") if len(files) > 1 \
-        else pl.read_parquet(files[0])
+    return pl.concat([read_partition(p) for p in files], how="vertical") if len(files) > 1 \
+        else read_partition(files[0])
 
 
 def scan_output(folder: Path) -> pl.LazyFrame | None:
-    """A lazy scan over the stage output (filters read only what they need), or None."""
+    """A lazy scan over the stage output (filters read only what they need), or None. JSON
+    columns come as stored, a struct in one partition and text in another: select around them,
+    or use `filter_output`."""
     files = partition_files(folder)
     return pl.scan_parquet(files) if files else None
+
+
+def filter_output(folder: Path, predicate: pl.Expr) -> pl.DataFrame:
+    """The rows of the stage output that match `predicate`, as the stages see them (read one
+    partition at a time, only the matching rows kept)."""
+    found = [decode_json_columns(pl.scan_parquet(p).filter(predicate).collect()) for p in partition_files(folder)]
+    return pl.concat([f for f in found if f.height], how="vertical") if any(f.height for f in found) \
+        else pl.DataFrame()
 
 
 def output_schema(folder: Path) -> dict[str, pl.DataType] | None:
@@ -82,7 +184,7 @@ def write_partition(folder: Path, index: int, frame: pl.DataFrame, point: str | 
     """Write one partition atomically; return what the manifest records about it. Its fault
     points are named `write:<stage>/part-NNNNN.parquet:...` (`point` is the stage name)."""
     name = part_name(index)
-    data = atomic.parquet_bytes(frame)
+    data = atomic.parquet_bytes(encode_json_columns(frame))
     target = Path(folder) / name
     atomic.write_bytes(target, data, point=f"{point or Path(folder).name}/{target.name}")
     return Partition(name, frame.height, hashlib.sha256(data).hexdigest())

@@ -20,7 +20,7 @@ class AssessStage(Stage):
     name = "assess"
     order = ORDER["assess"]
     config_keys = ("quality",)
-    version = "1"
+    version = "2"  # 2: metric detail columns NAME__DETAIL (was NAME.DETAIL); JSON columns as structs on disk
     description = "score instructions on every quality dimension, weighted score, thresholds"
 
     def fingerprint_extra(self, ctx: StageContext) -> dict[str, Any]:

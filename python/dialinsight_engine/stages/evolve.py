@@ -258,7 +258,7 @@ class EvolveStage(Stage):
     name = "evolve"
     order = ORDER["evolve"]
     config_keys = ("evolution", "project.seed", "project.business")
-    version = "1"
+    version = "2"  # 2: truth/meta/output_schema stored as structs where they fit (run/dataset.py)
     description = "evolve seed instructions with weighted operators and elimination rules (stage 2)"
 
     def fingerprint_extra(self, ctx: StageContext) -> dict[str, Any]:

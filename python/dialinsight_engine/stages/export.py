@@ -104,7 +104,7 @@ class ExportStage(Stage):
     name = "export"
     order = ORDER["export"]
     config_keys = ("export",)
-    version = "2"
+    version = "3"  # 3: `messages` is list<struct<role, content>>, truth/output_schema structs on disk
     description = "write the data set: OpenAI chat, TRL prompt-completion, ShareGPT, Alpaca (+ split, datasets)"
 
     def run(self, ctx: StageContext) -> pl.DataFrame:
@@ -128,9 +128,8 @@ class ExportStage(Stage):
         ctx.stats["exported"] = df.height
         keep = [c for c in (*META_COLUMNS, R.INSTRUCTION, R.PROMPT, R.RESPONSE, R.TRUTH, R.OUTPUT_SCHEMA)
                 if c in df.columns]
-        messages = [json.dumps(chat_messages(system, r[R.PROMPT], r[R.RESPONSE]), ensure_ascii=False)
-                    for r in df.select(R.PROMPT, R.RESPONSE).to_dicts()]
-        out = df.select(*keep, SPLIT).with_columns(pl.Series("messages", messages, dtype=pl.String))
+        messages = [chat_messages(system, prompt, response) for prompt, response in df.select(R.PROMPT, R.RESPONSE).iter_rows()]
+        out = df.select(*keep, SPLIT).with_columns(pl.Series(R.MESSAGES, messages, dtype=R.MESSAGES_DTYPE))
         if cfg.hf_dataset:
             card = dataset_card(ctx, name, df, names)
             save_hf_dataset(ctx.stage_dir / HF_FOLDER, df, system, names, card)

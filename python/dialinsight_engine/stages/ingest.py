@@ -3,7 +3,6 @@ partitions of `[executor] partition_rows` as it is read (streaming: memory stays
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ if TYPE_CHECKING:
 class IngestStage(StreamingStage):
     name = "ingest"
     order = ORDER["ingest"]
+    version = "2"  # 2: truth/meta/output_schema stored as structs where they fit (run/dataset.py)
     config_keys = ("data", "roles")
     description = "read dialogues (JSONL, Parquet, datasets folders) into one frame"
 
@@ -102,7 +102,7 @@ class IngestStage(StreamingStage):
 
 DIALOGUE_SCHEMA = pl.Schema({
     R.DIALOGUE_ID: pl.String(), R.SOURCE: pl.String(), R.TURNS: R.TURNS_DTYPE, R.DIALOGUE_TEXT: pl.String(),
-    R.TRUTH: pl.String(), R.N_TURNS: pl.Int64(), "intents": pl.List(pl.String), "meta": pl.String(),
+    R.TRUTH: pl.String(), R.N_TURNS: pl.Int64(), "intents": pl.List(pl.String), R.META: pl.String(),
 })
 
 
@@ -131,10 +131,10 @@ def _dialogue_row(rid: str, source: str, turns: list[dict[str, str]], rec: dict[
         R.SOURCE: source,
         R.TURNS: turns,
         R.DIALOGUE_TEXT: render_dialogue(turns),
-        R.TRUTH: json.dumps(rec["truth"], sort_keys=True) if rec["truth"] is not None else None,
+        R.TRUTH: R.json_text(rec["truth"]) if rec["truth"] is not None else None,
         R.N_TURNS: len(turns),
         "intents": rec["intents"],
-        "meta": json.dumps(rec["meta"], sort_keys=True, default=str),
+        R.META: R.json_text(rec["meta"]),
     }
 
 

@@ -67,7 +67,7 @@ class LabelStage(Stage):
     name = "label"
     order = ORDER["label"]
     config_keys = ("labels",)
-    version = "1"
+    version = "2"  # 2: truth/meta/output_schema stored as structs where they fit (run/dataset.py)
     description = "answer the sampled prompts with the label backend (JSON schema where the task has one)"
 
     def fingerprint_extra(self, ctx: StageContext) -> dict[str, Any]:

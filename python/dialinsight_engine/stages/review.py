@@ -69,7 +69,7 @@ class ReviewStage(Stage):
     name = "review"
     order = ORDER["review"]
     config_keys = ("review",)
-    version = "1"
+    version = "2"  # 2: metric detail columns NAME__DETAIL (was NAME.DETAIL); JSON columns as structs on disk
     description = "apply a person's accept / reject / edit decisions to the evolved instructions"
 
     def disabled_reason(self, spec: Spec) -> str | None:

@@ -114,7 +114,7 @@ class SampleStage(Stage):
     name = "sample"
     order = ORDER["sample"]
     config_keys = ("sampling", "project.seed")
-    version = "1"
+    version = "2"  # 2: truth/meta/output_schema stored as structs where they fit (run/dataset.py)
     description = "weighted random sampling by scene and task, exact quotas, report"
 
     def fingerprint_extra(self, ctx: StageContext) -> dict[str, Any]:

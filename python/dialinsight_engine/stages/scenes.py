@@ -60,6 +60,7 @@ class SceneMatcher:
 class ScenesStage(RowStage):
     name = "scenes"
     order = ORDER["scenes"]
+    version = "2"  # 2: truth/meta/output_schema stored as structs where they fit (run/dataset.py)
     config_keys = ("scenes",)
     description = "tag dialogues with scenes by keyword/regex/intent rules"
 

@@ -39,6 +39,7 @@ SEED_COLUMNS = {
 class SeedsStage(RowStage):
     name = "seeds"
     order = ORDER["seeds"]
+    version = "2"  # 2: truth/meta/output_schema stored as structs where they fit (run/dataset.py)
     config_keys = ("project.business", "project.seed", "roles", "scenes", "tasks")
     description = "build seed instructions from task templates (stage 1)"
 

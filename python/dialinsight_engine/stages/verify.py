@@ -37,7 +37,7 @@ class VerifyStage(Stage):
     order = ORDER["verify"]
     config_keys = ("quality", "labels.samples", "labels.min_agreement", "labels.ground_fields",
                    "labels.min_text_agreement")
-    version = "2"
+    version = "3"  # 3: metric detail columns NAME__DETAIL (was NAME.DETAIL); JSON columns as structs on disk
     description = "label consensus of k samples, label checks (rules + optional LLM judge), the quality score"
 
     def fingerprint_extra(self, ctx: StageContext) -> dict[str, Any]:

@@ -255,3 +255,14 @@ def test_the_label_stage_asks_k_times_and_verify_votes(write_spec, tmp_path: Pat
         assert json.loads(response)["visit_booked"] == max(set(votes), key=votes.count)  # the majority
     stats = json.loads((run / "verify" / "manifest.json").read_text())["stats"]
     assert stats["label_agreement"]["samples"] == 3
+
+
+def test_ground_roles_must_name_a_task_and_its_roles(write_spec) -> None:  # type: ignore[no-untyped-def]
+    good = write_spec('[labels]\nground_roles = { extract_requirements = ["customer"] }\n', filename="good.toml")
+    assert dialengine("validate", str(good)).returncode == 0
+    for table, says in (('{ extract_requirement = ["customer"] }', "unknown task 'extract_requirement'"),
+                        ('{ extract_requirements = ["user"] }', "extract_requirements names unknown roles ['user']")):
+        bad = write_spec(f"[labels]\nground_roles = {table}\n", filename="bad.toml")
+        done = dialengine("validate", str(bad))
+        assert done.returncode == 2 and "bad.toml" in done.stderr and says in done.stderr, done.stderr
+

@@ -83,7 +83,7 @@ def _row_consensus(row: dict[str, Any], cfg: Any) -> Consensus | None:
     answers = list(row.get(SAMPLES) or [])
     if row.get(R.OUTPUT_SCHEMA):
         return schema_consensus(answers, json.loads(row[R.OUTPUT_SCHEMA]), row.get(R.DIALOGUE_TEXT) or "",
-                                min_agreement=cfg.min_agreement, ground=cfg.ground_fields, roles=cfg.ground_roles)
+                                min_agreement=cfg.min_agreement, ground=cfg.ground_fields, roles=cfg.ground_roles.get(row.get(R.TASK) or "", []))
     return text_consensus(answers)
 
 

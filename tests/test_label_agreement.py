@@ -123,6 +123,10 @@ def test_an_ungrounded_value_is_no_vote_and_unsettled_rows_are_flagged() -> None
     unstated = _answer(area="", number_of_beds="", number_of_baths="")
     label, settled = vote([unstated, unstated, offer], 0.3)
     assert settled and label["number_of_beds"] == ""
+    # punctuation alone (", ") is a broken answer, not a "not stated" vote: the one right answer wins
+    broken = _answer(area=",", number_of_beds=", ", number_of_baths=")")
+    label, settled = vote([broken, right, broken], 0.3)
+    assert settled and (label["area"], label["number_of_beds"], label["number_of_baths"]) == ("Fremont", "three", "2")
     # two grounded values that tie settle nothing: 2 and 3 are both the customer's numbers
     swapped = _answer(area="", number_of_beds="2", number_of_baths="3")
     consensus = schema_consensus([right, swapped], SCHEMA, OFFER, min_agreement=0.3, ground=False)

@@ -42,6 +42,7 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _HAN_NUMBER = re.compile(r"[零〇一二两三四五六七八九十百千万]+")
 # words of a field's name that say nothing about what it counts ("number_of_beds": "bed" does)
 _KEY_FILLER = frozenset({"number", "num", "count", "total", "amount", "the", "and", "for", "with", "has", "max", "min"})
+_ALNUM = re.compile(r"\w")
 _FIELD_WINDOW = 3  # "2 bathroom", "two bedroom apartment", "bedrooms: 3", "3 bed rooms"
 
 
@@ -172,10 +173,12 @@ def _vote_scalar(values: list[Any], k: int, min_agreement: float, grounded: Any 
     in the dialogue is no vote for anything. The answers that give a grounded value vote for it
     and it is kept with `min_agreement` of the k answers (and no fewer than say "not stated", no
     tie with another value); the field is settled as not stated when most answers leave it out
-    (or are unreadable); otherwise it is unsettled, and written as not stated."""
+    (or are unreadable; a value of punctuation alone is no vote either way); otherwise it is
+    unsettled, and written as not stated."""
     stated = [v for v in values if canonical(v) is not None]
     usable = [v for v in stated if grounded is None or grounded(v)]
-    unstated = k - len(stated)
+    broken = sum(1 for v in values if isinstance(v, str) and v.strip() and not _ALNUM.search(v))
+    unstated = k - len(stated) - broken  # ", " is a broken answer, not the labeller saying "not stated"
     ranked = Counter(canonical(v) for v in usable).most_common(2)
     count = ranked[0][1] if ranked else 0
     tied = len(ranked) == 2 and ranked[1][1] == count

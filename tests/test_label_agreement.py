@@ -101,6 +101,8 @@ def test_grounding_in_the_customers_turns_next_to_the_fields_words() -> None:
     assert not is_grounded("4", customer, "number_of_beds") and is_grounded("4", dialogue_forms(OFFER), "number_of_beds")
     assert is_grounded("3", customer, "floor")  # words the dialogue never uses: any stated number
     assert is_grounded("two", dialogue_forms("Customer: a two bedroom flat"), "bedrooms")
+    money = dialogue_forms("Customer: my budget is $3,500 for 2.5 baths", ["customer"])
+    assert is_grounded("$3,500", money, "budget") and is_grounded("2.5", money, "number_of_baths")
     assert dialogue_forms(OFFER, ["landlord"]).text == dialogue_forms(OFFER).text  # nobody speaks: all turns
 
 

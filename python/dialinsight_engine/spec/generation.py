@@ -185,6 +185,11 @@ class LabelsSpec(Section):
         0.5, gt=0, le=1, description="Least share of the samples that must give a field's value for it to be kept"
     )
     ground_fields: bool = Field(True, description="With samples > 1: drop a field whose value is not in the dialogue")
+    ground_roles: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="With ground_fields: task name -> the roles whose turns its values must come from "
+                    "(extract_requirements = [\"customer\"]: the customer's needs, not the agent's offers); other tasks: every turn",
+    )
     min_text_agreement: float = Field(
         0.0, ge=0, le=1, description="With samples > 1: drop a free-text label whose word overlap with the others is below this"
     )

@@ -189,7 +189,19 @@ class Spec(Section):
             unknown = [s for s in task.scenes if s not in scene_names]
             if unknown:
                 raise ValueError(f"task {task.name!r} names unknown scenes {unknown}; scenes are {scene_names}")
+        self._check_ground_roles()
         return self
+
+    def _check_ground_roles(self) -> None:
+        tasks = [t.name for t in self.tasks]
+        roles = [r.name for r in self.roles]  # dialogues are rendered with these names, not the aliases
+        for task, names in self.labels.ground_roles.items():
+            if task not in tasks:
+                raise ValueError(f"labels.ground_roles names unknown task {task!r}; tasks are {tasks}")
+            unknown = [n for n in names if n not in roles]
+            if unknown and roles:  # without [[roles]], the data's own role names are used
+                raise ValueError(f"labels.ground_roles.{task} names unknown roles {unknown}; roles are "
+                                 f"{[r.name for r in self.roles]}")
 
     # -- helpers ---------------------------------------------------------------------------
     def resolve_path(self, path: str) -> Path:

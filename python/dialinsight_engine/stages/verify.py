@@ -36,8 +36,10 @@ class VerifyStage(Stage):
     name = "verify"
     order = ORDER["verify"]
     config_keys = ("quality", "labels.samples", "labels.min_agreement", "labels.ground_fields",
-                   "labels.min_text_agreement")
-    version = "3"  # 3: metric detail columns NAME__DETAIL (was NAME.DETAIL); JSON columns as structs on disk
+                   "labels.ground_roles", "labels.min_text_agreement")
+    # 4: label_agreement grounds values before the vote ([labels] ground_roles); metric detail
+    # columns NAME__DETAIL (was NAME.DETAIL); JSON columns as structs on disk
+    version = "4"
     description = "label consensus of k samples, label checks (rules + optional LLM judge), the quality score"
 
     def fingerprint_extra(self, ctx: StageContext) -> dict[str, Any]:
@@ -83,7 +85,7 @@ def _row_consensus(row: dict[str, Any], cfg: Any) -> Consensus | None:
     answers = list(row.get(SAMPLES) or [])
     if row.get(R.OUTPUT_SCHEMA):
         return schema_consensus(answers, json.loads(row[R.OUTPUT_SCHEMA]), row.get(R.DIALOGUE_TEXT) or "",
-                                min_agreement=cfg.min_agreement, ground=cfg.ground_fields)
+                                min_agreement=cfg.min_agreement, ground=cfg.ground_fields, roles=cfg.ground_roles.get(row.get(R.TASK) or "", []))
     return text_consensus(answers)
 
 
@@ -93,6 +95,8 @@ def _apply(row: dict[str, Any], consensus: Consensus | None, min_text: float) ->
         return row.get(R.RESPONSE), None, None
     if not row.get(R.OUTPUT_SCHEMA) and consensus.agreement < min_text:
         return consensus.text, consensus.agreement, f"label_disagreement:{consensus.agreement:.2f}<{min_text}"
+    if not consensus.settled:  # every field's answers disagree: the label would teach noise
+        return consensus.text, consensus.agreement, "label_disagreement:no field settled"
     return consensus.text, consensus.agreement, None
 
 

@@ -178,10 +178,11 @@ def usefulness(spec: Spec, registry: Registry, tasks: list[str | None], response
 
 
 def task_evaluators(spec: Spec, registry: Registry) -> dict[str, DomainEvaluator]:
-    """Task name -> the domain evaluator its `eval` names or declares (judges left out: a
-    per-row model call is not a cheap estimate)."""
+    """Task name -> the domain evaluator its `eval` names or declares, else the one whose
+    `[eval.evaluators.NAME] task` names it (judges left out: a per-row model call is not a
+    cheap estimate)."""
     params = {name: e.params() for name, e in (spec.eval.evaluators if spec.eval else {}).items()}
-    out: dict[str, DomainEvaluator] = {}
+    out = _evaluators_naming_a_task(spec, registry, params)
     for task in spec.tasks:
         if isinstance(task.eval, str):
             cls: Any = registry.get("evaluator", task.eval, where="tasks.eval", file=str(spec.source))
@@ -190,4 +191,21 @@ def task_evaluators(spec: Spec, registry: Registry) -> dict[str, DomainEvaluator
                 out[task.name] = evaluator
         elif task.eval is not None and task.eval.kind != "judge":
             out[task.name] = DeclaredEvaluator(task.eval, task.output_schema)
+    return out
+
+
+def _evaluators_naming_a_task(spec: Spec, registry: Registry, params: dict[str, dict[str, Any]]
+                              ) -> dict[str, DomainEvaluator]:
+    """Task name -> the domain evaluator whose config's `task` names it (the eval stage prompts
+    with that task's template, so its answers are what the evaluator scores)."""
+    out: dict[str, DomainEvaluator] = {}
+    for name, entry in (spec.eval.evaluators if spec.eval else {}).items():
+        task = params[name].get("task")
+        if not task or task in out:
+            continue
+        cls: Any = registry.get("evaluator", entry.plugin or name, where=f"eval.evaluators.{name}",
+                                file=str(spec.source))
+        evaluator = cls(cls.Config.model_validate(params[name]))
+        if isinstance(evaluator, DomainEvaluator):
+            out[task] = evaluator
     return out

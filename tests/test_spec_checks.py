@@ -127,3 +127,19 @@ def test_unknown_reader_option_fails_whatever_the_format(write_spec) -> None:
     assert out.returncode == 2
     assert f"{spec}:{_line(spec, 'options =')}: [data.options.delimter] unknown option 'delimter' for reader 'jsonl'" \
         in out.stderr
+
+
+def test_key_whose_truth_path_never_resolves(write_spec) -> None:
+    # the answer key exists in the schema, but the slot it reads is misspelt: every answer
+    # would count as a false positive
+    spec = _declared(write_spec, keys='{ area = "area", number_of_beds = "number_of_bedz" }')
+    out = _validate(spec)
+    assert out.returncode == 2
+    assert (f"{spec}:{_line(spec, 'keys =')}: [tasks[2].eval.keys.number_of_beds] key 'number_of_beds' reads "
+            "truth path 'requirements.number_of_bedz', stated in none of") in out.stderr
+    assert "at requirements the records have: " in out.stderr and "number_of_beds" in out.stderr
+
+
+def test_key_paths_that_ask_what_is_stated_are_not_checked(write_spec) -> None:
+    spec = _declared(write_spec, keys='{ area = "area", number_of_beds = "no_such_slot?" }')
+    assert _validate(spec).returncode == 0

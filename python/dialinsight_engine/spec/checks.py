@@ -239,6 +239,24 @@ def _check_truth_paths(problems: _Problems, spec: Spec, registry: Any) -> list[s
     return warnings
 
 
+def require_truth(spec: Spec, truths: list[dict[str, Any]], source: str) -> None:
+    """At run time (the eval stage, which `validate` may not have preceded): a declared `truth`
+    path that resolves in none of the held-out records is an exit-2 error naming the file, line
+    and key, not a table of zero-sample scores."""
+    from ..evaluate.declared import DeclaredEvaluator
+
+    problems = _Problems(spec)
+    for i, task in enumerate(spec.tasks):
+        decl = task.eval
+        if not isinstance(decl, TaskEvalSpec) or decl.kind == "judge":
+            continue
+        evaluator = DeclaredEvaluator(decl, task.output_schema)
+        if not any(_reference_or_none(evaluator)(truth) is not None for truth in truths):
+            problems.add(("tasks", i, "eval", "truth"), f"truth path {decl.truth!r} resolves in none of the "
+                         f"{len(truths)} records of {source}" + _truth_hint(truths, decl.truth or ""))
+    problems.raise_any()
+
+
 def _check_key_paths(problems: _Problems, loc: tuple[str | int, ...], evaluator: Any, truths: list[Any],
                      source: str) -> None:
     """A key whose path below `truth` is stated in none of the sampled records would score

@@ -16,9 +16,14 @@ on 2 free cores):
    GSM8K rows (`--replay` share of the mix) against forgetting.
 4. Base, tuned (verified labels) and the unfiltered ablation (raw labels) are evaluated on
    the first `--dev-n` dialogues of sgd-homes/dev.jsonl (contamination-checked against the
-   training dialogues) with the same constrained decoding, and on general capability: GSM8K
+   training dialogues) with the same decoding, and on general capability: GSM8K
    gold-answer log-likelihood per token (`--gsm8k-n` questions never used for replay) and
    perplexity on the packaged general text. The guard: +15 F1 points, at most 2% worse.
+   Decoding (`--decoding`, the eval stage's `[eval] decoding`): "both" scores each variant
+   with schema-constrained slot decoding (`f1`, what the guard reads) and with free text, the
+   model answering as in a plain chat (`free.f1`, and `free.json_ok`, the share of answers
+   that are JSON with every key). Scoring is the engine's: `requirements_f1` is the preset of
+   a declared `fields` evaluator (evaluate/domain.py), run by evaluate/suite.run_domain.
 
     python benchmarks/outcome.py [--train-n 64 --steps 16 --dev-n 40 --gsm8k-n 30]
     python benchmarks/outcome.py --train-n 160 --steps 48 --dev-n 60 --gsm8k-n 40   # docs/results.md
@@ -57,13 +62,15 @@ def main() -> int:
     ap.add_argument("--dev-n", type=int, default=40)
     ap.add_argument("--gsm8k-n", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--decoding", choices=["both", "slots", "free"], default="both",
+                    help="as [eval] decoding: constrained slots, free text, or both (free-text metrics as free.*)")
+    ap.add_argument("--max-new-tokens", type=int, default=64, help="free-text answer limit")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     if not (SHARED / "sgd-homes" / "train.jsonl").exists():
         print(f"skipped: shared data not found at {SHARED}")
         return 0
 
-    import polars as pl
     import torch
 
     from dialinsight_engine import records as R
@@ -139,7 +146,7 @@ def main() -> int:
         else:
             m, tok = trainer.load_tuned(out / variant)
         lm = LanguageModel(m, tok, batch_size=4)
-        found, records = run_domain(lm, task, dev, decoding="slots", max_new_tokens=64)
+        found, records = run_domain(lm, task, dev, decoding=args.decoding, max_new_tokens=args.max_new_tokens)
         for entry, evaluator in general:
             found += run_general(lm, entry, evaluator, base_dir=None, exclude=exclude)
         rows += [{"variant": variant, **r.__dict__} for r in found]
@@ -150,15 +157,7 @@ def main() -> int:
                  Primary("gsm8k_loglik", "general", "loglik_per_token", True, True),
                  Primary("perplexity", "general", "perplexity", False, True)]
     verdicts, checks = judge(rows, primaries, min_domain_gain=0.15, max_general_drop=0.02)
-    frame = pl.DataFrame(rows)
-    wide = (frame.filter(pl.col("metric").is_in(["f1", "precision", "recall", "area.f1", "number_of_beds.f1",
-                                                 "number_of_baths.f1", "loglik_per_token", "perplexity"]))
-            .pivot(on="variant", index=["evaluator", "metric"], values="value"))
-    print()
-    print("| evaluator | metric | base | tuned | unfiltered |")
-    print("|---|---|---|---|---|")
-    for r in wide.iter_rows(named=True):
-        print(f"| {r['evaluator']} | {r['metric']} | {r['base']:.4f} | {r['tuned']:.4f} | {r['unfiltered']:.4f} |")
+    print_tables(rows)
     print()
     for c in checks:
         kind = "gain" if c.suite == "domain" else "relative drop"
@@ -170,6 +169,32 @@ def main() -> int:
     (out / "results.json").write_text(json.dumps({"rows": rows, "verdicts": verdicts,
                                                   "checks": [c.__dict__ for c in checks]}, indent=2))
     return 0
+
+
+DOMAIN_METRICS = ["f1", "precision", "recall", *(f"{s}.f1" for s in SLOTS), "json_ok"]
+GENERAL_METRICS = ["loglik_per_token", "perplexity"]
+VARIANTS = ("base", "tuned", "unfiltered")
+
+
+def print_tables(rows: list[dict]) -> None:
+    """The domain metrics with a constrained and a free-text column per variant (a dash where
+    that decoding was not run), then the general metrics."""
+    value = {(r["variant"], r["evaluator"], r["metric"]): r["value"] for r in rows}
+
+    def cell(key: tuple[str, str, str]) -> str:
+        return f"{value[key]:.4f}" if key in value else "-"
+
+    print("\n| metric | " + " | ".join(f"{v} constrained | {v} free text" for v in VARIANTS) + " |")
+    print("|---|" + "---|---|" * len(VARIANTS))
+    for metric in DOMAIN_METRICS:
+        cells = [cell((v, "requirements_f1", prefix + metric)) for v in VARIANTS for prefix in ("", "free.")]
+        print(f"| requirements_f1 {metric} | " + " | ".join(cells) + " |")
+    print("\n| evaluator | metric | " + " | ".join(VARIANTS) + " |")
+    print("|---|---|" + "---|" * len(VARIANTS))
+    for r in rows:
+        if r["variant"] == "base" and r["metric"] in GENERAL_METRICS:
+            cells = [cell((v, r["evaluator"], r["metric"])) for v in VARIANTS]
+            print(f"| {r['evaluator']} | {r['metric']} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

@@ -50,6 +50,8 @@ Extract the customer's restaurant booking as JSON with the keys city, cuisine, p
 type = "object"
 properties = {{ city = {{ type = "string" }}, cuisine = {{ type = "string" }}, party_size = {{ type = "string" }}, time = {{ type = "string" }} }}
 
+# SGD's dev/ split has no Restaurants_1 dialogue, only Restaurants_2 (the same booking domain,
+# slots renamed): the evaluator reads that service and maps each answer key to its slot.
 [tasks.eval]
 name = "booking_f1"
 truth = "state.Restaurants_2"
@@ -58,10 +60,11 @@ normalize = ["nfkc", "lower", "spacing", "absent", "numbers", "time"]
 synonyms = {{ "san francisco" = ["sf", "san fran"] }}
 
 [sampling]
-n = 12
+n = 8
 
 [labels]
 max_tokens = 64
+max_string_length = 24
 
 [backends.default]
 plugin = "llamacpp"

@@ -7,6 +7,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from dialinsight_engine.errors import SpecError
+from dialinsight_engine.plugins import build_registry
+from dialinsight_engine.spec import load_spec
+from dialinsight_engine.spec.checks import require_truth
+
 from conftest import EXAMPLES, dialengine
 
 HELDOUT = (EXAMPLES / "realestate_heldout.jsonl").as_posix()
@@ -127,3 +134,33 @@ def test_unknown_reader_option_fails_whatever_the_format(write_spec) -> None:
     assert out.returncode == 2
     assert f"{spec}:{_line(spec, 'options =')}: [data.options.delimter] unknown option 'delimter' for reader 'jsonl'" \
         in out.stderr
+
+
+def test_key_whose_truth_path_never_resolves(write_spec) -> None:
+    # the answer key exists in the schema, but the slot it reads is misspelt: every answer
+    # would count as a false positive
+    spec = _declared(write_spec, keys='{ area = "area", number_of_beds = "number_of_bedz" }')
+    out = _validate(spec)
+    assert out.returncode == 2
+    assert (f"{spec}:{_line(spec, 'keys =')}: [tasks[2].eval.keys.number_of_beds] key 'number_of_beds' reads "
+            "truth path 'requirements.number_of_bedz', stated in none of") in out.stderr
+    assert "at requirements the records have: " in out.stderr and "number_of_beds" in out.stderr
+
+
+def test_key_paths_that_ask_what_is_stated_are_not_checked(write_spec) -> None:
+    spec = _declared(write_spec, keys='{ area = "area", number_of_beds = "no_such_slot?" }')
+    assert _validate(spec).returncode == 0
+
+
+def test_eval_stage_stops_on_a_truth_path_that_never_resolves(write_spec) -> None:
+    # `apply` need not follow `validate`: the eval stage checks the held-out records it read
+    truths = [json.loads(line)["truth"] for line in Path(HELDOUT).read_text().splitlines()]
+    good = load_spec(_declared(write_spec), build_registry())
+    require_truth(good, truths, "the held-out dialogues")
+    spec_path = _declared(write_spec, truth="state.Homes_1")
+    with pytest.raises(SpecError) as err:
+        require_truth(load_spec(spec_path, build_registry()), truths, "the held-out dialogues")
+    assert err.value.exit_code == 2
+    assert err.value.render().startswith(
+        f"{spec_path}:{_line(spec_path, 'truth =')}: [tasks[2].eval.truth] truth path 'state.Homes_1' resolves in "
+        f"none of the {len(truths)} records of the held-out dialogues; at truth the records have: requirements")

@@ -224,18 +224,14 @@ def _check_truth_paths(problems: _Problems, spec: Spec, registry: Any) -> list[s
             evaluator = DeclaredEvaluator(decl, task.output_schema)
         except UserError:
             continue  # reported by static_checks
-        found = 0
-        for truth in truths:
-            try:
-                evaluator.reference(truth)
-                found += 1
-            except KeyError:
-                pass
+        found = sum(_reference_or_none(evaluator)(truth) is not None for truth in truths)
         loc = ("tasks", i, "eval", "truth")
         if found == 0:
             problems.add(loc, f"truth path {decl.truth!r} resolves in none of {len(truths)} sampled records of {source}"
                          + _truth_hint(truths, decl.truth or ""))
-        elif found < len(truths) * (1 - MISSING_WARN_SHARE):
+            continue
+        _check_key_paths(problems, ("tasks", i, "eval", "keys"), evaluator, truths, source)
+        if found < len(truths) * (1 - MISSING_WARN_SHARE):
             line = problems.line(loc)
             warnings.append(f"{spec.source}:{line or '?'}: [{_dotted(loc)}] truth path {decl.truth!r} is missing "
                             f"in {len(truths) - found} of {len(truths)} sampled records of {source} "
@@ -243,17 +239,69 @@ def _check_truth_paths(problems: _Problems, spec: Spec, registry: Any) -> list[s
     return warnings
 
 
-def _truth_hint(truths: list[dict[str, Any]], path: str) -> str:
-    """What the sampled truth objects hold at the deepest step of `path` that does resolve."""
+def require_truth(spec: Spec, truths: list[dict[str, Any]], source: str) -> None:
+    """At run time (the eval stage, which `validate` may not have preceded): a declared `truth`
+    path that resolves in none of the held-out records is an exit-2 error naming the file, line
+    and key, not a table of zero-sample scores."""
+    from ..evaluate.declared import DeclaredEvaluator
+
+    problems = _Problems(spec)
+    for i, task in enumerate(spec.tasks):
+        decl = task.eval
+        if not isinstance(decl, TaskEvalSpec) or decl.kind == "judge":
+            continue
+        evaluator = DeclaredEvaluator(decl, task.output_schema)
+        if not any(_reference_or_none(evaluator)(truth) is not None for truth in truths):
+            problems.add(("tasks", i, "eval", "truth"), f"truth path {decl.truth!r} resolves in none of the "
+                         f"{len(truths)} records of {source}" + _truth_hint(truths, decl.truth or ""))
+    problems.raise_any()
+
+
+def _check_key_paths(problems: _Problems, loc: tuple[str | int, ...], evaluator: Any, truths: list[Any],
+                     source: str) -> None:
+    """A key whose path below `truth` is stated in none of the sampled records would score
+    every answer as a false positive: most likely a misspelt or renamed slot (SGD's
+    Restaurants_2 calls Restaurants_1's `city` `location`). Paths ending in `?` or `*` ask
+    what is stated, so they are not checked."""
+    from ..selection import resolve
+
+    if evaluator.declaration.kind not in ("fields", "exact", "accuracy"):
+        return
+    references = [r for r in map(_reference_or_none(evaluator), truths) if isinstance(r, dict)]
+    truth = evaluator.declaration.truth or ""
+    below = [resolve(t, truth) for t in truths]
+    for key, path in evaluator.keys.items():
+        if path.endswith(("?", "*")) or any(ref.get(key) is not None for ref in references):
+            continue
+        full = f"{truth}.{path}" if truth else path
+        problems.add((*loc, key), f"key {key!r} reads truth path {full!r}, stated in none of {len(references)} "
+                                  f"sampled records of {source}" + _truth_hint(below, path, truth))
+
+
+def _reference_or_none(evaluator: Any) -> Any:
+    def reference(truth: Any) -> Any:
+        try:
+            return evaluator.reference(truth)
+        except KeyError:
+            return None
+    return reference
+
+
+def _truth_hint(truths: list[Any], path: str, above: str = "") -> str:
+    """The keys the sampled truth objects hold at the deepest step of `path` that does resolve
+    (`above`: the path of these objects themselves, for the message)."""
     from ..selection import is_missing, resolve
 
     parts = path.split(".") if path else []
     for depth in range(len(parts) - 1, -1, -1):
+        found: dict[str, None] = {}
         for truth in truths:
             value = resolve(truth, ".".join(parts[:depth]))
             if isinstance(value, dict) and not is_missing(value):
-                keys = ", ".join(itertools.islice(map(str, value), 12))
-                return f"; at {'.'.join(parts[:depth]) or 'truth'} the records have: {keys}"
+                found.update(dict.fromkeys(map(str, value)))
+        if found:
+            where = ".".join(p for p in (above, *parts[:depth]) if p) or "truth"
+            return f"; at {where} the records have: {', '.join(itertools.islice(found, 12))}"
     return ""
 
 

@@ -30,6 +30,7 @@ from ..evaluate.verdict import Check, Primary, judge
 from ..run.atomic import file_sha256
 from ..run.stage import ORDER, Stage
 from ..selection import Selection
+from ..spec.checks import require_truth
 from ..train.base import make_trainer
 
 if TYPE_CHECKING:
@@ -152,6 +153,8 @@ class EvalStage(Stage):
         trainer = make_trainer(spec, ctx.registry)
         domain, general, primaries = self._evaluators(ctx)
         dialogues = self._heldout(ctx) if domain else []
+        if dialogues:
+            require_truth(spec, [d.truth for d in dialogues], "the held-out dialogues ([eval] domain_data)")
 
         trained = self._trained(ctx)
         exclude: set[str] = set()

@@ -91,6 +91,9 @@ class DataRichness(Metric):
     description = "diversity: nearest-neighbour distance (embeddings or n-gram novelty), distinct-n, coverage"
     config: DataRichnessConfig
 
+    def pool_columns(self) -> set[str]:
+        return {self.config.column, *self.config.group_by, R.INSTRUCTION_ID, R.SCENE, R.TASK}
+
     def score(self, df: pl.DataFrame, ctx: MetricContext) -> pl.DataFrame:
         cfg = self.config
         texts = df[cfg.column].fill_null("")

@@ -183,6 +183,7 @@ def _maybe_die(stage: str, task: PartitionTask) -> None:
     marker = Path(task.stage_dir) / f".worker-fault-{task.index:05d}"
     if marker.exists():
         return
+    marker.parent.mkdir(parents=True, exist_ok=True)  # this may be the stage's first partition
     marker.touch()
     os.kill(os.getpid(), signal.SIGKILL)
 

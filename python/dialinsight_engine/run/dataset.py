@@ -10,7 +10,6 @@ split into partitions (one executor may write 3 partitions where another writes 
 from __future__ import annotations
 
 import hashlib
-import io
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -134,10 +133,20 @@ def content_hash(frames: Iterable[pl.DataFrame]) -> str:
             schema_done = True
         if chunk.height == 0:
             continue
-        buf = io.BytesIO()
-        chunk.rechunk().write_ipc(buf, compression="uncompressed", compat_level=pl.CompatLevel.oldest())
-        h.update(buf.getbuffer())
+        # streamed into the hash: no second copy of the chunk's bytes (65,536 rows) in memory
+        chunk.rechunk().write_ipc(_HashWriter(h), compression="uncompressed", compat_level=pl.CompatLevel.oldest())
     return h.hexdigest()
+
+
+class _HashWriter:
+    """A write-only file object that feeds what is written to a hash."""
+
+    def __init__(self, h: hashlib._Hash) -> None:
+        self.h = h
+
+    def write(self, data: bytes) -> int:
+        self.h.update(data)
+        return len(data)
 
 
 def output_hash(folder: Path) -> str:

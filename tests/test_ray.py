@@ -3,7 +3,7 @@ two nodes of one CPU each), against the local executor on the same spec: specs/r
 with the scripted backend standing in for the model (generation is not what is tested here)
 and 8 rows per partition, so each row-parallel stage has 4 partitions to spread.
 
-- The Ray run's every stage through export has the local run's content hash, although a worker
+- The Ray run's every stage through export (assess row-parallel too) has the local run's content hash, although a worker
   was SIGKILLed mid-stage (Ray retried its task) and the driver was SIGKILLed mid-stage (the
   rerun reused the finished partitions: the count recomputed is asserted).
 - A partition whose map raises fails the stage naming it, keeps its rows with the error, and
@@ -102,6 +102,12 @@ def test_ray_cluster_gives_the_local_hashes_through_worker_and_driver_kills(clus
                                             "executor": "ray"}
     assert [p["rows"] for p in seeds["partitions"]] == [32, 32, 32, 32]
     assert hashes(run) == want
+    # assess ran row-parallel on the cluster too: the row-local metrics as one map, the
+    # decisions as another, over evolve's partitions; its scratch folder is gone
+    assess = manifest(run, "assess")
+    assert assess["stats"]["partitions"]["executor"] == "ray" and assess["stats"]["partitions"]["total"] > 1
+    assert assess["stats"]["row_metrics"]["partitions"] == assess["stats"]["partitions"]["total"]
+    assert assess["stats"]["partition_costs"]["workers"] >= 1 and not (run / "assess" / ".phase").exists()
     try:  # rayB's distributed dedup, when present, ran inside assess with the same result
         import dialinsight_engine.executors.ray_dedup  # noqa: F401
     except ImportError:

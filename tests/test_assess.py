@@ -261,6 +261,9 @@ def test_partitioned_assess_gives_the_whole_pool_rows_and_summary(write_spec, tm
     rows = _rows(40)
     rows = rows.with_columns(**{R.KEPT: pl.int_range(rows.height) % 9 != 0})
     rows = pl.concat([rows, rows.slice(3, 4).with_columns(pl.col(R.INSTRUCTION_ID) + "copy")])  # near duplicates
+    # richness compares within a task: two tasks, and one task of a single row (novelty 1.0)
+    tasks = ["t" if i % 2 else "u" for i in range(rows.height - 1)] + ["solo"]
+    rows = rows.with_columns(pl.Series(R.TASK, tasks))
     run = tmp_path / "run"
     parts = [write_partition(run / "review", i, rows.slice(s, 7)) for i, s in enumerate(range(0, rows.height, 7))]
     Manifest("review", "f", "c", [], {}, {}, {}, rows.height, rows.height, None, "h",
@@ -286,4 +289,7 @@ def test_partitioned_assess_gives_the_whole_pool_rows_and_summary(write_spec, tm
     want = json.loads(json.dumps(whole.summary))
     assert summary == want
     assert ctx.stats["quality"]["rows_in_play"] == int(rows[R.KEPT].sum())
+    # mapped on the executor: the Rust text metrics, and richness from the merged n-gram counts
+    assert ctx.stats["row_metrics"]["metrics"] == ["prompt_complexity", "input_complexity", "data_richness"]
+    assert got.filter(pl.col(R.TASK) == "solo")["score_data_richness"].to_list() == [1.0]
     assert not (run / "assess" / ".phase").exists()  # the scratch folder is gone

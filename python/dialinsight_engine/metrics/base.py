@@ -152,6 +152,24 @@ class Metric(ABC):
         `score(df)` runs (so the stage resolves it once over the pool); None: it resolves none."""
         return None
 
+    def aggregates(self) -> bool:
+        """True when the metric needs the pool only through an aggregate that partitions can
+        compute in parts (counts, document frequencies): the stage then maps `partial` over the
+        partitions, `merge`s the parts on the driver, and scores each partition where it lies
+        with the merged aggregate set as `pool_state`. Default False."""
+        return False
+
+    #: the merged aggregate while a partition is scored (`aggregates()`); None: score the frame alone
+    pool_state: Any = None
+
+    def partial(self, df: pl.DataFrame, ctx: MetricContext) -> pl.DataFrame:
+        """One partition's part of the aggregate (rows in play), as a frame (`aggregates()`)."""
+        raise NotImplementedError
+
+    def merge(self, partials: list[pl.DataFrame]) -> Any:
+        """The aggregate of the whole pool from every partition's part (`aggregates()`)."""
+        raise NotImplementedError
+
     def pool_columns(self) -> set[str] | None:
         """The input columns a pool-wide metric reads (the driver gathers only those);
         None: all of them."""

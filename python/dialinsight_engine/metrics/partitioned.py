@@ -9,7 +9,10 @@ process holds the pool:
       detection could differ from the pool's);
    b. the row-local metrics (`Metric.row_local()`: the Rust text metrics) scored as a map over
       the input partitions on the executor, each partition's columns written to a scratch
-      folder (`<stage>/.phase/rowwise/`, resumable like any partition);
+      folder (`<stage>/.phase/rowwise/`, resumable like any partition); so are the metrics
+      that need the pool only through a mergeable aggregate (`Metric.aggregates()`: n-gram
+      richness), after a first map of their `partial` aggregates, `merge`d on the driver
+      (the n-gram document frequencies per group);
    c. the pool-wide metrics (richness, near duplicates, plugins) scored over the pool in play,
       gathering only the columns they read (`Metric.pool_columns()`); their columns are cut
       back into partitions (`<stage>/.phase/pooled/`);
@@ -91,21 +94,40 @@ class RowMetrics(RowStage):
         columns, seconds = [], {}
         for name in self.names:
             t0 = time.perf_counter()
+            metrics[name].pool_state = (state or {}).get(name)  # the merged aggregate, if it needs one
             columns.append(run_metric(name, metrics[name], play, mctx))
             seconds[name] = time.perf_counter() - t0
         pctx.stats.update(seconds=seconds, metric_stats=mctx.stats)
         return pl.concat(columns, how="horizontal")
 
 
+class PoolPartial(RowStage):
+    """Step 1b': one partition's part of an aggregating metric's pool aggregate."""
+
+    name = "pool-partial"
+    order = 0
+
+    def __init__(self, phase: Phase, metric: str, languages: dict[str, str]) -> None:
+        self.phase, self.metric, self.languages = phase, metric, languages
+
+    def map_partition(self, pctx: PartitionContext, frame: pl.DataFrame, state: Any) -> pl.DataFrame:
+        metric = instantiate(pctx.spec.quality, pctx.registry, self.phase)[self.metric]
+        return metric.partial(frame.filter(in_play_mask(frame)), MetricContext(spec=pctx.spec, languages=self.languages))
+
+
 def prepare(ctx: StageContext, phase: Phase) -> PhaseState:
     """Step 1: everything about the pool that a partition's decisions need."""
     metrics = instantiate(ctx.spec.quality, ctx.registry, phase)
-    local = [n for n, m in metrics.items() if m.row_local()]
+    # row-local metrics, and those that need the pool only through a mergeable aggregate
+    local = [n for n, m in metrics.items() if m.row_local() or m.aggregates()]
     scratch = ctx.stage_dir / SCRATCH
     state = PhaseState(phase, list(metrics), None, None, {})
     if local:
         state.rowwise = str(scratch / "rowwise")
-        _score_rowwise(ctx, RowMetrics(phase, local, pool_languages(ctx, {n: metrics[n] for n in local})), state)
+        languages = pool_languages(ctx, {n: metrics[n] for n in local})
+        aggregates = {n: _aggregate(ctx, PoolPartial(phase, n, languages), metrics[n], scratch / f"partial-{n}")
+                      for n in local if not metrics[n].row_local()}
+        _score_rowwise(ctx, RowMetrics(phase, local, languages), state, aggregates)
     pooled = {n: m for n, m in metrics.items() if n not in local}
     if pooled:
         state.pooled = str(scratch / "pooled")
@@ -239,32 +261,45 @@ def _gather(texts: pl.Series | None, positions: list[int]) -> list[str]:
     return [] if texts is None else texts.gather(positions).to_list()
 
 
-def _score_rowwise(ctx: StageContext, stage: RowMetrics, state: PhaseState) -> None:
-    """Step 1b on the run's executor; partitions of an interrupted run are reused."""
+def _map(ctx: StageContext, stage: RowStage, folder: Path, what: str, state: Any = None) -> list[Any]:
+    """`stage` mapped over the input partitions into `folder` on the run's executor (partitions
+    of an interrupted run reused); returns every partition's progress record."""
     from ..executors.base import load_progress
     from ..executors.driver import input_tasks, keep_failed_rows
     from ..executors.local import LocalExecutor
 
-    assert state.rowwise is not None
-    tasks = input_tasks(ctx, f"{ctx.partition_key}|rowwise", Path(state.rowwise))
+    tasks = input_tasks(ctx, f"{ctx.partition_key}|{folder.name}", folder)
     todo = [t for t in tasks if load_progress(t) is None]
     executor = ctx.executor or LocalExecutor()
-    with ctx.progress(f"{ctx.stage}: row metrics ({executor.name})", len(tasks)) as advance:
+    with ctx.progress(f"{ctx.stage}: {what} ({executor.name})", len(tasks)) as advance:
         advance(len(tasks) - len(todo))
         try:
-            for _ in executor.map(stage, ctx.spec, todo, None, ctx.registry):
+            for _ in executor.map(stage, ctx.spec, todo, state, ctx.registry):
                 advance(1)
         except PartitionFailed as failed:
             raise StageFailed(keep_failed_rows(ctx, failed)) from None
+    return [r for t in tasks if (r := load_progress(t)) is not None]
+
+
+def _aggregate(ctx: StageContext, stage: PoolPartial, metric: Metric, folder: Path) -> Any:
+    """Step 1b': the partitions' parts of a metric's aggregate, merged on the driver."""
+    _map(ctx, stage, folder, f"{stage.metric} aggregate")
+    return metric.merge([pl.read_parquet(path) for path in dataset.partition_files(folder)])
+
+
+def _score_rowwise(ctx: StageContext, stage: RowMetrics, state: PhaseState, aggregates: dict[str, Any]) -> None:
+    """Step 1b on the run's executor; partitions of an interrupted run are reused."""
+    assert state.rowwise is not None
+    done = _map(ctx, stage, Path(state.rowwise), "row metrics", aggregates)
     # every partition's record, computed now or reused: seconds are summed; the metrics' own
     # stats (the resolved language...) are the same in every partition, so partition 0's
-    records = [r.stats for t in tasks if (r := load_progress(t)) is not None]
+    records = [r.stats for r in done]
     seconds: dict[str, Any] = {}
     for record in records:
         merge_stats(seconds, record.get("seconds", {}))
     state.timings.update({n: round(v, 3) for n, v in seconds.items()})
     state.metric_stats.update(records[0].get("metric_stats", {}) if records else {})
-    ctx.stats["row_metrics"] = {"partitions": len(tasks), "computed": len(todo)}
+    ctx.stats["row_metrics"] = {"partitions": len(done), "metrics": stage.names}
 
 
 def _score_pooled(ctx: StageContext, metrics: dict[str, Metric], state: PhaseState) -> None:

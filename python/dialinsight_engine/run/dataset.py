@@ -13,6 +13,7 @@ import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO, Any, cast
 
 import polars as pl
 
@@ -134,14 +135,15 @@ def content_hash(frames: Iterable[pl.DataFrame]) -> str:
         if chunk.height == 0:
             continue
         # streamed into the hash: no second copy of the chunk's bytes (65,536 rows) in memory
-        chunk.rechunk().write_ipc(_HashWriter(h), compression="uncompressed", compat_level=pl.CompatLevel.oldest())
+        chunk.rechunk().write_ipc(cast(IO[bytes], _HashWriter(h)), compression="uncompressed",
+                                  compat_level=pl.CompatLevel.oldest())
     return h.hexdigest()
 
 
 class _HashWriter:
     """A write-only file object that feeds what is written to a hash."""
 
-    def __init__(self, h: hashlib._Hash) -> None:
+    def __init__(self, h: Any) -> None:
         self.h = h
 
     def write(self, data: bytes) -> int:

@@ -293,3 +293,17 @@ def test_partitioned_assess_gives_the_whole_pool_rows_and_summary(write_spec, tm
     assert ctx.stats["row_metrics"]["metrics"] == ["prompt_complexity", "input_complexity", "data_richness"]
     assert got.filter(pl.col(R.TASK) == "solo")["score_data_richness"].to_list() == [1.0]
     assert not (run / "assess" / ".phase").exists()  # the scratch folder is gone
+
+
+@pytest.mark.parametrize("method", ["minmax", "z", "rank", "none"])
+def test_pool_statistics_normalise_a_partition_as_inside_the_whole(method):
+    from dialinsight_engine.metrics.combine import normalise, pool_stats
+
+    values = pl.Series("s", [0.5, None, 0.25, 0.5, 1.0, 0.125, None, 0.5, 0.75, 0.25, 3.0], dtype=pl.Float64)
+    whole = pl.select(normalise(pl.lit(values), method)).to_series()
+    stats = pool_stats(values, method)
+    parts = [pl.select(normalise(pl.lit(values.slice(s, 4)), method, stats)).to_series() for s in (0, 4, 8)]
+    assert pl.concat(parts).to_list() == whole.to_list() and whole.null_count() == 2
+    constant = pl.Series("s", [0.5, 0.5, None], dtype=pl.Float64)  # no spread: the documented fallbacks
+    assert pl.select(normalise(pl.lit(constant.slice(0, 1)), method, pool_stats(constant, method))).to_series().to_list() \
+        == pl.select(normalise(pl.lit(constant), method)).to_series().to_list()[:1]

@@ -167,7 +167,7 @@ def load_progress(task: PartitionTask) -> PartitionResult | None:
     file = Path(task.stage_dir) / part.name
     if not file.is_file() or atomic.file_sha256(file) != part.sha256:
         return None
-    return PartitionResult(task.index, part, record.get("stats", {}), 0.0)
+    return PartitionResult(task.index, part, record.get("stats", {}), float(record.get("seconds", 0.0)))
 
 
 def peak_rss_mb() -> float:

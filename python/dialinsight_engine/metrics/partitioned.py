@@ -278,7 +278,12 @@ def _map(ctx: StageContext, stage: RowStage, folder: Path, what: str, state: Any
                 advance(1)
         except PartitionFailed as failed:
             raise StageFailed(keep_failed_rows(ctx, failed)) from None
-    return [r for t in tasks if (r := load_progress(t)) is not None]
+    done = [r for t in tasks if (r := load_progress(t)) is not None]
+    # per-block costs of prepare's maps, for docs/performance.md's scaling model
+    ctx.stats.setdefault("prepare_maps", {})[folder.name] = {
+        "partitions": len(done), "computed": len(todo), "map_seconds": round(sum(r.seconds for r in done), 3),
+        "bytes": sum((folder / r.partition.name).stat().st_size for r in done)}
+    return done
 
 
 def _aggregate(ctx: StageContext, stage: PoolPartial, metric: Metric, folder: Path) -> Any:
@@ -333,10 +338,12 @@ def _score_pooled(ctx: StageContext, metrics: dict[str, Metric], state: PhaseSta
     state.metric_stats.update(mctx.stats)
     new = pl.concat(scored, how="horizontal")
     assert state.pooled is not None
-    start = 0
+    start, written = 0, 0
     for i, rows in enumerate(sizes):
-        atomic.write_parquet(Path(state.pooled) / dataset.part_name(i), new.slice(start, rows))
+        written += atomic.write_parquet(Path(state.pooled) / dataset.part_name(i), new.slice(start, rows)).stat().st_size
         start += rows
+    ctx.stats.setdefault("prepare_maps", {})["pooled"] = {"rows": pool.height, "columns": pool.width - new.width,
+                                                          "bytes": written}
 
 
 def _normalisation(ctx: StageContext, state: PhaseState) -> dict[str, PoolStats]:

@@ -293,6 +293,10 @@ def test_partitioned_assess_gives_the_whole_pool_rows_and_summary(write_spec, tm
     assert ctx.stats["row_metrics"]["metrics"] == ["prompt_complexity", "input_complexity", "data_richness"]
     assert got.filter(pl.col(R.TASK) == "solo")["score_data_richness"].to_list() == [1.0]
     assert not (run / "assess" / ".phase").exists()  # the scratch folder is gone
+    # outside the runner (a notebook, a test): the same rows in one frame
+    alone = StageContext(spec=spec, registry=registry, run_dir=run, stage="assess", input_stage="review",
+                         log=logging.getLogger("test"))
+    assert AssessStage().run(alone).equals(whole.frame)
 
 
 @pytest.mark.parametrize("method", ["minmax", "z", "rank", "none"])

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,11 +152,13 @@ def decide(pctx: PartitionContext, frame: pl.DataFrame, state: PhaseState) -> pl
     return out
 
 
-def finish(ctx: StageContext, state: PhaseState) -> None:
-    """Step 3: the quality summary over the written output, then the scratch folder goes."""
+def finish(ctx: StageContext, state: PhaseState, output: Iterable[pl.DataFrame] | None = None) -> None:
+    """Step 3: the quality summary over the output (default: as written), then the scratch
+    folder goes."""
     metrics = instantiate(ctx.spec.quality, ctx.registry, state.phase)
     wanted = [c for n in ctx.spec.quality.active() for c in (score_col(n), flag_col(n))] + [R.KEPT]
-    frame = pl.concat([f.select([c for c in wanted if c in f.columns]) for f in _output(ctx)], how="vertical").rechunk()
+    frames = output if output is not None else dataset.iter_output(ctx.stage_dir)
+    frame = pl.concat([f.select([c for c in wanted if c in f.columns]) for f in frames], how="vertical").rechunk()
     summary = summarise(frame, ctx.spec.quality, metrics, state.phase, state.timings, state.metric_stats)
     ctx.write_json(SUMMARY, summary)
     counts = ctx.stats.get("quality", {})
@@ -185,6 +187,14 @@ class PhaseStage(RowStage):
     def finish(self, ctx: StageContext, rows_out: int) -> None:
         finish(ctx, self._state)
 
+    def run(self, ctx: StageContext) -> pl.DataFrame:
+        """The whole output in one frame, outside the runner (nothing written but the summary)."""
+        state = self.prepare(ctx)
+        out = pl.concat([decide(PartitionContext(ctx.spec, self.name, i, ctx.registry), frame, state)
+                         for i, frame in enumerate(ctx.iter_input())], how="vertical")
+        finish(ctx, state, [out])
+        return out
+
     def __getstate__(self) -> dict[str, Any]:
         # the state travels once as the map's argument, not again inside the stage
         return {k: v for k, v in self.__dict__.items() if k != "_state"}
@@ -199,10 +209,6 @@ def _partitions(ctx: StageContext) -> list[Path]:
     from ..executors.driver import input_tasks
 
     return [Path(t.input_path) for t in input_tasks(ctx, "")] if ctx.input_stage else []
-
-
-def _output(ctx: StageContext) -> Iterator[pl.DataFrame]:
-    yield from dataset.iter_output(ctx.stage_dir)
 
 
 def _in_play(path: Path, columns: list[str] | None = None) -> pl.DataFrame:

@@ -236,19 +236,25 @@ min = 0.3
 
 [quality.metrics.data_richness]
 normalize = "rank"
-params = { embeddings = "off" }
+params = {{ embeddings = "{embeddings}" }}
 
 [quality.metrics.data_redundancy]
 normalize = "rank"
 weight = 0.5
-params = { keep = "score_prompt_complexity", group_by = [] }
+params = {{ keep = "score_prompt_complexity", group_by = [] }}
 """
 
 
-def test_partitioned_assess_gives_the_whole_pool_rows_and_summary(write_spec, tmp_path):
-    """The assess stage scores 7-row partitions (row-local metrics per partition, pool-wide
-    ones and the min-max/z/rank statistics over the pool) and must give exactly the rows and
-    the summary of scoring the whole pool at once, rows already out included."""
+@pytest.mark.parametrize("embeddings", ["off", "on"])
+def test_partitioned_assess_gives_the_whole_pool_rows_and_summary(write_spec, tmp_path, embeddings):
+    """The assess stage scores 7-row partitions (row-local metrics per partition, richness from
+    merged n-gram counts or, with embeddings, over the pool; the min-max/z/rank statistics over
+    the pool) and must give exactly the rows and the summary of scoring the whole pool at once,
+    rows already out included."""
+    from dialinsight_engine.metrics import embeddings as embedding_support
+
+    if embeddings == "on" and embedding_support.available():
+        pytest.skip(f"embeddings: {embedding_support.available()} (the `embed` extra)")
     from dialinsight_engine.executors.driver import produce, write_frames
     from dialinsight_engine.executors.local import LocalExecutor
     from dialinsight_engine.metrics.partitioned import SUMMARY
@@ -256,7 +262,7 @@ def test_partitioned_assess_gives_the_whole_pool_rows_and_summary(write_spec, tm
     from dialinsight_engine.run.manifest import Manifest
     from dialinsight_engine.stages.assess import AssessStage
 
-    spec = load_spec(write_spec(PARTITIONED_TOML, name="p"))
+    spec = load_spec(write_spec(PARTITIONED_TOML.format(embeddings=embeddings), name="p"))
     registry = build_registry()
     rows = _rows(40)
     rows = rows.with_columns(**{R.KEPT: pl.int_range(rows.height) % 9 != 0})
@@ -290,7 +296,9 @@ def test_partitioned_assess_gives_the_whole_pool_rows_and_summary(write_spec, tm
     assert summary == want
     assert ctx.stats["quality"]["rows_in_play"] == int(rows[R.KEPT].sum())
     # mapped on the executor: the Rust text metrics, and richness from the merged n-gram counts
-    assert ctx.stats["row_metrics"]["metrics"] == ["prompt_complexity", "input_complexity", "data_richness"]
+    # (with embeddings, richness needs every vector: the driver scores it over the pool)
+    local = ["prompt_complexity", "input_complexity"] + (["data_richness"] if embeddings == "off" else [])
+    assert ctx.stats["row_metrics"]["metrics"] == local
     assert got.filter(pl.col(R.TASK) == "solo")["score_data_richness"].to_list() == [1.0]
     assert not (run / "assess" / ".phase").exists()  # the scratch folder is gone
     # outside the runner (a notebook, a test): the same rows in one frame

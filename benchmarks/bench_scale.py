@@ -151,6 +151,11 @@ def stage_figures(run: Path, n: int) -> dict[str, dict[str, object]]:
             "worker_peak_rss_mb": costs.get("worker_peak_rss_mb"), "workers": costs.get("workers"),
             "output_hash": m["output_hash"][:16],
         }
+        if stage == "assess":  # where assess's time went: prepare's maps, the driver's pool-wide metrics
+            summary = json.loads((run / stage / "quality_summary.json").read_text())
+            out[stage]["prepare_maps"] = m["stats"].get("prepare_maps")
+            out[stage]["metric_seconds"] = {k: v.get("seconds") for k, v in summary["metrics"].items()}
+            out[stage]["ray_near_duplicates"] = m["stats"].get("ray_near_duplicates")
     return out
 
 

@@ -221,3 +221,101 @@ def test_verify_stage_applies_label_metrics_and_recombines(write_spec, tmp_path)
     assert out["quality_score"].to_list() != pytest.approx(assessed["quality_score"].to_list())
     assert (run / "verify" / "quality_summary.json").exists()
     assert ctx.stats["quality"]["dropped_here"] == 4
+
+
+PARTITIONED_TOML = """
+[quality]
+min_score = 0.2
+
+[quality.metrics.prompt_complexity]
+normalize = "minmax"
+
+[quality.metrics.input_complexity]
+normalize = "z"
+min = 0.3
+
+[quality.metrics.data_richness]
+normalize = "rank"
+params = {{ embeddings = "{embeddings}" }}
+
+[quality.metrics.data_redundancy]
+normalize = "rank"
+weight = 0.5
+params = {{ keep = "score_prompt_complexity", group_by = [] }}
+"""
+
+
+@pytest.mark.parametrize("embeddings", ["off", "on"])
+def test_partitioned_assess_gives_the_whole_pool_rows_and_summary(write_spec, tmp_path, embeddings):
+    """The assess stage scores 7-row partitions (row-local metrics per partition, richness from
+    merged n-gram counts or, with embeddings, over the pool; the min-max/z/rank statistics over
+    the pool) and must give exactly the rows and the summary of scoring the whole pool at once,
+    rows already out included."""
+    from dialinsight_engine.metrics import embeddings as embedding_support
+
+    if embeddings == "on" and embedding_support.available():
+        pytest.skip(f"embeddings: {embedding_support.available()} (the `embed` extra)")
+    from dialinsight_engine.executors.driver import produce, write_frames
+    from dialinsight_engine.executors.local import LocalExecutor
+    from dialinsight_engine.metrics.partitioned import SUMMARY
+    from dialinsight_engine.run.dataset import output_hash
+    from dialinsight_engine.run.manifest import Manifest
+    from dialinsight_engine.stages.assess import AssessStage
+
+    spec = load_spec(write_spec(PARTITIONED_TOML.format(embeddings=embeddings), name="p"))
+    registry = build_registry()
+    rows = _rows(40)
+    rows = rows.with_columns(**{R.KEPT: pl.int_range(rows.height) % 9 != 0})
+    rows = pl.concat([rows, rows.slice(3, 4).with_columns(pl.col(R.INSTRUCTION_ID) + "copy")])  # near duplicates
+    # richness compares within a task: two tasks, and one task of a single row (novelty 1.0)
+    tasks = ["t" if i % 2 else "u" for i in range(rows.height - 1)] + ["solo"]
+    rows = rows.with_columns(pl.Series(R.TASK, tasks))
+    run = tmp_path / "run"
+    parts = [write_partition(run / "review", i, rows.slice(s, 7)) for i, s in enumerate(range(0, rows.height, 7))]
+    Manifest("review", "f", "c", [], {}, {}, {}, rows.height, rows.height, None, "h",
+             partitions=[p.to_dict() for p in parts]).save(run / "review")
+
+    ctx = StageContext(spec=spec, registry=registry, run_dir=run, stage="assess", input_stage="review",
+                       log=logging.getLogger("test"), partition_rows=7)
+    ctx.executor = LocalExecutor()
+    produce(AssessStage(), ctx, ctx.executor, "key")
+    got = read_output(run / "assess")
+    whole = assess_phase(rows, spec.quality, registry, MetricContext(spec=spec), "instruction")
+
+    # the whole-pool rows as the runner wrote them before: cut into partitions of 7 rows
+    write_frames(tmp_path / "whole", [whole.frame], 7, "assess")
+    assert got.equals(whole.frame)
+    assert output_hash(run / "assess") == output_hash(tmp_path / "whole")
+    assert 0 < got[R.KEPT].sum() < got.height - 5  # thresholds and flags decided something
+    assert got["flag_data_redundancy"].drop_nulls().len() >= 4
+    assert len(list((run / "assess" / "data").glob("part-*.parquet"))) == len(parts) == 6
+    summary = json.loads((run / "assess" / SUMMARY).read_text())
+    for entry in (*summary["metrics"].values(), *whole.summary["metrics"].values()):
+        entry.pop("seconds", None)
+    want = json.loads(json.dumps(whole.summary))
+    assert summary == want
+    assert ctx.stats["quality"]["rows_in_play"] == int(rows[R.KEPT].sum())
+    # mapped on the executor: the Rust text metrics, and richness from the merged n-gram counts
+    # (with embeddings, richness needs every vector: the driver scores it over the pool)
+    local = ["prompt_complexity", "input_complexity"] + (["data_richness"] if embeddings == "off" else [])
+    assert ctx.stats["row_metrics"]["metrics"] == local
+    assert got.filter(pl.col(R.TASK) == "solo")["score_data_richness"].to_list() == [1.0]
+    assert not (run / "assess" / ".phase").exists()  # the scratch folder is gone
+    # outside the runner (a notebook, a test): the same rows in one frame
+    alone = StageContext(spec=spec, registry=registry, run_dir=run, stage="assess", input_stage="review",
+                         log=logging.getLogger("test"))
+    assert AssessStage().run(alone).equals(whole.frame)
+
+
+@pytest.mark.parametrize("method", ["minmax", "z", "rank", "none"])
+def test_pool_statistics_normalise_a_partition_as_inside_the_whole(method):
+    from dialinsight_engine.metrics.combine import normalise, pool_stats
+
+    values = pl.Series("s", [0.5, None, 0.25, 0.5, 1.0, 0.125, None, 0.5, 0.75, 0.25, 3.0], dtype=pl.Float64)
+    whole = pl.select(normalise(pl.lit(values), method)).to_series()
+    stats = pool_stats(values, method)
+    parts = [pl.select(normalise(pl.lit(values.slice(s, 4)), method, stats)).to_series() for s in (0, 4, 8)]
+    assert pl.concat(parts).to_list() == whole.to_list() and whole.null_count() == 2
+    constant = pl.Series("s", [0.5, 0.5, None], dtype=pl.Float64)  # no spread: the documented fallbacks
+    assert pl.select(normalise(pl.lit(constant.slice(0, 1)), method, pool_stats(constant, method))).to_series().to_list() \
+        == pl.select(normalise(pl.lit(constant), method)).to_series().to_list()[:1]

@@ -167,7 +167,7 @@ def load_progress(task: PartitionTask) -> PartitionResult | None:
     file = Path(task.stage_dir) / part.name
     if not file.is_file() or atomic.file_sha256(file) != part.sha256:
         return None
-    return PartitionResult(task.index, part, record.get("stats", {}), 0.0)
+    return PartitionResult(task.index, part, record.get("stats", {}), float(record.get("seconds", 0.0)))
 
 
 def peak_rss_mb() -> float:
@@ -183,6 +183,7 @@ def _maybe_die(stage: str, task: PartitionTask) -> None:
     marker = Path(task.stage_dir) / f".worker-fault-{task.index:05d}"
     if marker.exists():
         return
+    marker.parent.mkdir(parents=True, exist_ok=True)  # this may be the stage's first partition
     marker.touch()
     os.kill(os.getpid(), signal.SIGKILL)
 

@@ -88,17 +88,20 @@ def write_frames(folder: Path, frames: Iterable[pl.DataFrame], rows: int, stage:
     return parts
 
 
-def _input_tasks(ctx: StageContext, key: str) -> list[PartitionTask]:
+def input_tasks(ctx: StageContext, key: str, folder: Path | None = None) -> list[PartitionTask]:
+    """One task per partition of the stage's input, writing under `folder` (default: the
+    stage's own folder; a stage's `prepare` may run a map of its own into a scratch folder)."""
     assert ctx.input_stage is not None
     upstream = ctx.run_dir / ctx.input_stage
     manifest = Manifest.load(upstream)
     listed = manifest.partitions if manifest is not None else []
-    return [PartitionTask(i, str(upstream / p["name"]), p["sha256"], str(ctx.stage_dir), key)
+    return [PartitionTask(i, str(upstream / p["name"]), p["sha256"], str(folder or ctx.stage_dir), key)
             for i, p in enumerate(listed)]
 
 
 def _run_rows(stage: RowStage, ctx: StageContext, executor: Executor, key: str) -> list[dataset.Partition]:
-    tasks = _input_tasks(ctx, key)
+    tasks = input_tasks(ctx, key)
+    ctx.partition_key = key
     shutil.rmtree(ctx.stage_dir / FAILED_DIR, ignore_errors=True)
     results: dict[int, PartitionResult] = {}
     for task in tasks:
@@ -115,7 +118,7 @@ def _run_rows(stage: RowStage, ctx: StageContext, executor: Executor, key: str) 
                 faults.point(f"partition:{stage.name}:done")
                 advance(1)
         except PartitionFailed as failed:
-            raise StageFailed(_keep_failed_rows(ctx, failed)) from None
+            raise StageFailed(keep_failed_rows(ctx, failed)) from None
     stats: dict[str, Any] = {}
     for index in sorted(results):
         merge_stats(stats, results[index].stats)
@@ -135,7 +138,7 @@ def _run_rows(stage: RowStage, ctx: StageContext, executor: Executor, key: str) 
     return parts
 
 
-def _keep_failed_rows(ctx: StageContext, failed: PartitionFailed) -> str:
+def keep_failed_rows(ctx: StageContext, failed: PartitionFailed) -> str:
     """Write the failed partition's input rows with the error beside them; the message names it."""
     rows = dataset.read_partition(failed.input_path).with_columns(pl.lit(failed.error).alias("error"))
     path = dataset.write_failed(ctx.stage_dir, failed.index, rows)

@@ -51,8 +51,12 @@ class MetricContext:
     standalone (tests, notebooks) with `MetricContext.standalone()`."""
 
     def __init__(self, *, spec: Spec | None = None, stage_ctx: StageContext | None = None,
-                 log: logging.Logger | None = None, backends: dict[str, Any] | None = None) -> None:
+                 log: logging.Logger | None = None, backends: dict[str, Any] | None = None,
+                 languages: dict[str, str] | None = None) -> None:
         self.spec = spec if spec is not None else (stage_ctx.spec if stage_ctx else None)
+        #: metric name -> language already resolved over the whole pool (a partition's own
+        #: detection could differ from the pool's)
+        self.languages = dict(languages or {})
         self.stage_ctx = stage_ctx
         self.log = log or (stage_ctx.log if stage_ctx else logging.getLogger("dialinsight_engine.metrics"))
         self._backends = dict(backends or {})
@@ -84,7 +88,7 @@ class MetricContext:
         with its segmenter in `stats[metric]["language"]` (the stage manifest)."""
         from .. import fast
 
-        lang = fast.resolve_language(texts, self.language)
+        lang = self.languages.get(metric) or fast.resolve_language(texts, self.language)
         info = {**fast.language_info(lang), "configured": self.language}
         self.stats.setdefault(metric, {})["language"] = info
         return lang
@@ -136,6 +140,40 @@ class Metric(ABC):
     @abstractmethod
     def score(self, df: pl.DataFrame, ctx: MetricContext) -> pl.DataFrame:
         """One row per input row, same order: `score`, optional `reason`, detail columns."""
+
+    def row_local(self) -> bool:
+        """True when a row's score depends on that row alone (no pool statistics, no backend),
+        so the metric can score each partition where it lies (a Ray worker). Default False:
+        the metric scores the whole pool in play, on the driver."""
+        return False
+
+    def language_texts(self, df: pl.DataFrame) -> pl.Series | None:
+        """For a row-local metric: the texts whose language `ctx.text_language` resolves when
+        `score(df)` runs (so the stage resolves it once over the pool); None: it resolves none."""
+        return None
+
+    def aggregates(self) -> bool:
+        """True when the metric needs the pool only through an aggregate that partitions can
+        compute in parts (counts, document frequencies): the stage then maps `partial` over the
+        partitions, `merge`s the parts on the driver, and scores each partition where it lies
+        with the merged aggregate set as `pool_state`. Default False."""
+        return False
+
+    #: the merged aggregate while a partition is scored (`aggregates()`); None: score the frame alone
+    pool_state: Any = None
+
+    def partial(self, df: pl.DataFrame, ctx: MetricContext) -> pl.DataFrame:
+        """One partition's part of the aggregate (rows in play), as a frame (`aggregates()`)."""
+        raise NotImplementedError
+
+    def merge(self, partials: list[pl.DataFrame]) -> Any:
+        """The aggregate of the whole pool from every partition's part (`aggregates()`)."""
+        raise NotImplementedError
+
+    def pool_columns(self) -> set[str] | None:
+        """The input columns a pool-wide metric reads (the driver gathers only those);
+        None: all of them."""
+        return None
 
     def fingerprint(self, ctx: MetricContext) -> dict[str, Any]:
         """What identifies this metric's output besides the input rows and its params (stage

@@ -79,9 +79,13 @@ def instantiate(quality: QualitySpec, registry: Registry, phase: Phase | None = 
     return out
 
 
-def normalise(values: pl.Expr, method: str) -> pl.Expr:
+def normalise(values: pl.Expr, method: str, pool: PoolStats | None = None) -> pl.Expr:
+    """`values` normalised by `method`, against the values' own statistics, or against `pool`
+    (the statistics of the whole pool, when `values` are one partition of it)."""
     if method == "none":
         return values
+    if pool is not None:
+        return pool.normalise(values)
     if method == "minmax":
         lo, hi = values.min(), values.max()
         return pl.when(hi > lo).then((values - lo) / (hi - lo)).otherwise(pl.when(values.is_not_null()).then(1.0))
@@ -92,6 +96,61 @@ def normalise(values: pl.Expr, method: str) -> pl.Expr:
         n = values.count()
         return pl.when(n > 1).then((values.rank("average") - 1) / (n - 1)).otherwise(pl.when(values.is_not_null()).then(1.0))
     raise ValueError(f"unknown normalisation {method!r}")
+
+
+@dataclass
+class PoolStats:
+    """What `normalise` needs of one score column over the whole pool in play, so a partition
+    is normalised as it would be inside the whole: min/max, mean/std, or the sorted values
+    (rank). Built by `pool_stats`; the formulas are the ones above, term for term."""
+
+    method: str
+    lo: float | None = None
+    hi: float | None = None
+    mean: float | None = None
+    std: float | None = None
+    count: int = 0
+    sorted_values: Any = None  # numpy float64, non-null values ascending (rank only)
+
+    def normalise(self, values: pl.Expr) -> pl.Expr:
+        if self.method == "minmax":
+            if self.lo is None or self.hi is None or not self.hi > self.lo:
+                return pl.when(values.is_not_null()).then(1.0)
+            return (values - self.lo) / (self.hi - self.lo)
+        if self.method == "z":
+            if self.std is None or not self.std > 0:
+                return pl.when(values.is_not_null()).then(0.0)
+            return (values - self.mean) / self.std
+        if self.count <= 1:
+            return pl.when(values.is_not_null()).then(1.0)
+        return values.map_batches(self._rank, return_dtype=pl.Float64)
+
+    def _rank(self, values: pl.Series) -> pl.Series:
+        """(average rank - 1) / (n - 1) of each value among the pool's values."""
+        import numpy as np
+
+        present = values.cast(pl.Float64).to_numpy()
+        below = np.searchsorted(self.sorted_values, present, side="left")
+        equal = np.searchsorted(self.sorted_values, present, side="right") - below
+        rank = pl.Series(below + (equal + 1) / 2.0, dtype=pl.Float64)
+        normalised = (rank - 1) / (self.count - 1)
+        return pl.select(pl.when(values.is_not_null()).then(normalised)).to_series() if values.null_count() \
+            else normalised
+
+
+def pool_stats(values: pl.Series, method: str) -> PoolStats:
+    """The pool statistics of one score column (its non-null values over the rows in play)."""
+    values = values.cast(pl.Float64)
+    if method == "rank":
+        present = values.drop_nulls().sort()
+        return PoolStats(method, count=present.len(), sorted_values=present.to_numpy())
+    std = values.std()
+    return PoolStats(method, lo=_float(values.min()), hi=_float(values.max()), mean=_float(values.mean()),
+                     std=_float(std), count=values.count())
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
 
 
 def run_metric(name: str, metric: Metric, play: pl.DataFrame, ctx: MetricContext) -> pl.DataFrame:
@@ -112,13 +171,21 @@ def run_metric(name: str, metric: Metric, play: pl.DataFrame, ctx: MetricContext
     return pl.DataFrame(columns)
 
 
-def combine(play: pl.DataFrame, quality: QualitySpec, phase_metrics: list[str]) -> pl.DataFrame:
-    """Normalise every metric that has a score, compute quality_score, apply the thresholds
-    of `phase_metrics` and the composite threshold, and set reasons/kept."""
+def scored_metrics(quality: QualitySpec, columns: list[str]) -> list[str]:
+    """The spec's metrics that have a score column among `columns` (the ones `combine` normalises)."""
+    return [n for n in quality.active() if score_col(n) in columns]
+
+
+def combine(play: pl.DataFrame, quality: QualitySpec, phase_metrics: list[str],
+            pool: dict[str, PoolStats] | None = None) -> pl.DataFrame:
+    """Normalise every metric that has a score (over `play`, or by `pool`'s statistics when
+    `play` is one partition of the pool), compute quality_score, apply the thresholds of
+    `phase_metrics` and the composite threshold, and set reasons/kept."""
     specs = quality.active()
-    scored = [n for n in specs if score_col(n) in play.columns]
+    scored = scored_metrics(quality, play.columns)
     play = play.with_columns([
-        normalise(pl.col(score_col(n)), specs[n].normalize).alias(norm_col(n)) for n in scored
+        normalise(pl.col(score_col(n)), specs[n].normalize, pool.get(n) if pool is not None else None).alias(norm_col(n))
+        for n in scored
     ])
     weighted = [n for n in scored if specs[n].weight > 0]
     if weighted:
@@ -156,23 +223,37 @@ def assess_phase(df: pl.DataFrame, quality: QualitySpec, registry: Registry, ctx
                  phase: Phase) -> PhaseResult:
     """Score the rows in play with `phase`'s metrics and decide. Returns all rows."""
     metrics = instantiate(quality, registry, phase)
-    in_play = df[R.KEPT].fill_null(False) if R.KEPT in df.columns else pl.Series([True] * df.height)
-    rows = pl.int_range(df.height, eager=True).alias("_row")
+    in_play = in_play_mask(df)
     play = df.filter(in_play)
-    rest = df.filter(~in_play).with_columns(rows.filter(~in_play))
     timings: dict[str, float] = {}
     for name, metric in metrics.items():
         t0 = time.perf_counter()
         ctx.log.info("metric %s: scoring %d rows", name, play.height)
-        columns = run_metric(name, metric, play, ctx)
-        # replace columns of an earlier run of the same metric (verify after a rerun)
-        play = play.drop([c for c in columns.columns if c in play.columns]).hstack(columns)
+        play = with_metric_columns(play, run_metric(name, metric, play, ctx))
         timings[name] = round(time.perf_counter() - t0, 3)
-    play = combine(play, quality, list(metrics)).with_columns(rows.filter(in_play))
+    frame = reassemble(df, in_play, combine(play, quality, list(metrics)))
+    return PhaseResult(frame, summarise(frame, quality, metrics, phase, timings, ctx.stats))
+
+
+def in_play_mask(df: pl.DataFrame) -> pl.Series:
+    """The rows a phase scores: those still kept (all rows when nothing dropped any)."""
+    return df[R.KEPT].fill_null(False) if R.KEPT in df.columns else pl.Series([True] * df.height)
+
+
+def with_metric_columns(play: pl.DataFrame, columns: pl.DataFrame) -> pl.DataFrame:
+    """`play` with one metric's columns, replacing those of an earlier run of the same metric
+    (verify after a rerun)."""
+    return play.drop([c for c in columns.columns if c in play.columns]).hstack(columns)
+
+
+def reassemble(df: pl.DataFrame, in_play: pl.Series, play: pl.DataFrame) -> pl.DataFrame:
+    """The decided rows in play and the rows already out, back in `df`'s order."""
+    rows = pl.int_range(df.height, eager=True).alias("_row")
+    rest = df.filter(~in_play).with_columns(rows.filter(~in_play))
     if R.REASONS not in rest.columns:
         rest = rest.with_columns(pl.lit([], dtype=pl.List(pl.String)).alias(R.REASONS))
-    frame = pl.concat([play, rest], how="diagonal_relaxed").sort("_row").drop("_row")
-    return PhaseResult(frame, summarise(frame, quality, metrics, phase, timings, ctx.stats))
+    play = play.with_columns(rows.filter(in_play))
+    return pl.concat([play, rest], how="diagonal_relaxed").sort("_row").drop("_row")
 
 
 def summarise(frame: pl.DataFrame, quality: QualitySpec, metrics: dict[str, Metric], phase: Phase,

@@ -105,6 +105,11 @@ class DataRedundancy(Metric):
             hashes[ref.path] = file_sha256(path) if path.is_file() else "missing"
         return {"version": self.version, "references": hashes}
 
+    def pool_columns(self) -> set[str]:
+        cfg = self.config
+        keep = {cfg.keep} if cfg.keep not in ("first", "longest") else set()
+        return {cfg.column, *cfg.group_by, R.INSTRUCTION_ID, *keep, *([cfg.against] if cfg.references else [])}
+
     def score(self, df: pl.DataFrame, ctx: MetricContext) -> pl.DataFrame:
         cfg = self.config
         for col in (cfg.column, *cfg.group_by):

@@ -74,7 +74,12 @@ def ngram_novelty(texts: pl.Series, n: int, language: str = "auto") -> pl.Series
 def coverage(df: pl.DataFrame, column: str) -> dict[str, Any]:
     if column not in df.columns or df.height == 0:
         return {}
-    counts = df.group_by(column).agg(n=pl.len()).sort(column)
+    return coverage_of_counts(df.group_by(column).agg(n=pl.len()), column)
+
+
+def coverage_of_counts(counts: pl.DataFrame, column: str) -> dict[str, Any]:
+    """Counts and normalised entropy of a (value, n) frame, in value order."""
+    counts = counts.sort(column)
     total = counts["n"].sum()
     shares = [n / total for n in counts["n"].to_list()]
     entropy = -sum(p * math.log(p) for p in shares if p > 0)
@@ -84,6 +89,18 @@ def coverage(df: pl.DataFrame, column: str) -> dict[str, Any]:
     }
 
 
+#: partial-aggregate kinds (`DataRichness.partial`): per-group document frequencies of the
+#: novelty n-grams, per-group row counts, occurrences of 1- and 2-grams (distinct-n), scenes, tasks
+PARTIAL_SCHEMA = {"kind": pl.String, "group": pl.String, "gram": pl.String, "n": pl.Int64}
+
+
+def _group_keys(df: pl.DataFrame, groups: list[str]) -> pl.Series:
+    """One string per row naming its `group_by` group (JSON of the values: exact, any dtype)."""
+    if not groups:
+        return pl.Series("group", [""] * df.height, dtype=pl.String)
+    return df.select(pl.struct(groups).struct.json_encode().alias("group")).to_series()
+
+
 class DataRichness(Metric):
     name = "data_richness"
     phase = "instruction"
@@ -91,9 +108,99 @@ class DataRichness(Metric):
     description = "diversity: nearest-neighbour distance (embeddings or n-gram novelty), distinct-n, coverage"
     config: DataRichnessConfig
 
+    def pool_columns(self) -> set[str]:
+        return {self.config.column, *self.config.group_by, R.INSTRUCTION_ID, R.SCENE, R.TASK}
+
+    def aggregates(self) -> bool:
+        # n-gram novelty needs only the pool's document frequencies; nearest neighbours in
+        # embedding space need every vector, so they score the pool on the driver
+        return not self._uses_embeddings()
+
+    def _uses_embeddings(self) -> bool:
+        cfg = self.config
+        return cfg.embeddings == "on" or (cfg.embeddings == "auto" and embeddings.available() is None)
+
+    def language_texts(self, df: pl.DataFrame) -> pl.Series:
+        return df[self.config.column].fill_null("")
+
+    def partial(self, df: pl.DataFrame, ctx: MetricContext) -> pl.DataFrame:
+        cfg = self.config
+        texts = self.language_texts(df)
+        lang = ctx.text_language(self.name, texts)
+        keys = _group_keys(df, [c for c in cfg.group_by if c in df.columns])
+        grams = ngram_frame(texts, cfg.ngram, lang).unique()
+        doc_freq = grams.join(pl.DataFrame({"group": keys}).with_row_index("row"), on="row") \
+            .group_by("group", "gram").agg(n=pl.len())
+        parts = [doc_freq.with_columns(kind=pl.lit("df")),
+                 pl.DataFrame({"group": keys}).group_by("group").agg(n=pl.len()).with_columns(kind=pl.lit("rows"))]
+        for n in (1, 2):
+            counts = ngram_frame(texts, n, lang).group_by("gram").agg(n=pl.len())
+            parts.append(counts.with_columns(kind=pl.lit(f"d{n}")))
+        for column in (R.SCENE, R.TASK):
+            if column in df.columns:
+                counts = df.group_by(column).agg(n=pl.len()).rename({column: "gram"})
+                parts.append(counts.with_columns(pl.col("gram").cast(pl.String), kind=pl.lit(column)))
+        return pl.concat([p.with_columns(pl.col("n").cast(pl.Int64)) for p in parts], how="diagonal") \
+            .select([pl.col(c).cast(t) for c, t in PARTIAL_SCHEMA.items()])
+
+    def merge(self, partials: list[pl.DataFrame]) -> dict[str, Any]:
+        parts = pl.concat(partials, how="vertical") if partials else pl.DataFrame(schema=PARTIAL_SCHEMA)
+        summed = parts.group_by("kind", "group", "gram").agg(n=pl.col("n").sum())
+        kind = pl.col("kind")
+        rows = summed.filter(kind == "rows")
+        doc_freq = summed.filter(kind == "df").select("group", "gram", df=pl.col("n"))
+
+        def distinct(n: int) -> float:
+            counts = summed.filter(kind == f"d{n}")["n"]
+            total = counts.sum()
+            return counts.len() / float(total) if total else 0.0
+
+        def cover(column: str) -> dict[str, Any]:
+            counts = summed.filter(kind == column).select(pl.col("gram").alias(column), "n")
+            return coverage_of_counts(counts, column) if counts.height else {}
+
+        return {"rows": dict(zip(rows["group"].to_list(), rows["n"].to_list(), strict=True)),
+                "doc_freq": doc_freq, "with_grams": set(doc_freq["group"].unique().to_list()),
+                "total": int(rows["n"].sum()), "distinct_1": distinct(1), "distinct_2": distinct(2),
+                "scene_coverage": cover(R.SCENE), "task_coverage": cover(R.TASK)}
+
+    def _novelty_in_pool(self, df: pl.DataFrame, lang: str) -> pl.Series:
+        """`ngram_novelty` of each row within its group of the whole pool, from the merged
+        document frequencies: the same terms, summed in the same (gram) order."""
+        cfg, pool = self.config, self.pool_state
+        keys = _group_keys(df, [c for c in cfg.group_by if c in df.columns])
+        grams = ngram_frame(df[cfg.column].fill_null(""), cfg.ngram, lang).unique().sort("row", "gram")
+        grams = grams.join(pl.DataFrame({"group": keys}).with_row_index("row"), on="row", how="left",
+                           maintain_order="left")
+        sizes = pl.DataFrame({"group": list(pool["rows"]), "size": list(pool["rows"].values())},
+                             schema={"group": pl.String, "size": pl.Int64})
+        per_row = (
+            grams.join(pool["doc_freq"], on=["group", "gram"], how="left", maintain_order="left")
+            .join(sizes, on="group", how="left", maintain_order="left")
+            .group_by("row", maintain_order=True)
+            .agg(novelty=(1.0 - pl.col("df").cast(pl.Float64).log() / pl.col("size").first().cast(pl.Float64).log()).mean())
+        )
+        full = pl.DataFrame({"row": pl.int_range(df.height, eager=True).cast(pl.UInt32), "group": keys})
+        novelty = full.join(per_row, on="row", how="left").sort("row")["novelty"].fill_null(0.0)
+        # a group of one row, or without any n-gram, counts every row as new (as ngram_novelty)
+        alone = [pool["rows"].get(k, 0) < 2 or k not in pool["with_grams"] for k in keys.to_list()]
+        return pl.select(pl.when(pl.Series(alone)).then(1.0).otherwise(novelty)).to_series().alias("novelty")
+
     def score(self, df: pl.DataFrame, ctx: MetricContext) -> pl.DataFrame:
         cfg = self.config
         texts = df[cfg.column].fill_null("")
+        if self.pool_state is not None:
+            lang = ctx.text_language(self.name, texts)
+            pool = self.pool_state
+            ctx.stats[self.name] = {
+                "rows": pool["total"], "language": ctx.stats[self.name]["language"],
+                "distinct_1": pool["distinct_1"], "distinct_2": pool["distinct_2"],
+                "scene_coverage": pool["scene_coverage"], "task_coverage": pool["task_coverage"],
+                "method": f"{cfg.ngram}-gram novelty",
+                **({"fallback_because": embeddings.available()} if cfg.embeddings == "auto" else {}),
+            }
+            novelty = self._novelty_in_pool(df, lang)
+            return pl.DataFrame({"novelty": novelty}).with_columns(score=pl.col("novelty"))
         missing = embeddings.available()
         use_embeddings = cfg.embeddings == "on" or (cfg.embeddings == "auto" and missing is None)
         if cfg.embeddings == "on" and missing:

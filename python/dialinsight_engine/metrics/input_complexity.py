@@ -67,13 +67,22 @@ class InputComplexity(Metric):
     description = "dialogue complexity: turns, length, entities/slots, diversity, speaker balance"
     config: InputComplexityConfig
 
+    #: `language_texts` are the distinct dialogues: over the pool, distinct across partitions too
+    language_unique = True
+
+    def row_local(self) -> bool:
+        return True
+
+    def language_texts(self, df: pl.DataFrame) -> pl.Series:
+        return df[self.config.column].fill_null("").unique(maintain_order=True)
+
     def score(self, df: pl.DataFrame, ctx: MetricContext) -> pl.DataFrame:
         from .. import fast
 
         cfg = self.config
         texts = df[cfg.column].fill_null("")
         # many instructions share a dialogue: measure each distinct dialogue once
-        unique = texts.unique(maintain_order=True)
+        unique = self.language_texts(df)
         measures = fast.text_metrics(unique, language=ctx.text_language(self.name, unique))
         split = [split_turns(t) for t in unique.to_list()]
         per_dialogue = pl.DataFrame({

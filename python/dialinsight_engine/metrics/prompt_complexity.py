@@ -61,11 +61,17 @@ class PromptComplexity(Metric):
     description = "instruction complexity: length, constraints, steps, format, diversity (+ optional LLM 1-6)"
     config: PromptComplexityConfig
 
+    def row_local(self) -> bool:
+        return self.config.backend is None  # the LLM rating goes through the driver's backend
+
+    def language_texts(self, df: pl.DataFrame) -> pl.Series:
+        return df[self.config.column].fill_null("").str.replace_all(R.DIALOGUE_PLACEHOLDER, "", literal=True)
+
     def score(self, df: pl.DataFrame, ctx: MetricContext) -> pl.DataFrame:
         from .. import fast
 
         cfg = self.config
-        text = df[cfg.column].fill_null("").str.replace_all(R.DIALOGUE_PLACEHOLDER, "", literal=True)
+        text = self.language_texts(df)
         measures = fast.text_metrics(text, instruction=True, language=ctx.text_language(self.name, text),
                                      cues={str(k): v for k, v in cfg.cues.items()} if cfg.cues else None)
         out = measures.select(*MEASURES, rule_score=saturating_blend(cfg.weights, cfg.caps))

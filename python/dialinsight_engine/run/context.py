@@ -48,6 +48,9 @@ class StageContext:
         self.partition_rows = partition_rows or dataset.PARTITION_ROWS
         #: the run's executor (executors/), set by the runner; None outside a run
         self.executor: Any = None
+        #: stage fingerprint + input hash (set by the driver for row-parallel stages): what
+        #: progress records of an interrupted run must match to be reused
+        self.partition_key = ""
         self._progress_factory = progress_factory
         self._input: pl.DataFrame | None = None
         self._clients: dict[str, Any] = {}

@@ -19,11 +19,11 @@ difference; polars, DuckDB and `datasets` see columns where the records agree.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO, Any, cast
 
 import polars as pl
 from polars.datatypes import DataTypeClass
@@ -236,10 +236,21 @@ def content_hash(frames: Iterable[pl.DataFrame]) -> str:
             schema_done = True
         if chunk.height == 0:
             continue
-        buf = io.BytesIO()
-        chunk.rechunk().write_ipc(buf, compression="uncompressed", compat_level=pl.CompatLevel.oldest())
-        h.update(buf.getbuffer())
+        # streamed into the hash: no second copy of the chunk's bytes (65,536 rows) in memory
+        chunk.rechunk().write_ipc(cast(IO[bytes], _HashWriter(h)), compression="uncompressed",
+                                  compat_level=pl.CompatLevel.oldest())
     return h.hexdigest()
+
+
+class _HashWriter:
+    """A write-only file object that feeds what is written to a hash."""
+
+    def __init__(self, h: Any) -> None:
+        self.h = h
+
+    def write(self, data: bytes) -> int:
+        self.h.update(data)
+        return len(data)
 
 
 def output_hash(folder: Path) -> str:

@@ -1,0 +1,376 @@
+"""Support module, not a metric plugin: one phase of the spec's metrics as a row-parallel stage.
+
+The whole-pool path (`combine.assess_phase`) needs every row in one process. Here the same
+decisions are made partition by partition, so the `assess` stage runs on any executor and no
+process holds the pool:
+
+1. `prepare`, on the driver:
+   a. the languages of the row-local metrics, resolved over the whole pool (a partition's own
+      detection could differ from the pool's);
+   b. the row-local metrics (`Metric.row_local()`: the Rust text metrics) scored as a map over
+      the input partitions on the executor, each partition's columns written to a scratch
+      folder (`<stage>/.phase/rowwise/`, resumable like any partition); so are the metrics
+      that need the pool only through a mergeable aggregate (`Metric.aggregates()`: n-gram
+      richness), after a first map of their `partial` aggregates, `merge`d on the driver
+      (the n-gram document frequencies per group);
+   c. the pool-wide metrics (richness, near duplicates, plugins) scored over the pool in play,
+      gathering only the columns they read (`Metric.pool_columns()`); their columns are cut
+      back into partitions (`<stage>/.phase/pooled/`);
+   d. the normalisation statistics of every score column over the rows in play
+      (`combine.PoolStats`: min/max, mean/std, sorted values for rank).
+2. `decide` maps partition i: its rows in play get their metric columns from the two scratch
+   files, are normalised by the pool statistics, combined and thresholded (`combine.combine`),
+   and go back among the rows already out, in order: the rows `assess_phase` gives.
+3. `finish` writes the quality summary from the output's score and flag columns, and removes
+   the scratch folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+
+from .. import records as R
+from ..errors import StageFailed
+from ..executors.base import PartitionContext, PartitionFailed, RowStage, merge_stats
+from ..run import atomic, dataset
+from .base import Metric, MetricContext, Phase
+from .combine import (
+    PoolStats,
+    combine,
+    flag_col,
+    in_play_mask,
+    instantiate,
+    pool_stats,
+    reassemble,
+    run_metric,
+    score_col,
+    scored_metrics,
+    summarise,
+    with_metric_columns,
+)
+
+if TYPE_CHECKING:
+    from ..run.context import StageContext
+
+SCRATCH = ".phase"
+SUMMARY = "quality_summary.json"
+
+
+@dataclass
+class PhaseState:
+    """What every partition's `decide` needs (sent once to the executor): small but for the
+    sorted values of rank-normalised scores (8 bytes per row in play)."""
+
+    phase: Phase
+    order: list[str]  # the phase's metrics in spec order (their columns go in this order)
+    rowwise: str | None  # scratch folder of the row-local metrics' columns (None: no such metric)
+    pooled: str | None  # scratch folder of the pool-wide metrics' columns (None: no such metric)
+    pool: dict[str, PoolStats]
+    # driver-side figures for the summary (not needed by the map)
+    timings: dict[str, float] = field(default_factory=dict)
+    metric_stats: dict[str, Any] = field(default_factory=dict)
+
+
+class RowMetrics(RowStage):
+    """Step 1b: the row-local metrics of a phase over one partition's rows in play."""
+
+    name = "row-metrics"
+    order = 0
+
+    def __init__(self, phase: Phase, names: list[str], languages: dict[str, str]) -> None:
+        self.phase, self.names, self.languages = phase, names, languages
+
+    def map_partition(self, pctx: PartitionContext, frame: pl.DataFrame, state: Any) -> pl.DataFrame:
+        metrics = instantiate(pctx.spec.quality, pctx.registry, self.phase)
+        mctx = MetricContext(spec=pctx.spec, languages=self.languages)
+        play = frame.filter(in_play_mask(frame))
+        columns, seconds = [], {}
+        for name in self.names:
+            t0 = time.perf_counter()
+            metrics[name].pool_state = (state or {}).get(name)  # the merged aggregate, if it needs one
+            columns.append(run_metric(name, metrics[name], play, mctx))
+            seconds[name] = time.perf_counter() - t0
+        pctx.stats.update(seconds=seconds, metric_stats=mctx.stats)
+        return pl.concat(columns, how="horizontal")
+
+
+class PoolPartial(RowStage):
+    """Step 1b': one partition's part of an aggregating metric's pool aggregate."""
+
+    name = "pool-partial"
+    order = 0
+
+    def __init__(self, phase: Phase, metric: str, languages: dict[str, str]) -> None:
+        self.phase, self.metric, self.languages = phase, metric, languages
+
+    def map_partition(self, pctx: PartitionContext, frame: pl.DataFrame, state: Any) -> pl.DataFrame:
+        metric = instantiate(pctx.spec.quality, pctx.registry, self.phase)[self.metric]
+        return metric.partial(frame.filter(in_play_mask(frame)), MetricContext(spec=pctx.spec, languages=self.languages))
+
+
+def prepare(ctx: StageContext, phase: Phase) -> PhaseState:
+    """Step 1: everything about the pool that a partition's decisions need."""
+    metrics = instantiate(ctx.spec.quality, ctx.registry, phase)
+    # row-local metrics, and those that need the pool only through a mergeable aggregate
+    local = [n for n, m in metrics.items() if m.row_local() or m.aggregates()]
+    scratch = ctx.stage_dir / SCRATCH
+    state = PhaseState(phase, list(metrics), None, None, {})
+    if local:
+        state.rowwise = str(scratch / "rowwise")
+        languages = pool_languages(ctx, {n: metrics[n] for n in local})
+        aggregates = {n: _aggregate(ctx, PoolPartial(phase, n, languages), metrics[n], scratch / f"partial-{n}")
+                      for n in local if not metrics[n].row_local()}
+        _score_rowwise(ctx, RowMetrics(phase, local, languages), state, aggregates)
+    pooled = {n: m for n, m in metrics.items() if n not in local}
+    if pooled:
+        state.pooled = str(scratch / "pooled")
+        _score_pooled(ctx, pooled, state)
+    state.pool = _normalisation(ctx, state)
+    return state
+
+
+def decide(pctx: PartitionContext, frame: pl.DataFrame, state: PhaseState) -> pl.DataFrame:
+    """Step 2: one partition's rows, scored and decided as inside the whole pool."""
+    in_play = in_play_mask(frame)
+    play = frame.filter(in_play)
+    scored = [pl.read_parquet(Path(folder) / dataset.part_name(pctx.index))
+              for folder in (state.rowwise, state.pooled) if folder]
+    for name in state.order:
+        columns = [f[c] for f in scored for c in f.columns if _belongs(c, name)]
+        play = with_metric_columns(play, pl.DataFrame(columns))
+    out = reassemble(frame, in_play, combine(play, pctx.spec.quality, state.order, state.pool))
+    dropped_before = int((~frame[R.KEPT]).sum()) if R.KEPT in frame.columns else 0
+    pctx.stats["quality"] = {"rows_in_play": int(frame[R.KEPT].sum()) if R.KEPT in frame.columns else frame.height,
+                             "dropped_here": out.height - int(out[R.KEPT].sum()) - dropped_before}
+    return out
+
+
+def finish(ctx: StageContext, state: PhaseState, output: Iterable[pl.DataFrame] | None = None) -> None:
+    """Step 3: the quality summary over the output (default: as written), then the scratch
+    folder goes."""
+    metrics = instantiate(ctx.spec.quality, ctx.registry, state.phase)
+    wanted = [c for n in ctx.spec.quality.active() for c in (score_col(n), flag_col(n))] + [R.KEPT]
+    frames = output if output is not None else dataset.iter_output(ctx.stage_dir)
+    frame = pl.concat([f.select([c for c in wanted if c in f.columns]) for f in frames], how="vertical").rechunk()
+    summary = summarise(frame, ctx.spec.quality, metrics, state.phase, state.timings, state.metric_stats)
+    ctx.write_json(SUMMARY, summary)
+    counts = ctx.stats.get("quality", {})
+    ctx.stats["quality"] = {
+        "rows_in_play": counts.get("rows_in_play", 0), "dropped_here": counts.get("dropped_here", 0),
+        "metrics": {n: {k: v for k, v in m.items() if k in ("flagged", "below_min", "above_max", "seconds")}
+                    for n, m in summary["metrics"].items() if m.get("phase") == state.phase},
+    }
+    if frame.height == 0:
+        ctx.log.warning("no input rows")
+    shutil.rmtree(ctx.stage_dir / SCRATCH, ignore_errors=True)
+
+
+class PhaseStage(RowStage):
+    """Base of `assess` (and any stage that is one phase of metrics): prepare, decide, finish."""
+
+    phase: Phase = "instruction"
+
+    def prepare(self, ctx: StageContext) -> PhaseState:
+        self._state = prepare(ctx, self.phase)
+        return self._state
+
+    def map_partition(self, pctx: PartitionContext, frame: pl.DataFrame, state: Any) -> pl.DataFrame:
+        return decide(pctx, frame, state)
+
+    def finish(self, ctx: StageContext, rows_out: int) -> None:
+        finish(ctx, self._state)
+
+    def run(self, ctx: StageContext) -> pl.DataFrame:
+        """The whole output in one frame, outside the runner (nothing written but the summary)."""
+        state = self.prepare(ctx)
+        out = pl.concat([decide(PartitionContext(ctx.spec, self.name, i, ctx.registry), frame, state)
+                         for i, frame in enumerate(ctx.iter_input())], how="vertical")
+        finish(ctx, state, [out])
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the state travels once as the map's argument, not again inside the stage
+        return {k: v for k, v in self.__dict__.items() if k != "_state"}
+
+
+# -- prepare's steps -------------------------------------------------------------------------------
+def _belongs(column: str, metric: str) -> bool:
+    return column in (score_col(metric), flag_col(metric)) or column.startswith(f"{metric}.")
+
+
+def _partitions(ctx: StageContext) -> list[Path]:
+    from ..executors.driver import input_tasks
+
+    return [Path(t.input_path) for t in input_tasks(ctx, "")] if ctx.input_stage else []
+
+
+def _in_play(path: Path, columns: list[str] | None = None) -> pl.DataFrame:
+    """One input partition's rows in play, with `columns` only (None: all)."""
+    names = pl.read_parquet_schema(path)
+    frame = pl.read_parquet(path, columns=[c for c in names if columns is None or c in columns or c == R.KEPT])
+    frame = frame.filter(in_play_mask(frame))
+    return frame.drop(R.KEPT) if columns is not None and R.KEPT not in columns and R.KEPT in frame.columns \
+        else frame
+
+
+def pool_languages(ctx: StageContext, metrics: dict[str, Metric]) -> dict[str, str]:
+    """Each row-local metric's language as `fast.resolve_language` would find it on the whole
+    pool: the texts it detects on are streamed, their count and distinctness kept as hashes,
+    and only the evenly spaced sample that detection reads is gathered."""
+    from .. import fast
+
+    configured = MetricContext(stage_ctx=ctx).language
+    if fast.canonical_language(configured) != "auto":
+        return {}
+    paths = _partitions(ctx)
+    out = {}
+    for name, metric in metrics.items():
+        hashes = pl.concat([_text_hashes(metric, _in_play(p), i) for i, p in enumerate(paths)], how="vertical") \
+            if paths else pl.DataFrame(schema={"part": pl.Int64, "pos": pl.UInt32, "h": pl.UInt64})
+        if getattr(metric, "language_unique", False):  # detection runs on the distinct texts
+            hashes = hashes.filter(pl.col("h").is_first_distinct())
+        picked = _sample_positions(hashes)
+        texts = [t for i, p in enumerate(paths) if i in picked
+                 for t in _gather(metric.language_texts(_in_play(p)), picked[i])]
+        out[name] = fast.detect_language(pl.Series("texts", texts, dtype=pl.String))
+    return out
+
+
+def _text_hashes(metric: Metric, play: pl.DataFrame, part: int) -> pl.DataFrame:
+    texts = metric.language_texts(play)
+    if texts is None:
+        return pl.DataFrame(schema={"part": pl.Int64, "pos": pl.UInt32, "h": pl.UInt64})
+    return pl.DataFrame({"h": texts.hash(seed=0)}).with_row_index("pos").with_columns(part=pl.lit(part, pl.Int64))
+
+
+def _sample_positions(hashes: pl.DataFrame) -> dict[int, list[int]]:
+    """Partition -> positions of the rows `fast.detect_language` samples (its gather_every)."""
+    from ..fast import LANGUAGE_SAMPLE_ROWS
+
+    n = hashes.height
+    if n > LANGUAGE_SAMPLE_ROWS:
+        hashes = hashes.gather_every(n // LANGUAGE_SAMPLE_ROWS).head(LANGUAGE_SAMPLE_ROWS)
+    out: dict[int, list[int]] = {}
+    for part, pos in hashes.select("part", "pos").iter_rows():
+        out.setdefault(part, []).append(pos)
+    return out
+
+
+def _gather(texts: pl.Series | None, positions: list[int]) -> list[str]:
+    return [] if texts is None else texts.gather(positions).to_list()
+
+
+def _map(ctx: StageContext, stage: RowStage, folder: Path, what: str, state: Any = None) -> list[Any]:
+    """`stage` mapped over the input partitions into `folder` on the run's executor (partitions
+    of an interrupted run reused); returns every partition's progress record."""
+    from ..executors.base import load_progress
+    from ..executors.driver import input_tasks, keep_failed_rows
+    from ..executors.local import LocalExecutor
+
+    tasks = input_tasks(ctx, f"{ctx.partition_key}|{folder.name}", folder)
+    todo = [t for t in tasks if load_progress(t) is None]
+    executor = ctx.executor or LocalExecutor()
+    with ctx.progress(f"{ctx.stage}: {what} ({executor.name})", len(tasks)) as advance:
+        advance(len(tasks) - len(todo))
+        try:
+            for _ in executor.map(stage, ctx.spec, todo, state, ctx.registry):
+                advance(1)
+        except PartitionFailed as failed:
+            raise StageFailed(keep_failed_rows(ctx, failed)) from None
+    done = [r for t in tasks if (r := load_progress(t)) is not None]
+    # per-block costs of prepare's maps, for docs/performance.md's scaling model
+    ctx.stats.setdefault("prepare_maps", {})[folder.name] = {
+        "partitions": len(done), "computed": len(todo), "map_seconds": round(sum(r.seconds for r in done), 3),
+        "bytes": sum((folder / r.partition.name).stat().st_size for r in done)}
+    return done
+
+
+def _aggregate(ctx: StageContext, stage: PoolPartial, metric: Metric, folder: Path) -> Any:
+    """Step 1b': the partitions' parts of a metric's aggregate, merged on the driver."""
+    _map(ctx, stage, folder, f"{stage.metric} aggregate")
+    return metric.merge([pl.read_parquet(path) for path in dataset.partition_files(folder)])
+
+
+def _score_rowwise(ctx: StageContext, stage: RowMetrics, state: PhaseState, aggregates: dict[str, Any]) -> None:
+    """Step 1b on the run's executor; partitions of an interrupted run are reused."""
+    assert state.rowwise is not None
+    done = _map(ctx, stage, Path(state.rowwise), "row metrics", aggregates)
+    # every partition's record, computed now or reused: seconds are summed; the metrics' own
+    # stats (the resolved language...) are the same in every partition, so partition 0's
+    records = [r.stats for r in done]
+    seconds: dict[str, Any] = {}
+    for record in records:
+        merge_stats(seconds, record.get("seconds", {}))
+    state.timings.update({n: round(v, 3) for n, v in seconds.items()})
+    state.metric_stats.update(records[0].get("metric_stats", {}) if records else {})
+    ctx.stats["row_metrics"] = {"partitions": len(done), "metrics": stage.names}
+
+
+def _score_pooled(ctx: StageContext, metrics: dict[str, Metric], state: PhaseState) -> None:
+    """Step 1c on the driver: the pool in play, narrowed to the columns the metrics read."""
+    wanted: set[str] | None = set()
+    for metric in metrics.values():
+        needs = metric.pool_columns()
+        wanted = None if wanted is None or needs is None else wanted | needs | set(metric.requires)
+    columns = sorted(wanted) if wanted is not None else None
+    paths = _partitions(ctx)
+    frames, sizes = [], []
+    for i, path in enumerate(paths):
+        play = _in_play(path, columns)
+        if state.rowwise:  # a pool-wide metric may read a row-local one's score (keep = "score_...")
+            rowwise = pl.read_parquet(Path(state.rowwise) / dataset.part_name(i))
+            play = play.hstack([rowwise[c] for c in rowwise.columns
+                                if (columns is None or c in columns) and c not in play.columns])
+        frames.append(play)
+        sizes.append(play.height)
+    pool = pl.concat(frames, how="vertical").rechunk() if frames else pl.DataFrame()
+    del frames
+    mctx = MetricContext(stage_ctx=ctx)
+    scored = []
+    for name, metric in metrics.items():
+        t0 = time.perf_counter()
+        ctx.log.info("metric %s: scoring %d rows", name, pool.height)
+        result = run_metric(name, metric, pool, mctx)
+        pool = with_metric_columns(pool, result)
+        scored.append(result)
+        state.timings[name] = round(time.perf_counter() - t0, 3)
+    state.metric_stats.update(mctx.stats)
+    new = pl.concat(scored, how="horizontal")
+    assert state.pooled is not None
+    start, written = 0, 0
+    for i, rows in enumerate(sizes):
+        written += atomic.write_parquet(Path(state.pooled) / dataset.part_name(i), new.slice(start, rows)).stat().st_size
+        start += rows
+    ctx.stats.setdefault("prepare_maps", {})["pooled"] = {"rows": pool.height, "columns": pool.width - new.width,
+                                                          "bytes": written}
+
+
+def _normalisation(ctx: StageContext, state: PhaseState) -> dict[str, PoolStats]:
+    """Step 1d: pool statistics of every score column a partition's `combine` normalises."""
+    specs = ctx.spec.quality.active()
+    paths = _partitions(ctx)
+    if not paths:
+        return {}
+    given = list(pl.read_parquet_schema(paths[0]))
+    folders = [Path(f) for f in (state.rowwise, state.pooled) if f]
+    new = [c for f in folders for c in pl.read_parquet_schema(f / dataset.part_name(0))]
+    out = {}
+    for name in scored_metrics(ctx.spec.quality, given + new):
+        if specs[name].normalize == "none":
+            continue
+        column = score_col(name)
+        if column in new:
+            folder = next(f for f in folders if column in pl.read_parquet_schema(f / dataset.part_name(0)))
+            parts = [pl.read_parquet(folder / dataset.part_name(i), columns=[column]) for i in range(len(paths))]
+        else:
+            parts = [_in_play(p, [column]) for p in paths]
+        values = pl.concat(parts, how="vertical").rechunk()[column]
+        out[name] = pool_stats(values, specs[name].normalize)
+    return out

@@ -44,6 +44,7 @@ from .base import Metric, MetricContext, Phase
 from .combine import (
     PoolStats,
     combine,
+    detail_col,
     flag_col,
     in_play_mask,
     instantiate,
@@ -202,7 +203,7 @@ class PhaseStage(RowStage):
 
 # -- prepare's steps -------------------------------------------------------------------------------
 def _belongs(column: str, metric: str) -> bool:
-    return column in (score_col(metric), flag_col(metric)) or column.startswith(f"{metric}.")
+    return column in (score_col(metric), flag_col(metric)) or column.startswith(detail_col(metric, ""))
 
 
 def _partitions(ctx: StageContext) -> list[Path]:

@@ -31,6 +31,11 @@ def small_budget_spec(tmp_path: Path, data: Path) -> Path:
     for old, new in budgets.items():
         assert old in text, f"specs/crosswoz-hotel.toml no longer has {old!r}: update this test"
         text = text.replace(old, new, 1)
+    # only the extraction task: the few labels all train the task that eval scores (the 135M
+    # model's Chinese summaries run past max_tokens and are dropped by verify anyway)
+    start, end = text.index('[[tasks]]\nname = "summarise_trip"'), text.index("[evolution]")
+    text = text[:start] + text[end:]
+    text = text.replace('params = { text_grounding_skip_tasks = ["summarise_trip"] }\n', "")
     path = tmp_path / "crosswoz-hotel.toml"
     path.write_text(text, encoding="utf-8")
     return path

@@ -1,5 +1,5 @@
 """The Chinese spec through `eval` on the embedded model: specs/crosswoz-hotel.toml itself, with
-small budgets set by `--set` (few dialogues, few train steps) and its runs in tmp_path,
+small budgets written into a copy (few dialogues, few train steps) and its runs in tmp_path,
 scores hotel requirement F1 base vs tuned on 20+ held-out crosswoz dialogues. The embedded model
 is English-first, so this proves the mechanics (Chinese templates, segmentation, value
 normalisation, fields scoring on `truth.constraints.酒店`), not a gain."""

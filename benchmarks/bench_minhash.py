@@ -17,7 +17,9 @@ threshold 0.8 is measured against exact Jaccard.
 
 Chinese rows (CrossWOZ dialogues, the engine's defaults for Chinese: character 3-grams) and
 mixed-script rows (each CrossWOZ turn followed by an English SGD turn) are timed per core
-(documents per CPU-second; run with ``RAYON_NUM_THREADS=1``) against ASCII SGD dialogues
+(documents per CPU-second; run with ``RAYON_NUM_THREADS=1``; the rows take turns in
+``--cjk-rounds`` rounds of ``--cjk-sample-s`` CPU-seconds each and the best round counts, as
+is usual on a shared machine) against ASCII SGD dialogues
 (word 3-grams), with ``language="auto"`` (detected on a sample, as a spec without
 ``language``) and with the language given, and against rensa and datasketch fed by Python
 character shingling.
@@ -297,14 +299,33 @@ def py_char_shingles(text: str, n: int = 3) -> list[str]:
     return [t[i : i + n] for i in range(len(t) - n + 1)] if len(t) >= n else ([t] if t else [])
 
 
-def per_core(label: str, fn: Callable[[], object], docs: int, chars: int) -> tuple[float, float]:
-    """(docs, chars) per CPU-second, best of 3."""
-    cpu = min(timed(fn)[1] for _ in range(3))
-    print(f"{label:58s} {docs / cpu:>11,.0f} docs/cpu-s {chars / cpu / 1e6:>7.2f} M chars/cpu-s")
-    return docs / cpu, chars / cpu
+def cpu_per_call(fn: Callable[[], object], calls: int) -> float:
+    """CPU seconds of one call, averaged over `calls` back-to-back calls."""
+    return timed(lambda: [fn() for _ in range(calls)])[1] / calls
 
 
-def cjk_rows(peer_n: int, repeat: int) -> None:
+def interleaved_per_core(
+    variants: list[tuple[str, Callable[[], object], int, int]], rounds: int, sample_s: float
+) -> dict[str, tuple[float, float]]:
+    """(docs, chars) per CPU-second of each variant: the best of `rounds` samples, the
+    variants taking turns within each round so that a burst of load on the shared machine
+    hits them alike; a sample repeats the call for about `sample_s` CPU-seconds (one call
+    lasts ~20 ms, near the clock's resolution)."""
+    calls = {name: max(1, round(sample_s / max(cpu_per_call(fn, 1), 1e-4))) for name, fn, _, _ in variants}
+    samples: dict[str, list[float]] = {name: [] for name, _, _, _ in variants}
+    for _ in range(rounds):
+        for name, fn, _, _ in variants:
+            samples[name].append(cpu_per_call(fn, calls[name]))
+    rates = {}
+    for name, _, docs, chars in variants:
+        best, median = min(samples[name]), float(np.median(samples[name]))
+        rates[name] = (docs / best, chars / best)
+        print(f"{name:58s} {docs / best:>11,.0f} docs/cpu-s {chars / best / 1e6:>7.2f} M chars/cpu-s "
+              f"(median of {rounds}: {docs / median:,.0f}; {calls[name]} calls a sample)")
+    return rates
+
+
+def cjk_rows(peer_n: int, repeat: int, rounds: int, sample_s: float) -> None:
     """Chinese and mixed-script throughput per core, against ASCII and the peers."""
     from datasketch import MinHash
     from rensa import RMinHash
@@ -321,20 +342,20 @@ def cjk_rows(peer_n: int, repeat: int) -> None:
         for a, b in zip(zh_turns * repeat, sgd_turns, strict=False)
     ]
     ascii_ = ["\n".join(t) for t in sgd_turns][: len(zh)]
-    print(f"\n## Chinese and mixed-script text, per core (RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'all')})")
+    print(f"\n## Chinese and mixed-script text, per core (rounds interleaved, best kept; RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS', 'all')})")
     print(f"languages detected: sgd {fast.detect_language(ascii_)}, crosswoz {fast.detect_language(zh)}, "
           f"mixed {fast.detect_language(mixed)}")
-    rates = {}
     # language "auto" (detected on a sample of each column, as a spec without `language`)
     # and given (as a spec with it: no detection)
     rows = (("ASCII SGD (word 3-grams)", ascii_, "auto"), ("Chinese CrossWOZ (char 3-grams)", zh, "auto"),
             ("Chinese CrossWOZ, language given", zh, "zh"), ("mixed zh+en turns (char 3-grams)", mixed, "auto"),
             ("mixed zh+en turns, language given", mixed, "zh"))
+    variants = []
     for name, texts, lang in rows:
         s = pl.Series(texts)
-        nchars = int(s.str.len_chars().sum())
-        rates[name] = per_core(f"core native {name}", lambda s=s, lang=lang: fast.minhash_signatures(s, language=lang),
-                               len(texts), nchars)
+        variants.append((name, lambda s=s, lang=lang: fast.minhash_signatures(s, language=lang),
+                         len(texts), int(s.str.len_chars().sum())))
+    rates = interleaved_per_core(variants, rounds, sample_s)
     base_docs, base_chars = rates["ASCII SGD (word 3-grams)"]
     for name, _, _ in rows[1:]:
         d, c = rates[name]
@@ -353,10 +374,14 @@ def cjk_rows(peer_n: int, repeat: int) -> None:
     def ds_e2e() -> object:
         return MinHash.bulk([[x.encode() for x in py_char_shingles(t)] for t in sub], num_perm=NUM_PERM, seed=1)
 
-    ours = per_core("core native, Chinese (first peer_n docs)", lambda: fast.minhash_signatures(pl.Series(sub)), len(sub), nsub)
-    ours_ds = per_core("core datasketch-mode, Chinese", lambda: fast.minhash_signatures(pl.Series(sub), mode="datasketch"), len(sub), nsub)
-    rensa = per_core("rensa RMinHash + Python char 3-grams, Chinese", rensa_e2e, len(sub), nsub)
-    ds = per_core("datasketch MinHash.bulk + Python char 3-grams, Chinese", ds_e2e, len(sub), nsub)
+    peers = interleaved_per_core([
+        ("core native, Chinese (first peer_n docs)", lambda: fast.minhash_signatures(pl.Series(sub)), len(sub), nsub),
+        ("core datasketch-mode, Chinese", lambda: fast.minhash_signatures(pl.Series(sub), mode="datasketch"),
+         len(sub), nsub),
+        ("rensa RMinHash + Python char 3-grams, Chinese", rensa_e2e, len(sub), nsub),
+        ("datasketch MinHash.bulk + Python char 3-grams, Chinese", ds_e2e, len(sub), nsub),
+    ], max(3, rounds // 2), sample_s)
+    ours, ours_ds, rensa, ds = peers.values()
     print(f"ratios per core on Chinese: core/rensa {ours[0] / rensa[0]:.1f}x, core/datasketch {ours[0] / ds[0]:.1f}x, "
           f"core datasketch-mode/datasketch {ours_ds[0] / ds[0]:.1f}x")
 
@@ -368,10 +393,12 @@ def main() -> None:
     ap.add_argument("--skip-sgd", action="store_true")
     ap.add_argument("--cjk-only", action="store_true", help="only the Chinese/mixed-script rows")
     ap.add_argument("--cjk-repeat", type=int, default=10, help="copies of the 500 CrossWOZ dialogues")
+    ap.add_argument("--cjk-rounds", type=int, default=7, help="timed rounds of the Chinese rows (best kept)")
+    ap.add_argument("--cjk-sample-s", type=float, default=0.5, help="CPU-seconds of each timed sample")
     args = ap.parse_args()
     print(f"cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}")
     if (DATA / "crosswoz-zh" / "dev.jsonl").exists():
-        cjk_rows(args.peer_n, args.cjk_repeat)
+        cjk_rows(args.peer_n, args.cjk_repeat, args.cjk_rounds, args.cjk_sample_s)
     else:
         print("crosswoz-zh not found: Chinese rows skipped")
     if args.cjk_only:

@@ -172,6 +172,20 @@ def test_mixed_script_rows_keep_english_measures() -> None:
     assert "hilton" in fast.tokenize(mixed, "zh")[1].to_list()
 
 
+def test_label_grounding_finds_values_inside_unspaced_text() -> None:
+    """Values glued to Chinese characters (the 135M model's labels on crosswoz-hotel were all
+    dropped as ungrounded before) are found; invented ones are not; English is unchanged."""
+    from dialinsight_engine.metrics.textutil import grounded, normalise, words
+
+    dia = normalise("Customer: 你好，我想找评分4.5分以上的酒店，价格150-200元。\nAgent: 推荐北京云天酒店。")
+    for value in ("4.5", "150-200", "北京云天酒店", "酒店", "150-200元"):
+        assert grounded(value, dia), value
+    for value in ("4.6", "上海云天酒店", "805,设施名称", "500"):
+        assert not grounded(value, dia), value
+    assert words("I'd like 3 rooms at the Hilton, near SF.") == ["i", "d", "like", "3", "rooms", "at", "the",
+                                                             "hilton", "near", "sf"]
+
+
 # --- bad input ---------------------------------------------------------------------------
 
 

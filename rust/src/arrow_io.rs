@@ -45,6 +45,16 @@ pub fn check_string_type(dt: &DataType, column: &str) -> Result<(), IoError> {
     }
 }
 
+/// `bytes` as a `str`: checked with SIMD (simdutf8), and only on failure by the standard
+/// library again, for the error's position.
+#[inline]
+pub fn validate_utf8(bytes: &[u8]) -> Result<&str, std::str::Utf8Error> {
+    match simdutf8::basic::from_utf8(bytes) {
+        Ok(s) => Ok(s),
+        Err(_) => std::str::from_utf8(bytes),
+    }
+}
+
 fn invalid_utf8(column: &str, row: usize, e: std::str::Utf8Error) -> IoError {
     IoError::Value(format!(
         "column {column:?}, row {row} (0-based) is not valid UTF-8: {e}"
@@ -65,7 +75,7 @@ fn validated<'a>(
         .with_min_len(1024)
         .map(|i| match value(i) {
             None => Ok(None),
-            Some(bytes) => std::str::from_utf8(bytes)
+            Some(bytes) => validate_utf8(bytes)
                 .map(Some)
                 .map_err(|e| invalid_utf8(column, first_row + i, e)),
         })

@@ -17,7 +17,10 @@
 //!
 //! All signatures are stored as `u32` (every mode's values fit in 32 bits); an empty
 //! set has every slot at `u32::MAX`, as datasketch's empty MinHash.
-use crate::text::{for_each_shingle_with, is_ascii_space, normalize_into, NormalizeOptions, Unit};
+use crate::text::{
+    for_each_shingle_with, is_ascii_space, normalize_into, normalized_char_codes, NormalizeOptions,
+    Unit,
+};
 use crate::tokenize::{for_each_token, Lang, Style};
 use rayon::prelude::*;
 use sha1::{Digest, Sha1};
@@ -186,6 +189,12 @@ fn mix_windows(codes: &[u64], ngram: usize, hashes: &mut Vec<u32>) {
     }
     if codes.len() < n {
         hashes.push(mix_words(codes));
+        return;
+    }
+    if n == 3 {
+        // The default length, unrolled: a fixed-size window lets the compiler interleave
+        // the multiplications of consecutive windows (same values as the general loop).
+        hashes.extend((0..codes.len() - 2).map(|i| mix_words(&[codes[i], codes[i + 1], codes[i + 2]])));
         return;
     }
     hashes.extend(codes.windows(n).map(mix_words));
@@ -525,6 +534,7 @@ impl MinHasher {
     /// code once ([`char_code`]) and a shingle's hash is the order-dependent mix of its
     /// characters' codes, as for words: the shingle's bytes are never sliced or hashed
     /// (on Chinese text, hashing each 3-character slice with xxh3 was a sixth of the time).
+    /// The codes come straight out of normalisation ([`normalized_char_codes`]).
     fn native_char_hashes(&self, text: &str, scratch: &mut Scratch) {
         let Scratch {
             norm,
@@ -533,19 +543,8 @@ impl MinHasher {
             ..
         } = scratch;
         let p = &self.params;
-        codes.clear();
         hashes.clear();
-        let t: &str = if p.norm.is_noop() {
-            text
-        } else {
-            normalize_into(text, &p.norm, norm);
-            norm.as_str()
-        };
-        if t.is_ascii() {
-            codes.extend(t.bytes().map(|b| char_code(b as char)));
-        } else {
-            codes.extend(t.chars().map(char_code));
-        }
+        normalized_char_codes(text, &p.norm, norm, char_code, codes);
         mix_windows(codes, p.ngram, hashes);
     }
 

@@ -118,9 +118,10 @@ fn char_class(c: char) -> u8 {
 }
 
 /// One ASCII byte: lowercase, punctuation to space, runs of spaces folded (the ASCII byte loop
-/// and ASCII characters inside non-ASCII text share it).
+/// and ASCII characters inside non-ASCII text share it). None when it folds into the space
+/// just written.
 #[inline(always)]
-fn fold_ascii_byte(b: u8, opts: &NormalizeOptions, out: &mut Vec<u8>, last_space: &mut bool) {
+fn fold_ascii(b: u8, opts: &NormalizeOptions, last_space: &mut bool) -> Option<u8> {
     let b = if opts.lowercase {
         b.to_ascii_lowercase()
     } else {
@@ -132,36 +133,86 @@ fn fold_ascii_byte(b: u8, opts: &NormalizeOptions, out: &mut Vec<u8>, last_space
         b
     };
     if opts.whitespace && is_ascii_space(b) {
-        if !*last_space {
-            out.push(b' ');
-            *last_space = true;
+        if *last_space {
+            return None;
         }
-        return;
+        *last_space = true;
+        return Some(b' ');
     }
     *last_space = false;
-    out.push(b);
+    Some(b)
+}
+
+/// [`fold_ascii`] onto the end of `out`.
+#[inline(always)]
+fn fold_ascii_byte(b: u8, opts: &NormalizeOptions, out: &mut Vec<u8>, last_space: &mut bool) {
+    if let Some(b) = fold_ascii(b, opts, last_space) {
+        out.push(b);
+    }
+}
+
+/// Where the simple path of normalisation ([`normalize_simple_with`]) puts its result.
+trait SimpleSink {
+    /// The character `c` is kept as it is.
+    fn keep(&mut self, c: char);
+    /// The character at bytes `i..end` of the source becomes the ASCII byte `b`, or nothing.
+    fn replace(&mut self, i: usize, end: usize, b: Option<u8>);
+}
+
+/// The normalised text as bytes: runs of kept characters are copied in one go when a
+/// character that changes (or the end) is reached, not one by one.
+struct BytesSink<'a> {
+    src: &'a [u8],
+    out: &'a mut Vec<u8>,
+    run: usize,
+}
+
+impl SimpleSink for BytesSink<'_> {
+    #[inline(always)]
+    fn keep(&mut self, _: char) {}
+
+    #[inline(always)]
+    fn replace(&mut self, i: usize, end: usize, b: Option<u8>) {
+        self.out.extend_from_slice(&self.src[self.run..i]);
+        self.out.extend(b);
+        self.run = end;
+    }
+}
+
+/// The codes of the normalised text's characters, without the text.
+struct CodeSink<'a, F: Fn(char) -> u64> {
+    out: &'a mut Vec<u64>,
+    code: F,
+}
+
+impl<F: Fn(char) -> u64> SimpleSink for CodeSink<'_, F> {
+    #[inline(always)]
+    fn keep(&mut self, c: char) {
+        self.out.push((self.code)(c));
+    }
+
+    #[inline(always)]
+    fn replace(&mut self, _: usize, _: usize, b: Option<u8>) {
+        if let Some(b) = b {
+            self.out.push((self.code)(b as char));
+        }
+    }
 }
 
 /// The fast path of [`normalize_into`] for non-ASCII text in which every character
 /// normalises on its own: ASCII, full-width ASCII forms and the ideographic space (mapped to
 /// ASCII under NFKC), and caseless letters, digits and punctuation that are NFKC boundaries
 /// (CJK ideographs, Kana, Hangul syllables, CJK punctuation...). NFKC of such a text is the
-/// concatenation of its characters' NFKC (see [`for_each_nfkc_char`]), so one pass copies
-/// their bytes. Returns false, `out` holding a partial result, at the first other character
-/// (a combining mark, a cased letter, a compatibility character...): the caller then runs
-/// the general path.
-fn normalize_simple(text: &str, opts: &NormalizeOptions, out: &mut String) -> bool {
+/// concatenation of its characters' NFKC (see [`for_each_nfkc_char`]), so one pass gives
+/// every output character to `sink`. Returns false, the sink holding a partial result, at
+/// the first other character (a combining mark, a cased letter, a compatibility
+/// character...): the caller then runs the general path. The trailing space (when folding
+/// whitespace) is left to the caller.
+#[inline(always)]
+fn normalize_simple_with<S: SimpleSink>(text: &str, opts: &NormalizeOptions, sink: &mut S) -> bool {
     let table = char_classes();
     let need = if opts.nfkc { NFKC_BOUNDARY } else { 0 };
-    let src = text.as_bytes();
-    // SAFETY: only ASCII bytes and the complete UTF-8 encodings of characters of `text` are
-    // written, so `out` stays valid UTF-8.
-    let bytes = unsafe { out.as_mut_vec() };
-    bytes.reserve(text.len());
     let mut last_space = true;
-    // Start of the pending run of characters kept as they are: copied in one go when a
-    // character that changes (or the end) is reached, not one by one.
-    let mut run = 0;
     for (i, c) in text.char_indices() {
         let u = c as u32;
         let ascii = match u {
@@ -179,6 +230,7 @@ fn normalize_simple(text: &str, opts: &NormalizeOptions, out: &mut String) -> bo
             }
             if class & CASELESS_ALNUM != 0 || (class & CASELESS_PUNCT != 0 && !opts.punctuation) {
                 last_space = false;
+                sink.keep(c);
                 continue;
             }
             if class & CASELESS_PUNCT == 0 {
@@ -186,12 +238,63 @@ fn normalize_simple(text: &str, opts: &NormalizeOptions, out: &mut String) -> bo
             }
             b' '
         };
-        bytes.extend_from_slice(&src[run..i]);
-        fold_ascii_byte(replacement, opts, bytes, &mut last_space);
-        run = i + c.len_utf8();
+        sink.replace(i, i + c.len_utf8(), fold_ascii(replacement, opts, &mut last_space));
     }
-    bytes.extend_from_slice(&src[run..]);
     true
+}
+
+/// [`normalize_simple_with`] into `out`.
+fn normalize_simple(text: &str, opts: &NormalizeOptions, out: &mut String) -> bool {
+    // SAFETY: only ASCII bytes and the complete UTF-8 encodings of characters of `text` are
+    // written, so `out` stays valid UTF-8.
+    let bytes = unsafe { out.as_mut_vec() };
+    bytes.reserve(text.len());
+    let mut sink = BytesSink {
+        src: text.as_bytes(),
+        out: bytes,
+        run: 0,
+    };
+    let simple = normalize_simple_with(text, opts, &mut sink);
+    if simple {
+        sink.out.extend_from_slice(&sink.src[sink.run..]);
+    }
+    simple
+}
+
+/// `code(c)` for every character `c` of `normalize(text, opts)`, into `out` (cleared first).
+/// Non-ASCII text that takes the simple path (see [`normalize_simple_with`]) gives its codes
+/// in the same pass, without building the normalised text and decoding it again (on Chinese
+/// text that second pass was a fifth of the MinHash time); other text is normalised into
+/// `norm` first. `code` must be injective (the trailing space is found by its code).
+pub fn normalized_char_codes<F: Fn(char) -> u64 + Copy>(
+    text: &str,
+    opts: &NormalizeOptions,
+    norm: &mut String,
+    code: F,
+    out: &mut Vec<u64>,
+) {
+    out.clear();
+    if !opts.is_noop() && !text.is_ascii() {
+        out.reserve(text.len() / 2);
+        if normalize_simple_with(text, opts, &mut CodeSink { out, code }) {
+            if opts.whitespace && out.last() == Some(&code(' ')) {
+                out.pop();
+            }
+            return;
+        }
+        out.clear();
+    }
+    let t: &str = if opts.is_noop() {
+        text
+    } else {
+        normalize_into(text, opts, norm);
+        norm.as_str()
+    };
+    if t.is_ascii() {
+        out.extend(t.bytes().map(|b| code(b as char)));
+    } else {
+        out.extend(t.chars().map(code));
+    }
 }
 
 /// Normalise `text` into `out` (cleared first).

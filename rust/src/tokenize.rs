@@ -258,16 +258,14 @@ pub struct ScriptCounts {
 impl ScriptCounts {
     pub fn add(&mut self, text: &str) {
         // The head of each text is enough to tell its script, and keeps detection cheap.
-        let end = text
-            .char_indices()
-            .nth(DETECT_CHARS)
-            .map_or(text.len(), |(i, _)| i);
-        let text = &text[..end];
-        if text.is_ascii() {
-            self.other_letters += text.bytes().filter(u8::is_ascii_alphabetic).count() as u64;
+        // When its first DETECT_CHARS bytes are ASCII they are its first DETECT_CHARS
+        // characters; otherwise one pass over the characters stops there.
+        let head = &text.as_bytes()[..text.len().min(DETECT_CHARS)];
+        if head.is_ascii() {
+            self.other_letters += head.iter().filter(|b| b.is_ascii_alphabetic()).count() as u64;
             return;
         }
-        for c in text.chars() {
+        for c in text.chars().take(DETECT_CHARS) {
             match script_of(c) {
                 Script::Han => self.han += 1,
                 Script::Kana => self.kana += 1,

@@ -57,6 +57,19 @@ def test_agreeing_records_are_stored_as_structs_and_read_back_as_written(tmp_pat
     assert json.loads(back[R.TRUTH][2]) == {"requirements": {"area": "Albany"}, "offered": []}
 
 
+def test_partitioned_assess_reads_its_input_json_columns_as_text(tmp_path: Path) -> None:
+    """Assess's per-partition maps see `truth` as the text the whole-pool path sees, not the struct
+    the partition stores."""
+    from dialinsight_engine.metrics.partitioned import _in_play
+
+    truth = _texts([{"requirements": {"area": "Hayward"}}, {"requirements": {"area": "Albany"}}])
+    frame = pl.DataFrame({R.TRUTH: truth, R.KEPT: [True, False]})
+    assert pa.types.is_struct(_stored(tmp_path, frame).field(R.TRUTH).type)
+    rows = _in_play(tmp_path / dataset.part_name(0))
+    assert rows[R.TRUTH].to_list() == truth[:1]
+    assert _in_play(tmp_path / dataset.part_name(0), [R.TRUTH])[R.TRUTH].to_list() == truth[:1]
+
+
 @pytest.mark.parametrize("values", [
     [{"a": 1}, {"a": "one"}],  # the same key holds a number here, a string there
     [{"a": 1}, [1, 2]],  # an object here, a list there

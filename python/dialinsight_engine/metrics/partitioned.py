@@ -215,7 +215,9 @@ def _partitions(ctx: StageContext) -> list[Path]:
 def _in_play(path: Path, columns: list[str] | None = None) -> pl.DataFrame:
     """One input partition's rows in play, with `columns` only (None: all)."""
     names = pl.read_parquet_schema(path)
-    frame = pl.read_parquet(path, columns=[c for c in names if columns is None or c in columns or c == R.KEPT])
+    # through the dataset reader: JSON columns (truth, output_schema) as the text every metric
+    # sees on the whole-pool path, whichever form the partition stores them in
+    frame = dataset.read_partition(path, [c for c in names if columns is None or c in columns or c == R.KEPT])
     frame = frame.filter(in_play_mask(frame))
     return frame.drop(R.KEPT) if columns is not None and R.KEPT not in columns and R.KEPT in frame.columns \
         else frame

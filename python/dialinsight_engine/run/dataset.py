@@ -139,9 +139,10 @@ def decode_json_columns(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.with_columns(texts) if texts else frame
 
 
-def read_partition(path: Path | str) -> pl.DataFrame:
-    """One partition file as the stages see it (JSON columns as text)."""
-    return decode_json_columns(pl.read_parquet(path))
+def read_partition(path: Path | str, columns: list[str] | None = None) -> pl.DataFrame:
+    """One partition file as the stages see it (JSON columns as text), with `columns` only
+    (None: all)."""
+    return decode_json_columns(pl.read_parquet(path, columns=columns))
 
 
 def iter_output(folder: Path) -> Iterator[pl.DataFrame]:

@@ -104,6 +104,9 @@ def test_grounding_in_the_customers_turns_next_to_the_fields_words() -> None:
     money = dialogue_forms("Customer: my budget is $3,500 for 2.5 baths", ["customer"])
     assert is_grounded("$3,500", money, "budget") and is_grounded("2.5", money, "number_of_baths")
     assert dialogue_forms(OFFER, ["landlord"]).text == dialogue_forms(OFFER).text  # nobody speaks: all turns
+    # an unspaced script is a word a character: "3间bedroom" says 3 next to "bedroom"
+    mixed = dialogue_forms("Customer: 我们要3间bedroom，2个bath", ["customer"])
+    assert is_grounded("3", mixed, "number_of_beds") and is_grounded("2", mixed, "number_of_baths")
 
 
 def test_an_ungrounded_value_is_no_vote_and_unsettled_rows_are_flagged() -> None:

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..evaluate.normalise import normaliser, zh_numeral
 from ..jsonanswer import json_answer_or_error
-from .textutil import NUMBER_WORDS, normalise, split_turns, words
+from .textutil import NUMBER_WORDS, UNSPACED, normalise, split_turns, words
 
 _STEPS = normaliser(["nfkc", "lower", "spacing", "zh_numbers", "units", "absent", "booleans", "numbers"])
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
@@ -47,7 +47,9 @@ _HAN_NUMBER = re.compile(r"[零〇一二两三四五六七八九十百千万]+")
 _KEY_FILLER = frozenset({"number", "num", "count", "total", "amount", "the", "and", "for", "with", "has", "max", "min"})
 _ALNUM = re.compile(r"\w")
 _FIELD_WINDOW = 3  # "2 bathroom", "two bedroom apartment", "bedrooms: 3", "3 bed rooms"
-_TOKEN = re.compile(r"\d+(?:\.\d+)?|\w+")  # "2.5 baths" keeps its number whole
+# "2.5 baths" keeps its number whole; an unspaced script (Han, Kana, Thai...) is a token a
+# character, so "住3晚" gives 3 as a number instead of one glued word
+_TOKEN = re.compile(rf"\d+(?:\.\d+)?|[{UNSPACED}]|[^\W{UNSPACED}]+")
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ def is_grounded(value: Any, dialogue: DialogueForms, key: str | None = None) -> 
     phrase = normalise(str(value)).strip()
     if not phrase:
         return True
-    if re.search(r"[\u3400-\u9fff]", phrase):  # unspaced script: a substring of the text
+    if re.search(f"[{UNSPACED}]", phrase):  # unspaced script: a substring of the text
         return phrase.replace(" ", "") in dialogue.text.replace(" ", "")
     return f" {phrase} " in dialogue.text
 
@@ -257,7 +259,7 @@ def _overlap(a: list[str], b: list[str]) -> float:
 
 
 def _text_tokens(text: str) -> list[str]:
-    if re.search(r"[\u3400-\u9fff]", text):
+    if re.search(f"[{UNSPACED}]", text):
         return [c for c in text if not c.isspace()]
     return words(text)
 

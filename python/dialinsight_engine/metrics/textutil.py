@@ -12,8 +12,8 @@ _TURN = re.compile(r"^([A-Za-z][\w -]{0,30}):\s?(.*)$")
 # Scripts written without spaces (Han, Kana, Thai, Lao, Khmer, Myanmar): each character is a
 # word of its own here, so that a value glued to its neighbours ("评分4.5分以上", "北京云天酒店附近")
 # is still found between word boundaries by the grounding checks.
-_UNSPACED = "\u3005\u3007\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\u0e00-\u0eff\u1780-\u17ff\u1000-\u109f"
-_WORD = re.compile(rf"[{_UNSPACED}]|[^\W{_UNSPACED}]+", re.UNICODE)
+UNSPACED = "\u3005\u3007\u3040-\u30ff\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f\u0e00-\u0eff\u1780-\u17ff\u1000-\u109f"
+_WORD = re.compile(rf"[{UNSPACED}]|[^\W{UNSPACED}]+", re.UNICODE)
 
 NUMBER_WORDS = {
     "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,

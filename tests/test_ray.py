@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import signal
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -24,50 +23,34 @@ import pytest
 
 from dialinsight_engine.run.dataset import has_output, partition_files
 
-from conftest import EXAMPLES, FAKE_BACKEND, REPO, dialengine, install_plugin
+from conftest import EXAMPLES, dialengine, install_plugin
+from raycluster import realestate_spec, scripted_site, shared_cluster
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (the `ray` extra: pip install '.[ray]')")
-from ray.cluster_utils import Cluster  # noqa: E402
 
 PLUGINS = "core,generation,quality,training,scripted"
 STAGES = ["ingest", "scenes", "seeds", "evolve", "assess", "sample", "label", "verify", "export"]
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    """Two Ray nodes of one CPU each on this machine; yields the head's address."""
-    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    made.add_node(num_cpus=1)
-    made.wait_for_nodes()
-    try:
-        yield made.address
-    finally:
-        made.shutdown()
+def cluster() -> str:
+    """Two Ray nodes of one CPU each on this machine (shared with the other Ray modules); its address."""
+    return shared_cluster(1, 1).address
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("site")
-    return install_plugin(root / "scripted", "dialinsight-scripted", "fake_backend",
-                          FAKE_BACKEND.read_text(encoding="utf-8"), entry="scripted")
+    return scripted_site(tmp_path_factory.mktemp("site"))
 
 
 def realestate(tmp_path: Path, runs: str) -> Path:
     """specs/realestate.toml, runs under tmp_path, the scripted backend, n-gram richness; 3
     labels per prompt (so verify votes) and a validation split (so export splits the pool)."""
-    text = (REPO / "specs" / "realestate.toml").read_text(encoding="utf-8")
-    text = text.replace('runs_dir = "../runs"', f'runs_dir = "{(tmp_path / runs).as_posix()}"')
-    text = text.replace("@examples/", f"{EXAMPLES.as_posix()}/")
-    text = text.replace('plugin = "llamacpp"\nn_ctx = 4096', 'plugin = "scripted"')
-    text = text.replace('params = { embeddings = "auto" }', 'params = { embeddings = "off" }')
-    text = text.replace('max_tokens = 128\ntemperature = 0.0', 'max_tokens = 128\ntemperature = 0.7\nsamples = 3')
-    text = text.replace('formats = ["openai", "sharegpt", "alpaca"]',
-                        'formats = ["openai", "sharegpt", "alpaca"]\nvalidation_fraction = 0.3')
-    assert 'plugin = "scripted"' in text and 'embeddings = "off"' in text
-    assert "samples = 3" in text and "validation_fraction" in text
-    path = tmp_path / f"{runs}.toml"
-    path.write_text(text + '\n[executor]\npartition_rows = 8\nmax_retries = 1\n', encoding="utf-8")
-    return path
+    return realestate_spec(tmp_path, runs, {
+        'plugin = "llamacpp"\nn_ctx = 4096': 'plugin = "scripted"',
+        "max_tokens = 128\ntemperature = 0.0": "max_tokens = 128\ntemperature = 0.7\nsamples = 3",
+        'formats = ["openai", "sharegpt", "alpaca"]': 'formats = ["openai", "sharegpt", "alpaca"]\nvalidation_fraction = 0.3',
+    }, extra="\n[executor]\npartition_rows = 8\nmax_retries = 1\ndedup_local_rows = 0\n")
 
 
 def hashes(run: Path) -> dict[str, str]:
@@ -140,7 +123,8 @@ def test_ray_cluster_gives_the_local_hashes_through_worker_and_driver_kills(clus
     assert assess["stats"]["prepare_maps"]["rowwise"]["computed"] == 0
     assert assess["stats"]["prepare_maps"]["partial-data_richness"]["computed"] == 0
     assert not (run / "assess" / ".phase").exists()
-    try:  # rayB's distributed dedup, when present, ran inside assess with the same result
+    try:  # the distributed dedup, when present, ran inside assess with the same result (this
+        # spec sends every pool to it: dedup_local_rows = 0)
         import dialinsight_engine.executors.ray_dedup  # noqa: F401
     except ImportError:
         assert "ray_near_duplicates" not in manifest(run, "assess")["stats"]

@@ -133,6 +133,9 @@ def prepare(ctx: StageContext, phase: Phase) -> PhaseState:
     if pooled:
         state.pooled = str(scratch / "pooled")
         _score_pooled(ctx, pooled, state)
+        # a judge's or rater's generation pool (Ray actors) may hold every CPU of the cluster,
+        # which the decide map's tasks need: the backends are done with, so release them now
+        ctx.close()
     state.pool = _normalisation(ctx, state)
     return state
 

@@ -53,12 +53,13 @@ class VerifyStage(PhaseStage):
     version = "4"
     description = "label consensus of k samples, label checks (rules + optional LLM judge), the quality score"
     phase = "label"
+    _consensus: str | None = None  # the consensus scratch folder, set by `prepare` when labels vote
 
     def fingerprint_extra(self, ctx: StageContext) -> dict[str, Any]:
         return phase_fingerprint(ctx, "label")
 
     def prepare(self, ctx: StageContext) -> PhaseState:
-        self._consensus: str | None = None
+        self._consensus = None
         if ctx.input_stage and ctx.spec.labels.samples > 1 and _has_samples(ctx):
             folder = ctx.stage_dir / SCRATCH / "consensus"
             done = _map(ctx, ConsensusMap(), folder, "label consensus")

@@ -317,8 +317,9 @@ def _score_rowwise(ctx: StageContext, stage: RowMetrics, state: PhaseState, aggr
     assert state.rowwise is not None
     done = _map(ctx, stage, Path(state.rowwise), "row metrics", aggregates)
     # every partition's record, computed now or reused: seconds are summed; so are a row-local
-    # metric's own counts (label_quality's rule failures), while an aggregating metric's stats
-    # (the pool's rows, the resolved language) are the same in every partition: partition 0's
+    # metric's own counts (label_quality's rule failures), while the resolved language (the
+    # pool's, in every partition) and an aggregating metric's stats (the pool's rows) are
+    # partition 0's
     records = [r.stats for r in done]
     seconds: dict[str, Any] = {}
     summed: dict[str, Any] = {}
@@ -328,7 +329,8 @@ def _score_rowwise(ctx: StageContext, stage: RowMetrics, state: PhaseState, aggr
     state.timings.update({n: round(v, 3) for n, v in seconds.items()})
     first = records[0].get("metric_stats", {}) if records else {}
     row_local = {n for n, m in instantiate(ctx.spec.quality, ctx.registry, stage.phase).items() if m.row_local()}
-    state.metric_stats.update({n: summed[n] if n in row_local else v for n, v in first.items()})
+    state.metric_stats.update({n: {**summed[n], **{k: v[k] for k in ("language",) if k in v}}
+                               if n in row_local and isinstance(v, dict) else v for n, v in first.items()})
     ctx.stats["row_metrics"] = {"partitions": len(done), "metrics": stage.names}
 
 

@@ -27,7 +27,7 @@ from .. import records as R
 from ..dialogue import chat_messages
 from ..errors import UserError
 from ..executors.base import PartitionContext, RowStage, merge_stats
-from ..run import atomic, dataset
+from ..run import atomic, dataset, faults
 from ..run.stage import ORDER
 
 if TYPE_CHECKING:
@@ -214,9 +214,12 @@ def join_fragments(target: Path, fragments: list[Path]) -> Path:
     """`target` as the fragments one after the other, swapped in whole once complete."""
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as out:
-            for fragment in fragments:
+            for i, fragment in enumerate(fragments):
                 with open(fragment, "rb") as part:
                     shutil.copyfileobj(part, out)
+                if i == len(fragments) // 2:  # a named point mid-file, as atomic.write_bytes has
+                    out.flush()
+                    faults.point(f"write:{target.parent.name}/{target.name}:half")
 
     return atomic.write_with(target, write)
 

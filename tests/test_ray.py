@@ -3,9 +3,10 @@ two nodes of one CPU each), against the local executor on the same spec: specs/r
 with the scripted backend standing in for the model (generation is not what is tested here)
 and 8 rows per partition, so each row-parallel stage has 4 partitions to spread.
 
-- The Ray run's every stage through export (assess row-parallel too) has the local run's content hash, although a worker
-  was SIGKILLed mid-stage (Ray retried its task) and the driver was SIGKILLed mid-stage, in seeds
-  and then in assess (the reruns reused the finished partitions: the counts recomputed are asserted).
+- The Ray run's every stage through export (assess, verify and export row-parallel too) has the
+  local run's content hash, although a worker was SIGKILLed mid-stage (Ray retried its task), the
+  driver was SIGKILLed mid-stage, in seeds and then in assess, and verify's partition 2 failed
+  after Ray's retries (the reruns reused the finished partitions: the counts recomputed are asserted).
 - A partition whose map raises fails the stage naming it, keeps its rows with the error, and
   writes nothing for it; an unreachable cluster exits 2 with the address and the hint.
 Skipped, with the reason, only when Ray is not installed (`pip install '.[ray]'`)."""
@@ -15,7 +16,6 @@ from __future__ import annotations
 import json
 import signal
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -23,45 +23,34 @@ import pytest
 
 from dialinsight_engine.run.dataset import has_output, partition_files
 
-from conftest import EXAMPLES, FAKE_BACKEND, REPO, dialengine, install_plugin
+from conftest import EXAMPLES, dialengine, install_plugin
+from raycluster import realestate_spec, scripted_site, shared_cluster
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (the `ray` extra: pip install '.[ray]')")
-from ray.cluster_utils import Cluster  # noqa: E402
 
 PLUGINS = "core,generation,quality,training,scripted"
 STAGES = ["ingest", "scenes", "seeds", "evolve", "assess", "sample", "label", "verify", "export"]
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    """Two Ray nodes of one CPU each on this machine; yields the head's address."""
-    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    made.add_node(num_cpus=1)
-    made.wait_for_nodes()
-    try:
-        yield made.address
-    finally:
-        made.shutdown()
+def cluster() -> str:
+    """Two Ray nodes of one CPU each on this machine (shared with the other Ray modules); its address."""
+    return shared_cluster(1, 1).address
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("site")
-    return install_plugin(root / "scripted", "dialinsight-scripted", "fake_backend",
-                          FAKE_BACKEND.read_text(encoding="utf-8"), entry="scripted")
+    return scripted_site(tmp_path_factory.mktemp("site"))
 
 
 def realestate(tmp_path: Path, runs: str) -> Path:
-    """specs/realestate.toml, runs under tmp_path, the scripted backend, n-gram richness."""
-    text = (REPO / "specs" / "realestate.toml").read_text(encoding="utf-8")
-    text = text.replace('runs_dir = "../runs"', f'runs_dir = "{(tmp_path / runs).as_posix()}"')
-    text = text.replace("@examples/", f"{EXAMPLES.as_posix()}/")
-    text = text.replace('plugin = "llamacpp"\nn_ctx = 4096', 'plugin = "scripted"')
-    text = text.replace('params = { embeddings = "auto" }', 'params = { embeddings = "off" }')
-    assert 'plugin = "scripted"' in text and 'embeddings = "off"' in text
-    path = tmp_path / f"{runs}.toml"
-    path.write_text(text + '\n[executor]\npartition_rows = 8\n', encoding="utf-8")
-    return path
+    """specs/realestate.toml, runs under tmp_path, the scripted backend, n-gram richness; 3
+    labels per prompt (so verify votes) and a validation split (so export splits the pool)."""
+    return realestate_spec(tmp_path, runs, {
+        'plugin = "llamacpp"\nn_ctx = 4096': 'plugin = "scripted"',
+        "max_tokens = 128\ntemperature = 0.0": "max_tokens = 128\ntemperature = 0.7\nsamples = 3",
+        'formats = ["openai", "sharegpt", "alpaca"]': 'formats = ["openai", "sharegpt", "alpaca"]\nvalidation_fraction = 0.3',
+    }, extra="\n[executor]\npartition_rows = 8\nmax_retries = 1\ndedup_local_rows = 0\n")
 
 
 def hashes(run: Path) -> dict[str, str]:
@@ -106,6 +95,19 @@ def test_ray_cluster_gives_the_local_hashes_through_worker_and_driver_kills(clus
     decided = len(list((run / "assess" / "progress").glob("part-*.json")))
     assert decided >= 2 and (run / "assess" / ".phase" / "rowwise").is_dir()
 
+    # the rerun finishes assess, sample and label; every worker computing verify's partition 2
+    # dies, so it fails after Ray's retry: the stage fails naming it, nothing is written for it
+    dying = dialengine("apply", str(spec), "--until", "export", "--executor", "ray", "--address", cluster,
+                       env={**site, "DIALENGINE_WORKER_FAULT": "verify:00002:always"}, plugins=PLUGINS)
+    assert dying.returncode == 1, dying.stderr
+    said = " ".join(dying.stderr.split())
+    assert "stage verify failed on partition 00002" in said and "after 1 retries" in said, said
+    verify = run / "verify"
+    assert pl.read_parquet(verify / "failed" / "part-00002.parquet").height == 8
+    assert not (verify / "data" / "part-00002.parquet").exists() and not (verify / "manifest.json").exists()
+    assert not (verify / "progress" / "part-00002.json").exists()
+    verified = len(list((verify / "progress").glob("part-*.json")))
+
     final = dialengine("apply", str(spec), "--until", "export", "--executor", "ray", "--address", cluster,
                        env=site, plugins=PLUGINS)
     assert final.returncode == 0, final.stderr
@@ -121,16 +123,35 @@ def test_ray_cluster_gives_the_local_hashes_through_worker_and_driver_kills(clus
     assert assess["stats"]["prepare_maps"]["rowwise"]["computed"] == 0
     assert assess["stats"]["prepare_maps"]["partial-data_richness"]["computed"] == 0
     assert not (run / "assess" / ".phase").exists()
-    try:  # rayB's distributed dedup, when present, ran inside assess with the same result
+    try:  # the distributed dedup, when present, ran inside assess with the same result (this
+        # spec sends every pool to it: dedup_local_rows = 0)
         import dialinsight_engine.executors.ray_dedup  # noqa: F401
     except ImportError:
         assert "ray_near_duplicates" not in manifest(run, "assess")["stats"]
     else:
         assert manifest(run, "assess")["stats"]["ray_near_duplicates"]["calls"] == 4  # group_by task
+    assert_verify_and_export_ran_row_parallel(run, tmp_path / "local" / "realestate", verified)
+
+
+def assert_verify_and_export_ran_row_parallel(run: Path, local: Path, verified: int) -> None:
+    # verify and export ran row-parallel on the cluster: verify's consensus and label checks
+    # as maps, its decisions resumed from the failed run; export's files joined from fragments
+    verify_stats = manifest(run, "verify")["stats"]
+    assert verify_stats["partitions"] == {"total": 4, "reused": verified, "computed": 4 - verified,
+                                          "executor": "ray"}
+    assert set(verify_stats["prepare_maps"]) == {"consensus", "rowwise"}
+    assert verify_stats["row_metrics"]["metrics"] == ["label_quality"]
+    assert verify_stats["label_agreement"] == manifest(local, "verify")["stats"][
+        "label_agreement"] and verify_stats["label_agreement"]["samples"] == 3
+    export = manifest(run, "export")["stats"]
+    assert export["partitions"] == {"total": 4, "reused": 0, "computed": 4, "executor": "ray"}
+    assert set(export["splits"]) == {"train", "validation"} and export["splits"]["validation"] > 0
+    assert not (run / "verify" / ".phase").exists() and not (run / "export" / ".fragments").exists()
     # the exported files are the same bytes too
     for fmt in ("openai", "sharegpt", "alpaca"):
-        assert (run / "export" / f"{fmt}.jsonl").read_bytes() == \
-            (tmp_path / "local" / "realestate" / "export" / f"{fmt}.jsonl").read_bytes()
+        for split in ("train", "validation"):
+            assert (run / "export" / f"{fmt}.{split}.jsonl").read_bytes() == \
+                (local / "export" / f"{fmt}.{split}.jsonl").read_bytes()
 
 
 BOOM = '''

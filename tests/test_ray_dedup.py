@@ -3,7 +3,6 @@ whatever the partitioning (English word 3-grams, Chinese character 3-grams)."""
 
 from __future__ import annotations
 
-import os
 import random
 
 import polars as pl
@@ -14,8 +13,9 @@ from dialinsight_engine import fast
 from dialinsight_engine.errors import StageFailed, UserError
 from dialinsight_engine.run import faults
 
+from raycluster import joined, shared_cluster
+
 ray = pytest.importorskip("ray")
-from ray.cluster_utils import Cluster  # noqa: E402
 
 from dialinsight_engine.executors.ray_dedup import (  # noqa: E402
     MAX_FULL_BUCKET,
@@ -36,22 +36,11 @@ DOOMED = "near-duplicates:signatures:doomed_text:partition-2"
 
 @pytest.fixture(scope="module")
 def cluster():
-    """Two Ray nodes of one CPU each on this machine, shared by the module's tests; their
-    workers inherit the DOOMED fault point (only the test using that column reaches it)."""
-    before = os.environ.get(faults.ENV)
-    os.environ[faults.ENV] = DOOMED
-    try:
-        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-        c.add_node(num_cpus=1)
-    finally:
-        if before is None:
-            del os.environ[faults.ENV]
-        else:
-            os.environ[faults.ENV] = before
-    ray.init(address=c.address, log_to_driver=False)
-    yield c
-    ray.shutdown()
-    c.shutdown()
+    """Two Ray nodes of one CPU each on this machine (shared with the other Ray modules), joined
+    by this module as a job whose workers get the DOOMED fault point (only the test using that
+    column reaches it)."""
+    with joined(shared_cluster(1, 1).address, env={faults.ENV: DOOMED}):
+        yield
 
 
 def _edit(words: list[str], rng: random.Random, changes: int, alphabet) -> list[str]:

@@ -24,8 +24,9 @@ from dialinsight_engine.backends.client import CACHE_FILE, GenerationClient, Res
 from dialinsight_engine.backends.openai import OpenAIBackend, OpenAIConfig
 from dialinsight_engine.errors import StageFailed, UserError
 
+from raycluster import joined, shared_cluster
+
 ray = pytest.importorskip("ray")
-from ray.cluster_utils import Cluster  # noqa: E402
 
 from dialinsight_engine.executors.ray_generation import (  # noqa: E402
     ClientRecipe,
@@ -87,12 +88,9 @@ class CountingServer:
 
 @pytest.fixture(scope="module")
 def cluster():
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    c.add_node(num_cpus=1)
-    ray.init(address=c.address, log_to_driver=False)
-    yield c
-    ray.shutdown()
-    c.shutdown()
+    """Two Ray nodes of one CPU each (shared with the other Ray modules), joined by this process."""
+    with joined(shared_cluster(1, 1).address):
+        yield
 
 
 def _recipe(url: str, cache: Path) -> ClientRecipe:

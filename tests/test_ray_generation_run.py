@@ -34,11 +34,11 @@ from dialinsight_engine.backends.client import CACHE_FILE
 from dialinsight_engine.errors import UserError
 from dialinsight_engine.spec.executor import GenerationPoolSpec
 
-from conftest import EXAMPLES, FAKE_BACKEND, REPO, dialengine, install_plugin
+from conftest import dialengine
 from fake_backend import _digest, instance, rewrite
+from raycluster import local_cluster, realestate_spec, scripted_site
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (the `ray` extra: pip install '.[ray]')")
-from ray.cluster_utils import Cluster  # noqa: E402
 
 from dialinsight_engine.executors.ray_generation import pool_size  # noqa: E402
 
@@ -51,33 +51,20 @@ POOL = "\n[executor.generation]\nactors = 2\nin_flight = 2\n"
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[str]:
     """One Ray node with 2 CPUs on 127.0.0.1; yields its address."""
-    made = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
-    made.wait_for_nodes()
-    try:
+    with local_cluster(2) as made:
         yield made.address
-    finally:
-        made.shutdown()
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    root = tmp_path_factory.mktemp("site")
-    return install_plugin(root / "scripted", "dialinsight-scripted", "fake_backend",
-                          FAKE_BACKEND.read_text(encoding="utf-8"), entry="scripted")
+    return scripted_site(tmp_path_factory.mktemp("site"))
 
 
 def realestate(tmp_path: Path, runs: str, backends: str, extra: str = "") -> Path:
     """specs/realestate.toml with its runs under tmp_path, `backends` instead of the embedded
     model, n-gram richness, and `extra` appended."""
-    text = (REPO / "specs" / "realestate.toml").read_text(encoding="utf-8")
-    text = text.replace('runs_dir = "../runs"', f'runs_dir = "{(tmp_path / runs).as_posix()}"')
-    text = text.replace("@examples/", f"{EXAMPLES.as_posix()}/")
-    text = text.replace('[backends.default]\nplugin = "llamacpp"\nn_ctx = 4096\n', backends)
-    text = text.replace('params = { embeddings = "auto" }', 'params = { embeddings = "off" }')
-    assert backends in text and 'embeddings = "off"' in text
-    path = tmp_path / f"{runs}.toml"
-    path.write_text(text + extra, encoding="utf-8")
-    return path
+    return realestate_spec(tmp_path, runs, {'[backends.default]\nplugin = "llamacpp"\nn_ctx = 4096\n': backends},
+                           extra)
 
 
 def manifest(run: Path, stage: str) -> dict:
@@ -107,6 +94,10 @@ def test_evolve_label_and_the_judge_through_the_pool_give_the_local_hashes(clust
         assert "actors" not in manifest(runs["local"], stage)["stats"]["backend"]["default"]
     assert manifest(runs["ray"], "verify")["stats"]["backend"]["default"]["requests"] == \
         manifest(runs["local"], "verify")["stats"]["backend"]["default"]["requests"] > 0  # the judge ran
+    # a pool this small is below [executor] dedup_local_rows: its near duplicates, one search
+    # per task, were found in the driver, not shuffled between Ray tasks
+    assess = manifest(runs["ray"], "assess")["stats"]
+    assert assess["near_duplicates_in_driver"]["calls"] == 4 and "ray_near_duplicates" not in assess
 
 
 def pid_on_port(port: int) -> int | None:

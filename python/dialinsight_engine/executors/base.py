@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 PROGRESS_DIR = "progress"
 FAILED_DIR = "failed"
 #: test hook: SIGKILL the worker computing partition NAME once (`scenes:00001`); a marker file
-#: in the stage folder makes the retry (in a fresh worker process) succeed
+#: in the stage folder makes the retry (in a fresh worker process) succeed. `verify:00002:always`
+#: kills every attempt, so the partition fails after the executor's retries
 WORKER_FAULT_ENV = "DIALENGINE_WORKER_FAULT"
 
 
@@ -177,11 +178,12 @@ def peak_rss_mb() -> float:
 
 
 def _maybe_die(stage: str, task: PartitionTask) -> None:
-    wanted = os.environ.get(WORKER_FAULT_ENV)
-    if wanted != f"{stage}:{task.index:05d}":
+    wanted = os.environ.get(WORKER_FAULT_ENV, "")
+    always = wanted.endswith(":always")
+    if wanted.removesuffix(":always") != f"{stage}:{task.index:05d}":
         return
     marker = Path(task.stage_dir) / f".worker-fault-{task.index:05d}"
-    if marker.exists():
+    if marker.exists() and not always:
         return
     marker.parent.mkdir(parents=True, exist_ok=True)  # this may be the stage's first partition
     marker.touch()

@@ -1,9 +1,10 @@
 """The call site for distributed near-duplicate detection (`executors/ray_dedup.py`).
 
-`data_redundancy` asks here for its within-set clusters. Under the Ray executor, and when the
-distributed module is installed, the frame is cut into `partition_rows` partitions and
-`ray_near_duplicates` computes the same clusters as `fast.near_duplicates` over the cluster;
-otherwise (local executor, or no Ray) the Rust core computes them in this process.
+`data_redundancy` asks here for its within-set clusters. Under the Ray executor, when the
+distributed module is installed and the pool has `[executor] dedup_local_rows` rows or more,
+the frame is cut into `partition_rows` partitions and `ray_near_duplicates` computes the same
+clusters as `fast.near_duplicates` over the cluster; otherwise (local executor, no Ray, or a
+pool one process does faster than the shuffle) the Rust core computes them in this process.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ def near_duplicates(frame: pl.DataFrame, stage_ctx: Any, **settings: Any) -> pl.
     from .. import fast
 
     executor: Any = getattr(stage_ctx, "executor", None)
-    if getattr(executor, "name", "local") == "ray" and frame.height:
+    if getattr(executor, "name", "local") == "ray" and 0 < frame.height < executor.config.dedup_local_rows:
+        # one process does a pool this size faster than the shuffle between Ray tasks
+        done = stage_ctx.stats.setdefault("near_duplicates_in_driver", {"calls": 0, "rows": 0})
+        done.update(calls=done["calls"] + 1, rows=done["rows"] + frame.height)
+    elif getattr(executor, "name", "local") == "ray" and frame.height:
         try:
             from .ray_dedup import ray_near_duplicates  # type: ignore[import-not-found,unused-ignore]
         except ImportError:

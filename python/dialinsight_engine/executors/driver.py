@@ -19,7 +19,7 @@ import polars as pl
 
 from ..errors import StageFailed
 from ..records import KEPT
-from ..run import dataset, faults
+from ..run import atomic, dataset, faults
 from ..run.manifest import Manifest
 from ..run.stage import Stage
 from .base import (
@@ -92,11 +92,18 @@ def input_tasks(ctx: StageContext, key: str, folder: Path | None = None) -> list
     """One task per partition of the stage's input, writing under `folder` (default: the
     stage's own folder; a stage's `prepare` may run a map of its own into a scratch folder)."""
     assert ctx.input_stage is not None
-    upstream = ctx.run_dir / ctx.input_stage
-    manifest = Manifest.load(upstream)
-    listed = manifest.partitions if manifest is not None else []
-    return [PartitionTask(i, str(upstream / p["name"]), p["sha256"], str(folder or ctx.stage_dir), key)
-            for i, p in enumerate(listed)]
+    upstream = ctx.input_folder or ctx.run_dir / ctx.input_stage
+    return [PartitionTask(i, str(upstream / name), sha256, str(folder or ctx.stage_dir), key)
+            for i, (name, sha256) in enumerate(listed_partitions(upstream))]
+
+
+def listed_partitions(folder: Path) -> list[tuple[str, str]]:
+    """(name, sha256) of each partition of a dataset folder: as its manifest lists them, or, in
+    a folder without one (a stage's scratch map, data a test wrote), its files hashed now."""
+    manifest = Manifest.load(folder)
+    if manifest is not None:
+        return [(p["name"], p["sha256"]) for p in manifest.partitions]
+    return [(str(path.relative_to(folder)), atomic.file_sha256(path)) for path in dataset.partition_files(folder)]
 
 
 def _run_rows(stage: RowStage, ctx: StageContext, executor: Executor, key: str) -> list[dataset.Partition]:

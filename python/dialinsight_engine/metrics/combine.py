@@ -116,11 +116,13 @@ class PoolStats:
         if self.method == "minmax":
             if self.lo is None or self.hi is None or not self.hi > self.lo:
                 return pl.when(values.is_not_null()).then(1.0)
-            return (values - self.lo) / (self.hi - self.lo)
+            # times the reciprocal, as polars divides a column by a scalar (on more than one
+            # row): a partition of one row then gets the bits the whole pool gives it
+            return (values - self.lo) * (1.0 / (self.hi - self.lo))
         if self.method == "z":
             if self.std is None or not self.std > 0:
                 return pl.when(values.is_not_null()).then(0.0)
-            return (values - self.mean) / self.std
+            return (values - self.mean) * (1.0 / self.std)
         if self.count <= 1:
             return pl.when(values.is_not_null()).then(1.0)
         return values.map_batches(self._rank, return_dtype=pl.Float64)
@@ -133,7 +135,7 @@ class PoolStats:
         below = np.searchsorted(self.sorted_values, present, side="left")
         equal = np.searchsorted(self.sorted_values, present, side="right") - below
         rank = pl.Series(below + (equal + 1) / 2.0, dtype=pl.Float64)
-        normalised = (rank - 1) / (self.count - 1)
+        normalised = (rank - 1) * (1.0 / (self.count - 1))
         return pl.select(pl.when(values.is_not_null()).then(normalised)).to_series() if values.null_count() \
             else normalised
 

@@ -258,6 +258,9 @@ class LabelQuality(Metric):
     requires = (R.RESPONSE,)
     config: LabelQualityConfig
 
+    def row_local(self) -> bool:
+        return self.config.judge_backend is None  # the judge goes through the driver's backend
+
     def score(self, df: pl.DataFrame, ctx: MetricContext) -> pl.DataFrame:
         cfg = self.config
         refusals = [re.compile(p, re.I) for p in cfg.refusal_patterns]

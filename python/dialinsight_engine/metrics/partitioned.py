@@ -133,6 +133,9 @@ def prepare(ctx: StageContext, phase: Phase) -> PhaseState:
     if pooled:
         state.pooled = str(scratch / "pooled")
         _score_pooled(ctx, pooled, state)
+        # a judge's or rater's generation pool (Ray actors) may hold every CPU of the cluster,
+        # which the decide map's tasks need: the backends are done with, so release them now
+        ctx.close()
     state.pool = _normalisation(ctx, state)
     return state
 
@@ -186,14 +189,22 @@ class PhaseStage(RowStage):
         return decide(pctx, frame, state)
 
     def finish(self, ctx: StageContext, rows_out: int) -> None:
-        finish(ctx, self._state)
+        self.conclude(ctx, None)
+
+    def conclude(self, ctx: StageContext, output: list[pl.DataFrame] | None) -> None:
+        """The pool-level reports over the output (None: as written), then the scratch goes."""
+        finish(ctx, self._state, output)
 
     def run(self, ctx: StageContext) -> pl.DataFrame:
         """The whole output in one frame, outside the runner (nothing written but the summary)."""
         state = self.prepare(ctx)
-        out = pl.concat([decide(PartitionContext(ctx.spec, self.name, i, ctx.registry), frame, state)
-                         for i, frame in enumerate(ctx.iter_input())], how="vertical")
-        finish(ctx, state, [out])
+        parts = []
+        for i, frame in enumerate(ctx.iter_input()):
+            pctx = PartitionContext(ctx.spec, self.name, i, ctx.registry)
+            parts.append(self.map_partition(pctx, frame, state))
+            merge_stats(ctx.stats, pctx.stats)  # as the driver sums them over partitions
+        out = pl.concat(parts, how="vertical")
+        self.conclude(ctx, [out])
         return out
 
     def __getstate__(self) -> dict[str, Any]:
@@ -305,14 +316,21 @@ def _score_rowwise(ctx: StageContext, stage: RowMetrics, state: PhaseState, aggr
     """Step 1b on the run's executor; partitions of an interrupted run are reused."""
     assert state.rowwise is not None
     done = _map(ctx, stage, Path(state.rowwise), "row metrics", aggregates)
-    # every partition's record, computed now or reused: seconds are summed; the metrics' own
-    # stats (the resolved language...) are the same in every partition, so partition 0's
+    # every partition's record, computed now or reused: seconds are summed; so are a row-local
+    # metric's own counts (label_quality's rule failures), while the resolved language (the
+    # pool's, in every partition) and an aggregating metric's stats (the pool's rows) are
+    # partition 0's
     records = [r.stats for r in done]
     seconds: dict[str, Any] = {}
+    summed: dict[str, Any] = {}
     for record in records:
         merge_stats(seconds, record.get("seconds", {}))
+        merge_stats(summed, record.get("metric_stats", {}))
     state.timings.update({n: round(v, 3) for n, v in seconds.items()})
-    state.metric_stats.update(records[0].get("metric_stats", {}) if records else {})
+    first = records[0].get("metric_stats", {}) if records else {}
+    row_local = {n for n, m in instantiate(ctx.spec.quality, ctx.registry, stage.phase).items() if m.row_local()}
+    state.metric_stats.update({n: {**summed[n], **{k: v[k] for k in ("language",) if k in v}}
+                               if n in row_local and isinstance(v, dict) else v for n, v in first.items()})
     ctx.stats["row_metrics"] = {"partitions": len(done), "metrics": stage.names}
 
 

@@ -51,6 +51,9 @@ class StageContext:
         #: stage fingerprint + input hash (set by the driver for row-parallel stages): what
         #: progress records of an interrupted run must match to be reused
         self.partition_key = ""
+        #: a folder of partitions that stands in for the input stage's output while set (verify's
+        #: label consensus, which its metrics score): read by `executors.driver.input_tasks`
+        self.input_folder: Path | None = None
         self._progress_factory = progress_factory
         self._input: pl.DataFrame | None = None
         self._clients: dict[str, Any] = {}

@@ -38,6 +38,9 @@ class ExecutorSpec(Section):
     num_cpus: float = Field(1.0, gt=0, description="CPUs Ray reserves per partition task")
     num_gpus: float = Field(0.0, ge=0, description="GPUs Ray reserves per partition task")
     max_retries: int = Field(3, ge=0, description="Ray retries of a partition task whose worker died")
+    dedup_local_rows: int = Field(
+        1_000_000, ge=0, description="Pools of fewer rows search near duplicates in the driver (Rust core) under the"
+                                     " ray executor too; 0: always on Ray")
     generation: GenerationPoolSpec = Field(
         default_factory=lambda: GenerationPoolSpec.model_validate({}),
         description="The generation actor pool (ray executor only)")

@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,9 @@ import polars as pl
 from .. import records as R
 from ..dialogue import chat_messages
 from ..errors import UserError
-from ..run.stage import ORDER, Stage
+from ..executors.base import PartitionContext, RowStage, merge_stats
+from ..run import atomic, dataset, faults
+from ..run.stage import ORDER
 
 if TYPE_CHECKING:
     from ..run.context import StageContext
@@ -34,6 +37,7 @@ SPLIT, TRAIN, VALIDATION = R.SPLIT, R.TRAIN, R.VALIDATION
 HF_FOLDER = "hf"
 DATASET_INFO = "dataset_info.json"
 CARD = "README.md"
+FRAGMENTS = ".fragments"  # each partition's lines of every file, joined by `finish`
 #: columns carried from the input frame into the output frame and the `datasets` folder
 META_COLUMNS = (R.INSTRUCTION_ID, R.DIALOGUE_ID, R.SCENE, R.TASK, R.OPERATOR, R.QUALITY_SCORE)
 
@@ -100,41 +104,124 @@ def split_file(fmt: str, split: str, has_split: bool) -> str:
     return f"{fmt}.{split}.jsonl" if has_split else f"{fmt}.jsonl"
 
 
-class ExportStage(Stage):
+@dataclass(frozen=True)
+class ExportPlan:
+    """What every partition's map needs: the split (decided over the whole pool) and where its
+    file fragments go."""
+
+    held_out: frozenset[str]  # the dialogues in the validation split
+    splits: tuple[str, ...]
+    fragments: str  # <stage>/.fragments: one folder of fragments per partition
+    add_response: bool  # the input has no responses (no label stage)
+    partitions: int  # of the input, so of the output
+
+
+class ExportStage(RowStage):
+    """Row-parallel on either executor: `prepare` splits the dialogues over the whole pool,
+    each partition writes its rows' lines of every file as fragments (and its output rows),
+    `finish` joins the fragments in partition order into each file, atomically."""
+
     name = "export"
     order = ORDER["export"]
     config_keys = ("export",)
     version = "3"  # 3: `messages` is list<struct<role, content>>, truth/output_schema structs on disk
     description = "write the data set: OpenAI chat, TRL prompt-completion, ShareGPT, Alpaca (+ split, datasets)"
 
-    def run(self, ctx: StageContext) -> pl.DataFrame:
+    def prepare(self, ctx: StageContext) -> ExportPlan:
         cfg = ctx.spec.export
-        df = R.kept_rows(ctx.input)
-        system = cfg.system_prompt
-        if R.RESPONSE not in df.columns:
+        ids: list[str] = []
+        has_response, partitions = True, 0
+        for frame in ctx.iter_input():  # only the kept rows' dialogue ids are gathered
+            ids += R.kept_rows(frame)[R.DIALOGUE_ID].cast(pl.String).to_list()
+            has_response, partitions = R.RESPONSE in frame.columns, partitions + 1
+        if not has_response:
             ctx.log.warning("input has no responses (no label stage): exporting prompts only")
-            df = df.with_columns(pl.lit(None, dtype=pl.String).alias(R.RESPONSE))
-        splits = assign_splits(df[R.DIALOGUE_ID].cast(pl.String).to_list(), cfg.validation_fraction, cfg.split_seed)
-        df = df.with_columns(pl.col(R.DIALOGUE_ID).cast(pl.String).replace_strict(splits, default=TRAIN).alias(SPLIT))
-        names = [TRAIN, VALIDATION] if cfg.validation_fraction > 0 else [TRAIN]
-        for split in names:
+        splits = assign_splits(ids, cfg.validation_fraction, cfg.split_seed)
+        self._plan = ExportPlan(frozenset(d for d, s in splits.items() if s == VALIDATION),
+                                (TRAIN, VALIDATION) if cfg.validation_fraction > 0 else (TRAIN,),
+                                str(ctx.stage_dir / FRAGMENTS), not has_response, partitions)
+        return self._plan
+
+    def map_partition(self, pctx: PartitionContext, frame: pl.DataFrame, state: ExportPlan) -> pl.DataFrame:
+        cfg = pctx.spec.export
+        df = with_split(R.kept_rows(frame), state)
+        folder = Path(state.fragments) / dataset.part_name(pctx.index).removesuffix(".parquet")
+        for split in state.splits:
             rows = df.filter(pl.col(SPLIT) == split).to_dicts()
             for fmt in cfg.formats:
-                lines = [json.dumps(to_format(fmt, r, system), ensure_ascii=False) for r in rows]
-                ctx.write_text(split_file(fmt, split, len(names) > 1), "\n".join(lines) + ("\n" if lines else ""))
-            ctx.stats.setdefault("splits", {})[split] = len(rows)
+                lines = "".join(json.dumps(to_format(fmt, r, cfg.system_prompt), ensure_ascii=False) + "\n"
+                                for r in rows)
+                atomic.write_text(folder / split_file(fmt, split, len(state.splits) > 1), lines)
+            pctx.stats.setdefault("splits", {})[split] = len(rows)
+        pctx.stats["exported"] = df.height
+        return output_rows(df, cfg.system_prompt)
+
+    def finish(self, ctx: StageContext, rows_out: int) -> None:
+        self.conclude(ctx, self._plan, None)
+
+    def conclude(self, ctx: StageContext, plan: ExportPlan, output: pl.DataFrame | None) -> None:
+        """Join each file's fragments; the dataset description, the `datasets` folder."""
+        cfg = ctx.spec.export
+        parts = plan.partitions if output is None else 1
+        multi = len(plan.splits) > 1
+        for split in plan.splits:
+            for fmt in cfg.formats:
+                name = split_file(fmt, split, multi)
+                join_fragments(ctx.stage_dir / name, [Path(plan.fragments) / dataset.part_name(i).removesuffix(
+                    ".parquet") / name for i in range(parts)])
         name = cfg.dataset_name or ctx.spec.project.name
-        ctx.write_json(DATASET_INFO, dataset_info(name, list(cfg.formats), names, system=bool(system)))
-        ctx.stats["exported"] = df.height
-        keep = [c for c in (*META_COLUMNS, R.INSTRUCTION, R.PROMPT, R.RESPONSE, R.TRUTH, R.OUTPUT_SCHEMA)
-                if c in df.columns]
-        messages = [chat_messages(system, prompt, response) for prompt, response in df.select(R.PROMPT, R.RESPONSE).iter_rows()]
-        out = df.select(*keep, SPLIT).with_columns(pl.Series(R.MESSAGES, messages, dtype=R.MESSAGES_DTYPE))
+        ctx.write_json(DATASET_INFO, dataset_info(name, list(cfg.formats), list(plan.splits),
+                                                  system=bool(cfg.system_prompt)))
         if cfg.hf_dataset:
-            card = dataset_card(ctx, name, df, names)
-            save_hf_dataset(ctx.stage_dir / HF_FOLDER, df, system, names, card)
+            df = output if output is not None else dataset.read_output(ctx.stage_dir)
+            assert df is not None
+            card = dataset_card(ctx, name, df, list(plan.splits))
+            save_hf_dataset(ctx.stage_dir / HF_FOLDER, df, cfg.system_prompt, list(plan.splits), card)
             ctx.stats["hf_dataset"] = str(ctx.stage_dir / HF_FOLDER)
+        shutil.rmtree(plan.fragments, ignore_errors=True)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # the plan travels once as the map's argument, not again inside the stage
+        return {k: v for k, v in self.__dict__.items() if k != "_plan"}
+
+    def run(self, ctx: StageContext) -> pl.DataFrame:
+        """The whole output in one frame, outside the runner (the files written as in a run)."""
+        plan = self.prepare(ctx)
+        pctx = PartitionContext(ctx.spec, self.name, 0, ctx.registry)
+        out = self.map_partition(pctx, ctx.input, plan)
+        merge_stats(ctx.stats, pctx.stats)
+        self.conclude(ctx, plan, out)
         return out
+
+
+def with_split(df: pl.DataFrame, plan: ExportPlan) -> pl.DataFrame:
+    """The kept rows with their dialogue's split (and a null response when there is none)."""
+    if plan.add_response:
+        df = df.with_columns(pl.lit(None, dtype=pl.String).alias(R.RESPONSE))
+    held = pl.col(R.DIALOGUE_ID).cast(pl.String).is_in(list(plan.held_out))
+    return df.with_columns(pl.when(held).then(pl.lit(VALIDATION)).otherwise(pl.lit(TRAIN)).alias(SPLIT))
+
+
+def output_rows(df: pl.DataFrame, system: str) -> pl.DataFrame:
+    """The stage's output rows: metadata, the texts, the split and the chat `messages`."""
+    keep = [c for c in (*META_COLUMNS, R.INSTRUCTION, R.PROMPT, R.RESPONSE, R.TRUTH, R.OUTPUT_SCHEMA)
+            if c in df.columns]
+    messages = [chat_messages(system, prompt, response) for prompt, response in df.select(R.PROMPT, R.RESPONSE).iter_rows()]
+    return df.select(*keep, SPLIT).with_columns(pl.Series(R.MESSAGES, messages, dtype=R.MESSAGES_DTYPE))
+
+
+def join_fragments(target: Path, fragments: list[Path]) -> Path:
+    """`target` as the fragments one after the other, swapped in whole once complete."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as out:
+            for i, fragment in enumerate(fragments):
+                with open(fragment, "rb") as part:
+                    shutil.copyfileobj(part, out)
+                if i == len(fragments) // 2:  # a named point mid-file, as atomic.write_bytes has
+                    out.flush()
+                    faults.point(f"write:{target.parent.name}/{target.name}:half")
+
+    return atomic.write_with(target, write)
 
 
 # -- Hugging Face `datasets` folder ----------------------------------------------------------------

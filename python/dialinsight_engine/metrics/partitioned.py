@@ -281,7 +281,7 @@ def _gather(texts: pl.Series | None, positions: list[int]) -> list[str]:
     return [] if texts is None else texts.gather(positions).to_list()
 
 
-def _map(ctx: StageContext, stage: RowStage, folder: Path, what: str, state: Any = None) -> list[Any]:
+def map_partitions(ctx: StageContext, stage: RowStage, folder: Path, what: str, state: Any = None) -> list[Any]:
     """`stage` mapped over the input partitions into `folder` on the run's executor (partitions
     of an interrupted run reused); returns every partition's progress record."""
     from ..executors.base import load_progress
@@ -308,14 +308,14 @@ def _map(ctx: StageContext, stage: RowStage, folder: Path, what: str, state: Any
 
 def _aggregate(ctx: StageContext, stage: PoolPartial, metric: Metric, folder: Path) -> Any:
     """Step 1b': the partitions' parts of a metric's aggregate, merged on the driver."""
-    _map(ctx, stage, folder, f"{stage.metric} aggregate")
+    map_partitions(ctx, stage, folder, f"{stage.metric} aggregate")
     return metric.merge([pl.read_parquet(path) for path in dataset.partition_files(folder)])
 
 
 def _score_rowwise(ctx: StageContext, stage: RowMetrics, state: PhaseState, aggregates: dict[str, Any]) -> None:
     """Step 1b on the run's executor; partitions of an interrupted run are reused."""
     assert state.rowwise is not None
-    done = _map(ctx, stage, Path(state.rowwise), "row metrics", aggregates)
+    done = map_partitions(ctx, stage, Path(state.rowwise), "row metrics", aggregates)
     # every partition's record, computed now or reused: seconds are summed; so are a row-local
     # metric's own counts (label_quality's rule failures), while the resolved language (the
     # pool's, in every partition) and an aggregating metric's stats (the pool's rows) are

@@ -145,7 +145,7 @@ class ExportStage(RowStage):
     def map_partition(self, pctx: PartitionContext, frame: pl.DataFrame, state: ExportPlan) -> pl.DataFrame:
         cfg = pctx.spec.export
         df = with_split(R.kept_rows(frame), state)
-        folder = Path(state.fragments) / dataset.part_name(pctx.index).removesuffix(".parquet")
+        folder = fragment_folder(state, pctx.index)
         for split in state.splits:
             rows = df.filter(pl.col(SPLIT) == split).to_dicts()
             for fmt in cfg.formats:
@@ -167,8 +167,7 @@ class ExportStage(RowStage):
         for split in plan.splits:
             for fmt in cfg.formats:
                 name = split_file(fmt, split, multi)
-                join_fragments(ctx.stage_dir / name, [Path(plan.fragments) / dataset.part_name(i).removesuffix(
-                    ".parquet") / name for i in range(parts)])
+                join_fragments(ctx.stage_dir / name, [fragment_folder(plan, i) / name for i in range(parts)])
         name = cfg.dataset_name or ctx.spec.project.name
         ctx.write_json(DATASET_INFO, dataset_info(name, list(cfg.formats), list(plan.splits),
                                                   system=bool(cfg.system_prompt)))
@@ -192,6 +191,11 @@ class ExportStage(RowStage):
         merge_stats(ctx.stats, pctx.stats)
         self.conclude(ctx, plan, out)
         return out
+
+
+def fragment_folder(plan: ExportPlan, index: int) -> Path:
+    """Where partition `index` writes its lines of every file (named as its Parquet part)."""
+    return Path(plan.fragments) / dataset.part_name(index).removesuffix(".parquet")
 
 
 def with_split(df: pl.DataFrame, plan: ExportPlan) -> pl.DataFrame:

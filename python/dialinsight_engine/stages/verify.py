@@ -22,7 +22,7 @@ from ..evaluate.base import DomainEvaluator
 from ..executors.base import PartitionContext, RowStage, merge_stats
 from ..jsonanswer import json_answer_or_error
 from ..metrics.label_agreement import Consensus, schema_consensus, text_consensus
-from ..metrics.partitioned import SCRATCH, PhaseStage, PhaseState, _map, decide
+from ..metrics.partitioned import SCRATCH, PhaseStage, PhaseState, decide, map_partitions
 from ..metrics.phases import phase_fingerprint
 from ..run import dataset
 from ..run.stage import ORDER
@@ -62,7 +62,7 @@ class VerifyStage(PhaseStage):
         self._consensus = None
         if ctx.input_stage and ctx.spec.labels.samples > 1 and _has_samples(ctx):
             folder = ctx.stage_dir / SCRATCH / "consensus"
-            done = _map(ctx, ConsensusMap(), folder, "label consensus")
+            done = map_partitions(ctx, ConsensusMap(), folder, "label consensus")
             ctx.stats["label_agreement"] = _agreement_stats(ctx.spec.labels.samples, [r.stats for r in done])
             self._consensus = str(folder)
         ctx.input_folder = Path(self._consensus) if self._consensus else None

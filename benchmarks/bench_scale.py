@@ -10,7 +10,7 @@ the bytes per document that cross process boundaries (Parquet partitions written
 back: the executor's only data movement; task arguments and results are a few hundred bytes).
 
     nice python benchmarks/bench_scale.py --dialogues 100000 [--dialogues 20000 ...]
-        [--partition-rows 50000] [--until assess] [--json out.json]
+        [--partition-rows 50000] [--until assess] [--dedup-local-rows N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -83,6 +83,7 @@ params = {{ threshold = 0.8 }}
 
 [executor]
 partition_rows = {partition_rows}
+dedup_local_rows = {dedup_local_rows}
 """
 
 
@@ -161,7 +162,7 @@ def stage_figures(run: Path, n: int) -> dict[str, dict[str, object]]:
 
 
 def bench(n: int, partition_rows: int, until: str, address: str | None, root: Path,
-          executors: tuple[str, ...] = ("local", "ray")) -> dict[str, object]:
+          executors: tuple[str, ...] = ("local", "ray"), dedup_local_rows: int = 1_000_000) -> dict[str, object]:
     data = root / f"dialogues-{n}.jsonl"
     if not data.exists():
         write_data(data, n)
@@ -169,7 +170,8 @@ def bench(n: int, partition_rows: int, until: str, address: str | None, root: Pa
     for executor in [e for e in executors if e == "local" or address]:
         runs = root / f"runs-{executor}-{n}"
         spec = root / f"scale-{executor}-{n}.toml"
-        spec.write_text(SPEC.format(runs=runs.as_posix(), data=data.as_posix(), partition_rows=partition_rows))
+        spec.write_text(SPEC.format(runs=runs.as_posix(), data=data.as_posix(), partition_rows=partition_rows,
+                                    dedup_local_rows=dedup_local_rows))
         extra = ["--executor", "ray", "--address", address] if executor == "ray" and address else []
         wall, driver_rss = apply(spec, until, extra)
         stages = stage_figures(runs / "scale", n)
@@ -193,6 +195,8 @@ def main() -> None:
     parser.add_argument("--until", default="assess", choices=STAGES)
     parser.add_argument("--no-ray", action="store_true", help="the local executor only")
     parser.add_argument("--ray-only", action="store_true", help="the Ray cluster only")
+    parser.add_argument("--dedup-local-rows", type=int, default=1_000_000,
+                        help="[executor] dedup_local_rows (0: near duplicates always on Ray)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     sizes = args.dialogues or [100_000]
@@ -210,7 +214,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
             for n in sizes:
                 results.append(bench(n, args.partition_rows, args.until, address, Path(tmp),
-                                     ("ray",) if args.ray_only else ("local", "ray")))
+                                     ("ray",) if args.ray_only else ("local", "ray"), args.dedup_local_rows))
     finally:
         if cluster is not None:
             cluster.shutdown()

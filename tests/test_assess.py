@@ -16,7 +16,7 @@ from dialinsight_engine.metrics.base import Metric, MetricConfig, MetricContext
 from dialinsight_engine.metrics.combine import assess_phase, combine
 from dialinsight_engine.plugins import build_registry
 from dialinsight_engine.run.context import StageContext
-from dialinsight_engine.run.dataset import read_output, write_partition
+from dialinsight_engine.run.dataset import part_name, read_output, write_partition
 from dialinsight_engine.spec import load_spec
 from dialinsight_engine.spec.quality import QualitySpec
 from dialinsight_engine.stages.verify import VerifyStage
@@ -339,3 +339,28 @@ def test_a_partition_of_any_size_gets_the_whole_pools_bits(method):
         parts = [pl.select(normalise(pl.lit(values.slice(s, size)), method, stats)).to_series()
                  for s in range(0, values.len(), size)]
         assert (pl.concat(parts) == whole).all(), size
+
+
+def test_pool_partitions_read_the_rows_in_play_where_they_lie(tmp_path):
+    """What a pool-wide metric reads from the partitions (under Ray, for a large pool) is the
+    row the gathered frame would hold at that position, and the language sample is the one
+    `fast.detect_language` takes from the gathered column."""
+    from dialinsight_engine import fast
+    from dialinsight_engine.metrics.partitioned import PoolPartitions
+
+    paths, frames = [], []
+    for part, rows in enumerate((700, 0, 900, 450)):
+        frame = pl.DataFrame({R.PROMPT: [f"p{part} row {i}" for i in range(rows)],
+                              R.KEPT: [i % 3 != 1 for i in range(rows)]}, schema={R.PROMPT: pl.String, R.KEPT: pl.Boolean})
+        write_partition(tmp_path, part, frame)
+        paths.append(str(tmp_path / part_name(part)))
+        frames.append(frame.filter(pl.col(R.KEPT)))
+    gathered = pl.concat(frames)[R.PROMPT]
+    source = PoolPartitions(tuple(paths), tuple(f.height for f in frames), frozenset({R.PROMPT}))
+    assert source.offsets[-1] == gathered.len() == 1367
+    rows = [0, 1, 466, 467, 1000, 1366]
+    assert source.take(R.PROMPT, rows).to_list() == gathered.gather(rows).to_list()
+    assert source.language_sample(R.PROMPT).to_list() == gathered.gather_every(1367 // fast.LANGUAGE_SAMPLE_ROWS).head(
+        fast.LANGUAGE_SAMPLE_ROWS).to_list()
+    small = PoolPartitions(tuple(paths[:1]), (frames[0].height,), frozenset({R.PROMPT}))
+    assert small.language_sample(R.PROMPT).to_list() == frames[0][R.PROMPT].to_list()  # all 467 rows

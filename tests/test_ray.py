@@ -129,7 +129,11 @@ def test_ray_cluster_gives_the_local_hashes_through_worker_and_driver_kills(clus
     except ImportError:
         assert "ray_near_duplicates" not in manifest(run, "assess")["stats"]
     else:
-        assert manifest(run, "assess")["stats"]["ray_near_duplicates"]["calls"] == 4  # group_by task
+        stats = manifest(run, "assess")["stats"]
+        assert stats["ray_near_duplicates"]["calls"] == 4  # group_by task
+        # the driver gathered ids and groups only: the tasks read the text where it lies
+        assert stats["ray_near_duplicates"]["text_read_in_tasks"] is True
+        assert stats["prepare_maps"]["pooled"]["left_in_partitions"] == ["dialogue_text", "prompt"]
     assert_verify_and_export_ran_row_parallel(run, tmp_path / "local" / "realestate", verified)
 
 

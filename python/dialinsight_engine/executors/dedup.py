@@ -1,44 +1,104 @@
-"""The call site for distributed near-duplicate detection (`executors/ray_dedup.py`).
+"""The call sites for distributed near-duplicate detection (`executors/ray_dedup.py`).
 
-`data_redundancy` asks here for its within-set clusters. Under the Ray executor, when the
-distributed module is installed and the pool has `[executor] dedup_local_rows` rows or more,
-the frame is cut into `partition_rows` partitions and `ray_near_duplicates` computes the same
-clusters as `fast.near_duplicates` over the cluster; otherwise (local executor, no Ray, or a
-pool one process does faster than the shuffle) the Rust core computes them in this process.
+`data_redundancy` asks here for its within-set clusters and its matches against reference
+sets. Under the Ray executor, when the distributed module is installed and the pool has
+`[executor] dedup_local_rows` rows or more (`distributed_pool`), the pool's text stays in the
+stage's input partitions (`metrics.partitioned.PoolPartitions`): Ray tasks read it there and
+`ray_near_duplicates` computes the same clusters as `fast.near_duplicates`, so the driver holds
+ids and group keys, not text. Otherwise (local executor, no Ray, or a pool one process does
+faster than the shuffle) the Rust core computes them in this process.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
+if TYPE_CHECKING:
+    from ..metrics.partitioned import PoolPartitions
 
-def near_duplicates(frame: pl.DataFrame, stage_ctx: Any, **settings: Any) -> pl.DataFrame:
-    """`fast.near_duplicates(frame, **settings)`, distributed when the run's executor is Ray."""
+
+def distributed_pool(stage_ctx: Any, rows: int) -> bool:
+    """True when a pool of `rows` rows searches near duplicates on the run's Ray cluster."""
+    executor: Any = getattr(stage_ctx, "executor", None)
+    if getattr(executor, "name", "local") != "ray" or rows == 0 or rows < executor.config.dedup_local_rows:
+        return False
+    try:
+        from . import ray_dedup  # noqa: F401  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return False
+    return True
+
+
+def near_duplicates(frame: pl.DataFrame, stage_ctx: Any, source: PoolPartitions | None = None,
+                    **settings: Any) -> pl.DataFrame:
+    """`fast.near_duplicates(frame, **settings)`; with `source` (the text column left in the
+    partitions: `frame` then has a `_row` column of pool positions), on Ray where the text
+    lies."""
     from .. import fast
 
-    executor: Any = getattr(stage_ctx, "executor", None)
-    on_ray = getattr(executor, "name", "local") == "ray" and frame.height > 0
-    if on_ray and frame.height < executor.config.dedup_local_rows:
+    column = settings["text_column"]
+    if source is not None and column in source.columns:
+        return _from_partitions(frame, stage_ctx, source, **settings)
+    if distributed_pool(stage_ctx, frame.height):  # the text is here (a semantic search needed it)
+        return _from_frame(frame, stage_ctx, **settings)
+    if getattr(getattr(stage_ctx, "executor", None), "name", "local") == "ray":
         # one process does a pool this size faster than the shuffle between Ray tasks
         done = stage_ctx.stats.setdefault("near_duplicates_in_driver", {"calls": 0, "rows": 0})
         done.update(calls=done["calls"] + 1, rows=done["rows"] + frame.height)
-    elif on_ray:
-        try:
-            from .ray_dedup import ray_near_duplicates  # type: ignore[import-not-found,unused-ignore]
-        except ImportError:
-            pass
-        else:
-            executor.connect()
-            rows = max(1, int(getattr(stage_ctx, "partition_rows", frame.height)))
-            parts = [frame.slice(start, rows) for start in range(0, frame.height, rows)]
-            distributed = ray_near_duplicates(parts, max_retries=executor.config.max_retries, **settings)
-            done = stage_ctx.stats.setdefault("ray_near_duplicates", {"calls": 0, "rows": 0, "partitions": 0})
-            done.update(calls=done["calls"] + 1, rows=done["rows"] + frame.height,
-                        partitions=done["partitions"] + len(parts))
-            result: pl.DataFrame = distributed.frame
-            return result
-    column = settings.pop("text_column")
+    settings.pop("text_column")
     found: pl.DataFrame = fast.near_duplicates(frame, column, **settings)
     return found
+
+
+def contamination(source: PoolPartitions, stage_ctx: Any, column: str, reference: pl.Series,
+                  **settings: Any) -> pl.DataFrame:
+    """`fast.contamination` of the pool's `column` (left in the partitions) against
+    `reference`, each partition in a Ray task; rows in pool order."""
+    from .ray_dedup import ray_contamination  # type: ignore[import-not-found,unused-ignore]
+
+    executor: Any = stage_ctx.executor
+    executor.connect()
+    found: pl.DataFrame = ray_contamination(source, column, reference, max_retries=executor.config.max_retries,
+                                            **settings)
+    return found
+
+
+def _from_frame(frame: pl.DataFrame, stage_ctx: Any, **settings: Any) -> pl.DataFrame:
+    """The frame cut into `partition_rows` partitions and put in Ray's object store."""
+    from .ray_dedup import ray_near_duplicates  # type: ignore[import-not-found,unused-ignore]
+
+    executor: Any = stage_ctx.executor
+    executor.connect()
+    rows = max(1, int(getattr(stage_ctx, "partition_rows", frame.height)))
+    parts = [frame.slice(start, rows) for start in range(0, frame.height, rows)]
+    distributed = ray_near_duplicates(parts, max_retries=executor.config.max_retries, **settings)
+    _count(stage_ctx, frame.height, len(parts), text_read_in_tasks=False)
+    found: pl.DataFrame = distributed.frame
+    return found
+
+
+def _count(stage_ctx: Any, rows: int, partitions: int, **note: Any) -> None:
+    done = stage_ctx.stats.setdefault("ray_near_duplicates", {"calls": 0, "rows": 0, "partitions": 0})
+    done.update(calls=done["calls"] + 1, rows=done["rows"] + rows, partitions=done["partitions"] + partitions, **note)
+
+
+def _from_partitions(frame: pl.DataFrame, stage_ctx: Any, source: PoolPartitions, *, text_column: str,
+                     id_column: str | None = None, keep: str = "first", **settings: Any) -> pl.DataFrame:
+    """The rows `frame["_row"]` of the pool, their text read by the Ray tasks; `duplicate_of`
+    mapped to `frame[id_column]` here, where the ids are."""
+    from .ray_dedup import partition_tables, ray_near_duplicates  # type: ignore[import-not-found,unused-ignore]
+
+    executor: Any = stage_ctx.executor
+    executor.connect()
+    extra = {keep: frame[keep]} if keep not in ("first", "longest") else {}
+    tables = partition_tables(source, frame["_row"], [text_column], extra, executor.config.max_retries)
+    distributed = ray_near_duplicates(tables, text_column, keep=keep, max_retries=executor.config.max_retries,
+                                      **settings)
+    _count(stage_ctx, frame.height, len(tables), text_read_in_tasks=True)
+    found: pl.DataFrame = distributed.frame
+    if id_column is None:
+        return found
+    representative = frame[id_column].gather(found["duplicate_of"].fill_null(0))
+    return found.with_columns(pl.when(pl.col("is_duplicate")).then(representative).alias("duplicate_of"))

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -51,7 +51,10 @@ from .. import fast
 from ..errors import StageFailed, UserError
 from ..run import faults
 
-__all__ = ["MAX_FULL_BUCKET", "DedupResult", "ray_near_duplicates"]
+if TYPE_CHECKING:
+    from ..metrics.partitioned import PoolPartitions
+
+__all__ = ["MAX_FULL_BUCKET", "DedupResult", "partition_tables", "ray_contamination", "ray_near_duplicates"]
 
 #: Buckets larger than this become a star plus a chain of pairs, not all pairs (the Rust core's
 #: ``lsh::MAX_FULL_BUCKET``; the two must agree for the results to be identical).
@@ -142,6 +145,53 @@ def ray_near_duplicates(
         "candidate_pairs": int(pairs.shape[0]), "edges": int((est >= threshold).sum()),
         "shuffle_bytes_per_row": round(sum(run.stats["shuffle_bytes"].values()) / max(int(offsets[-1]), 1), 1),
     })
+
+
+def partition_tables(source: PoolPartitions, rows: pl.Series, columns: list[str],
+                     extra: dict[str, pl.Series], max_retries: int = 3) -> list[ray.ObjectRef]:
+    """Object refs of pyarrow Tables, one per input partition holding any of the pool
+    positions `rows` (ascending): `columns` read by a Ray task where the partition lies, plus
+    the driver's `extra` columns (aligned with `rows`), so the text never passes through the
+    driver."""
+    positions = rows.cast(pl.Int64).to_numpy()
+    offsets = np.asarray(source.offsets, dtype=np.int64)
+    owner = np.searchsorted(offsets, positions, side="right") - 1
+    refs = []
+    for index in np.unique(owner):
+        mine = owner == index
+        attached = {name: values.filter(pl.Series(mine)).to_arrow() for name, values in extra.items()}
+        refs.append(_read_rows.options(max_retries=max_retries).remote(
+            source, int(index), columns, positions[mine] - offsets[index], attached))
+    return refs
+
+
+def ray_contamination(source: PoolPartitions, column: str, reference: pl.Series, *,
+                      max_retries: int = 3, **settings: Any) -> pl.DataFrame:
+    """``fast.contamination`` of the pool's ``column`` against ``reference``, one Ray task per
+    input partition (a row's match depends on that row alone); rows in pool order."""
+    reference_ref = ray.put(reference.to_arrow())
+    refs = [_contaminated.options(max_retries=max_retries).remote(source, index, column, reference_ref, settings)
+            for index, height in enumerate(source.heights) if height]
+    found = _gather(refs, "contamination")
+    return pl.concat(found) if found else fast.contamination(pl.Series([], dtype=pl.String), reference, **settings)
+
+
+@ray.remote
+def _read_rows(source: PoolPartitions, index: int, columns: list[str], local_rows: np.ndarray,
+               extra: dict[str, pa.Array]) -> pa.Table:
+    table = source.read(index, columns).to_arrow().take(pa.array(local_rows, pa.int64()))
+    for name, values in extra.items():
+        table = table.append_column(name, values)
+    return table
+
+
+@ray.remote
+def _contaminated(source: PoolPartitions, index: int, column: str, reference: pa.Array,
+                  settings: dict[str, Any]) -> pl.DataFrame:
+    faults.point(f"contamination:{column}:partition-{index}")
+    texts = source.read(index, [column])[column].fill_null("")
+    found: pl.DataFrame = fast.contamination(texts, pl.from_arrow(reference), **settings)  # type: ignore[arg-type]
+    return found
 
 
 # -- input -----------------------------------------------------------------------------------

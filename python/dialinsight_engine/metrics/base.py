@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict
 if TYPE_CHECKING:
     from ..run.context import StageContext
     from ..spec.models import Spec
+    from .partitioned import PoolPartitions
 
 Phase = Literal["instruction", "label"]
 
@@ -62,6 +63,9 @@ class MetricContext:
         self._backends = dict(backends or {})
         #: metric name -> JSON-able stats; the stages put them in the manifest
         self.stats: dict[str, dict[str, Any]] = {}
+        #: under a distributed executor, the pool's columns a pool-wide metric reads where
+        #: they lie, left out of the frame it scores (`Metric.partition_columns()`); else None
+        self.partitions: PoolPartitions | None = None
 
     @classmethod
     def standalone(cls, spec: Spec | None = None, backends: dict[str, Any] | None = None) -> MetricContext:
@@ -174,6 +178,13 @@ class Metric(ABC):
         """The input columns a pool-wide metric reads (the driver gathers only those);
         None: all of them."""
         return None
+
+    def partition_columns(self) -> set[str]:
+        """Of `pool_columns()`, those a pool-wide metric can read where the data lies: under a
+        distributed executor the driver then leaves them out of the frame `score` gets, and
+        the metric reads them through `ctx.partitions` (the text columns: so no process holds
+        the pool's text). Default: none."""
+        return set()
 
     def fingerprint(self, ctx: MetricContext) -> dict[str, Any]:
         """What identifies this metric's output besides the input rows and its params (stage

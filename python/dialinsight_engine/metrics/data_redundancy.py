@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import polars as pl
@@ -28,6 +28,9 @@ from ..errors import DataError, UserError
 from . import embeddings
 from .base import Metric, MetricConfig, MetricContext
 from .combine import column_alias
+
+if TYPE_CHECKING:
+    from .partitioned import PoolPartitions
 
 KEY = "quality.metrics.data_redundancy.params"
 
@@ -110,18 +113,25 @@ class DataRedundancy(Metric):
         keep = {cfg.keep} if cfg.keep not in ("first", "longest") else set()
         return {cfg.column, *cfg.group_by, R.INSTRUCTION_ID, *keep, *([cfg.against] if cfg.references else [])}
 
+    def partition_columns(self) -> set[str]:
+        # the embedding search needs the texts in one process; MinHash does not
+        cfg = self.config
+        return set() if cfg.semantic_threshold is not None else {cfg.column, *([cfg.against] if cfg.references else [])}
+
     def score(self, df: pl.DataFrame, ctx: MetricContext) -> pl.DataFrame:
         cfg = self.config
+        source = ctx.partitions  # under Ray, for a large pool: the text columns were left there
         for col in (cfg.column, *cfg.group_by):
-            if col not in df.columns:
+            if col not in df.columns and (source is None or col not in source.columns):
                 raise UserError(f"data_redundancy: no column {col!r} in the input", key=KEY)
         if cfg.keep not in ("first", "longest") and cfg.keep not in df.columns:
             raise UserError(f"data_redundancy: keep = {cfg.keep!r} is neither 'first', 'longest' nor a column",
                             key=f"{KEY}.keep", hint=f"numeric columns: {', '.join(c for c in df.columns if df[c].dtype.is_numeric())}")
         ids = df[R.INSTRUCTION_ID].cast(pl.String) if R.INSTRUCTION_ID in df.columns else \
             pl.int_range(df.height, eager=True).cast(pl.String)
-        lang = ctx.text_language(self.name, df[cfg.column].cast(pl.String))
-        out = self._within(df.with_columns(_id=ids), lang, ctx.stage_ctx)
+        texts = df[cfg.column] if cfg.column in df.columns else source.language_sample(cfg.column)  # type: ignore[union-attr]
+        lang = ctx.text_language(self.name, texts.cast(pl.String))
+        out = self._within(df.with_columns(_id=ids), lang, ctx.stage_ctx, source)
         reasons: list[str | None] = [
             f"near duplicate of {d} (jaccard {j:.2f})" if d is not None else None
             for d, j in zip(out["duplicate_of"].to_list(), out["max_jaccard"].to_list(), strict=True)
@@ -158,7 +168,8 @@ class DataRedundancy(Metric):
             reason=pl.Series(reasons, dtype=pl.String),
         )
 
-    def _within(self, df: pl.DataFrame, lang: str, stage_ctx: Any = None) -> pl.DataFrame:
+    def _within(self, df: pl.DataFrame, lang: str, stage_ctx: Any = None,
+                source: PoolPartitions | None = None) -> pl.DataFrame:
         from ..executors.dedup import near_duplicates
 
         cfg = self.config
@@ -167,7 +178,7 @@ class DataRedundancy(Metric):
         results, offset = [], 0
         for part in parts:
             found = near_duplicates(  # on Ray under the ray executor (executors/dedup.py)
-                part, stage_ctx, text_column=cfg.column, threshold=cfg.threshold, num_perm=cfg.num_perm, seed=cfg.seed,
+                part, stage_ctx, source, text_column=cfg.column, threshold=cfg.threshold, num_perm=cfg.num_perm, seed=cfg.seed,
                 ngram=cfg.ngram, unit=cfg.unit, normalize=True, keep=cfg.keep, id_column="_id",
                 language=lang)
             found = found.with_columns(
@@ -188,10 +199,16 @@ class DataRedundancy(Metric):
         from .. import fast
 
         cfg = self.config
-        if cfg.against not in df.columns:
+        if cfg.against not in df.columns and (ctx.partitions is None or cfg.against not in ctx.partitions.columns):
             raise UserError(f"data_redundancy: no column {cfg.against!r} to compare with references",
                             key=f"{KEY}.against")
         reference = read_reference(ctx.resolve_path(ref.path), ref.text)
+        if ctx.partitions is not None and cfg.against in ctx.partitions.columns:
+            from ..executors.dedup import contamination
+
+            return contamination(ctx.partitions, ctx.stage_ctx, cfg.against, reference,
+                                 threshold=ref.threshold or cfg.threshold, num_perm=cfg.num_perm,
+                                 seed=cfg.seed, ngram=cfg.ngram, unit=cfg.unit, language=lang)
         return fast.contamination(df[cfg.against].fill_null(""), reference,
                                   threshold=ref.threshold or cfg.threshold, num_perm=cfg.num_perm,
                                   seed=cfg.seed, ngram=cfg.ngram, unit=cfg.unit, language=lang)

@@ -234,6 +234,48 @@ def _in_play(path: Path, columns: list[str] | None = None) -> pl.DataFrame:
         else frame
 
 
+@dataclass(frozen=True)
+class PoolPartitions:
+    """The pool in play as it lies in the stage's input partitions, for the columns the driver
+    left there (`Metric.partition_columns()`, under a distributed executor): a metric reads
+    them where the data lies (Ray tasks) instead of in the gathered frame, whose row i is the
+    i-th row in play of the partitions in order."""
+
+    paths: tuple[str, ...]
+    heights: tuple[int, ...]  # rows in play per partition
+    columns: frozenset[str]  # the columns not in the gathered frame
+
+    @property
+    def offsets(self) -> list[int]:
+        """Pool position of each partition's first row in play, then the pool's size."""
+        out = [0]
+        for height in self.heights:
+            out.append(out[-1] + height)
+        return out
+
+    def read(self, index: int, columns: list[str]) -> pl.DataFrame:
+        """Partition `index`'s rows in play, `columns` only (run where the data lies)."""
+        return _in_play(Path(self.paths[index]), columns)
+
+    def take(self, column: str, rows: list[int]) -> pl.Series:
+        """`column` at pool positions `rows` (ascending), one partition in memory at a time."""
+        offsets, out = self.offsets, []
+        for index in range(len(self.paths)):
+            local = [r - offsets[index] for r in rows if offsets[index] <= r < offsets[index + 1]]
+            if local:
+                out.append(self.read(index, [column])[column].gather(local))
+        return pl.concat(out) if out else pl.Series(column, [], dtype=pl.String)
+
+    def language_sample(self, column: str) -> pl.Series:
+        """The rows of `column` that `fast.detect_language` samples from the whole pool column,
+        so a detection on them equals the detection on the gathered column."""
+        from ..fast import LANGUAGE_SAMPLE_ROWS
+
+        n = self.offsets[-1]
+        step = max(1, n // LANGUAGE_SAMPLE_ROWS) if n > LANGUAGE_SAMPLE_ROWS else 1
+        return self.take(column, list(range(0, n, step))[:LANGUAGE_SAMPLE_ROWS])
+
+
 def pool_languages(ctx: StageContext, metrics: dict[str, Metric]) -> dict[str, str]:
     """Each row-local metric's language as `fast.resolve_language` would find it on the whole
     pool: the texts it detects on are streamed, their count and distinctness kept as hashes,
@@ -340,8 +382,9 @@ def _score_pooled(ctx: StageContext, metrics: dict[str, Metric], state: PhaseSta
     for metric in metrics.values():
         needs = metric.pool_columns()
         wanted = None if wanted is None or needs is None else wanted | needs | set(metric.requires)
-    columns = sorted(wanted) if wanted is not None else None
     paths = _partitions(ctx)
+    left = _columns_left_in_partitions(ctx, metrics, wanted, paths)
+    columns = sorted(wanted - left) if wanted is not None else None
     frames, sizes = [], []
     for i, path in enumerate(paths):
         play = _in_play(path, columns)
@@ -354,6 +397,8 @@ def _score_pooled(ctx: StageContext, metrics: dict[str, Metric], state: PhaseSta
     pool = pl.concat(frames, how="vertical").rechunk() if frames else pl.DataFrame()
     del frames
     mctx = MetricContext(stage_ctx=ctx)
+    if left:
+        mctx.partitions = PoolPartitions(tuple(map(str, paths)), tuple(sizes), frozenset(left))
     scored = []
     for name, metric in metrics.items():
         t0 = time.perf_counter()
@@ -370,7 +415,32 @@ def _score_pooled(ctx: StageContext, metrics: dict[str, Metric], state: PhaseSta
         written += atomic.write_parquet(Path(state.pooled) / dataset.part_name(i), new.slice(start, rows)).stat().st_size
         start += rows
     ctx.stats.setdefault("prepare_maps", {})["pooled"] = {"rows": pool.height, "columns": pool.width - new.width,
-                                                          "bytes": written}
+                                                          "bytes": written, "left_in_partitions": sorted(left)}
+
+
+def _columns_left_in_partitions(ctx: StageContext, metrics: dict[str, Metric], wanted: set[str] | None,
+                                paths: list[Path]) -> set[str]:
+    """The columns the driver need not gather: under a distributed executor, with a pool too
+    large for one process's near-duplicate search, those that every pool-wide metric reading
+    them reads from the partitions itself (the text columns: most of a row's bytes)."""
+    from ..executors.dedup import distributed_pool
+
+    if wanted is None or not paths:
+        return set()
+    if not distributed_pool(ctx, sum(_rows_in_play(path) for path in paths)):
+        return set()
+    offered = set().union(*(m.partition_columns() for m in metrics.values()))
+    needed_here = set().union(*((m.pool_columns() or set()) - m.partition_columns() | set(m.requires)
+                                for m in metrics.values()))
+    left = (offered & wanted) - needed_here
+    # the gathered frame must keep a column, or it could not hold the rows' count
+    return left if wanted - left else set()
+
+
+def _rows_in_play(path: Path) -> int:
+    scan = pl.scan_parquet(path)
+    count = pl.col(R.KEPT).fill_null(False).sum() if R.KEPT in pl.read_parquet_schema(path) else pl.len()
+    return int(scan.select(count).collect().item())
 
 
 def _normalisation(ctx: StageContext, state: PhaseState) -> dict[str, PoolStats]:

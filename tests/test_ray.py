@@ -123,18 +123,22 @@ def test_ray_cluster_gives_the_local_hashes_through_worker_and_driver_kills(clus
     assert assess["stats"]["prepare_maps"]["rowwise"]["computed"] == 0
     assert assess["stats"]["prepare_maps"]["partial-data_richness"]["computed"] == 0
     assert not (run / "assess" / ".phase").exists()
-    try:  # the distributed dedup, when present, ran inside assess with the same result (this
-        # spec sends every pool to it: dedup_local_rows = 0)
+    assert_dedup_ran_on_ray(manifest(run, "assess")["stats"])
+    assert_verify_and_export_ran_row_parallel(run, tmp_path / "local" / "realestate", verified)
+
+
+def assert_dedup_ran_on_ray(stats: dict) -> None:
+    """The distributed dedup, when present, ran inside assess with the same result (this spec
+    sends every pool to it: dedup_local_rows = 0)."""
+    try:
         import dialinsight_engine.executors.ray_dedup  # noqa: F401
     except ImportError:
-        assert "ray_near_duplicates" not in manifest(run, "assess")["stats"]
-    else:
-        stats = manifest(run, "assess")["stats"]
-        assert stats["ray_near_duplicates"]["calls"] == 4  # group_by task
-        # the driver gathered ids and groups only: the tasks read the text where it lies
-        assert stats["ray_near_duplicates"]["text_read_in_tasks"] is True
-        assert stats["prepare_maps"]["pooled"]["left_in_partitions"] == ["dialogue_text", "prompt"]
-    assert_verify_and_export_ran_row_parallel(run, tmp_path / "local" / "realestate", verified)
+        assert "ray_near_duplicates" not in stats
+        return
+    assert stats["ray_near_duplicates"]["calls"] == 4  # group_by task
+    # the driver gathered ids and groups only: the tasks read the text where it lies
+    assert stats["ray_near_duplicates"]["text_read_in_tasks"] is True
+    assert stats["prepare_maps"]["pooled"]["left_in_partitions"] == ["dialogue_text", "prompt"]
 
 
 def assert_verify_and_export_ran_row_parallel(run: Path, local: Path, verified: int) -> None:

@@ -425,9 +425,8 @@ def _columns_left_in_partitions(ctx: StageContext, metrics: dict[str, Metric], w
     them reads from the partitions itself (the text columns: most of a row's bytes)."""
     from ..executors.dedup import distributed_pool
 
-    if wanted is None or not paths:
-        return set()
-    if not distributed_pool(ctx, sum(_rows_in_play(path) for path in paths)):
+    on_ray = getattr(ctx.executor, "name", "local") == "ray"  # else no need to count the rows
+    if wanted is None or not paths or not on_ray or not distributed_pool(ctx, sum(map(_rows_in_play, paths))):
         return set()
     offered = set().union(*(m.partition_columns() for m in metrics.values()))
     needed_here = set().union(*((m.pool_columns() or set()) - m.partition_columns() | set(m.requires)

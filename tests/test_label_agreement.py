@@ -139,6 +139,27 @@ def test_an_ungrounded_value_is_no_vote_and_unsettled_rows_are_flagged() -> None
     assert "number_of_beds: agreement 1/2" in consensus.dropped
 
 
+def test_a_boolean_keeps_the_greedy_answer_unless_it_lacks_agreement() -> None:
+    """Seen on sgd-homes with the 135M labeller: the greedy `visit_booked` was right for every
+    row and two sampled answers said false, so a plain vote made 7 of 16 labels wrong."""
+    schema = {"type": "object", "required": ["visit_booked", "property_name"],
+              "properties": {"visit_booked": {"type": "boolean"}, "property_name": {"type": ["string", "null"]}}}
+    dialogue = "Customer: Can I visit Oak Court on Friday?\nAgent: Booked: Oak Court, Friday."
+    greedy, sampled = _answer(visit_booked=True, property_name="Oak Court"), _answer(visit_booked=False,
+                                                                                      property_name="Elm Row")
+    label = json.loads(schema_consensus([greedy, sampled, sampled], schema, dialogue, min_agreement=0.3,
+                                        ground=True).text)
+    assert label == {"visit_booked": True, "property_name": "Oak Court"}  # Elm Row is not in the dialogue
+    # below min_agreement the vote decides, as for any field
+    label = json.loads(schema_consensus([greedy, sampled, sampled], schema, dialogue, min_agreement=0.5,
+                                        ground=True).text)
+    assert label["visit_booked"] is False
+    # an enum is the same kind of field
+    pets = [_answer(area="San Jose", pets_allowed=v) for v in ("True", "False", "False")]
+    assert json.loads(schema_consensus(pets, SCHEMA, DIALOGUE, min_agreement=0.3, ground=True).text)[
+        "pets_allowed"] == "True"
+
+
 def test_free_text_consensus_picks_the_answer_the_others_agree_with() -> None:
     answers = ["I like turtles and the sea.", "The customer wants three bedrooms in San Jose with a garden.",
                "Customer wants three bedrooms in San Jose.", None]

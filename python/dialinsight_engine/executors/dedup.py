@@ -19,10 +19,14 @@ if TYPE_CHECKING:
     from ..metrics.partitioned import PoolPartitions
 
 
+def on_ray(stage_ctx: Any) -> bool:
+    """True when the run's executor is Ray."""
+    return getattr(getattr(stage_ctx, "executor", None), "name", "local") == "ray"
+
+
 def distributed_pool(stage_ctx: Any, rows: int) -> bool:
     """True when a pool of `rows` rows searches near duplicates on the run's Ray cluster."""
-    executor: Any = getattr(stage_ctx, "executor", None)
-    if getattr(executor, "name", "local") != "ray" or rows == 0 or rows < executor.config.dedup_local_rows:
+    if not on_ray(stage_ctx) or rows == 0 or rows < stage_ctx.executor.config.dedup_local_rows:
         return False
     try:
         from . import ray_dedup  # noqa: F401  # type: ignore[attr-defined,unused-ignore]
@@ -43,7 +47,7 @@ def near_duplicates(frame: pl.DataFrame, stage_ctx: Any, source: PoolPartitions 
         return _from_partitions(frame, stage_ctx, source, **settings)
     if distributed_pool(stage_ctx, frame.height):  # the text is here (a semantic search needed it)
         return _from_frame(frame, stage_ctx, **settings)
-    if getattr(getattr(stage_ctx, "executor", None), "name", "local") == "ray":
+    if on_ray(stage_ctx):
         # one process does a pool this size faster than the shuffle between Ray tasks
         done = stage_ctx.stats.setdefault("near_duplicates_in_driver", {"calls": 0, "rows": 0})
         done.update(calls=done["calls"] + 1, rows=done["rows"] + frame.height)
@@ -58,8 +62,7 @@ def contamination(source: PoolPartitions, stage_ctx: Any, column: str, reference
     `reference`, each partition in a Ray task; rows in pool order."""
     from .ray_dedup import ray_contamination  # type: ignore[import-not-found,unused-ignore]
 
-    executor: Any = stage_ctx.executor
-    executor.connect()
+    executor = _connected(stage_ctx)
     found: pl.DataFrame = ray_contamination(source, column, reference, max_retries=executor.config.max_retries,
                                             **settings)
     return found
@@ -69,14 +72,20 @@ def _from_frame(frame: pl.DataFrame, stage_ctx: Any, **settings: Any) -> pl.Data
     """The frame cut into `partition_rows` partitions and put in Ray's object store."""
     from .ray_dedup import ray_near_duplicates  # type: ignore[import-not-found,unused-ignore]
 
-    executor: Any = stage_ctx.executor
-    executor.connect()
+    executor = _connected(stage_ctx)
     rows = max(1, int(getattr(stage_ctx, "partition_rows", frame.height)))
     parts = [frame.slice(start, rows) for start in range(0, frame.height, rows)]
     distributed = ray_near_duplicates(parts, max_retries=executor.config.max_retries, **settings)
     _count(stage_ctx, frame.height, len(parts), text_read_in_tasks=False)
     found: pl.DataFrame = distributed.frame
     return found
+
+
+def _connected(stage_ctx: Any) -> Any:
+    """The run's Ray executor, its cluster connected."""
+    executor = stage_ctx.executor
+    executor.connect()
+    return executor
 
 
 def _count(stage_ctx: Any, rows: int, partitions: int, **note: Any) -> None:
@@ -90,8 +99,7 @@ def _from_partitions(frame: pl.DataFrame, stage_ctx: Any, source: PoolPartitions
     mapped to `frame[id_column]` here, where the ids are."""
     from .ray_dedup import partition_tables, ray_near_duplicates  # type: ignore[import-not-found,unused-ignore]
 
-    executor: Any = stage_ctx.executor
-    executor.connect()
+    executor = _connected(stage_ctx)
     extra = {keep: frame[keep]} if keep not in ("first", "longest") else {}
     tables = partition_tables(source, frame["_row"], [text_column], extra, executor.config.max_retries)
     distributed = ray_near_duplicates(tables, text_column, keep=keep, max_retries=executor.config.max_retries,

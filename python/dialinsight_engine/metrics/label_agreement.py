@@ -188,11 +188,11 @@ def _vote_scalar(values: list[Any], k: int, min_agreement: float, grounded: Any 
     usable = [v for v in stated if grounded is None or grounded(v)]
     broken = sum(1 for v in values if isinstance(v, str) and v.strip() and not _ALNUM.search(v))
     unstated = k - len(stated) - broken  # ", " is a broken answer, not the labeller saying "not stated"
-    ranked = Counter(canonical(v) for v in usable).most_common(2)
-    if canonical(greedy) is not None:  # the greedy answer's value stands when it has min_agreement
-        backing = sum(1 for v in usable if canonical(v) == canonical(greedy))
-        if backing / k >= min_agreement and backing >= unstated:
-            return FieldVote(greedy, backing / k, True)
+    votes = Counter(canonical(v) for v in usable)
+    backing = votes[canonical(greedy)] if canonical(greedy) is not None else 0
+    if backing and backing / k >= min_agreement and backing >= unstated:  # the greedy answer's value stands
+        return FieldVote(greedy, backing / k, True)
+    ranked = votes.most_common(2)
     count = ranked[0][1] if ranked else 0
     tied = len(ranked) == 2 and ranked[1][1] == count
     if count and count >= unstated and not tied and count / k >= min_agreement:
@@ -224,11 +224,11 @@ def schema_consensus(answers: list[str | None], schema: dict[str, Any], dialogue
                      min_agreement: float, ground: bool, roles: tuple[str, ...] | list[str] = ()) -> Consensus | None:
     """The per-field majority of the answers (None when no answer is a JSON object); with
     `ground`, values must be found in the turns of `roles` (all turns when empty)."""
-    parsed = [p for p, _ in (json_answer_or_error(a) for a in answers if a) if isinstance(p, dict)]
+    read = [json_answer_or_error(a)[0] if a else None for a in answers]
+    parsed = [p for p in read if isinstance(p, dict)]
     if not parsed:
         return None
-    greedy_answer = json_answer_or_error(answers[0])[0] if answers[0] else None
-    first = greedy_answer if isinstance(greedy_answer, dict) else None  # the label asked for at [labels] temperature
+    first = read[0] if isinstance(read[0], dict) else None  # the label asked for at [labels] temperature
     k = len(answers)
     props: dict[str, Any] = schema.get("properties") or {}
     keys = list(dict.fromkeys(list(props) + [key for p in parsed for key in p if key not in props]))

@@ -269,11 +269,7 @@ class PoolPartitions:
     def language_sample(self, column: str) -> pl.Series:
         """The rows of `column` that `fast.detect_language` samples from the whole pool column,
         so a detection on them equals the detection on the gathered column."""
-        from ..fast import LANGUAGE_SAMPLE_ROWS
-
-        n = self.offsets[-1]
-        step = max(1, n // LANGUAGE_SAMPLE_ROWS) if n > LANGUAGE_SAMPLE_ROWS else 1
-        return self.take(column, list(range(0, n, step))[:LANGUAGE_SAMPLE_ROWS])
+        return self.take(column, list(_detection_rows(self.offsets[-1])))
 
 
 def pool_languages(ctx: StageContext, metrics: dict[str, Metric]) -> dict[str, str]:
@@ -306,13 +302,17 @@ def _text_hashes(metric: Metric, play: pl.DataFrame, part: int) -> pl.DataFrame:
     return pl.DataFrame({"h": texts.hash(seed=0)}).with_row_index("pos").with_columns(part=pl.lit(part, pl.Int64))
 
 
-def _sample_positions(hashes: pl.DataFrame) -> dict[int, list[int]]:
-    """Partition -> positions of the rows `fast.detect_language` samples (its gather_every)."""
+def _detection_rows(n: int) -> range:
+    """The rows of an n-row column that `fast.detect_language` samples (its gather_every)."""
     from ..fast import LANGUAGE_SAMPLE_ROWS
 
-    n = hashes.height
-    if n > LANGUAGE_SAMPLE_ROWS:
-        hashes = hashes.gather_every(n // LANGUAGE_SAMPLE_ROWS).head(LANGUAGE_SAMPLE_ROWS)
+    return range(n) if n <= LANGUAGE_SAMPLE_ROWS else range(0, n, n // LANGUAGE_SAMPLE_ROWS)[:LANGUAGE_SAMPLE_ROWS]
+
+
+def _sample_positions(hashes: pl.DataFrame) -> dict[int, list[int]]:
+    """Partition -> positions of the rows `fast.detect_language` samples."""
+    rows = _detection_rows(hashes.height)
+    hashes = hashes.gather_every(rows.step).head(len(rows))
     out: dict[int, list[int]] = {}
     for part, pos in hashes.select("part", "pos").iter_rows():
         out.setdefault(part, []).append(pos)
@@ -423,10 +423,10 @@ def _columns_left_in_partitions(ctx: StageContext, metrics: dict[str, Metric], w
     """The columns the driver need not gather: under a distributed executor, with a pool too
     large for one process's near-duplicate search, those that every pool-wide metric reading
     them reads from the partitions itself (the text columns: most of a row's bytes)."""
-    from ..executors.dedup import distributed_pool
+    from ..executors.dedup import distributed_pool, on_ray
 
-    on_ray = getattr(ctx.executor, "name", "local") == "ray"  # else no need to count the rows
-    if wanted is None or not paths or not on_ray or not distributed_pool(ctx, sum(map(_rows_in_play, paths))):
+    # off Ray there is no need to count the rows
+    if wanted is None or not paths or not on_ray(ctx) or not distributed_pool(ctx, sum(map(_rows_in_play, paths))):
         return set()
     offered = set().union(*(m.partition_columns() for m in metrics.values()))
     needed_here = set().union(*((m.pool_columns() or set()) - m.partition_columns() | set(m.requires)

@@ -129,6 +129,11 @@ def test_accuracy_and_exact_kinds() -> None:
         m = _metrics(ev.score(preds, [ev.reference(t) for t in truths]))
         assert ev.primary == main and m[main] == pytest.approx(value)
         assert m["name.accuracy"] == 0.5  # compared only where the truth states a name
+    # the decision key left out or unreadable is wrong even where the truth is "no"
+    ev = DeclaredEvaluator(TaskEvalSpec(truth="visit", kind="accuracy", keys={"booked": "?", "name": "name"}), schema)
+    unanswered = [None, {}, {"booked": "maybe"}, {"booked": False}]
+    m = _metrics(ev.score(unanswered, [ev.reference({"visit": None})] * 4))
+    assert m["accuracy"] == 0.25 and m["exact_match"] == 0.25
 
 
 def test_text_kind_chrf_and_rouge_l() -> None:

@@ -77,6 +77,11 @@ def test_visit_scores_exact() -> None:
     assert got["accuracy"] == 0.75
     assert got["property_accuracy"] == 0.5
 
+    # no decision is no answer: unreadable, left out or "maybe" is wrong on an unbooked case too
+    unanswered = [None, {}, {"visit_booked": "maybe"}, {"property_name": None}, {"visit_booked": "no"}]
+    got = as_dict(visit_scores(unanswered, [None] * 5))
+    assert got["accuracy"] == 0.2 and got["property_accuracy"] == 0.2
+
 
 def test_offered_scores_exact() -> None:
     truths = [["Amber Court", "Alborada Apartments"], ["Oak Hill"]]

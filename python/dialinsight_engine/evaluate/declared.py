@@ -9,8 +9,11 @@ Kinds:
 - `fields`: precision/recall/F1 per key and micro-averaged; a stated wrong value is a false
   positive and a false negative, a value stated for an unstated key a false positive; list
   values count item by item.
-- `exact` / `accuracy`: each key compared where the truth states it (a boolean key: anything
-  but true is false); `accuracy` is the first key's, `exact_match` needs every compared key.
+- `exact` / `accuracy`: each key compared where the truth states it (a boolean key: true or
+  false; another boolean left out counts as false, but the first key is the decision: an
+  answer that leaves it out or gives neither true nor false is wrong, else a model that
+  answers nothing would score every "no" case); `accuracy` is the first key's,
+  `exact_match` needs every compared key.
 - `text`: chrF (sacrebleu) and ROUGE-L (rouge-score) of the answer against a reference text.
 - `judge`: a declared backend rates each answer 1..10 against a rubric; `score` = (rating-1)/9.
 """
@@ -172,8 +175,10 @@ class DeclaredEvaluator(DomainEvaluator):
             for i, key in enumerate(keys):
                 norm = self.normalisers[key]
                 p, t = norm(pred.get(key)), norm(truth.get(key))
-                if self._boolean(key):  # a boolean left out or unreadable counts as false
-                    p, t = ("true" if p == "true" else "false"), ("true" if t == "true" else "false")
+                if self._boolean(key):
+                    t = "true" if t == "true" else "false"
+                    if p not in ("true", "false"):  # the decision unanswered is wrong, another flag false
+                        p = None if i == 0 else "false"
                 if t is None:
                     if i == 0:  # the decision key is always compared: "not stated" is its answer
                         ok_all &= p is None

@@ -55,11 +55,15 @@ def slot_scores(predictions: Sequence[dict[str, Any] | None], truths: Sequence[d
 def visit_scores(predictions: Sequence[dict[str, Any] | None],
                  truths: Sequence[dict[str, Any] | None]) -> list[Score]:
     """`accuracy`: booked-or-not is right; `property_accuracy`: that and, when booked, the
-    property name is right too."""
+    property name is right too. An answer without a readable `visit_booked` (no JSON, the
+    key left out, "maybe") is wrong: counted as "no" it would score every unbooked case."""
     right = right_property = 0
     for pred, truth in zip(predictions, truths, strict=True):
         pred = pred if isinstance(pred, dict) else {}
-        booked = normalise_value(pred.get("visit_booked")) == "true"
+        decision = normalise_value(pred.get("visit_booked"))
+        if decision not in ("true", "false"):
+            continue
+        booked = decision == "true"
         truly_booked = truth is not None
         if booked != truly_booked:
             continue

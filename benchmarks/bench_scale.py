@@ -158,6 +158,7 @@ def stage_figures(run: Path, n: int) -> dict[str, dict[str, object]]:
             out[stage]["metric_seconds"] = {k: v.get("seconds") for k, v in summary["metrics"].items()}
             out[stage]["ray_near_duplicates"] = m["stats"].get("ray_near_duplicates")
             out[stage]["near_duplicates_in_driver"] = m["stats"].get("near_duplicates_in_driver")
+            out[stage]["driver_memory_mb"] = m["stats"].get("driver_memory_mb")  # peak and now, per step
     return out
 
 

@@ -177,6 +177,16 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
 
 
+def rss_mb() -> float | None:
+    """The process's resident memory now (Linux; None elsewhere): with the peak, it tells a
+    step that needed memory from memory the allocators kept after an earlier one."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
 def _maybe_die(stage: str, task: PartitionTask) -> None:
     wanted = os.environ.get(WORKER_FAULT_ENV, "")
     always = wanted.endswith(":always")

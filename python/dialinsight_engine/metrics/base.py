@@ -174,6 +174,12 @@ class Metric(ABC):
         """The aggregate of the whole pool from every partition's part (`aggregates()`)."""
         raise NotImplementedError
 
+    def merge_scan(self, partials: pl.LazyFrame) -> Any:
+        """`merge` over the parts as one lazy scan of their files: the stage calls this one.
+        Override it to reduce the parts in a streaming query, so the driver never holds
+        them all at once; the default collects them and calls `merge`."""
+        return self.merge([partials.collect()])
+
     def pool_columns(self) -> set[str] | None:
         """The input columns a pool-wide metric reads (the driver gathers only those);
         None: all of them."""

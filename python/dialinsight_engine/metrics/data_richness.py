@@ -145,22 +145,39 @@ class DataRichness(Metric):
 
     def merge(self, partials: list[pl.DataFrame]) -> dict[str, Any]:
         parts = pl.concat(partials, how="vertical") if partials else pl.DataFrame(schema=PARTIAL_SCHEMA)
-        summed = parts.group_by("kind", "group", "gram").agg(n=pl.col("n").sum())
+        return self.merge_scan(parts.lazy())
+
+    def merge_scan(self, partials: pl.LazyFrame) -> dict[str, Any]:
+        """The pool's aggregate, each figure one streaming query over the parts. The document
+        frequencies keep only n-grams held by two rows or more: an n-gram of one row adds
+        1 - ln(1)/ln(N) = 1 to its row's mean, whatever N, so scoring treats a missing one
+        as df = 1. Most distinct n-grams are a single row's (the long tail of names, numbers
+        and typos), so the table sent to every scoring task shrinks by that share."""
         kind = pl.col("kind")
-        rows = summed.filter(kind == "rows")
-        doc_freq = summed.filter(kind == "df").select("group", "gram", df=pl.col("n"))
+
+        def collect(query: pl.LazyFrame) -> pl.DataFrame:
+            return query.collect(engine="streaming")
+
+        def summed(name: str, keys: list[str]) -> pl.LazyFrame:
+            return partials.filter(kind == name).group_by(keys).agg(n=pl.col("n").sum())
+
+        rows = collect(summed("rows", ["group"]))
+        doc_freq = collect(summed("df", ["group", "gram"]).filter(pl.col("n") >= 2)
+                           .select("group", "gram", df=pl.col("n")))
+        with_grams = collect(partials.filter(kind == "df").select(pl.col("group").unique()))
 
         def distinct(n: int) -> float:
-            counts = summed.filter(kind == f"d{n}")["n"]
-            total = counts.sum()
-            return counts.len() / float(total) if total else 0.0
+            figures = collect(partials.filter(kind == f"d{n}").select(
+                distinct=pl.col("gram").n_unique(), total=pl.col("n").sum()))
+            total = figures["total"][0] or 0
+            return figures["distinct"][0] / float(total) if total else 0.0
 
         def cover(column: str) -> dict[str, Any]:
-            counts = summed.filter(kind == column).select(pl.col("gram").alias(column), "n")
+            counts = collect(summed(column, ["gram"]).select(pl.col("gram").alias(column), "n"))
             return coverage_of_counts(counts, column) if counts.height else {}
 
         return {"rows": dict(zip(rows["group"].to_list(), rows["n"].to_list(), strict=True)),
-                "doc_freq": doc_freq, "with_grams": set(doc_freq["group"].unique().to_list()),
+                "doc_freq": doc_freq, "with_grams": set(with_grams["group"].to_list()),
                 "total": int(rows["n"].sum()), "distinct_1": distinct(1), "distinct_2": distinct(2),
                 "scene_coverage": cover(R.SCENE), "task_coverage": cover(R.TASK)}
 
@@ -178,7 +195,9 @@ class DataRichness(Metric):
             grams.join(pool["doc_freq"], on=["group", "gram"], how="left", maintain_order="left")
             .join(sizes, on="group", how="left", maintain_order="left")
             .group_by("row", maintain_order=True)
-            .agg(novelty=(1.0 - pl.col("df").cast(pl.Float64).log() / pl.col("size").first().cast(pl.Float64).log()).mean())
+            # an n-gram missing from the table is held by this row alone (merge_scan)
+            .agg(novelty=(1.0 - pl.col("df").fill_null(1).cast(pl.Float64).log()
+                          / pl.col("size").first().cast(pl.Float64).log()).mean())
         )
         full = pl.DataFrame({"row": pl.int_range(df.height, eager=True).cast(pl.UInt32), "group": keys})
         novelty = full.join(per_row, on="row", how="left").sort("row")["novelty"].fill_null(0.0)

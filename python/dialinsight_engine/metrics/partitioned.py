@@ -123,12 +123,16 @@ def prepare(ctx: StageContext, phase: Phase) -> PhaseState:
     local = [n for n, m in metrics.items() if m.row_local() or m.aggregates()]
     scratch = ctx.stage_dir / SCRATCH
     state = PhaseState(phase, list(metrics), None, None, {})
+    _driver_memory(ctx, "start")
     if local:
         state.rowwise = str(scratch / "rowwise")
         languages = pool_languages(ctx, {n: metrics[n] for n in local})
         aggregates = {n: _aggregate(ctx, PoolPartial(phase, n, languages), metrics[n], scratch / f"partial-{n}")
                       for n in local if not metrics[n].row_local()}
+        _driver_memory(ctx, "aggregates merged")
         _score_rowwise(ctx, RowMetrics(phase, local, languages), state, aggregates)
+        del aggregates
+        _driver_memory(ctx, "row metrics")
     pooled = {n: m for n, m in metrics.items() if n not in local}
     if pooled:
         state.pooled = str(scratch / "pooled")
@@ -136,8 +140,18 @@ def prepare(ctx: StageContext, phase: Phase) -> PhaseState:
         # a judge's or rater's generation pool (Ray actors) may hold every CPU of the cluster,
         # which the decide map's tasks need: the backends are done with, so release them now
         ctx.close()
+        _driver_memory(ctx, "pool-wide metrics")
     state.pool = _normalisation(ctx, state)
+    _driver_memory(ctx, "normalisation")
     return state
+
+
+def _driver_memory(ctx: StageContext, step: str) -> None:
+    """The driver's peak and current RSS after a step (`driver_memory_mb` in the manifest):
+    which step raises the peak as the pool grows (docs/performance.md)."""
+    from ..executors.base import peak_rss_mb, rss_mb
+
+    ctx.stats.setdefault("driver_memory_mb", {})[step] = {"peak": peak_rss_mb(), "now": rss_mb()}
 
 
 def decide(pctx: PartitionContext, frame: pl.DataFrame, state: PhaseState) -> pl.DataFrame:
@@ -174,6 +188,7 @@ def finish(ctx: StageContext, state: PhaseState, output: Iterable[pl.DataFrame] 
     if frame.height == 0:
         ctx.log.warning("no input rows")
     shutil.rmtree(ctx.stage_dir / SCRATCH, ignore_errors=True)
+    _driver_memory(ctx, "summary")
 
 
 class PhaseStage(RowStage):
@@ -351,7 +366,8 @@ def map_partitions(ctx: StageContext, stage: RowStage, folder: Path, what: str, 
 def _aggregate(ctx: StageContext, stage: PoolPartial, metric: Metric, folder: Path) -> Any:
     """Step 1b': the partitions' parts of a metric's aggregate, merged on the driver."""
     map_partitions(ctx, stage, folder, f"{stage.metric} aggregate")
-    return metric.merge([pl.read_parquet(path) for path in dataset.partition_files(folder)])
+    files = dataset.partition_files(folder)
+    return metric.merge_scan(pl.scan_parquet(files)) if files else metric.merge([])
 
 
 def _score_rowwise(ctx: StageContext, stage: RowMetrics, state: PhaseState, aggregates: dict[str, Any]) -> None:

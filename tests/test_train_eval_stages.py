@@ -120,6 +120,46 @@ def test_eval_finds_the_tuned_model_through_trains_manifest(write_spec, registry
     assert EvalStage._trained(ctx) == handed
 
 
+def test_a_general_evaluator_on_the_replay_file_is_reported_not_guarded(write_spec, registry, tmp_path: Path,
+                                                                        caplog) -> None:
+    """GSM8K rows in the training mix raise the GSM8K score by its answer format: such an
+    evaluator is not guarded unless the spec says so, and a run left with no guarded general
+    evaluator outside the mix is told that its verdict cannot see forgetting."""
+    import logging
+
+    from dialinsight_engine.run.context import StageContext
+    from dialinsight_engine.stages.eval import EvalStage
+
+    gsm = tmp_path / "gsm.jsonl"
+    gsm.write_text(json.dumps({"question": "What is 2 + 2?", "answer": "2 + 2 = 4\n#### 4"}) + "\n")
+    replay = f'mix_general = {{ path = "{gsm.as_posix()}", fraction = 0.2 }}\n'
+    gsm_eval = f'\n[eval.evaluators.gsm8k_loglik]\npath = "{gsm.as_posix()}"\nn = 1\n'
+
+    def primaries(text: str) -> tuple[dict[str, tuple[bool, str]], dict]:
+        spec = load_spec(write_spec(text), registry)
+        ctx = StageContext(spec=spec, registry=registry, run_dir=tmp_path / "run", stage="eval",
+                           input_stage="train", log=logging.getLogger("t"))
+        _, _, found = EvalStage()._evaluators(ctx)
+        return {p.entry: (p.guarded, p.note) for p in found}, ctx.stats
+
+    with_replay = TRAIN_EVAL.replace("checkpoint_every = 1\n", "checkpoint_every = 1\n" + replay)
+    found, stats = primaries(with_replay + gsm_eval)
+    assert found["gsm8k_loglik"] == (False, "in the replay mix")
+    assert found["perplexity"] == (True, "") and found["requirements_f1"] == (True, "")
+    assert "guard_note" not in stats
+    # said in the spec, it is guarded all the same (still marked)
+    found, _ = primaries(with_replay + gsm_eval + "guard = true\n")
+    assert found["gsm8k_loglik"] == (True, "in the replay mix")
+    # without the replay it is an ordinary guarded evaluator
+    found, _ = primaries(TRAIN_EVAL + gsm_eval)
+    assert found["gsm8k_loglik"] == (True, "")
+    # perplexity unguarded too: nothing outside the mix guards the run, and the run says so
+    with caplog.at_level(logging.WARNING):
+        found, stats = primaries(with_replay.replace("max_paragraphs = 1", "max_paragraphs = 1\nguard = false")
+                                 + gsm_eval)
+    assert "cannot see forgetting" in stats["guard_note"] and "cannot see forgetting" in caplog.text
+
+
 @pytest.mark.slow
 @pytest.mark.model
 def test_train_then_eval_base_tuned_and_ablation(write_spec, registry, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ eval stage and by `dialengine study`."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..dialogue import task_instruction
@@ -18,16 +19,31 @@ if TYPE_CHECKING:
 DEFAULT_GENERAL = ("perplexity", "multiple_choice")
 
 
-def evaluator_entries(spec: Spec) -> dict[str, tuple[str, dict[str, Any], bool]]:
-    """entry name -> (plugin, params, guarded). Without `[eval.evaluators]`: the evaluators
-    the tasks name in `eval`, plus perplexity and multiple_choice on the packaged files."""
+def evaluator_entries(spec: Spec) -> dict[str, tuple[str, dict[str, Any], bool | None]]:
+    """entry name -> (plugin, params, guard as the spec says: None when it does not). Without
+    `[eval.evaluators]`: the evaluators the tasks name in `eval`, plus perplexity and
+    multiple_choice on the packaged files."""
     assert spec.eval is not None
     if spec.eval.evaluators:
         return {name: (e.plugin or name, e.params(), e.guard) for name, e in spec.eval.evaluators.items()}
-    entries: dict[str, tuple[str, dict[str, Any], bool]] = {
-        t.eval: (t.eval, {}, True) for t in spec.tasks if isinstance(t.eval, str)}
-    entries.update({name: (name, {}, True) for name in DEFAULT_GENERAL})
+    entries: dict[str, tuple[str, dict[str, Any], bool | None]] = {
+        t.eval: (t.eval, {}, None) for t in spec.tasks if isinstance(t.eval, str)}
+    entries.update({name: (name, {}, None) for name in DEFAULT_GENERAL})
     return entries
+
+
+def replay_file(spec: Spec) -> Path | None:
+    """The general-data file the trainer replays (`[train] mix_general.path`), resolved."""
+    mix = spec.train.params().get("mix_general") if spec.train is not None else None
+    path = mix.get("path") if isinstance(mix, dict) else None
+    return spec.resolve_path(path).resolve() if isinstance(path, str) else None
+
+
+def reads_replay(spec: Spec, params: dict[str, Any]) -> bool:
+    """True when an evaluator's data file (`path`) is the replayed general-data file: a
+    score the training mix raises by its format, which overstates general ability."""
+    replay, named = replay_file(spec), params.get("path")
+    return replay is not None and isinstance(named, str) and spec.resolve_path(named).resolve() == replay
 
 
 def domain_instruction(spec: Spec, entry: str, evaluator: DomainEvaluator) -> tuple[str, dict[str, Any] | None]:

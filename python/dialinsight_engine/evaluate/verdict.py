@@ -18,6 +18,7 @@ class Primary:
     metric: str
     higher_is_better: bool
     guarded: bool
+    note: str = ""  # why it is guarded or not, when the spec did not say ("in the replay mix")
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Check:
     limit: float
     ok: bool
     guarded: bool
+    note: str = ""
 
 
 def judge(rows: Sequence[dict[str, Any]], primaries: Sequence[Primary], *, min_domain_gain: float,
@@ -49,7 +51,7 @@ def judge(rows: Sequence[dict[str, Any]], primaries: Sequence[Primary], *, min_d
                 continue
             if got is None:
                 checks.append(Check(variant, p.entry, p.suite, p.metric, base, float("nan"), float("nan"),
-                                    0.0, False, p.guarded))
+                                    0.0, False, p.guarded, p.note))
                 continue
             sign = 1.0 if p.higher_is_better else -1.0
             if p.suite == "domain":
@@ -60,7 +62,7 @@ def judge(rows: Sequence[dict[str, Any]], primaries: Sequence[Primary], *, min_d
                 change = sign * (base - got) / abs(base) if base else (0.0 if got == base else float("inf"))
                 ok = change <= max_general_drop
                 limit = max_general_drop
-            checks.append(Check(variant, p.entry, p.suite, p.metric, base, got, change, limit, ok, p.guarded))
+            checks.append(Check(variant, p.entry, p.suite, p.metric, base, got, change, limit, ok, p.guarded, p.note))
     verdicts = {v: "pass" if all(c.ok for c in checks if c.variant == v and c.guarded) else "fail"
                 for v in variants}
     return verdicts, checks

@@ -36,7 +36,10 @@ class EvaluatorSpec(Section):
     model_config = ConfigDict(extra="allow")
 
     plugin: str | None = Field(None, description="Evaluator plugin (default: the table's name)")
-    guard: bool = Field(True, description="Whether this evaluator's main metric counts in the verdict")
+    guard: bool | None = Field(
+        None, description="Whether this evaluator's main metric counts in the verdict (default: yes, but not "
+                          "for a general evaluator reading the [train] mix_general file, whose score training "
+                          "on that file raises by sharing its format)")
 
     def params(self) -> dict[str, Any]:
         return dict(self.model_extra or {})

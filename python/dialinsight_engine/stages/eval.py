@@ -22,7 +22,7 @@ from ..dialogue import conversations, role_aliases, task_instruction
 from ..errors import DataError, UserError
 from ..evaluate.base import DomainEvaluator, Evaluator, GeneralEvaluator
 from ..evaluate.declared import DeclaredEvaluator
-from ..evaluate.entries import declared_tasks, domain_instruction, evaluator_entries
+from ..evaluate.entries import declared_tasks, domain_instruction, evaluator_entries, reads_replay
 from ..evaluate.heldout import overlapping, read_heldout
 from ..evaluate.lm import LanguageModel
 from ..evaluate.suite import DomainTask, Row, run_domain, run_general
@@ -76,10 +76,14 @@ class EvalStage(Stage):
         domain: list[DomainTask] = []
         general: list[tuple[str, GeneralEvaluator]] = []
         primaries: list[Primary] = []
-        for entry, (plugin, params, guarded) in evaluator_entries(spec).items():
+        for entry, (plugin, params, guard) in evaluator_entries(spec).items():
             cls: Any = ctx.registry.get("evaluator", plugin, where=f"eval.evaluators.{entry}", file=str(spec.source))
             evaluator: Evaluator = cls(cls.Config.model_validate(params))
-            primaries.append(Primary(entry, evaluator.suite, evaluator.primary, evaluator.higher_is_better, guarded))
+            # a general score the replay mix raises by its format says nothing about forgetting
+            replayed = evaluator.suite == "general" and reads_replay(spec, params)
+            primaries.append(Primary(entry, evaluator.suite, evaluator.primary, evaluator.higher_is_better,
+                                     guard if guard is not None else not replayed,
+                                     "in the replay mix" if replayed else ""))
             if isinstance(evaluator, DomainEvaluator):
                 instruction, schema = domain_instruction(spec, entry, evaluator)
                 domain.append(DomainTask(entry, evaluator, instruction, schema))
@@ -96,7 +100,19 @@ class EvalStage(Stage):
             assert task_prompt is not None  # a task always has a template
             domain.append(DomainTask(entry, declared, task_prompt, task.output_schema))
             primaries.append(Primary(entry, "domain", declared.primary, True, declaration.guard))
+        self._warn_unguarded_general(ctx, primaries)
         return domain, general, primaries
+
+    @staticmethod
+    def _warn_unguarded_general(ctx: StageContext, primaries: list[Primary]) -> None:
+        """Collapse is judged only by guarded general metrics outside the replay mix: say so
+        when there is none (the verdict then cannot see forgetting)."""
+        general = [p for p in primaries if p.suite == "general"]
+        if general and not any(p.guarded and not p.note for p in general):
+            note = ("no guarded general evaluator reads data outside the [train] mix_general file: the "
+                    "verdict cannot see forgetting (add perplexity or multiple_choice)")
+            ctx.log.warning(note)
+            ctx.stats["guard_note"] = note
 
     def _heldout(self, ctx: StageContext) -> list[Any]:
         spec = ctx.spec
@@ -297,6 +313,7 @@ def results_markdown(frame: pl.DataFrame, checks: list[Check], verdicts: dict[st
     for c in checks:
         kind = "gain" if c.suite == "domain" else "drop"
         flag = ("yes" if c.ok else "NO") + ("" if c.guarded else " (not guarded)")
+        flag += f" ({c.note})" if c.note else ""
         lines.append(f"| {c.variant} | {c.entry} | {c.metric} | {_fmt(c.base)} | {_fmt(c.value)} | "
                      f"{kind} {_fmt(c.change)} | {_fmt(c.limit)} | {flag} |")
     lines += [""] + [f"- **{v}**: {verdict}" for v, verdict in verdicts.items()]

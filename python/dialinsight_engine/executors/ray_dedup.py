@@ -355,7 +355,9 @@ class _Run:
                 by_i[p].append(out[p])
             attach_bytes.append(out[n_parts])
         self._count("pair_signatures", _gather(attach_bytes, "attach signatures"))
-        found, best, by_row_owner = [], [], [[] for _ in range(n_parts)]
+        found: list[ray.ObjectRef] = []
+        best: list[ray.ObjectRef] = []
+        by_row_owner: list[list[ray.ObjectRef]] = [[] for _ in range(n_parts)]
         for p in range(n_parts):
             out = _refs(_estimate.options(num_returns=n_parts + 2, max_retries=self.max_retries).remote(
                 signed.sig_refs[p], self.offsets, p, threshold, *by_i[p]))

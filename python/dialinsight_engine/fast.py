@@ -115,6 +115,13 @@ def _check_language(language: str) -> str:
     return lang
 
 
+def detection_rows(n: int, sample: int = LANGUAGE_SAMPLE_ROWS) -> range:
+    """The rows of an ``n``-row column that :func:`detect_language` reads: ``sample`` evenly
+    spaced ones (all when there are fewer). A caller whose rows lie in several places (the
+    partitions of a distributed pool) gathers exactly these to decide as one process would."""
+    return range(n) if n <= sample else range(0, n, n // sample)[:sample]
+
+
 def detect_language(
     texts: pl.Series | Sequence[str | None], *, sample: int = LANGUAGE_SAMPLE_ROWS
 ) -> str:
@@ -125,8 +132,9 @@ def detect_language(
     s = _as_text_series(texts)
     if sample < 1:
         raise ValueError(f"sample must be >= 1, got {sample!r}")
-    if s.len() > sample:
-        s = s.gather_every(s.len() // sample).head(sample)
+    rows = detection_rows(s.len(), sample)
+    if len(rows) < s.len():
+        s = s.gather_every(rows.step).head(sample)
     return _core.detect_language(s, _col_name(s, "texts"))
 
 

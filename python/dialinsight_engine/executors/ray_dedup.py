@@ -62,8 +62,6 @@ __all__ = ["MAX_FULL_BUCKET", "DedupResult", "partition_tables", "ray_contaminat
 MAX_FULL_BUCKET = 48
 #: Value of every slot of the signature of a row without a shingle (the core's ``EMPTY``).
 EMPTY_SLOT = 2**32 - 1
-#: Rows looked at when the language is detected ("auto"), as ``fast.detect_language`` does.
-LANGUAGE_SAMPLE_ROWS = fast.LANGUAGE_SAMPLE_ROWS
 
 
 @dataclass
@@ -265,8 +263,7 @@ def _resolve_hashing(parts: list[ray.ObjectRef], offsets: np.ndarray, text_colum
     lang = fast.canonical_language(settings.pop("language"))
     if lang == "auto":
         n = int(offsets[-1])
-        sample = np.arange(n) if n <= LANGUAGE_SAMPLE_ROWS else \
-            np.arange(0, n, n // LANGUAGE_SAMPLE_ROWS)[:LANGUAGE_SAMPLE_ROWS]
+        sample = np.asarray(fast.detection_rows(n), dtype=np.int64)
         texts = _take_rows(parts, offsets, text_column, sample, max_retries, "language")
         lang = fast.detect_language(pl.Series(text_column, texts.to_pylist(), dtype=pl.String))
     hashing = _Hashing(language=lang, **settings)

@@ -284,7 +284,9 @@ class PoolPartitions:
     def language_sample(self, column: str) -> pl.Series:
         """The rows of `column` that `fast.detect_language` samples from the whole pool column,
         so a detection on them equals the detection on the gathered column."""
-        return self.take(column, list(_detection_rows(self.offsets[-1])))
+        from ..fast import detection_rows
+
+        return self.take(column, list(detection_rows(self.offsets[-1])))
 
 
 def pool_languages(ctx: StageContext, metrics: dict[str, Metric]) -> dict[str, str]:
@@ -317,16 +319,11 @@ def _text_hashes(metric: Metric, play: pl.DataFrame, part: int) -> pl.DataFrame:
     return pl.DataFrame({"h": texts.hash(seed=0)}).with_row_index("pos").with_columns(part=pl.lit(part, pl.Int64))
 
 
-def _detection_rows(n: int) -> range:
-    """The rows of an n-row column that `fast.detect_language` samples (its gather_every)."""
-    from ..fast import LANGUAGE_SAMPLE_ROWS
-
-    return range(n) if n <= LANGUAGE_SAMPLE_ROWS else range(0, n, n // LANGUAGE_SAMPLE_ROWS)[:LANGUAGE_SAMPLE_ROWS]
-
-
 def _sample_positions(hashes: pl.DataFrame) -> dict[int, list[int]]:
     """Partition -> positions of the rows `fast.detect_language` samples."""
-    rows = _detection_rows(hashes.height)
+    from ..fast import detection_rows
+
+    rows = detection_rows(hashes.height)
     hashes = hashes.gather_every(rows.step).head(len(rows))
     out: dict[int, list[int]] = {}
     for part, pos in hashes.select("part", "pos").iter_rows():

@@ -199,14 +199,16 @@ class DataRedundancy(Metric):
         from .. import fast
 
         cfg = self.config
-        if cfg.against not in df.columns and (ctx.partitions is None or cfg.against not in ctx.partitions.columns):
+        # the column left where the data lies (a distributed pool), else in the frame
+        partitions = ctx.partitions if ctx.partitions is not None and cfg.against in ctx.partitions.columns else None
+        if cfg.against not in df.columns and partitions is None:
             raise UserError(f"data_redundancy: no column {cfg.against!r} to compare with references",
                             key=f"{KEY}.against")
         reference = read_reference(ctx.resolve_path(ref.path), ref.text)
-        if ctx.partitions is not None and cfg.against in ctx.partitions.columns:
+        if partitions is not None:
             from ..executors.dedup import contamination
 
-            return contamination(ctx.partitions, ctx.stage_ctx, cfg.against, reference,
+            return contamination(partitions, ctx.stage_ctx, cfg.against, reference,
                                  threshold=ref.threshold or cfg.threshold, num_perm=cfg.num_perm,
                                  seed=cfg.seed, ngram=cfg.ngram, unit=cfg.unit, language=lang)
         return fast.contamination(df[cfg.against].fill_null(""), reference,

@@ -130,7 +130,8 @@ def prepare(ctx: StageContext, phase: Phase) -> PhaseState:
         aggregates = {n: _aggregate(ctx, PoolPartial(phase, n, languages), metrics[n], scratch / f"partial-{n}")
                       for n in local if not metrics[n].row_local()}
         _driver_memory(ctx, "aggregates merged")
-        _score_rowwise(ctx, RowMetrics(phase, local, languages), state, aggregates)
+        _score_rowwise(ctx, RowMetrics(phase, local, languages), state, aggregates,
+                       {n for n in local if metrics[n].row_local()})
         del aggregates
         _driver_memory(ctx, "row metrics")
     pooled = {n: m for n, m in metrics.items() if n not in local}
@@ -367,7 +368,8 @@ def _aggregate(ctx: StageContext, stage: PoolPartial, metric: Metric, folder: Pa
     return metric.merge_scan(pl.scan_parquet(files)) if files else metric.merge([])
 
 
-def _score_rowwise(ctx: StageContext, stage: RowMetrics, state: PhaseState, aggregates: dict[str, Any]) -> None:
+def _score_rowwise(ctx: StageContext, stage: RowMetrics, state: PhaseState, aggregates: dict[str, Any],
+                   row_local: set[str]) -> None:
     """Step 1b on the run's executor; partitions of an interrupted run are reused."""
     assert state.rowwise is not None
     done = map_partitions(ctx, stage, Path(state.rowwise), "row metrics", aggregates)
@@ -383,7 +385,6 @@ def _score_rowwise(ctx: StageContext, stage: RowMetrics, state: PhaseState, aggr
         merge_stats(summed, record.get("metric_stats", {}))
     state.timings.update({n: round(v, 3) for n, v in seconds.items()})
     first = records[0].get("metric_stats", {}) if records else {}
-    row_local = {n for n, m in instantiate(ctx.spec.quality, ctx.registry, stage.phase).items() if m.row_local()}
     state.metric_stats.update({n: {**summed[n], **{k: v[k] for k in ("language",) if k in v}}
                                if n in row_local and isinstance(v, dict) else v for n, v in first.items()})
     ctx.stats["row_metrics"] = {"partitions": len(done), "metrics": stage.names}

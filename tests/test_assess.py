@@ -300,6 +300,11 @@ def test_partitioned_assess_gives_the_whole_pool_rows_and_summary(write_spec, tm
     local = ["prompt_complexity", "input_complexity"] + (["data_richness"] if embeddings == "off" else [])
     assert ctx.stats["row_metrics"]["metrics"] == local
     assert got.filter(pl.col(R.TASK) == "solo")["score_data_richness"].to_list() == [1.0]
+    # the driver's memory after each step of prepare and after the summary (Linux /proc)
+    memory = ctx.stats["driver_memory_mb"]
+    assert list(memory) == ["start", "aggregates merged", "row metrics", "pool-wide metrics", "normalisation",
+                            "summary"]
+    assert all(m["peak"] >= memory["start"]["peak"] > 0 and m["now"] >= m["anon"] > 0 for m in memory.values())
     assert not (run / "assess" / ".phase").exists()  # the scratch folder is gone
     # outside the runner (a notebook, a test): the same rows in one frame
     alone = StageContext(spec=spec, registry=registry, run_dir=run, stage="assess", input_stage="review",

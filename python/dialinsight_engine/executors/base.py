@@ -177,14 +177,22 @@ def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
 
 
-def rss_mb() -> float | None:
-    """The process's resident memory now (Linux; None elsewhere): with the peak, it tells a
-    step that needed memory from memory the allocators kept after an earlier one."""
+def rss_mb() -> dict[str, float]:
+    """The process's resident memory now, MiB (Linux; empty elsewhere): `now` in all,
+    `anon` its own heap, `shared` mapped shared memory (Ray's object store) and files. With
+    the peak it tells a step that needed memory from memory the allocators kept after an
+    earlier one, and the process's data from object-store pages it has mapped."""
     try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return {}
+    kib = {k: int(v.split()[0]) for k, _, v in (line.partition(":") for line in lines)
+           if k in ("VmRSS", "RssAnon", "RssFile", "RssShmem") and v.split()}
+    if "VmRSS" not in kib:
+        return {}
+    out = {"now": kib["VmRSS"] / 1024, "anon": kib.get("RssAnon", 0) / 1024,
+           "shared": (kib.get("RssFile", 0) + kib.get("RssShmem", 0)) / 1024}
+    return {k: round(v, 1) for k, v in out.items()}
 
 
 def _maybe_die(stage: str, task: PartitionTask) -> None:

@@ -152,7 +152,7 @@ def _driver_memory(ctx: StageContext, step: str) -> None:
     which step raises the peak as the pool grows (docs/performance.md)."""
     from ..executors.base import peak_rss_mb, rss_mb
 
-    ctx.stats.setdefault("driver_memory_mb", {})[step] = {"peak": peak_rss_mb(), "now": rss_mb()}
+    ctx.stats.setdefault("driver_memory_mb", {})[step] = {"peak": peak_rss_mb(), **rss_mb()}
 
 
 def decide(pctx: PartitionContext, frame: pl.DataFrame, state: PhaseState) -> pl.DataFrame:

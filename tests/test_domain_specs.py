@@ -42,7 +42,7 @@ def test_domain_spec_validates_with_its_data(spec: str, shared_data: Path) -> No
 
 
 SMALL = {
-    "sgd-homes.toml": [(r"^max_dialogues = 160", "max_dialogues = 12"), (r"^rounds = 1", "rounds = 0"),
+    "sgd-homes.toml": [(r"^sample = 160", "sample = 12"), (r"^rounds = 1", "rounds = 0"),
                        (r"^n = 96", "n = 4"), (r"^max_tokens = 160", "max_tokens = 64")],
     "restaurants.toml": [(r"^sample = 120 .*$", "sample = 10"), (r"^n = 48", "n = 4"),
                          (r"^max_tokens = 96", "max_tokens = 64")],

@@ -26,8 +26,9 @@ Rows are numbered in partition order, so the result equals ``fast.near_duplicate
 concatenated partitions, whatever the partitioning. Components run on the driver, because
 after verification the edges are few (near duplicates plus LSH false positives, not all
 pairs) and a union over them is one pass: its peak memory is about 80 bytes per row (the
-result frame included) plus about 40 per edge, so 10^7 rows with 10^7 edges fit in ~1.2 GB. An iterative min-label propagation over Ray tasks would lift that bound at the cost
-of one shuffle per iteration (O(diameter) iterations); this engine's data is far below it.
+result frame included) plus about 40 per edge, so 10^7 rows with 10^7 edges fit in ~1.2 GB.
+An iterative min-label propagation over Ray tasks would lift that bound at the cost of one
+shuffle per iteration (O(diameter) iterations); this engine's data is far below it.
 
 A partition whose task fails after Ray's retries (``max_retries`` for a lost worker or node)
 fails the whole call with :class:`~dialinsight_engine.errors.StageFailed` naming the partition
@@ -518,9 +519,10 @@ def _estimate(sigs: np.ndarray, offsets: np.ndarray, part: int, threshold: float
     owner = np.searchsorted(offsets, pairs[:, 1], side="right") - 1
     second = []
     for q in range(len(offsets) - 1):
-        rows, where = np.unique(pairs[owner == q, 1], return_inverse=True)
+        mine = owner == q
+        rows, where = np.unique(pairs[mine, 1], return_inverse=True)
         values = np.zeros(len(rows))
-        np.maximum.at(values, where, est[owner == q])
+        np.maximum.at(values, where, est[mine])
         second.append((rows, values))
     sent = sum(r.nbytes + v.nbytes for r, v in second)
     return (pairs[est >= threshold], len(pairs), sent), best, *second

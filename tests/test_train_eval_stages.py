@@ -135,24 +135,24 @@ def test_a_general_evaluator_on_the_replay_file_is_reported_not_guarded(write_sp
     replay = f'mix_general = {{ path = "{gsm.as_posix()}", fraction = 0.2 }}\n'
     gsm_eval = f'\n[eval.evaluators.gsm8k_loglik]\npath = "{gsm.as_posix()}"\nn = 1\n'
 
-    def primaries(text: str) -> tuple[dict[str, tuple[bool, str]], dict]:
+    def primaries(text: str) -> tuple[dict[str, tuple[bool, bool]], dict]:
         spec = load_spec(write_spec(text), registry)
         ctx = StageContext(spec=spec, registry=registry, run_dir=tmp_path / "run", stage="eval",
                            input_stage="train", log=logging.getLogger("t"))
         _, _, found = EvalStage()._evaluators(ctx)
-        return {p.entry: (p.guarded, p.note) for p in found}, ctx.stats
+        return {p.entry: (p.guarded, p.in_replay) for p in found}, ctx.stats
 
     with_replay = TRAIN_EVAL.replace("checkpoint_every = 1\n", "checkpoint_every = 1\n" + replay)
     found, stats = primaries(with_replay + gsm_eval)
-    assert found["gsm8k_loglik"] == (False, "in the replay mix")
-    assert found["perplexity"] == (True, "") and found["requirements_f1"] == (True, "")
+    assert found["gsm8k_loglik"] == (False, True)  # reported "(not guarded) (in the replay mix)"
+    assert found["perplexity"] == (True, False) and found["requirements_f1"] == (True, False)
     assert "guard_note" not in stats
     # said in the spec, it is guarded all the same (still marked)
     found, _ = primaries(with_replay + gsm_eval + "guard = true\n")
-    assert found["gsm8k_loglik"] == (True, "in the replay mix")
+    assert found["gsm8k_loglik"] == (True, True)
     # without the replay it is an ordinary guarded evaluator
     found, _ = primaries(TRAIN_EVAL + gsm_eval)
-    assert found["gsm8k_loglik"] == (True, "")
+    assert found["gsm8k_loglik"] == (True, False)
     # perplexity unguarded too: nothing outside the mix guards the run, and the run says so
     with caplog.at_level(logging.WARNING):
         found, stats = primaries(with_replay.replace("max_paragraphs = 1", "max_paragraphs = 1\nguard = false")

@@ -18,7 +18,7 @@ class Primary:
     metric: str
     higher_is_better: bool
     guarded: bool
-    note: str = ""  # why it is guarded or not, when the spec did not say ("in the replay mix")
+    in_replay: bool = False  # a general evaluator reading the training's replay file
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Check:
     limit: float
     ok: bool
     guarded: bool
-    note: str = ""
+    in_replay: bool = False
 
 
 def judge(rows: Sequence[dict[str, Any]], primaries: Sequence[Primary], *, min_domain_gain: float,
@@ -51,7 +51,7 @@ def judge(rows: Sequence[dict[str, Any]], primaries: Sequence[Primary], *, min_d
                 continue
             if got is None:
                 checks.append(Check(variant, p.entry, p.suite, p.metric, base, float("nan"), float("nan"),
-                                    0.0, False, p.guarded, p.note))
+                                    0.0, False, p.guarded, p.in_replay))
                 continue
             sign = 1.0 if p.higher_is_better else -1.0
             if p.suite == "domain":
@@ -62,7 +62,7 @@ def judge(rows: Sequence[dict[str, Any]], primaries: Sequence[Primary], *, min_d
                 change = sign * (base - got) / abs(base) if base else (0.0 if got == base else float("inf"))
                 ok = change <= max_general_drop
                 limit = max_general_drop
-            checks.append(Check(variant, p.entry, p.suite, p.metric, base, got, change, limit, ok, p.guarded, p.note))
+            checks.append(Check(variant, p.entry, p.suite, p.metric, base, got, change, limit, ok, p.guarded, p.in_replay))
     verdicts = {v: "pass" if all(c.ok for c in checks if c.variant == v and c.guarded) else "fail"
                 for v in variants}
     return verdicts, checks

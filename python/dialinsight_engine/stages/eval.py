@@ -82,8 +82,7 @@ class EvalStage(Stage):
             # a general score the replay mix raises by its format says nothing about forgetting
             replayed = evaluator.suite == "general" and reads_replay(spec, params)
             primaries.append(Primary(entry, evaluator.suite, evaluator.primary, evaluator.higher_is_better,
-                                     guard if guard is not None else not replayed,
-                                     "in the replay mix" if replayed else ""))
+                                     guard if guard is not None else not replayed, replayed))
             if isinstance(evaluator, DomainEvaluator):
                 instruction, schema = domain_instruction(spec, entry, evaluator)
                 domain.append(DomainTask(entry, evaluator, instruction, schema))
@@ -108,7 +107,7 @@ class EvalStage(Stage):
         """Collapse is judged only by guarded general metrics outside the replay mix: say so
         when there is none (the verdict then cannot see forgetting)."""
         general = [p for p in primaries if p.suite == "general"]
-        if general and not any(p.guarded and not p.note for p in general):
+        if general and not any(p.guarded and not p.in_replay for p in general):
             note = ("no guarded general evaluator reads data outside the [train] mix_general file: the "
                     "verdict cannot see forgetting (add perplexity or multiple_choice)")
             ctx.log.warning(note)
@@ -313,7 +312,7 @@ def results_markdown(frame: pl.DataFrame, checks: list[Check], verdicts: dict[st
     for c in checks:
         kind = "gain" if c.suite == "domain" else "drop"
         flag = ("yes" if c.ok else "NO") + ("" if c.guarded else " (not guarded)")
-        flag += f" ({c.note})" if c.note else ""
+        flag += " (in the replay mix)" if c.in_replay else ""
         lines.append(f"| {c.variant} | {c.entry} | {c.metric} | {_fmt(c.base)} | {_fmt(c.value)} | "
                      f"{kind} {_fmt(c.change)} | {_fmt(c.limit)} | {flag} |")
     lines += [""] + [f"- **{v}**: {verdict}" for v, verdict in verdicts.items()]

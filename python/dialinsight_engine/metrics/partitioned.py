@@ -403,9 +403,12 @@ def _score_pooled(ctx: StageContext, metrics: dict[str, Metric], state: PhaseSta
     for i, path in enumerate(paths):
         play = _in_play(path, columns)
         if state.rowwise:  # a pool-wide metric may read a row-local one's score (keep = "score_...")
-            rowwise = pl.read_parquet(Path(state.rowwise) / dataset.part_name(i))
-            play = play.hstack([rowwise[c] for c in rowwise.columns
-                                if (columns is None or c in columns) and c not in play.columns])
+            scores = Path(state.rowwise) / dataset.part_name(i)
+            # only the columns asked for: every row-local score and detail is in this file
+            wanted_here = [c for c in pl.read_parquet_schema(scores)
+                           if (columns is None or c in columns) and c not in play.columns]
+            if wanted_here:
+                play = play.hstack(pl.read_parquet(scores, columns=wanted_here).get_columns())
         frames.append(play)
         sizes.append(play.height)
     pool = pl.concat(frames, how="vertical").rechunk() if frames else pl.DataFrame()

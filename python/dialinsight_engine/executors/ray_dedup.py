@@ -3,20 +3,32 @@
 The workflow is NeMo Curator's fuzzy dedup (MinHash -> LSH buckets -> edges -> Jaccard check
 -> connected components), laid out as Ray tasks over the partitions of a stage's data:
 
-1. **signatures** (one task per partition): :func:`fast.minhash_signatures` on the partition's
-   text column. The signature block stays in the object store; the task emits one
+0. **blocks**: the partitions are grouped into contiguous *shuffle blocks*, the unit of every
+   step below. Each step is an all-to-all exchange between blocks, so it makes (blocks)^2
+   objects; with one block per partition, 100 partitions of 1,000 rows made 10,000 objects
+   per step, each below Ray's inline limit (100 KB), and such objects live in the driver's
+   own heap (the owner's in-process store, with the task specifications that carry them):
+   +700 MB of driver RSS for 100,000 rows, against +24 MB with 10 partitions of 10,000 rows
+   (docs/performance.md). So the default block count keeps each exchanged object near
+   :data:`SHUFFLE_OBJECT_BYTES`: about sqrt(pool's band-key bytes / that size), at least one
+   block per CPU of the cluster and one per :data:`MAX_BLOCK_ROWS` rows, at most one per
+   partition.
+1. **signatures** (one task per block): :func:`fast.minhash_signatures` on the text column of
+   the block's partitions. The signature block stays in the object store; the task emits one
    ``(band, key, row)`` record per band of every row that has a shingle, already split by
    ``key % reducers`` (the map side of a hash shuffle).
 2. **buckets** (one task per reducer): records sorted by (band, key, row); each bucket becomes
    candidate pairs by the Rust core's rule (every pair when a bucket holds at most
    :data:`MAX_FULL_BUCKET` rows, else a star on its first row plus a chain), split by the
-   partition of the pair's second row.
+   block of the pair's second row.
 3. **verification**, two hops so that only the signatures of candidate rows move: the
-   partition of ``j`` attaches ``sig[j]`` and routes the pair to the partition of ``i``, which
+   block of ``j`` attaches ``sig[j]`` and routes the pair to the block of ``i``, which
    computes the estimated Jaccard (share of equal slots, rounded through float32 as the core
    does), keeps the edges (estimate >= threshold) and each row's best estimate, and routes
-   the second rows' best estimates to their partitions, which merge them: the candidate
-   pairs never reach the driver, only the edges and one best estimate per row.
+   the second rows' best estimates to their blocks, which merge them: the candidate
+   pairs never reach the driver, only the edges and one best estimate per row. The driver
+   drops its references to each step's outputs once the next step is submitted, so Ray frees
+   them (and the task specifications it keeps for their lineage) as their consumers finish.
 4. **components and keep rule** on the driver: a union of the verified edges (estimate >=
    threshold) by :func:`scipy.sparse.csgraph.connected_components`, labelled by their smallest
    row index, and the representative chosen as the core chooses it ("first", "longest", or a
@@ -30,13 +42,14 @@ result frame included) plus about 40 per edge, so 10^7 rows with 10^7 edges fit 
 An iterative min-label propagation over Ray tasks would lift that bound at the cost of one
 shuffle per iteration (O(diameter) iterations); this engine's data is far below it.
 
-A partition whose task fails after Ray's retries (``max_retries`` for a lost worker or node)
-fails the whole call with :class:`~dialinsight_engine.errors.StageFailed` naming the partition
-and the step. See ``docs/performance.md`` ("Near-duplicates and generation on Ray").
+A block whose task fails after Ray's retries (``max_retries`` for a lost worker or node)
+fails the whole call with :class:`~dialinsight_engine.errors.StageFailed` naming the block's
+partitions and the step. See ``docs/performance.md`` ("Near-duplicates and generation on Ray").
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -57,13 +70,22 @@ from ..run import faults
 if TYPE_CHECKING:
     from ..metrics.partitioned import PoolPartitions
 
-__all__ = ["MAX_FULL_BUCKET", "DedupResult", "partition_tables", "ray_contamination", "ray_near_duplicates"]
+__all__ = ["MAX_BLOCK_ROWS", "MAX_FULL_BUCKET", "SHUFFLE_OBJECT_BYTES", "DedupResult", "partition_tables",
+           "ray_contamination", "ray_near_duplicates", "shuffle_blocks"]
 
 #: Buckets larger than this become a star plus a chain of pairs, not all pairs (the Rust core's
 #: ``lsh::MAX_FULL_BUCKET``; the two must agree for the results to be identical).
 MAX_FULL_BUCKET = 48
 #: Value of every slot of the signature of a row without a shingle (the core's ``EMPTY``).
 EMPTY_SLOT = 2**32 - 1
+#: Bytes the default block count aims at for one object of the shuffle (a block's band keys
+#: for one reducer): well above Ray's inline limit (100 KB), so the objects go to the shared
+#: object store, not into the driver's heap.
+SHUFFLE_OBJECT_BYTES = 1 << 20
+#: Rows of one block at most by default (its signatures: 512 bytes per row at 128 slots).
+MAX_BLOCK_ROWS = 1_000_000
+#: Bytes of one band-key record: band (uint16), key (uint64), row (uint64).
+BAND_KEY_BYTES = 18
 
 
 @dataclass
@@ -113,6 +135,7 @@ def ray_near_duplicates(
     rows: int | None = None,
     language: str = "auto",
     reducers: int | None = None,
+    blocks: int | None = None,
     max_retries: int = 3,
 ) -> DedupResult:
     """Near-duplicate clusters of ``text_column`` over the partitions of ``source``: a
@@ -120,9 +143,10 @@ def ray_near_duplicates(
     to pyarrow Tables (one partition each, in row order).
 
     Every setting means what it means for :func:`fast.near_duplicates`, and the returned
-    frame equals its result on the concatenated partitions. ``reducers``: tasks on the
-    bucket side of the shuffle (default: one per partition). ``max_retries``: Ray's retries
-    of a task whose worker died.
+    frame equals its result on the concatenated partitions. ``blocks``: shuffle blocks,
+    contiguous runs of partitions handled by one task in each step (default:
+    :func:`shuffle_blocks`). ``reducers``: tasks on the bucket side of the shuffle (default:
+    one per block). ``max_retries``: Ray's retries of a task whose worker died.
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
@@ -133,19 +157,52 @@ def ray_near_duplicates(
                                seed=seed, ngram=ngram, unit=unit, normalize=normalize, mode=mode,
                                scheme=scheme, language=language)
     band_rows = _resolve_bands(threshold, num_perm, bands, rows)
-    n_reducers = max(1, reducers or len(parts))
-    run = _Run(parts, offsets, max_retries)
+    groups = _group(sizes, blocks or shuffle_blocks(sizes, band_rows[0], _cluster_cpus()))
+    n_reducers = max(1, reducers or len(groups))
+    run = _Run(parts, offsets, groups, max_retries)
     signed = run.sign(text_column, keep, hashing, band_rows, n_reducers)
     edges, max_jaccard, candidates = run.verify(signed, n_reducers, threshold)
     frame = _clusters(int(offsets[-1]), edges, max_jaccard, signed.keep_values)
     if id_column is not None:
         frame = _with_ids(frame, run, id_column)
     return DedupResult(frame, run.stats | {
-        "rows": int(offsets[-1]), "partitions": len(parts), "reducers": n_reducers,
+        "rows": int(offsets[-1]), "partitions": len(parts), "blocks": len(groups), "reducers": n_reducers,
         "bands": band_rows[0], "rows_per_band": band_rows[1], "language": hashing.language,
         "candidate_pairs": candidates, "edges": int(edges.shape[0]),
         "shuffle_bytes_per_row": round(sum(run.stats["shuffle_bytes"].values()) / max(int(offsets[-1]), 1), 1),
     })
+
+
+def shuffle_blocks(sizes: Sequence[int], bands: int, cpus: int) -> int:
+    """The default number of shuffle blocks for partitions of `sizes` rows: each exchanged
+    object near SHUFFLE_OBJECT_BYTES (objects per step = blocks^2, so blocks = sqrt(band-key
+    bytes / that)), at least `cpus` (every CPU busy) and one per MAX_BLOCK_ROWS rows (a
+    task's memory), at most one per partition."""
+    rows = int(sum(sizes))
+    by_bytes = math.ceil(math.sqrt(rows * bands * BAND_KEY_BYTES / SHUFFLE_OBJECT_BYTES))
+    wanted = max(by_bytes, cpus, math.ceil(rows / MAX_BLOCK_ROWS), 1)
+    return min(wanted, max(len(sizes), 1))
+
+
+def _group(sizes: Sequence[int], blocks: int) -> list[list[int]]:
+    """Partition indices in at most `blocks` contiguous runs of about equal rows (a partition
+    goes to the block its middle row falls in; none is left empty); with as many blocks as
+    partitions, one partition each."""
+    if blocks < 1:
+        raise ValueError(f"blocks must be at least 1, got {blocks!r}")
+    if blocks >= len(sizes):
+        return [[index] for index in range(len(sizes))]
+    total = max(int(sum(sizes)), 1)
+    middles = np.cumsum(sizes) - np.asarray(sizes) / 2
+    owner = np.minimum((middles * blocks / total).astype(np.int64), blocks - 1)
+    groups: dict[int, list[int]] = {}
+    for index, block in enumerate(owner):
+        groups.setdefault(int(block), []).append(index)
+    return [groups[b] for b in sorted(groups)]
+
+
+def _cluster_cpus() -> int:
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
 def partition_tables(source: PoolPartitions, rows: pl.Series, columns: list[str],
@@ -226,9 +283,10 @@ def _is_dataset(source: Any) -> bool:
     return module is not None and isinstance(source, module.Dataset)
 
 
-def _gather(refs: Sequence[ray.ObjectRef], step: str, unit: str = "partition") -> list[Any]:
-    """``ray.get`` of one result per partition (or reducer); a failed one fails the call,
-    named."""
+def _gather(refs: Sequence[ray.ObjectRef], step: str, unit: str = "partition",
+            names: Sequence[str] | None = None) -> list[Any]:
+    """``ray.get`` of one result per partition (or reducer, or block: `names` says which
+    partitions each is); a failed one fails the call, named."""
     out = []
     for index, ref in enumerate(refs):
         try:
@@ -237,7 +295,8 @@ def _gather(refs: Sequence[ray.ObjectRef], step: str, unit: str = "partition") -
             cause = getattr(exc, "cause", None) or exc
             if isinstance(cause, UserError):
                 raise cause from None
-            raise StageFailed(f"near-duplicates: {unit} {index} failed in step {step!r} after "
+            what = names[index] if names is not None else f"{unit} {index}"
+            raise StageFailed(f"near-duplicates: {what} failed in step {step!r} after "
                               f"Ray's retries: {type(cause).__name__}: {str(cause).strip()[:500]}") from exc
     return out
 
@@ -306,17 +365,21 @@ def _take_rows(parts: list[ray.ObjectRef], offsets: np.ndarray, column: str, row
 # -- the distributed steps -------------------------------------------------------------------
 @dataclass
 class _Signed:
-    sig_refs: list[ray.ObjectRef]  # per partition: uint32 (rows, num_perm)
-    key_refs: list[list[ray.ObjectRef]]  # per partition, per reducer: band-key table
+    sig_refs: list[ray.ObjectRef]  # per block: uint32 (rows, num_perm)
+    key_refs: list[list[ray.ObjectRef]]  # per block, per reducer: band-key table
     keep_values: np.ndarray  # per row: the keep rule's value (float64)
 
 
 class _Run:
-    """One call's partitions, offsets and shuffle accounting."""
+    """One call's partitions, shuffle blocks and shuffle accounting."""
 
-    def __init__(self, parts: list[ray.ObjectRef], offsets: np.ndarray, max_retries: int) -> None:
+    def __init__(self, parts: list[ray.ObjectRef], offsets: np.ndarray, groups: list[list[int]],
+                 max_retries: int) -> None:
         self.parts = parts
-        self.offsets = offsets
+        self.offsets = offsets  # pool position of each partition's first row, then the pool's size
+        self.groups = groups  # the partitions of each shuffle block
+        self.block_offsets = np.asarray([offsets[g[0]] for g in groups] + [offsets[-1]], dtype=np.int64)
+        self.names = [_block_name(g) for g in groups]
         self.max_retries = max_retries
         self.stats: dict[str, Any] = {"shuffle_bytes": {}}
 
@@ -326,13 +389,14 @@ class _Run:
     def sign(self, text_column: str, keep: str, hashing: _Hashing, band_rows: tuple[int, int],
              reducers: int) -> _Signed:
         sig_refs, key_refs, info_refs = [], [], []
-        for index, part in enumerate(self.parts):
+        for index, group in enumerate(self.groups):
             out = _refs(_sign.options(num_returns=reducers + 2, max_retries=self.max_retries).remote(
-                part, index, text_column, keep, hashing, band_rows, int(self.offsets[index]), reducers))
+                group, text_column, keep, hashing, band_rows, int(self.block_offsets[index]), reducers,
+                *[self.parts[p] for p in group]))
             sig_refs.append(out[0])
             info_refs.append(out[1])
             key_refs.append(list(out[2:]))
-        infos = _gather(info_refs, "signatures")
+        infos = _gather(info_refs, "signatures", names=self.names)
         self._count("band_keys", [nbytes for _, nbytes in infos])
         keep_values = np.concatenate([values for values, _ in infos]) if infos else np.zeros(0)
         return _Signed(sig_refs, key_refs, keep_values)
@@ -341,46 +405,55 @@ class _Run:
         """The edges (pairs whose estimated Jaccard reaches `threshold`), every row's best
         estimate over its candidate pairs, and the number of candidate pairs. The candidates
         stay in the tasks: on templated text they grow faster than the rows (about 2 per row
-        at 30,000 synthetic dialogues, 0.8 at 10,000), and the driver would hold 24 bytes each."""
-        n_parts = len(self.parts)
-        by_j: list[list[ray.ObjectRef]] = [[] for _ in range(n_parts)]
+        at 30,000 synthetic dialogues, 0.8 at 10,000), and the driver would hold 24 bytes each.
+        Each step's outputs are let go once the next step holds them (see the module doc)."""
+        n_blocks, offsets, retries = len(self.groups), self.block_offsets, self.max_retries
+        by_j: list[list[ray.ObjectRef]] = [[] for _ in range(n_blocks)]
         bucket_bytes = []
         for r in range(reducers):
-            out = _refs(_buckets.options(num_returns=n_parts + 1, max_retries=self.max_retries).remote(
-                self.offsets, *[keys[r] for keys in signed.key_refs]))
-            for p in range(n_parts):
-                by_j[p].append(out[p])
-            bucket_bytes.append(out[n_parts])
+            out = _refs(_buckets.options(num_returns=n_blocks + 1, max_retries=retries).remote(
+                offsets, *[keys[r] for keys in signed.key_refs]))
+            for b in range(n_blocks):
+                by_j[b].append(out[b])
+            bucket_bytes.append(out[n_blocks])
+        signed.key_refs.clear()
         self._count("pairs", _gather(bucket_bytes, "buckets", "reducer"))
-        by_i: list[list[ray.ObjectRef]] = [[] for _ in range(n_parts)]
+        by_i: list[list[ray.ObjectRef]] = [[] for _ in range(n_blocks)]
         attach_bytes = []
-        for q in range(n_parts):
-            out = _refs(_attach_signatures.options(num_returns=n_parts + 1, max_retries=self.max_retries).remote(
-                signed.sig_refs[q], self.offsets, q, *by_j[q]))
-            for p in range(n_parts):
-                by_i[p].append(out[p])
-            attach_bytes.append(out[n_parts])
-        self._count("pair_signatures", _gather(attach_bytes, "attach signatures"))
+        for q in range(n_blocks):
+            out = _refs(_attach_signatures.options(num_returns=n_blocks + 1, max_retries=retries).remote(
+                signed.sig_refs[q], offsets, q, *by_j[q]))
+            by_j[q] = []
+            for b in range(n_blocks):
+                by_i[b].append(out[b])
+            attach_bytes.append(out[n_blocks])
+        self._count("pair_signatures", _gather(attach_bytes, "attach signatures", names=self.names))
         found: list[ray.ObjectRef] = []
         best: list[ray.ObjectRef] = []
-        by_row_owner: list[list[ray.ObjectRef]] = [[] for _ in range(n_parts)]
-        for p in range(n_parts):
-            out = _refs(_estimate.options(num_returns=n_parts + 2, max_retries=self.max_retries).remote(
-                signed.sig_refs[p], self.offsets, p, threshold, *by_i[p]))
+        by_row_owner: list[list[ray.ObjectRef]] = [[] for _ in range(n_blocks)]
+        for b in range(n_blocks):
+            out = _refs(_estimate.options(num_returns=n_blocks + 2, max_retries=retries).remote(
+                signed.sig_refs[b], offsets, b, threshold, *by_i[b]))
+            by_i[b] = []
             found.append(out[0])
             best.append(out[1])
-            for q in range(n_parts):
+            for q in range(n_blocks):
                 by_row_owner[q].append(out[2 + q])
-        verified = _gather(found, "verify")
+        best_refs = [_best_estimates.options(max_retries=retries).remote(best[q], int(offsets[q]), *by_row_owner[q])
+                     for q in range(n_blocks)]
+        del best, by_row_owner
+        verified = _gather(found, "verify", names=self.names)
         edges = np.concatenate([v[0] for v in verified]) if verified else np.zeros((0, 2), np.int64)
-        best_rows = _gather([
-            _best_estimates.options(max_retries=self.max_retries).remote(best[q], int(self.offsets[q]),
-                                                                          *by_row_owner[q])
-            for q in range(n_parts)], "best estimates")
-        max_jaccard = np.concatenate(best_rows) if best_rows else np.zeros(0)
+        max_jaccard = np.concatenate(_gather(best_refs, "best estimates", names=self.names)) \
+            if best_refs else np.zeros(0)
         self._count("edges", [edges.nbytes])
         self._count("second_row_estimates", [v[2] for v in verified])
         return edges, max_jaccard, int(sum(v[1] for v in verified))
+
+
+def _block_name(group: list[int]) -> str:
+    """How an error names a block: by its partitions."""
+    return f"partition {group[0]}" if len(group) == 1 else f"partitions {group[0]}-{group[-1]}"
 
 
 def _refs(returned: Any) -> list[ray.ObjectRef]:
@@ -401,19 +474,24 @@ def _take(table: pa.Table, column: str, local_rows: np.ndarray) -> pa.Array:
 
 
 @ray.remote
-def _sign(table: pa.Table, part: int, text_column: str, keep: str, hashing: _Hashing,
-          band_rows: tuple[int, int], offset: int, reducers: int) -> tuple[Any, ...]:
-    """Signature block, (keep values, bytes emitted), then one band-key table per reducer."""
-    faults.point(f"near-duplicates:signatures:{text_column}:partition-{part}")
-    texts = pl.from_arrow(table.column(text_column))
-    assert isinstance(texts, pl.Series)
-    sigs = fast.minhash_signatures(texts, **hashing.kwargs()).astype(np.uint32)
-    active = np.flatnonzero(~(sigs == EMPTY_SLOT).all(axis=1))
-    keys = _band_keys(sigs[active], active + offset, *band_rows)
+def _sign(parts: list[int], text_column: str, keep: str, hashing: _Hashing, band_rows: tuple[int, int],
+          offset: int, reducers: int, *tables: pa.Table) -> tuple[Any, ...]:
+    """A block's signatures (its partitions `parts`, whose `tables` follow), (keep values,
+    bytes emitted), then one band-key table per reducer."""
+    sigs, keep_values = [], []
+    for part, table in zip(parts, tables, strict=True):
+        faults.point(f"near-duplicates:signatures:{text_column}:partition-{part}")
+        texts = pl.from_arrow(table.column(text_column))
+        assert isinstance(texts, pl.Series)
+        sigs.append(fast.minhash_signatures(texts, **hashing.kwargs()).astype(np.uint32))
+        keep_values.append(_keep_values(table, text_column, keep))
+    block = np.concatenate(sigs)
+    active = np.flatnonzero(~(block == EMPTY_SLOT).all(axis=1))
+    keys = _band_keys(block[active], active + offset, *band_rows)
     reducer = keys.column("key").to_numpy() % np.uint64(reducers)
     shards = [keys.take(np.flatnonzero(reducer == r)) for r in range(reducers)]
     emitted = sum(s.nbytes for s in shards)
-    return (sigs, (_keep_values(table, text_column, keep), emitted), *shards)
+    return (block, (np.concatenate(keep_values), emitted), *shards)
 
 
 def _band_keys(sigs: np.ndarray, rows: np.ndarray, bands: int, per_band: int) -> pa.Table:
@@ -458,7 +536,7 @@ def _keep_values(table: pa.Table, text_column: str, keep: str) -> np.ndarray:
 
 @ray.remote
 def _buckets(offsets: np.ndarray, *key_tables: pa.Table) -> tuple[Any, ...]:
-    """Candidate pairs of one reducer's buckets, split by the partition of the second row,
+    """Candidate pairs of one reducer's buckets, split by the block of the second row,
     then the bytes emitted."""
     keys = pa.concat_tables(key_tables)
     band = keys.column("band").to_numpy()
@@ -497,32 +575,32 @@ def _pairs_of_buckets(band: np.ndarray, key: np.ndarray, row: np.ndarray) -> np.
 
 
 @ray.remote
-def _attach_signatures(sigs: np.ndarray, offsets: np.ndarray, part: int,
+def _attach_signatures(sigs: np.ndarray, offsets: np.ndarray, block: int,
                        *pair_shards: np.ndarray) -> tuple[Any, ...]:
-    """For the pairs whose second row is in this partition: (pairs, sig of j), split by the
-    partition of the first row, then the bytes emitted. Every copy of a pair lands here, so
+    """For the pairs whose second row is in this block: (pairs, sig of j), split by the
+    block of the first row, then the bytes emitted. Every copy of a pair lands here, so
     this is where a pair found by several reducers (rows sharing several bands) is made one."""
     pairs = np.unique(np.concatenate(pair_shards), axis=0) if pair_shards else np.zeros((0, 2), np.int64)
-    sig_j = sigs[pairs[:, 1] - offsets[part]]
+    sig_j = sigs[pairs[:, 1] - offsets[block]]
     owner = np.searchsorted(offsets, pairs[:, 0], side="right") - 1
     shards = [(pairs[owner == p], sig_j[owner == p]) for p in range(len(offsets) - 1)]
     return (*shards, sum(a.nbytes + b.nbytes for a, b in shards))
 
 
 @ray.remote
-def _estimate(sigs: np.ndarray, offsets: np.ndarray, part: int, threshold: float,
+def _estimate(sigs: np.ndarray, offsets: np.ndarray, block: int, threshold: float,
               *shards: tuple[np.ndarray, np.ndarray]) -> tuple[Any, ...]:
-    """Estimated Jaccard of each pair whose first row is in this partition (share of equal
+    """Estimated Jaccard of each pair whose first row is in this block (share of equal
     slots, through float32 as ``rust/src/clusters.rs`` stores it). Returns (the edges at or
-    above ``threshold``, the candidate count, bytes of the next output), this partition's
-    rows' best estimate as first row, then for each partition the best estimate of its rows
+    above ``threshold``, the candidate count, bytes of the next output), this block's
+    rows' best estimate as first row, then for each block the best estimate of its rows
     as second row (pool positions, values): only the edges reach the driver."""
-    offset = int(offsets[part])
+    offset = int(offsets[block])
     pairs = np.concatenate([s[0] for s in shards]) if shards else np.zeros((0, 2), np.int64)
     sig_j = np.concatenate([s[1] for s in shards]) if shards else np.zeros((0, sigs.shape[1]), np.uint32)
     equal = (sigs[pairs[:, 0] - offset] == sig_j).sum(axis=1)
     est = (equal / sigs.shape[1]).astype(np.float32).astype(np.float64)
-    best = np.zeros(int(offsets[part + 1]) - offset)
+    best = np.zeros(int(offsets[block + 1]) - offset)
     np.maximum.at(best, pairs[:, 0] - offset, est)
     owner = np.searchsorted(offsets, pairs[:, 1], side="right") - 1
     second = []
@@ -538,8 +616,8 @@ def _estimate(sigs: np.ndarray, offsets: np.ndarray, part: int, threshold: float
 
 @ray.remote
 def _best_estimates(best: np.ndarray, offset: int, *second: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """One partition's rows' best estimated Jaccard over every candidate pair (as first row,
-    then as second row of the pairs other partitions estimated)."""
+    """One block's rows' best estimated Jaccard over every candidate pair (as first row,
+    then as second row of the pairs other blocks estimated)."""
     best = best.copy()  # an argument from the object store is read-only
     for rows, values in second:
         np.maximum.at(best, rows - offset, values)

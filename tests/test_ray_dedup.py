@@ -20,6 +20,8 @@ ray = pytest.importorskip("ray")
 from dialinsight_engine.executors.ray_dedup import (  # noqa: E402
     MAX_FULL_BUCKET,
     _group,
+    _pair_estimates,
+    _unique_pairs,
     ray_near_duplicates,
     shuffle_blocks,
 )
@@ -133,6 +135,35 @@ def test_the_default_block_count():
     assert _group([1] * 7, 3) == [[0, 1], [2, 3, 4], [5, 6]]
     with pytest.raises(ValueError, match="blocks must be at least 1"):
         _group([1], 0)
+
+
+
+def test_distinct_pairs_and_chunked_estimates(monkeypatch):
+    """The verification tasks' two memory bounds give what the plain computations give: the
+    distinct pairs through one uint64 key (or np.unique past 32-bit positions), and the
+    estimates of pairs against their second rows' distinct signatures, a chunk at a time."""
+    import numpy as np
+
+    from dialinsight_engine.executors import ray_dedup
+
+    rng = np.random.default_rng(3)
+    pairs = rng.integers(0, 50, size=(400, 2))
+    pairs = np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1)
+    np.testing.assert_array_equal(_unique_pairs(pairs), np.unique(pairs, axis=0))
+    big = pairs + 2**32
+    np.testing.assert_array_equal(_unique_pairs(big), np.unique(big, axis=0))
+    assert _unique_pairs(np.zeros((0, 2), np.int64)).shape == (0, 2)
+
+    sigs = rng.integers(0, 4, size=(50, 16)).astype(np.uint32)  # block of rows 100..149
+    distinct = _unique_pairs(pairs)
+    firsts = distinct[:, 0] + 100
+    seconds, index = np.unique(distinct[:, 1], return_inverse=True)
+    other = rng.integers(0, 4, size=(len(seconds), 16)).astype(np.uint32)  # the second rows' signatures
+    monkeypatch.setattr(ray_dedup, "ESTIMATE_CHUNK", 7)
+    got = _pair_estimates(sigs, 100, np.stack([firsts, distinct[:, 1]], axis=1), other, index.astype(np.uint32))
+    expected = ((sigs[distinct[:, 0]] == other[index]).sum(axis=1) / 16).astype(np.float32)
+    np.testing.assert_array_equal(got, expected.astype(np.float64))
+    assert len(distinct) > 7 * 20  # many chunks
 
 
 # Ray Data's own DataContext warns about its deprecated fields as it is built (ray 2.60)

@@ -22,9 +22,11 @@ The workflow is NeMo Curator's fuzzy dedup (MinHash -> LSH buckets -> edges -> J
    :data:`MAX_FULL_BUCKET` rows, else a star on its first row plus a chain), split by the
    block of the pair's second row.
 3. **verification**, two hops so that only the signatures of candidate rows move: the
-   block of ``j`` attaches ``sig[j]`` and routes the pair to the block of ``i``, which
-   computes the estimated Jaccard (share of equal slots, rounded through float32 as the core
-   does), keeps the edges (estimate >= threshold) and each row's best estimate, and routes
+   block of ``j`` routes the pairs to the block of ``i`` with the signatures of their distinct
+   second rows (a row is in several pairs: ~14 candidates per row at 1M templated prompts,
+   so one signature per pair moved 2.6x the bytes), which computes the estimated Jaccard
+   (share of equal slots, rounded through float32 as the core does) :data:`ESTIMATE_CHUNK`
+   pairs at a time, keeps the edges (estimate >= threshold) and each row's best estimate, and routes
    the second rows' best estimates to their blocks, which merge them: the candidate
    pairs never reach the driver, only the edges and one best estimate per row. The driver
    drops its references to each step's outputs once the next step is submitted, so Ray frees
@@ -478,16 +480,18 @@ def _sign(parts: list[int], text_column: str, keep: str, hashing: _Hashing, band
           offset: int, reducers: int, *tables: pa.Table) -> tuple[Any, ...]:
     """A block's signatures (its partitions `parts`, whose `tables` follow), (keep values,
     bytes emitted), then one band-key table per reducer."""
-    sigs, keep_values = [], []
+    # filled in place: a list of per-partition arrays concatenated would hold the block twice
+    block = np.empty((sum(t.num_rows for t in tables), hashing.num_perm), np.uint32)
+    keep_values, start = [], 0
     for part, table in zip(parts, tables, strict=True):
         faults.point(f"near-duplicates:signatures:{text_column}:partition-{part}")
         texts = pl.from_arrow(table.column(text_column))
         assert isinstance(texts, pl.Series)
-        sigs.append(fast.minhash_signatures(texts, **hashing.kwargs()).astype(np.uint32))
+        block[start:start + table.num_rows] = fast.minhash_signatures(texts, **hashing.kwargs())
+        start += table.num_rows
         keep_values.append(_keep_values(table, text_column, keep))
-    block = np.concatenate(sigs)
     active = np.flatnonzero(~(block == EMPTY_SLOT).all(axis=1))
-    keys = _band_keys(block[active], active + offset, *band_rows)
+    keys = _band_keys(block if len(active) == len(block) else block[active], active + offset, *band_rows)
     reducer = keys.column("key").to_numpy() % np.uint64(reducers)
     shards = [keys.take(np.flatnonzero(reducer == r)) for r in range(reducers)]
     emitted = sum(s.nbytes for s in shards)
@@ -571,25 +575,48 @@ def _pairs_of_buckets(band: np.ndarray, key: np.ndarray, row: np.ndarray) -> np.
             out.append(np.concatenate([star, chain]))
     if not out:
         return np.zeros((0, 2), np.int64)
-    return np.unique(np.concatenate(out), axis=0)
+    return _unique_pairs(np.concatenate(out))
+
+
+def _unique_pairs(pairs: np.ndarray) -> np.ndarray:
+    """The distinct rows of an ``(n, 2)`` array of pool positions, sorted by (i, j). Through
+    one uint64 key per pair when positions fit in 32 bits: ``np.unique(axis=0)`` sorts a
+    structured view and holds several copies of the pairs (a block's verification task's
+    largest transient, docs/performance.md)."""
+    if len(pairs) == 0 or int(pairs.max()) >= 2**32:
+        return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2).astype(np.int64)
+    keys = np.unique((pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1].astype(np.uint64))
+    return np.stack([(keys >> np.uint64(32)).astype(np.int64), (keys & np.uint64(2**32 - 1)).astype(np.int64)],
+                    axis=1)
 
 
 @ray.remote
 def _attach_signatures(sigs: np.ndarray, offsets: np.ndarray, block: int,
                        *pair_shards: np.ndarray) -> tuple[Any, ...]:
-    """For the pairs whose second row is in this block: (pairs, sig of j), split by the
-    block of the first row, then the bytes emitted. Every copy of a pair lands here, so
-    this is where a pair found by several reducers (rows sharing several bands) is made one."""
-    pairs = np.unique(np.concatenate(pair_shards), axis=0) if pair_shards else np.zeros((0, 2), np.int64)
-    sig_j = sigs[pairs[:, 1] - offsets[block]]
+    """For the pairs whose second row is in this block, split by the block of the first row:
+    (pairs, the signatures of their distinct second rows, each pair's index into those), then
+    the bytes emitted. A row is the second row of several pairs (~5 on templated text), and its
+    512-byte signature is sent once per destination, not once per pair. Every copy of a pair
+    lands here, so this is where a pair found by several reducers (rows sharing several bands)
+    is made one."""
+    pairs = _unique_pairs(np.concatenate(pair_shards)) if pair_shards else np.zeros((0, 2), np.int64)
     owner = np.searchsorted(offsets, pairs[:, 0], side="right") - 1
-    shards = [(pairs[owner == p], sig_j[owner == p]) for p in range(len(offsets) - 1)]
-    return (*shards, sum(a.nbytes + b.nbytes for a, b in shards))
+    shards = []
+    for p in range(len(offsets) - 1):
+        mine = pairs[owner == p]
+        rows, index = np.unique(mine[:, 1], return_inverse=True)
+        shards.append((mine, sigs[rows - offsets[block]], index.astype(np.uint32)))
+    return (*shards, sum(a.nbytes + b.nbytes + c.nbytes for a, b, c in shards))
+
+
+#: Pairs compared at once in a verification task: two signature arrays of this many rows
+#: (64 MB at 128 slots) bound its transient memory, whatever the block's candidate count.
+ESTIMATE_CHUNK = 65_536
 
 
 @ray.remote
 def _estimate(sigs: np.ndarray, offsets: np.ndarray, block: int, threshold: float,
-              *shards: tuple[np.ndarray, np.ndarray]) -> tuple[Any, ...]:
+              *shards: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[Any, ...]:
     """Estimated Jaccard of each pair whose first row is in this block (share of equal
     slots, through float32 as ``rust/src/clusters.rs`` stores it). Returns (the edges at or
     above ``threshold``, the candidate count, bytes of the next output), this block's
@@ -597,9 +624,7 @@ def _estimate(sigs: np.ndarray, offsets: np.ndarray, block: int, threshold: floa
     as second row (pool positions, values): only the edges reach the driver."""
     offset = int(offsets[block])
     pairs = np.concatenate([s[0] for s in shards]) if shards else np.zeros((0, 2), np.int64)
-    sig_j = np.concatenate([s[1] for s in shards]) if shards else np.zeros((0, sigs.shape[1]), np.uint32)
-    equal = (sigs[pairs[:, 0] - offset] == sig_j).sum(axis=1)
-    est = (equal / sigs.shape[1]).astype(np.float32).astype(np.float64)
+    est = np.concatenate([_pair_estimates(sigs, offset, *s) for s in shards]) if shards else np.zeros(0)
     best = np.zeros(int(offsets[block + 1]) - offset)
     np.maximum.at(best, pairs[:, 0] - offset, est)
     owner = np.searchsorted(offsets, pairs[:, 1], side="right") - 1
@@ -612,6 +637,17 @@ def _estimate(sigs: np.ndarray, offsets: np.ndarray, block: int, threshold: floa
         second.append((rows, values))
     sent = sum(r.nbytes + v.nbytes for r, v in second)
     return (pairs[est >= threshold], len(pairs), sent), best, *second
+
+
+def _pair_estimates(sigs: np.ndarray, offset: int, pairs: np.ndarray, sig_rows: np.ndarray,
+                    index: np.ndarray) -> np.ndarray:
+    """The estimate of each of one shard's pairs, ESTIMATE_CHUNK pairs at a time."""
+    est = np.empty(len(pairs))
+    for start in range(0, len(pairs), ESTIMATE_CHUNK):
+        end = start + ESTIMATE_CHUNK
+        equal = (sigs[pairs[start:end, 0] - offset] == sig_rows[index[start:end]]).sum(axis=1)
+        est[start:end] = (equal / sigs.shape[1]).astype(np.float32)
+    return est
 
 
 @ray.remote

@@ -312,6 +312,27 @@ def test_partitioned_assess_gives_the_whole_pool_rows_and_summary(write_spec, tm
     assert AssessStage().run(alone).equals(whole.frame)
 
 
+def test_richness_merges_its_partial_counts_in_passes_with_the_same_result(monkeypatch):
+    """The merge of the partitions' n-gram counts runs in passes over hash shards of the
+    n-grams (its memory is one shard's distinct n-grams): any number of passes gives the
+    document-frequency table, distinct-n and the rest of one pass."""
+    from dialinsight_engine.metrics import data_richness
+
+    metric = build_registry().get("metric", "data_richness").from_params({"embeddings": "off"})
+    rows = _rows(40)
+    rows = rows.with_columns(pl.Series(R.TASK, ["t" if i % 3 else "u" for i in range(rows.height)]))
+    rows = pl.concat([rows, rows.slice(5, 6)])  # n-grams shared across partitions
+    partials = [metric.partial(rows.slice(start, 7), MetricContext.standalone()) for start in range(0, rows.height, 7)]
+    one = metric.merge(partials)
+    monkeypatch.setattr(data_richness, "MERGE_PASS_ROWS", 37)
+    many = metric.merge(partials)
+    assert sum(p.height for p in partials) > 37 * 10  # over 10 passes
+    ordered = ["group", "gram"]
+    assert many["doc_freq"].sort(ordered).equals(one["doc_freq"].sort(ordered))
+    assert one["doc_freq"]["df"].min() == 2 and one["doc_freq"].height > 50
+    assert {k: v for k, v in many.items() if k != "doc_freq"} == {k: v for k, v in one.items() if k != "doc_freq"}
+    assert 0 < one["distinct_2"] < 1
+
 @pytest.mark.parametrize("method", ["minmax", "z", "rank", "none"])
 def test_pool_statistics_normalise_a_partition_as_inside_the_whole(method):
     from dialinsight_engine.metrics.combine import normalise, pool_stats

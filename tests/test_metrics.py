@@ -146,6 +146,30 @@ def test_data_redundancy_flags_contamination_with_a_reference_set(registry, dial
     assert ctx.stats["data_redundancy"]["contaminated"] == {"eval": 3}
 
 
+
+def test_data_redundancy_reasons_read_as_python_formats_them(registry, dialogues, tmp_path: Path):
+    """The reasons are built by Polars (no per-row Python objects at scale): every estimate a
+    128- or 64-slot signature gives (ties included: 0.125 -> "0.12", 0.375 -> "0.38"), and a
+    row both duplicated and contaminated gets both notes, as f"{x:.2f}" and "; " wrote them."""
+    import numpy as np
+
+    from dialinsight_engine.metrics.data_redundancy import _two_decimals
+
+    values = [float(np.float32(k / m)) for m in (128, 64, 100) for k in range(m + 1)]
+    got = pl.DataFrame({"x": values}).select(_two_decimals("x")).to_series().to_list()
+    assert got == [f"{x:.2f}" for x in values]
+    reference = tmp_path / "eval.jsonl"
+    reference.write_text(json.dumps(dialogues[0]) + "\n", encoding="utf-8")
+    frame = rows(dialogues, 10)
+    frame = pl.concat([frame, frame.head(1).with_columns(pl.lit("copy").alias(R.INSTRUCTION_ID))])
+    out = metric(registry, "data_redundancy", references=[{"path": str(reference), "name": "eval"}]).score(
+        frame, MetricContext.standalone())
+    reasons = out["reason"].to_list()
+    assert reasons[10] == f"near duplicate of {frame[R.INSTRUCTION_ID][0]} (jaccard 1.00); " \
+                          "contaminated: matches eval row 0 (jaccard 1.00)"
+    assert reasons[0] == "contaminated: matches eval row 0 (jaccard 1.00)"
+    assert reasons[1] is None
+
 ECHO = "Extract the customer's requirements as JSON with the keys area and number of beds."
 
 

@@ -108,5 +108,5 @@ def _from_partitions(frame: pl.DataFrame, stage_ctx: Any, source: PoolPartitions
     found: pl.DataFrame = distributed.frame
     if id_column is None:
         return found
-    representative = frame[id_column].gather(found["duplicate_of"].fill_null(0))
-    return found.with_columns(pl.when(pl.col("is_duplicate")).then(representative).alias("duplicate_of"))
+    # a null position gathers a null: only the duplicates' rows get an id string
+    return found.with_columns(frame[id_column].gather(found["duplicate_of"]).alias("duplicate_of"))

@@ -63,6 +63,20 @@ class DataRedundancyConfig(MetricConfig):
         return column_alias(keep)  # specs written before detail columns lost their dots
 
 
+def _two_decimals(column: str) -> pl.Expr:
+    """`column` (>= 0) as Python's ``f"{x:.2f}"`` writes it: x*100 is exact for the float32
+    estimates, and both round ties to even."""
+    hundredths = (pl.col(column) * 100).round(0).cast(pl.Int64)
+    return pl.format("{}.{}", hundredths // 100, (hundredths % 100).cast(pl.String).str.zfill(2))
+
+
+def _joined(reasons: pl.Series, note: pl.Series) -> pl.Series:
+    """Each row's reasons and note joined by "; " (null where both are)."""
+    both = pl.DataFrame({"a": reasons, "b": note})
+    return both.select(pl.when(pl.col("a").is_null() & pl.col("b").is_null()).then(None).otherwise(
+        pl.concat_str("a", "b", separator="; ", ignore_nulls=True))).to_series()
+
+
 def read_reference(path: Path, text: str) -> pl.Series:
     from ..dialogue import render_dialogue
 
@@ -132,10 +146,10 @@ class DataRedundancy(Metric):
         texts = df[cfg.column] if cfg.column in df.columns else source.language_sample(cfg.column)  # type: ignore[union-attr]
         lang = ctx.text_language(self.name, texts.cast(pl.String))
         out = self._within(df.with_columns(_id=ids), lang, ctx.stage_ctx, source)
-        reasons: list[str | None] = [
-            f"near duplicate of {d} (jaccard {j:.2f})" if d is not None else None
-            for d, j in zip(out["duplicate_of"].to_list(), out["max_jaccard"].to_list(), strict=True)
-        ]
+        # built by Polars, not as Python lists: at 10^6 rows the lists of ids, floats and
+        # strings were the largest transient of the driver's pool-wide step
+        reasons = out.select(pl.when(pl.col("duplicate_of").is_not_null()).then(
+            pl.format("near duplicate of {} (jaccard {})", "duplicate_of", _two_decimals("max_jaccard")))).to_series()
         similarity = out["max_jaccard"].to_numpy().copy()
         stats: dict[str, Any] = {
             "language": ctx.stats.get(self.name, {}).get("language"),
@@ -145,19 +159,20 @@ class DataRedundancy(Metric):
         for ref in cfg.references:
             found = self._contamination(df, ref, ctx, lang)
             label = ref.name or Path(ref.path).name
-            hits = found["contaminated"].to_list()
-            for i, (hit, j, k) in enumerate(zip(hits, found["max_jaccard"].to_list(), found["ref_index"].to_list(), strict=True)):
-                if hit:
-                    note = f"contaminated: matches {label} row {k} (jaccard {j:.2f})"
-                    reasons[i] = f"{reasons[i]}; {note}" if reasons[i] else note
+            note = found.select(pl.when(pl.col("contaminated")).then(pl.format(
+                f"contaminated: matches {label} row {{}} (jaccard {{}})", "ref_index",
+                _two_decimals("max_jaccard")))).to_series()
+            reasons = _joined(reasons, note)
             similarity = np.maximum(similarity, found["max_jaccard"].fill_null(0.0).to_numpy())
             out = out.with_columns(found["max_jaccard"].alias(f"ref_jaccard_{label}"))
-            stats.setdefault("contaminated", {})[label] = int(sum(hits))
+            stats.setdefault("contaminated", {})[label] = int(found["contaminated"].sum())
         if cfg.semantic_threshold is not None:
             dup, sim = self._semantic(df, ids, ctx)
+            listed = reasons.to_list()
             for i, d in enumerate(dup):
-                if d is not None and reasons[i] is None:
-                    reasons[i] = f"semantic duplicate of {d} (cosine {sim[i]:.2f})"
+                if d is not None and listed[i] is None:
+                    listed[i] = f"semantic duplicate of {d} (cosine {sim[i]:.2f})"
+            reasons = pl.Series(listed, dtype=pl.String)
             similarity = np.maximum(similarity, sim.astype(np.float64))
             out = out.with_columns(semantic_duplicate_of=pl.Series(dup, dtype=pl.String),
                                    semantic_cosine=pl.Series(sim, dtype=pl.Float64))
@@ -165,7 +180,7 @@ class DataRedundancy(Metric):
         ctx.stats[self.name] = stats
         return out.with_columns(
             score=pl.Series(np.clip(1.0 - similarity, 0.0, 1.0), dtype=pl.Float64),
-            reason=pl.Series(reasons, dtype=pl.String),
+            reason=reasons.cast(pl.String),
         )
 
     def _within(self, df: pl.DataFrame, lang: str, stage_ctx: Any = None,
@@ -190,7 +205,8 @@ class DataRedundancy(Metric):
         if not results:
             return pl.DataFrame(schema={"cluster_id": pl.UInt64, "duplicate_of": pl.String, "max_jaccard": pl.Float64,
                                         "is_duplicate": pl.Boolean, "cluster_size": pl.UInt32})
-        merged = pl.concat(results).sort("_row").drop("_row")
+        # one part (no group_by) is in row order already: no sorted copy of the pool's rows
+        merged = (results[0] if len(results) == 1 else pl.concat(results).sort("_row")).drop("_row")
         return merged.with_columns(cluster_size=pl.len().over("cluster_id")).select(
             "cluster_id", "duplicate_of", "max_jaccard", "is_duplicate", "cluster_size")
 

@@ -146,8 +146,8 @@ class DataRedundancy(Metric):
         texts = df[cfg.column] if cfg.column in df.columns else source.language_sample(cfg.column)  # type: ignore[union-attr]
         lang = ctx.text_language(self.name, texts.cast(pl.String))
         out = self._within(df.with_columns(_id=ids), lang, ctx.stage_ctx, source)
-        # built by Polars, not as Python lists: at 10^6 rows the lists of ids, floats and
-        # strings were the largest transient of the driver's pool-wide step
+        # built by Polars, not from Python lists: at 10^6 rows (58% duplicates) the lists of
+        # ids, floats and strings were ~140 MB of objects on the driver
         reasons = out.select(pl.when(pl.col("duplicate_of").is_not_null()).then(
             pl.format("near duplicate of {} (jaccard {})", "duplicate_of", _two_decimals("max_jaccard")))).to_series()
         similarity = out["max_jaccard"].to_numpy().copy()

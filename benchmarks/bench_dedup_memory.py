@@ -5,8 +5,9 @@ Builds the prompts of `bench_scale.py`'s synthetic dialogues (1 in 20 a near-cop
 in Ray's object store as `--partitions` pyarrow partitions, runs `ray_near_duplicates` on a
 local Ray of 2 CPUs and samples every 50 ms, from /proc, the resident memory of the driver and
 of every Ray worker, split into the process's own heap (`RssAnon`) and the object-store pages
-it has mapped (`RssShmem`, shared by all processes: Ray's plasma store). Prints one JSON line:
-wall seconds, candidate pairs, edges, shuffle bytes per step and those peaks in MB.
+it has mapped (`RssShmem`, shared by all processes: Ray's plasma store), and the heap of a
+worker while Ray titles it with a step's task. Prints one JSON line: wall seconds, candidate
+pairs, edges, shuffle bytes per step and those peaks in MB.
 
     nice python benchmarks/bench_dedup_memory.py --rows 1000000 --partitions 100 [--blocks N]
 """
@@ -64,6 +65,7 @@ class Sampler(threading.Thread):
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.workers: dict[str, dict[str, int]] = {}
+        self.steps: dict[str, int] = {}  # a worker's heap while it ran a task of this step
         self.driver: dict[str, int] = {}
         self.done = threading.Event()
 
@@ -77,6 +79,9 @@ class Sampler(threading.Thread):
                 peak = self.driver if pid == me else self.workers.setdefault(pid, {})
                 for key, value in found[1].items():
                     peak[key] = max(peak.get(key, 0), value)
+                if pid != me:  # Ray titles a worker with the task it runs: "ray::_estimate"
+                    step = found[0].split("\0")[0].removeprefix("ray::")
+                    self.steps[step] = max(self.steps.get(step, 0), found[1]["RssAnon"])
             time.sleep(0.05)
 
 
@@ -107,7 +112,7 @@ def main() -> None:
         "edges": found.stats["edges"], "duplicates": int(found.frame["is_duplicate"].sum()),
         "shuffle_bytes": found.stats["shuffle_bytes"],
         "driver_mb": {"before": before[1] if before else None, "peak": sampler.driver},
-        "worker_peak_mb": busiest[:2],
+        "worker_peak_mb": busiest[:2], "worker_heap_mb_by_step": sampler.steps,
     }))
     ray.shutdown()
 

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -539,9 +539,10 @@ def _keep_values(table: pa.Table, text_column: str, keep: str) -> np.ndarray:
 
 
 @ray.remote
-def _buckets(offsets: np.ndarray, *key_tables: pa.Table) -> tuple[Any, ...]:
+def _buckets(offsets: np.ndarray, *key_tables: pa.Table) -> Iterator[Any]:
     """Candidate pairs of one reducer's buckets, split by the block of the second row,
-    then the bytes emitted."""
+    then the bytes emitted. A generator: Ray stores each yielded value as it comes, so the
+    task never holds all its outputs at once (Ray's pattern for heap memory)."""
     keys = pa.concat_tables(key_tables)
     band = keys.column("band").to_numpy()
     key = keys.column("key").to_numpy()
@@ -550,8 +551,12 @@ def _buckets(offsets: np.ndarray, *key_tables: pa.Table) -> tuple[Any, ...]:
     band, key, row = band[order], key[order], row[order]
     pairs = _pairs_of_buckets(band, key, row)
     owner = np.searchsorted(offsets, pairs[:, 1], side="right") - 1
-    shards = [pairs[owner == p] for p in range(len(offsets) - 1)]
-    return (*shards, sum(s.nbytes for s in shards))
+    emitted = 0
+    for p in range(len(offsets) - 1):
+        shard = pairs[owner == p]
+        emitted += shard.nbytes
+        yield shard
+    yield emitted
 
 
 def _pairs_of_buckets(band: np.ndarray, key: np.ndarray, row: np.ndarray) -> np.ndarray:
@@ -591,21 +596,25 @@ def _unique_pairs(pairs: np.ndarray) -> np.ndarray:
 
 @ray.remote
 def _attach_signatures(sigs: np.ndarray, offsets: np.ndarray, block: int,
-                       *pair_shards: np.ndarray) -> tuple[Any, ...]:
+                       *pair_shards: np.ndarray) -> Iterator[Any]:
     """For the pairs whose second row is in this block, split by the block of the first row:
     (pairs, the signatures of their distinct second rows, each pair's index into those), then
     the bytes emitted. A row is the second row of several pairs (~5 on templated text), and its
     512-byte signature is sent once per destination, not once per pair. Every copy of a pair
     lands here, so this is where a pair found by several reducers (rows sharing several bands)
-    is made one."""
+    is made one. A generator, as `_buckets`: one destination's signatures in memory at a time
+    (all of them at once were this step's peak, 644 MB in a 77,000-row block)."""
     pairs = _unique_pairs(np.concatenate(pair_shards)) if pair_shards else np.zeros((0, 2), np.int64)
     owner = np.searchsorted(offsets, pairs[:, 0], side="right") - 1
-    shards = []
+    emitted = 0
     for p in range(len(offsets) - 1):
         mine = pairs[owner == p]
         rows, index = np.unique(mine[:, 1], return_inverse=True)
-        shards.append((mine, sigs[rows - offsets[block]], index.astype(np.uint32)))
-    return (*shards, sum(a.nbytes + b.nbytes + c.nbytes for a, b, c in shards))
+        shard = (mine, sigs[rows - offsets[block]], index.astype(np.uint32))
+        emitted += sum(a.nbytes for a in shard)
+        yield shard
+        del shard
+    yield emitted
 
 
 #: Pairs compared at once in a verification task: two signature arrays of this many rows

@@ -137,7 +137,6 @@ def test_the_default_block_count():
         _group([1], 0)
 
 
-
 def test_distinct_pairs_and_chunked_estimates(monkeypatch):
     """The verification tasks' two memory bounds give what the plain computations give: the
     distinct pairs through one uint64 key (or np.unique past 32-bit positions), and the

@@ -599,7 +599,7 @@ def _attach_signatures(sigs: np.ndarray, offsets: np.ndarray, block: int,
                        *pair_shards: np.ndarray) -> Iterator[Any]:
     """For the pairs whose second row is in this block, split by the block of the first row:
     (pairs, the signatures of their distinct second rows, each pair's index into those), then
-    the bytes emitted. A row is the second row of several pairs (~5 on templated text), and its
+    the bytes emitted. A row is the second row of several pairs (~14 at 10^6 templated prompts), and its
     512-byte signature is sent once per destination, not once per pair. Every copy of a pair
     lands here, so this is where a pair found by several reducers (rows sharing several bands)
     is made one. A generator, as `_buckets`: one destination's signatures in memory at a time

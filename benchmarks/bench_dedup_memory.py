@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 import threading
 import time
@@ -28,25 +27,20 @@ import ray
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_scale import dialogue, near_copy  # noqa: E402
+from bench_scale import records  # noqa: E402
 
+from dialinsight_engine.dialogue import render_dialogue  # noqa: E402
 from dialinsight_engine.executors.ray_dedup import ray_near_duplicates  # noqa: E402
 
 FIELDS = ("RssAnon", "RssShmem", "VmRSS")
 
 
 def prompts(n: int) -> list[str]:
-    """The seeds stage's prompts of bench_scale's first `n` dialogues (same generator, seed)."""
-    rng, recent, out = random.Random(11), [], []
-    for i in range(n):
-        rec = dialogue(i, rng)
-        if i % 20 == 19 and recent:
-            rec = near_copy(rng.choice(recent), f"d{i:08d}")
-        recent = [*recent[-15:], rec]
-        turns = "\n".join(("customer" if t["role"] == "user" else "agent") + ": " + t["text"]
-                          for t in rec["turns"])  # type: ignore[attr-defined]
-        out.append("Extract the customer's requirements as JSON.\n" + turns)
-    return out
+    """The seeds stage's prompts of bench_scale's `n` dialogues (its roles and template)."""
+    roles = {"user": "customer", "system": "agent"}
+    return ["Extract the customer's requirements as JSON.\n" + render_dialogue(
+                [{"role": roles[t["role"]], "text": t["text"]} for t in rec["turns"]])  # type: ignore[attr-defined]
+            for rec in records(n)]
 
 
 def memory_mb(pid: str) -> tuple[str, dict[str, int]] | None:

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 STAGES = ["ingest", "scenes", "seeds", "assess"]
@@ -101,15 +102,21 @@ def dialogue(i: int, rng: random.Random) -> dict[str, object]:
     return {"id": f"d{i:08d}", "turns": turns}
 
 
-def write_data(path: Path, n: int) -> None:
+def records(n: int) -> Iterator[dict[str, object]]:
+    """The benchmark's `n` dialogues, always the same (seeded)."""
     rng = random.Random(11)
     recent: list[dict[str, object]] = []  # a small window: memory stays flat whatever n is
+    for i in range(n):
+        rec = dialogue(i, rng)
+        if i % 20 == 19 and recent:  # a near-copy of a recent dialogue: dedup has work
+            rec = near_copy(rng.choice(recent), f"d{i:08d}")
+        recent = [*recent[-15:], rec]
+        yield rec
+
+
+def write_data(path: Path, n: int) -> None:
     with open(path, "w", encoding="utf-8") as fh:
-        for i in range(n):
-            rec = dialogue(i, rng)
-            if i % 20 == 19 and recent:  # a near-copy of a recent dialogue: dedup has work
-                rec = near_copy(rng.choice(recent), f"d{i:08d}")
-            recent = [*recent[-15:], rec]
+        for rec in records(n):
             fh.write(json.dumps(rec) + "\n")
 
 

@@ -587,8 +587,10 @@ def _unique_pairs(pairs: np.ndarray) -> np.ndarray:
     """The distinct rows of an ``(n, 2)`` array of pool positions, sorted by (i, j). Through
     one uint64 key per pair when positions fit in 32 bits: ``np.unique(axis=0)`` sorts a
     structured view of the pairs, with more copies and a slower comparison."""
-    if len(pairs) == 0 or int(pairs.max()) >= 2**32:
-        return np.unique(pairs, axis=0) if len(pairs) else pairs.reshape(0, 2).astype(np.int64)
+    if len(pairs) == 0:
+        return np.zeros((0, 2), np.int64)
+    if int(pairs.max()) >= 2**32:
+        return np.unique(pairs, axis=0)
     keys = np.unique((pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1].astype(np.uint64))
     return np.stack([(keys >> np.uint64(32)).astype(np.int64), (keys & np.uint64(2**32 - 1)).astype(np.int64)],
                     axis=1)

@@ -161,26 +161,28 @@ class DataRichness(Metric):
         def collect(query: pl.LazyFrame) -> pl.DataFrame:
             return query.collect(engine="streaming")
 
-        def summed(name: str, keys: list[str]) -> pl.LazyFrame:
-            return partials.filter(kind == name).group_by(keys).agg(n=pl.col("n").sum())
-
         # the n-gram queries hold every distinct n-gram of the pool at once: they run in passes,
         # each over the n-grams of one hash shard (disjoint, so counts and distinct counts add
         # up exactly; the hash need only agree within this process)
         passes = max(1, math.ceil(collect(partials.select(pl.len())).item() / MERGE_PASS_ROWS))
 
-        def shard(name: str, k: int) -> pl.LazyFrame:
-            return partials.filter(kind == name, pl.col("gram").hash(seed=0) % passes == k)
+        def of_kind(name: str, shard: int | None = None) -> pl.LazyFrame:
+            """The parts' rows of one kind (of one hash shard of the n-grams)."""
+            rows = partials.filter(kind == name)
+            return rows if shard is None else rows.filter(pl.col("gram").hash(seed=0) % passes == shard)
+
+        def summed(name: str, keys: list[str], shard: int | None = None) -> pl.LazyFrame:
+            return of_kind(name, shard).group_by(keys).agg(n=pl.col("n").sum())
 
         rows = collect(summed("rows", ["group"]))
-        doc_freq = pl.concat([collect(shard("df", k).group_by("group", "gram").agg(n=pl.col("n").sum())
-                                      .filter(pl.col("n") >= 2).select("group", "gram", df=pl.col("n")))
-                              for k in range(passes)], how="vertical")
-        with_grams = collect(partials.filter(kind == "df").select(pl.col("group").unique()))
+        doc_freq = pl.concat([collect(summed("df", ["group", "gram"], k).filter(pl.col("n") >= 2)
+                                      .select("group", "gram", df=pl.col("n"))) for k in range(passes)],
+                             how="vertical")
+        with_grams = collect(of_kind("df").select(pl.col("group").unique()))
 
         def distinct(n: int) -> float:
-            total = collect(partials.filter(kind == f"d{n}").select(pl.col("n").sum())).item() or 0
-            found = sum(collect(shard(f"d{n}", k).select(pl.col("gram").n_unique())).item() for k in range(passes))
+            total = collect(of_kind(f"d{n}").select(pl.col("n").sum())).item() or 0
+            found = sum(collect(of_kind(f"d{n}", k).select(pl.col("gram").n_unique())).item() for k in range(passes))
             return found / float(total) if total else 0.0
 
         def cover(column: str) -> dict[str, Any]:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+
+import pytest
 
 from dialinsight_engine.run.dataset import read_output
 
@@ -77,3 +80,18 @@ def test_debug_shows_traceback_and_quiet_silences(write_spec, tmp_path):
     assert "Traceback" in debug.stderr and "Traceback" not in plain.stderr
     quiet = dialengine("--quiet", "apply", str(write_spec()))
     assert quiet.returncode == 0 and quiet.stderr.strip() == ""
+
+
+@pytest.mark.parametrize("given", [None, "dirty_decay_ms:10000"])
+def test_polars_returns_freed_memory_unless_the_user_sets_jemalloc_up(given):
+    """Importing the package before polars makes polars' jemalloc return freed pages at once
+    (the driver's peak, docs/performance.md "The allocator"); a user's own setting wins."""
+    env = {k: v for k, v in os.environ.items() if k != "_RJEM_MALLOC_CONF"}
+    if given:
+        env["_RJEM_MALLOC_CONF"] = given
+    done = subprocess.run([sys.executable, "-c", "import dialinsight_engine, os, polars; "
+                           "print(os.environ['_RJEM_MALLOC_CONF'])"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    # polars puts its own defaults first; jemalloc takes the last value of each option
+    effective = dict(option.split(":") for option in done.stdout.strip().split(","))
+    assert effective["dirty_decay_ms"] == (given or "dirty_decay_ms:0").split(":")[1]

@@ -136,9 +136,9 @@ def assert_dedup_ran_on_ray(stats: dict) -> None:
         assert "ray_near_duplicates" not in stats
         return
     assert stats["ray_near_duplicates"]["calls"] == 4  # group_by task
-    # the driver gathered ids and groups only: the tasks read the text where it lies
+    # the driver gathered the groups only: the tasks read the text and the ids where they lie
     assert stats["ray_near_duplicates"]["text_read_in_tasks"] is True
-    assert stats["prepare_maps"]["pooled"]["left_in_partitions"] == ["dialogue_text", "prompt"]
+    assert stats["prepare_maps"]["pooled"]["left_in_partitions"] == ["dialogue_text", "instruction_id", "prompt"]
 
 
 def assert_verify_and_export_ran_row_parallel(run: Path, local: Path, verified: int) -> None:

@@ -223,3 +223,69 @@ def test_the_driver_does_not_import_ray_data(tmp_path):
                           timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split("\n")[-2] == "[False, True, False] False"
+
+
+DEDUP_ONLY_TOML = """
+[quality]
+min_score = 0.0
+
+[quality.metrics.prompt_complexity]
+
+[quality.metrics.data_redundancy]
+params = {{ threshold = 0.7, group_by = {group_by}, keep = "{keep}" }}
+
+[executor]
+partition_rows = 7
+dedup_local_rows = 0
+"""
+
+
+@pytest.mark.parametrize(("group_by", "keep"), [("[]", "first"), ('["task"]', "score_prompt_complexity")],
+                         ids=["no-groups-first", "by-task-score"])
+def test_assess_on_ray_reads_text_and_ids_where_they_lie(cluster, write_spec, tmp_path, group_by, keep):
+    """Under Ray with a distributed pool, the driver gathers neither the prompts nor the ids:
+    the tasks read the text, and the driver reads back only the ids of rows others duplicate;
+    the rows equal scoring the whole pool in one process. With no group and keep = "first"
+    the gathered frame would have no column: the ids stay on the driver then, the text not."""
+    import json
+    import logging
+
+    from dialinsight_engine import records as R
+    from dialinsight_engine.dialogue import render_dialogue
+    from dialinsight_engine.executors.driver import produce
+    from dialinsight_engine.executors.ray_executor import RayExecutor
+    from dialinsight_engine.metrics.base import MetricContext
+    from dialinsight_engine.metrics.combine import assess_phase
+    from dialinsight_engine.plugins import build_registry
+    from dialinsight_engine.run.context import StageContext
+    from dialinsight_engine.run.dataset import read_output, write_partition
+    from dialinsight_engine.run.manifest import Manifest
+    from dialinsight_engine.spec import load_spec
+    from dialinsight_engine.stages.assess import AssessStage
+
+    from conftest import EXAMPLES
+
+    registry = build_registry()
+    spec = load_spec(write_spec(DEDUP_ONLY_TOML.format(group_by=group_by, keep=keep)), registry)
+    lines = (EXAMPLES / "realestate_dialogues.jsonl").read_text(encoding="utf-8").splitlines()[:24]
+    texts = [render_dialogue(json.loads(line)["turns"]) for line in lines]
+    texts += [t.replace("bedroom", "bedrooms") for t in texts[:10]]  # near duplicates across partitions
+    rows = pl.DataFrame({R.INSTRUCTION_ID: [f"instruction-{i}" for i in range(len(texts))],
+                         R.TASK: ["t" if i % 3 else "u" for i in range(len(texts))],
+                         R.INSTRUCTION: ["Summarise.\n{dialogue}"] * len(texts),
+                         R.PROMPT: ["Summarise.\n" + t for t in texts], R.KEPT: [i != 5 for i in range(len(texts))]})
+    run = tmp_path / "run"
+    parts = [write_partition(run / "review", i, rows.slice(s, 7)) for i, s in enumerate(range(0, rows.height, 7))]
+    Manifest("review", "f", "c", [], {}, {}, {}, rows.height, rows.height, None, "h",
+             partitions=[p.to_dict() for p in parts]).save(run / "review")
+    ctx = StageContext(spec=spec, registry=registry, run_dir=run, stage="assess", input_stage="review",
+                       log=logging.getLogger("test"), partition_rows=7)
+    ctx.executor = RayExecutor(spec.executor, "auto")
+    produce(AssessStage(), ctx, ctx.executor, "key")
+
+    whole = assess_phase(rows, spec.quality, registry, MetricContext(spec=spec), "instruction").frame
+    assert_frame_equal(read_output(run / "assess"), whole)
+    assert whole["flag_data_redundancy"].drop_nulls().len() >= 5
+    left = ctx.stats["prepare_maps"]["pooled"]["left_in_partitions"]
+    assert left == (["prompt"] if group_by == "[]" and keep == "first" else ["instruction_id", "prompt"])
+    assert ctx.stats["ray_near_duplicates"]["text_read_in_tasks"] is True

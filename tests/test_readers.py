@@ -228,3 +228,31 @@ def test_cli_exit_codes_for_a_bad_byte_and_a_corrupt_gzip(write_spec, tmp_path):
     gz.write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 40)
     result = dialengine("apply", str(write_spec(data=gz, name="g", on_error="skip")), "--until", "ingest")
     assert result.returncode == 2 and str(gz) in result.stderr and "Traceback" not in result.stderr
+
+
+def test_repeated_ids_are_renamed_in_read_order_across_partitions(write_spec, tmp_path):
+    """A repeated id becomes id#2, id#3...: within one piece of rows and across pieces."""
+    rows = [json.loads(line) for line in EXAMPLE.read_text().splitlines()[:7]]
+    for row, rid in zip(rows, ["a", "b", "a", "c", "a", "b", "c#2"], strict=True):
+        row["id"] = rid
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = write_spec("[executor]\npartition_rows = 2\n", data=data)
+    done = dialengine("apply", str(spec), "--until", "ingest")
+    assert done.returncode == 0, done.stderr
+    ingest = tmp_path / "runs" / "t" / "ingest"
+    assert read_output(ingest)["dialogue_id"].to_list() == ["a", "b", "a#2", "c", "a#3", "b#2", "c#2"]
+    assert json.loads((ingest / "manifest.json").read_text())["stats"]["renamed_duplicate_ids"] == 3
+
+
+def test_seen_keys_compare_all_128_bits_when_the_first_64_collide():
+    import numpy as np
+
+    from dialinsight_engine.stages.ingest import SeenKeys
+
+    seen = SeenKeys()
+    for batch in ([[5, 1], [7, 1]], [[5, 2]], [[5, 3], [9, 0]], [[1, 1]]):  # runs merged as they grow
+        seen.add(np.array(batch, dtype=np.uint64))
+    asked = np.array([[5, 2], [5, 4], [7, 1], [6, 1], [9, 0], [5, 3], [9, 1], [0, 0], [1, 1]], dtype=np.uint64)
+    assert seen.contains(asked).tolist() == [True, False, True, False, True, True, False, False, True]
+    assert sum(len(first) for first, _ in seen.runs) == 6

@@ -108,5 +108,16 @@ def _from_partitions(frame: pl.DataFrame, stage_ctx: Any, source: PoolPartitions
     found: pl.DataFrame = distributed.frame
     if id_column is None:
         return found
-    # a null position gathers a null: only the duplicates' rows get an id string
-    return found.with_columns(frame[id_column].gather(found["duplicate_of"]).alias("duplicate_of"))
+    if id_column in frame.columns:
+        # a null position gathers a null: only the duplicates' rows get an id string
+        return found.with_columns(frame[id_column].gather(found["duplicate_of"]).alias("duplicate_of"))
+    return found.with_columns(_ids_at(source, id_column, frame["_row"].gather(found["duplicate_of"])))
+
+
+def _ids_at(source: PoolPartitions, id_column: str, positions: pl.Series) -> pl.Series:
+    """`id_column` (left in the partitions) at pool `positions`, null where they are: each
+    distinct position read once, so the driver holds the representatives' ids, not the pool's."""
+    wanted = positions.drop_nulls().unique().sort()
+    ids = pl.DataFrame({"pos": wanted, "id": source.take(id_column, wanted.to_numpy()).cast(pl.String)})
+    looked_up = pl.DataFrame({"pos": positions}).join(ids, on="pos", how="left", maintain_order="left")
+    return looked_up["id"].alias("duplicate_of")

@@ -31,7 +31,6 @@ from .base import (
     RowStage,
     load_progress,
     merge_stats,
-    peak_rss_mb,
 )
 
 if TYPE_CHECKING:
@@ -77,7 +76,6 @@ def produce(stage: Stage, ctx: StageContext, executor: Executor, key: str) -> li
         if isinstance(stage, StreamingStage):
             faults.point(f"stage:{stage.name}:ran")
     dataset.remove_partitions_from(folder, len(parts))
-    ctx.stats["driver_peak_rss_mb"] = peak_rss_mb()  # so far in this process (the benchmark reads it)
     return parts
 
 

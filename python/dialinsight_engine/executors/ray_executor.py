@@ -36,8 +36,10 @@ if TYPE_CHECKING:
     from ..spec import Spec
     from ..spec.executor import ExecutorSpec
 
-#: environment the workers need to import the same code and plugins as the driver
-FORWARDED_ENV = ("PYTHONPATH", "DIALENGINE_PLUGINS", "DIALENGINE_BLOCK_PLUGINS", WORKER_FAULT_ENV)
+#: environment the workers need to import the same code and plugins as the driver, and to
+#: set polars' allocator up as the driver's (`dialinsight_engine/__init__.py`)
+FORWARDED_ENV = ("PYTHONPATH", "DIALENGINE_PLUGINS", "DIALENGINE_BLOCK_PLUGINS", WORKER_FAULT_ENV,
+                 "_RJEM_MALLOC_CONF")
 CONNECT_TIMEOUT_S = 5.0
 HINT = ("start one with `ray start --head` (then --address auto), check the host:port, or drop"
         " --address to start a local Ray instance")

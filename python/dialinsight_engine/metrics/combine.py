@@ -18,6 +18,7 @@ normalisation, duplicate clusters or diversity.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -234,7 +235,7 @@ def assess_phase(df: pl.DataFrame, quality: QualitySpec, registry: Registry, ctx
         play = with_metric_columns(play, run_metric(name, metric, play, ctx))
         timings[name] = round(time.perf_counter() - t0, 3)
     frame = reassemble(df, in_play, combine(play, quality, list(metrics)))
-    return PhaseResult(frame, summarise(frame, quality, metrics, phase, timings, ctx.stats))
+    return PhaseResult(frame, summarise([frame], quality, metrics, phase, timings, ctx.stats))
 
 
 def in_play_mask(df: pl.DataFrame) -> pl.Series:
@@ -258,33 +259,73 @@ def reassemble(df: pl.DataFrame, in_play: pl.Series, play: pl.DataFrame) -> pl.D
     return pl.concat([play, rest], how="diagonal_relaxed").sort("_row").drop("_row")
 
 
-def summarise(frame: pl.DataFrame, quality: QualitySpec, metrics: dict[str, Metric], phase: Phase,
+def summarise(frames: Iterable[pl.DataFrame], quality: QualitySpec, metrics: dict[str, Metric], phase: Phase,
               timings: dict[str, float], stats: dict[str, Any]) -> dict[str, Any]:
-    """What the report and `dialengine explain` need without the spec: config and counts."""
+    """What the report and `dialengine explain` need without the spec: config and counts,
+    summed over `frames` (the output one partition at a time: no process holds the pool)."""
     specs = quality.active()
+    counts = _ScoreCounts()
+    for frame in frames:
+        counts.add(frame, specs)
     out: dict[str, Any] = {"phase": phase, "min_score": quality.min_score, "examples": quality.examples, "metrics": {}}
     for name, spec in specs.items():
-        col = score_col(name)
         entry: dict[str, Any] = {
             "plugin": spec.plugin_name(name), "weight": spec.weight, "normalize": spec.normalize,
             "min": spec.min, "max": spec.max, "on_flag": spec.on_flag, "params": spec.params,
             "phase": metrics[name].phase if name in metrics else None,
             "description": getattr(metrics.get(name), "description", ""),
         }
-        if col in frame.columns:
-            values = frame[col].drop_nulls()
-            entry.update(
-                rows=values.len(), mean=values.mean(), min_value=values.min(), max_value=values.max(),
-                flagged=int(frame[flag_col(name)].is_not_null().sum()) if flag_col(name) in frame.columns else 0,
-                below_min=int((values < spec.min).sum()) if spec.min is not None else 0,
-                above_max=int((values > spec.max).sum()) if spec.max is not None else 0,
-            )
+        entry.update(counts.of(name))
         if name in timings:
             entry["seconds"] = timings[name]
         own = metrics[name].name if name in metrics else name
         if own in stats:
             entry["stats"] = stats[own]
         out["metrics"][name] = entry
-    out["rows"] = frame.height
-    out["kept"] = int(frame[R.KEPT].sum()) if R.KEPT in frame.columns else frame.height
+    out["rows"] = counts.rows
+    out["kept"] = counts.kept
     return out
+
+
+@dataclass
+class _ScoreCounts:
+    """Each score column's count, sum, min, max and flags, added up partition by partition."""
+
+    rows: int = 0
+    kept: int = 0
+    scored: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, frame: pl.DataFrame, specs: dict[str, Any]) -> None:
+        self.rows += frame.height
+        self.kept += int(frame[R.KEPT].sum()) if R.KEPT in frame.columns else frame.height
+        for name, spec in specs.items():
+            if score_col(name) not in frame.columns:
+                continue
+            values = frame[score_col(name)].drop_nulls()
+            flags = frame[flag_col(name)] if flag_col(name) in frame.columns else None
+            part = {"rows": values.len(), "sum": float(values.sum()) if values.len() else 0.0,
+                    "min_value": values.min(), "max_value": values.max(),
+                    "flagged": int(flags.is_not_null().sum()) if flags is not None else 0,
+                    "below_min": int((values < spec.min).sum()) if spec.min is not None else 0,
+                    "above_max": int((values > spec.max).sum()) if spec.max is not None else 0}
+            self._merge(name, part)
+
+    def _merge(self, name: str, part: dict[str, Any]) -> None:
+        if name not in self.scored:
+            self.scored[name] = part
+            return
+        have = self.scored[name]
+        for key in ("rows", "sum", "flagged", "below_min", "above_max"):
+            have[key] += part[key]
+        for key, pick in (("min_value", min), ("max_value", max)):
+            known = [v for v in (have[key], part[key]) if v is not None]
+            have[key] = pick(known) if known else None
+
+    def of(self, name: str) -> dict[str, Any]:
+        """The summary's figures for metric `name` ({} when no frame had its score)."""
+        if name not in self.scored:
+            return {}
+        got = self.scored[name]
+        mean = got["sum"] / got["rows"] if got["rows"] else None
+        return {"rows": got["rows"], "mean": mean, **{k: got[k] for k in (
+            "min_value", "max_value", "flagged", "below_min", "above_max")}}

@@ -128,9 +128,11 @@ class DataRedundancy(Metric):
         return {cfg.column, *cfg.group_by, R.INSTRUCTION_ID, *keep, *([cfg.against] if cfg.references else [])}
 
     def partition_columns(self) -> set[str]:
-        # the embedding search needs the texts in one process; MinHash does not
+        # the embedding search needs the texts in one process; MinHash does not, and of the
+        # ids it needs only those of the rows others duplicate
         cfg = self.config
-        return set() if cfg.semantic_threshold is not None else {cfg.column, *([cfg.against] if cfg.references else [])}
+        return set() if cfg.semantic_threshold is not None else \
+            {cfg.column, R.INSTRUCTION_ID, *([cfg.against] if cfg.references else [])}
 
     def score(self, df: pl.DataFrame, ctx: MetricContext) -> pl.DataFrame:
         cfg = self.config
@@ -141,11 +143,10 @@ class DataRedundancy(Metric):
         if cfg.keep not in ("first", "longest") and cfg.keep not in df.columns:
             raise UserError(f"data_redundancy: keep = {cfg.keep!r} is neither 'first', 'longest' nor a column",
                             key=f"{KEY}.keep", hint=f"numeric columns: {', '.join(c for c in df.columns if df[c].dtype.is_numeric())}")
-        ids = df[R.INSTRUCTION_ID].cast(pl.String) if R.INSTRUCTION_ID in df.columns else \
-            pl.int_range(df.height, eager=True).cast(pl.String)
+        ids = self._ids(df, source)
         texts = df[cfg.column] if cfg.column in df.columns else source.language_sample(cfg.column)  # type: ignore[union-attr]
         lang = ctx.text_language(self.name, texts.cast(pl.String))
-        out = self._within(df.with_columns(_id=ids), lang, ctx.stage_ctx, source)
+        out = self._within(df if ids is None else df.with_columns(_id=ids), lang, ctx.stage_ctx, source)
         # built by Polars, not from Python lists: at 10^6 rows (58% duplicates) the lists of
         # ids, floats and strings were ~140 MB of objects on the driver
         reasons = out.select(pl.when(pl.col("duplicate_of").is_not_null()).then(
@@ -167,6 +168,7 @@ class DataRedundancy(Metric):
             out = out.with_columns(found["max_jaccard"].alias(f"ref_jaccard_{label}"))
             stats.setdefault("contaminated", {})[label] = int(found["contaminated"].sum())
         if cfg.semantic_threshold is not None:
+            assert ids is not None  # the embedding search leaves nothing in the partitions
             dup, sim = self._semantic(df, ids, ctx)
             listed = reasons.to_list()
             for i, d in enumerate(dup):
@@ -183,18 +185,32 @@ class DataRedundancy(Metric):
             reason=reasons.cast(pl.String),
         )
 
+    def _ids(self, df: pl.DataFrame, source: PoolPartitions | None) -> pl.Series | None:
+        """Each row's id for "near duplicate of <id>" (its position without an id column);
+        None when the ids stay in the partitions with the text, where the Ray tasks read
+        those of the rows others duplicate (`executors.dedup`)."""
+        if R.INSTRUCTION_ID in df.columns:
+            return df[R.INSTRUCTION_ID].cast(pl.String)
+        if source is not None and R.INSTRUCTION_ID in source.columns:
+            if self.config.column in source.columns:
+                return None
+            return source.take(R.INSTRUCTION_ID, np.arange(source.offsets[-1])).cast(pl.String)
+        return pl.int_range(df.height, eager=True).cast(pl.String)
+
     def _within(self, df: pl.DataFrame, lang: str, stage_ctx: Any = None,
                 source: PoolPartitions | None = None) -> pl.DataFrame:
         from ..executors.dedup import near_duplicates
 
         cfg = self.config
+        # the ids left in the partitions are read there, for the duplicates only
+        id_column = "_id" if "_id" in df.columns else R.INSTRUCTION_ID
         indexed = df.with_row_index("_row")
         parts = indexed.partition_by(cfg.group_by, maintain_order=True) if cfg.group_by else [indexed]
         results, offset = [], 0
         for part in parts:
             found = near_duplicates(  # on Ray under the ray executor (executors/dedup.py)
                 part, stage_ctx, source, text_column=cfg.column, threshold=cfg.threshold, num_perm=cfg.num_perm, seed=cfg.seed,
-                ngram=cfg.ngram, unit=cfg.unit, normalize=True, keep=cfg.keep, id_column="_id",
+                ngram=cfg.ngram, unit=cfg.unit, normalize=True, keep=cfg.keep, id_column=id_column,
                 language=lang)
             found = found.with_columns(
                 _row=part["_row"], cluster_id=pl.col("cluster_id").cast(pl.UInt64) + offset,

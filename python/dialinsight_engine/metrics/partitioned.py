@@ -29,11 +29,12 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import polars as pl
 
 from .. import records as R
@@ -176,9 +177,12 @@ def finish(ctx: StageContext, state: PhaseState, output: Iterable[pl.DataFrame] 
     folder goes."""
     metrics = instantiate(ctx.spec.quality, ctx.registry, state.phase)
     wanted = [c for n in ctx.spec.quality.active() for c in (score_col(n), flag_col(n))] + [R.KEPT]
-    frames = output if output is not None else dataset.iter_output(ctx.stage_dir)
-    frame = pl.concat([f.select([c for c in wanted if c in f.columns]) for f in frames], how="vertical").rechunk()
-    summary = summarise(frame, ctx.spec.quality, metrics, state.phase, state.timings, state.metric_stats)
+    # one partition's score and flag columns at a time: the summary adds them up
+    frames = output if output is not None else (
+        dataset.read_partition(p, [c for c in wanted if c in pl.read_parquet_schema(p)])
+        for p in dataset.partition_files(ctx.stage_dir))
+    narrowed = (f.select([c for c in wanted if c in f.columns]) for f in frames)
+    summary = summarise(narrowed, ctx.spec.quality, metrics, state.phase, state.timings, state.metric_stats)
     ctx.write_json(SUMMARY, summary)
     counts = ctx.stats.get("quality", {})
     ctx.stats["quality"] = {
@@ -186,7 +190,7 @@ def finish(ctx: StageContext, state: PhaseState, output: Iterable[pl.DataFrame] 
         "metrics": {n: {k: v for k, v in m.items() if k in ("flagged", "below_min", "above_max", "seconds")}
                     for n, m in summary["metrics"].items() if m.get("phase") == state.phase},
     }
-    if frame.height == 0:
+    if summary["rows"] == 0:
         ctx.log.warning("no input rows")
     shutil.rmtree(ctx.stage_dir / SCRATCH, ignore_errors=True)
     _driver_memory(ctx, "summary")
@@ -273,12 +277,14 @@ class PoolPartitions:
         """Partition `index`'s rows in play, `columns` only (run where the data lies)."""
         return _in_play(Path(self.paths[index]), columns)
 
-    def take(self, column: str, rows: list[int]) -> pl.Series:
+    def take(self, column: str, rows: Sequence[int] | np.ndarray) -> pl.Series:
         """`column` at pool positions `rows` (ascending), one partition in memory at a time."""
         offsets, out = self.offsets, []
+        rows = np.asarray(rows, dtype=np.int64)
+        bounds = np.searchsorted(rows, offsets)  # rows[bounds[i]:bounds[i + 1]] lie in partition i
         for index in range(len(self.paths)):
-            local = [r - offsets[index] for r in rows if offsets[index] <= r < offsets[index + 1]]
-            if local:
+            local = rows[bounds[index]:bounds[index + 1]] - offsets[index]
+            if local.size:
                 taken = self.read(index, [column])[column].gather(local)
                 # rebuilt: a gathered string column shares its partition's buffers (Polars'
                 # string views), so keeping it kept every partition's whole column alive:
@@ -453,7 +459,10 @@ def _columns_left_in_partitions(ctx: StageContext, metrics: dict[str, Metric], w
     needed_here = set().union(*((m.pool_columns() or set()) - m.partition_columns() | set(m.requires)
                                 for m in metrics.values()))
     left = (offered & wanted) - needed_here
-    # the gathered frame must keep a column, or it could not hold the rows' count
+    # the gathered frame must keep a column, or it could not hold the rows' count: the ids,
+    # the narrowest column a metric may offer to leave (else nothing is left)
+    if not wanted - left and R.INSTRUCTION_ID in left:
+        left.discard(R.INSTRUCTION_ID)
     return left if wanted - left else set()
 
 

@@ -216,7 +216,7 @@ class Runner:
             ctx.close()
         faults.point(f"stage:{stage.name}:data-written")
         # hashed from the bytes on disk: what the next run checks and what downstream reads
-        summary = self._summarise(folder)
+        summary = self._summarise(folder, ctx.stats)
         inputs = {}
         if item.input_stage:
             inputs[item.input_stage] = self._output_hash(item.input_stage) or ""
@@ -250,10 +250,14 @@ class Runner:
         return [p.to_dict() for p in produce(stage, ctx, self.executor(), key)]
 
     @staticmethod
-    def _summarise(folder: Path) -> Any:
+    def _summarise(folder: Path, stats: dict[str, Any]) -> Any:
+        from ..executors.base import peak_rss_mb
         from ..executors.driver import summarise
 
-        return summarise(folder)
+        summary = summarise(folder)
+        # the driver's peak so far in this process, this pass included (the benchmarks read it)
+        stats["driver_peak_rss_mb"] = peak_rss_mb()
+        return summary
 
     @staticmethod
     def _finish_clean(folder: Path) -> None:

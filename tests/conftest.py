@@ -130,3 +130,25 @@ def scripted_registry():
     from dialinsight_engine.plugins import build_registry
 
     return build_registry([fake_backend])
+
+
+def assess_in_partitions(spec, registry, rows, run: Path, executor, rows_per_partition: int = 7):
+    """Run the assess stage on `executor` over `rows` written as a `review` output of
+    `rows_per_partition`-row partitions under `run`; returns the stage context (its stats)."""
+    import logging
+
+    from dialinsight_engine.executors.driver import produce
+    from dialinsight_engine.run.context import StageContext
+    from dialinsight_engine.run.dataset import write_partition
+    from dialinsight_engine.run.manifest import Manifest
+    from dialinsight_engine.stages.assess import AssessStage
+
+    parts = [write_partition(run / "review", i, rows.slice(start, rows_per_partition))
+             for i, start in enumerate(range(0, rows.height, rows_per_partition))]
+    Manifest("review", "f", "c", [], {}, {}, {}, rows.height, rows.height, None, "h",
+             partitions=[p.to_dict() for p in parts]).save(run / "review")
+    ctx = StageContext(spec=spec, registry=registry, run_dir=run, stage="assess", input_stage="review",
+                       log=logging.getLogger("test"), partition_rows=rows_per_partition)
+    ctx.executor = executor
+    produce(AssessStage(), ctx, executor, "key")
+    return ctx

@@ -21,7 +21,7 @@ from dialinsight_engine.spec import load_spec
 from dialinsight_engine.spec.quality import QualitySpec
 from dialinsight_engine.stages.verify import VerifyStage
 
-from conftest import EXAMPLES, dialengine
+from conftest import EXAMPLES, assess_in_partitions, dialengine
 
 PLUGINS = "core,generation,quality"
 
@@ -255,11 +255,10 @@ def test_partitioned_assess_gives_the_whole_pool_rows_and_summary(write_spec, tm
 
     if embeddings == "on" and embedding_support.available():
         pytest.skip(f"embeddings: {embedding_support.available()} (the `embed` extra)")
-    from dialinsight_engine.executors.driver import produce, write_frames
+    from dialinsight_engine.executors.driver import write_frames
     from dialinsight_engine.executors.local import LocalExecutor
     from dialinsight_engine.metrics.partitioned import SUMMARY
     from dialinsight_engine.run.dataset import output_hash
-    from dialinsight_engine.run.manifest import Manifest
     from dialinsight_engine.stages.assess import AssessStage
 
     spec = load_spec(write_spec(PARTITIONED_TOML.format(embeddings=embeddings), name="p"))
@@ -271,14 +270,7 @@ def test_partitioned_assess_gives_the_whole_pool_rows_and_summary(write_spec, tm
     tasks = ["t" if i % 2 else "u" for i in range(rows.height - 1)] + ["solo"]
     rows = rows.with_columns(pl.Series(R.TASK, tasks))
     run = tmp_path / "run"
-    parts = [write_partition(run / "review", i, rows.slice(s, 7)) for i, s in enumerate(range(0, rows.height, 7))]
-    Manifest("review", "f", "c", [], {}, {}, {}, rows.height, rows.height, None, "h",
-             partitions=[p.to_dict() for p in parts]).save(run / "review")
-
-    ctx = StageContext(spec=spec, registry=registry, run_dir=run, stage="assess", input_stage="review",
-                       log=logging.getLogger("test"), partition_rows=7)
-    ctx.executor = LocalExecutor()
-    produce(AssessStage(), ctx, ctx.executor, "key")
+    ctx = assess_in_partitions(spec, registry, rows, run, LocalExecutor())
     got = read_output(run / "assess")
     whole = assess_phase(rows, spec.quality, registry, MetricContext(spec=spec), "instruction")
 
@@ -288,7 +280,7 @@ def test_partitioned_assess_gives_the_whole_pool_rows_and_summary(write_spec, tm
     assert output_hash(run / "assess") == output_hash(tmp_path / "whole")
     assert 0 < got[R.KEPT].sum() < got.height - 5  # thresholds and flags decided something
     assert got["flag_data_redundancy"].drop_nulls().len() >= 4
-    assert len(list((run / "assess" / "data").glob("part-*.parquet"))) == len(parts) == 6
+    assert len(list((run / "assess" / "data").glob("part-*.parquet"))) == len(list((run / "review" / "data").glob("part-*.parquet"))) == 6
     summary = json.loads((run / "assess" / SUMMARY).read_text())
     for entry in (*summary["metrics"].values(), *whole.summary["metrics"].values()):
         entry.pop("seconds", None)

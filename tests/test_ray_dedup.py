@@ -248,22 +248,17 @@ def test_assess_on_ray_reads_text_and_ids_where_they_lie(cluster, write_spec, tm
     the rows equal scoring the whole pool in one process. With no group and keep = "first"
     the gathered frame would have no column: the ids stay on the driver then, the text not."""
     import json
-    import logging
 
     from dialinsight_engine import records as R
     from dialinsight_engine.dialogue import render_dialogue
-    from dialinsight_engine.executors.driver import produce
     from dialinsight_engine.executors.ray_executor import RayExecutor
     from dialinsight_engine.metrics.base import MetricContext
     from dialinsight_engine.metrics.combine import assess_phase
     from dialinsight_engine.plugins import build_registry
-    from dialinsight_engine.run.context import StageContext
-    from dialinsight_engine.run.dataset import read_output, write_partition
-    from dialinsight_engine.run.manifest import Manifest
+    from dialinsight_engine.run.dataset import read_output
     from dialinsight_engine.spec import load_spec
-    from dialinsight_engine.stages.assess import AssessStage
 
-    from conftest import EXAMPLES
+    from conftest import EXAMPLES, assess_in_partitions
 
     registry = build_registry()
     spec = load_spec(write_spec(DEDUP_ONLY_TOML.format(group_by=group_by, keep=keep)), registry)
@@ -275,13 +270,7 @@ def test_assess_on_ray_reads_text_and_ids_where_they_lie(cluster, write_spec, tm
                          R.INSTRUCTION: ["Summarise.\n{dialogue}"] * len(texts),
                          R.PROMPT: ["Summarise.\n" + t for t in texts], R.KEPT: [i != 5 for i in range(len(texts))]})
     run = tmp_path / "run"
-    parts = [write_partition(run / "review", i, rows.slice(s, 7)) for i, s in enumerate(range(0, rows.height, 7))]
-    Manifest("review", "f", "c", [], {}, {}, {}, rows.height, rows.height, None, "h",
-             partitions=[p.to_dict() for p in parts]).save(run / "review")
-    ctx = StageContext(spec=spec, registry=registry, run_dir=run, stage="assess", input_stage="review",
-                       log=logging.getLogger("test"), partition_rows=7)
-    ctx.executor = RayExecutor(spec.executor, "auto")
-    produce(AssessStage(), ctx, ctx.executor, "key")
+    ctx = assess_in_partitions(spec, registry, rows, run, RayExecutor(spec.executor, "auto"))
 
     whole = assess_phase(rows, spec.quality, registry, MetricContext(spec=spec), "instruction").frame
     assert_frame_equal(read_output(run / "assess"), whole)

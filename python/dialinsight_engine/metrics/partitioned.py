@@ -285,11 +285,9 @@ class PoolPartitions:
         for index in range(len(self.paths)):
             local = rows[bounds[index]:bounds[index + 1]] - offsets[index]
             if local.size:
-                taken = self.read(index, [column])[column].gather(local)
-                # rebuilt: a gathered string column shares its partition's buffers (Polars'
-                # string views), so keeping it kept every partition's whole column alive:
-                # +340 MB of driver heap for a 1,000-row sample of 10^6 prompts (measured)
-                out.append(pl.Series(column, taken.to_list(), dtype=taken.dtype))
+                taken = self.read(index, [column]).select(pl.col(column).gather(local))
+                # copied: gathered rows share their partition's buffers (`dataset.own_buffers`)
+                out.append(dataset.own_buffers(taken)[column])
         return pl.concat(out) if out else pl.Series(column, [], dtype=pl.String)
 
     def language_sample(self, column: str) -> pl.Series:

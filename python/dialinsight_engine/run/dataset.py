@@ -226,6 +226,14 @@ def split_rows(frames: Iterable[pl.DataFrame], rows: int) -> Iterator[pl.DataFra
         yield empty
 
 
+def own_buffers(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` copied into buffers of its own. A gathered or filtered Polars string column
+    shares its source's buffers (string views), so keeping a few rows kept the whole source
+    alive: a 1,000-row language sample held 10^6 prompts (+340 MB of driver heap), richness's
+    5 MB n-gram table every n-gram counted (~60 MB), both measured."""
+    return cast(pl.DataFrame, pl.from_arrow(frame.to_arrow(compat_level=pl.CompatLevel.oldest())))
+
+
 def content_hash(frames: Iterable[pl.DataFrame]) -> str:
     """SHA-256 over the rows in order: Arrow IPC bytes (uncompressed, plain offsets) of
     canonical chunks of HASH_CHUNK_ROWS rows. Equal for equal rows whatever the partitioning."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 from pydantic import ValidationError
 
 from dialinsight_engine import records as R
@@ -169,6 +170,31 @@ def test_data_redundancy_reasons_read_as_python_formats_them(registry, dialogues
                           "contaminated: matches eval row 0 (jaccard 1.00)"
     assert reasons[0] == "contaminated: matches eval row 0 (jaccard 1.00)"
     assert reasons[1] is None
+
+
+def test_data_redundancy_rows_finished_slice_by_slice_equal_the_whole(registry, dialogues, tmp_path: Path):
+    """With `rows_later` (the pool-wide step of a partitioned stage), `score` returns the
+    representatives' positions and only the contamination notes; `finish_rows` over any
+    slicing gives the rows `score` gives finished at once: ids, reasons, dtypes."""
+    reference = tmp_path / "eval.jsonl"
+    reference.write_text(json.dumps(dialogues[0]) + "\n", encoding="utf-8")
+    frame = rows(dialogues, 10)
+    copies = frame.head(3).with_columns(pl.format("copy{}", pl.int_range(3)).alias(R.INSTRUCTION_ID))
+    frame = pl.concat([frame, copies, frame.slice(4, 1).with_columns(pl.lit("other").alias(R.TASK))])
+    params = {"references": [{"path": str(reference), "name": "eval"}]}
+    whole = metric(registry, "data_redundancy", **params).score(frame, MetricContext.standalone())
+    later = MetricContext.standalone()
+    later.rows_later = True
+    lazy = metric(registry, "data_redundancy", **params)
+    compact = lazy.score(frame, later)
+    assert compact["duplicate_of"].dtype == pl.UInt32 and compact["duplicate_of"].drop_nulls().to_list() == [0, 1, 2]
+    assert compact["reason"].drop_nulls().to_list() == ["contaminated: matches eval row 0 (jaccard 1.00)"] * 2
+    for cut in ([14], [5, 9], [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]):
+        starts = [sum(cut[:i]) for i in range(len(cut))]
+        finished = pl.concat([lazy.finish_rows(compact.slice(s, n)) for s, n in zip(starts, cut, strict=True)])
+        assert_frame_equal(finished, whole)
+    assert whole["duplicate_of"].drop_nulls().to_list() == frame[R.INSTRUCTION_ID].head(3).to_list()
+    assert lazy.finish_rows(whole).equals(whole), "finished rows are returned as they are"
 
 ECHO = "Extract the customer's requirements as JSON with the keys area and number of beds."
 

@@ -5,7 +5,7 @@ sets. Under the Ray executor, when the distributed module is installed and the p
 `[executor] dedup_local_rows` rows or more (`distributed_pool`), the pool's text stays in the
 stage's input partitions (`metrics.partitioned.PoolPartitions`): Ray tasks read it there and
 `ray_near_duplicates` computes the same clusters as `fast.near_duplicates`, so the driver holds
-ids and group keys, not text. Otherwise (local executor, no Ray, or a pool one process does
+group keys and row positions, not text. Otherwise (local executor, no Ray, or a pool one process does
 faster than the shuffle) the Rust core computes them in this process.
 """
 
@@ -96,7 +96,7 @@ def _count(stage_ctx: Any, rows: int, partitions: int, **note: Any) -> None:
 def _from_partitions(frame: pl.DataFrame, stage_ctx: Any, source: PoolPartitions, *, text_column: str,
                      id_column: str | None = None, keep: str = "first", **settings: Any) -> pl.DataFrame:
     """The rows `frame["_row"]` of the pool, their text read by the Ray tasks; `duplicate_of`
-    mapped to `frame[id_column]` here, where the ids are."""
+    mapped to `frame[id_column]` when asked (else the representative's row in `frame`)."""
     from .ray_dedup import partition_tables, ray_near_duplicates  # type: ignore[import-not-found,unused-ignore]
 
     executor = _connected(stage_ctx)
@@ -108,16 +108,8 @@ def _from_partitions(frame: pl.DataFrame, stage_ctx: Any, source: PoolPartitions
     found: pl.DataFrame = distributed.frame
     if id_column is None:
         return found
-    if id_column in frame.columns:
-        # a null position gathers a null: only the duplicates' rows get an id string
-        return found.with_columns(frame[id_column].gather(found["duplicate_of"]).alias("duplicate_of"))
-    return found.with_columns(_ids_at(source, id_column, frame["_row"].gather(found["duplicate_of"])))
-
-
-def _ids_at(source: PoolPartitions, id_column: str, positions: pl.Series) -> pl.Series:
-    """`id_column` (left in the partitions) at pool `positions`, null where they are: each
-    distinct position read once, so the driver holds the representatives' ids, not the pool's."""
-    wanted = positions.drop_nulls().unique().sort()
-    ids = pl.DataFrame({"pos": wanted, "id": source.take(id_column, wanted.to_numpy()).cast(pl.String)})
-    looked_up = pl.DataFrame({"pos": positions}).join(ids, on="pos", how="left", maintain_order="left")
-    return looked_up["id"].alias("duplicate_of")
+    if id_column not in frame.columns:
+        raise ValueError(f"id column {id_column!r} is not in the frame (ids left in the partitions are the "
+                         "caller's to read, for the rows it needs)")
+    # a null position gathers a null: only the duplicates' rows get an id string
+    return found.with_columns(frame[id_column].gather(found["duplicate_of"]).alias("duplicate_of"))

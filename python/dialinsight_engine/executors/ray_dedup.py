@@ -39,8 +39,10 @@ The workflow is NeMo Curator's fuzzy dedup (MinHash -> LSH buckets -> edges -> J
 Rows are numbered in partition order, so the result equals ``fast.near_duplicates`` on the
 concatenated partitions, whatever the partitioning. Components run on the driver, because
 after verification the edges are few (near duplicates plus LSH false positives, not all
-pairs) and a union over them is one pass: its peak memory is about 80 bytes per row (the
-result frame included) plus about 40 per edge, so 10^7 rows with 10^7 edges fit in ~1.2 GB.
+pairs) and a union over them is one pass: with row positions in 32 bits and the "first"
+rule's labels its own representatives, the driver held +60 MB from the gathered edges to the
+result frame at 10^6 rows and 793,247 edges (+80 MB before: int64 positions, a sort for
+every rule), so 10^7 rows with 10^7 edges fit in well under 1 GB.
 An iterative min-label propagation over Ray tasks would lift that bound at the cost of one
 shuffle per iteration (O(diameter) iterations); this engine's data is far below it.
 
@@ -213,15 +215,17 @@ def partition_tables(source: PoolPartitions, rows: pl.Series, columns: list[str]
     positions `rows` (ascending): `columns` read by a Ray task where the partition lies, plus
     the driver's `extra` columns (aligned with `rows`), so the text never passes through the
     driver."""
-    positions = rows.cast(pl.Int64).to_numpy()
+    positions = rows.to_numpy()
     offsets = np.asarray(source.offsets, dtype=np.int64)
-    owner = np.searchsorted(offsets, positions, side="right") - 1
+    # each partition's positions are a run of the sorted positions: sliced, no per-row owner
+    bounds = np.searchsorted(positions, offsets)
     refs = []
-    for index in np.unique(owner):
-        mine = owner == index
-        attached = {name: values.filter(pl.Series(mine)).to_arrow() for name, values in extra.items()}
-        refs.append(_read_rows.options(max_retries=max_retries).remote(
-            source, int(index), columns, positions[mine] - offsets[index], attached))
+    for index, (start, end) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+        if start == end:
+            continue
+        attached = {name: values.slice(int(start), int(end - start)).to_arrow() for name, values in extra.items()}
+        local = positions[start:end].astype(np.int64) - offsets[index]
+        refs.append(_read_rows.options(max_retries=max_retries).remote(source, index, columns, local, attached))
     return refs
 
 
@@ -369,7 +373,7 @@ def _take_rows(parts: list[ray.ObjectRef], offsets: np.ndarray, column: str, row
 class _Signed:
     sig_refs: list[ray.ObjectRef]  # per block: uint32 (rows, num_perm)
     key_refs: list[list[ray.ObjectRef]]  # per block, per reducer: band-key table
-    keep_values: np.ndarray  # per row: the keep rule's value (float64)
+    keep_values: np.ndarray | None  # per row: the keep rule's value (float64); None for "first"
 
 
 class _Run:
@@ -400,7 +404,8 @@ class _Run:
             key_refs.append(list(out[2:]))
         infos = _gather(info_refs, "signatures", names=self.names)
         self._count("band_keys", [nbytes for _, nbytes in infos])
-        keep_values = np.concatenate([values for values, _ in infos]) if infos else np.zeros(0)
+        keep_values = None if keep == "first" else \
+            np.concatenate([values for values, _ in infos]) if infos else np.zeros(0)
         return _Signed(sig_refs, key_refs, keep_values)
 
     def verify(self, signed: _Signed, reducers: int, threshold: float) -> tuple[np.ndarray, np.ndarray, int]:
@@ -445,7 +450,7 @@ class _Run:
                      for q in range(n_blocks)]
         del best, by_row_owner
         verified = _gather(found, "verify", names=self.names)
-        edges = np.concatenate([v[0] for v in verified]) if verified else np.zeros((0, 2), np.int64)
+        edges = np.concatenate([v[0] for v in verified]) if verified else np.zeros((0, 2), np.int32)
         max_jaccard = np.concatenate(_gather(best_refs, "best estimates", names=self.names)) \
             if best_refs else np.zeros(0)
         self._count("edges", [edges.nbytes])
@@ -489,13 +494,14 @@ def _sign(parts: list[int], text_column: str, keep: str, hashing: _Hashing, band
         assert isinstance(texts, pl.Series)
         block[start:start + table.num_rows] = fast.minhash_signatures(texts, **hashing.kwargs())
         start += table.num_rows
-        keep_values.append(_keep_values(table, text_column, keep))
+        if keep != "first":
+            keep_values.append(_keep_values(table, text_column, keep))
     active = np.flatnonzero(~(block == EMPTY_SLOT).all(axis=1))
     keys = _band_keys(block if len(active) == len(block) else block[active], active + offset, *band_rows)
     reducer = keys.column("key").to_numpy() % np.uint64(reducers)
     shards = [keys.take(np.flatnonzero(reducer == r)) for r in range(reducers)]
     emitted = sum(s.nbytes for s in shards)
-    return (block, (np.concatenate(keep_values), emitted), *shards)
+    return (block, (np.concatenate(keep_values) if keep_values else None, emitted), *shards)
 
 
 def _band_keys(sigs: np.ndarray, rows: np.ndarray, bands: int, per_band: int) -> pa.Table:
@@ -528,9 +534,7 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
 
 def _keep_values(table: pa.Table, text_column: str, keep: str) -> np.ndarray:
     """What the keep rule compares, higher kept: characters for "longest", the column for a
-    quality column (null = -inf, as the core's NaN), nothing for "first"."""
-    if keep == "first":
-        return np.zeros(table.num_rows)
+    quality column (null = -inf, as the core's NaN); "first" compares none."""
     if keep == "longest":
         chars = pc.fill_null(pc.utf8_length(table.column(text_column).cast(pa.large_string())), 0)
         return chars.to_numpy().astype(np.float64)
@@ -646,7 +650,9 @@ def _estimate(sigs: np.ndarray, offsets: np.ndarray, block: int, threshold: floa
         np.maximum.at(values, where, est[mine])
         second.append((rows, values))
     sent = sum(r.nbytes + v.nbytes for r, v in second)
-    return (pairs[est >= threshold], len(pairs), sent), best, *second
+    edges = pairs[est >= threshold]
+    # the driver gathers every block's edges: half the bytes where positions fit in 32 bits
+    return (edges.astype(np.int32) if int(offsets[-1]) < 2**31 else edges, len(pairs), sent), best, *second
 
 
 def _pair_estimates(sigs: np.ndarray, offset: int, pairs: np.ndarray, sig_rows: np.ndarray,
@@ -671,31 +677,39 @@ def _best_estimates(best: np.ndarray, offset: int, *second: tuple[np.ndarray, np
 
 
 # -- the driver's part -----------------------------------------------------------------------
-def _clusters(n: int, edges: np.ndarray, max_jaccard: np.ndarray, keep_values: np.ndarray) -> pl.DataFrame:
+def _clusters(n: int, edges: np.ndarray, max_jaccard: np.ndarray, keep_values: np.ndarray | None) -> pl.DataFrame:
     """Components of the verified edges, labelled by their smallest row, and the kept row of
-    each (the core's ``finish_clusters``)."""
+    each (the core's ``finish_clusters``); `keep_values` None for the "first" rule. Row
+    positions in 32 bits where they fit, intermediates let go as soon as used: this step set
+    the driver's peak of a distributed pool (~80 bytes per row; docs/performance.md)."""
     if n == 0:
         return pl.DataFrame(schema={"cluster_id": pl.UInt64, "duplicate_of": pl.UInt64,
                                     "max_jaccard": pl.Float64, "is_duplicate": pl.Boolean})
     graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
     _, component = connected_components(graph, directed=False)
-    index = np.arange(n)
-    smallest = np.full(component.max() + 1, n, dtype=np.int64)
+    del graph
+    index = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+    smallest = np.full(component.max() + 1, n, dtype=index.dtype)
     np.minimum.at(smallest, component, index)
     cluster = smallest[component]
-    # representative: highest keep value, ties (and "first") to the smallest row
+    del component, smallest
+    # "first" keeps the smallest row: the cluster's label
+    rep = cluster if keep_values is None else _representatives(cluster, index, keep_values)
+    duplicate = rep != index
+    del index
+    return pl.DataFrame({"cluster_id": cluster, "rep": rep, "max_jaccard": max_jaccard, "is_duplicate": duplicate}
+                        ).select(pl.col("cluster_id").cast(pl.UInt64),
+                                 pl.when("is_duplicate").then(pl.col("rep").cast(pl.UInt64)).alias("duplicate_of"),
+                                 pl.col("max_jaccard").cast(pl.Float64), "is_duplicate")
+
+
+def _representatives(cluster: np.ndarray, index: np.ndarray, keep_values: np.ndarray) -> np.ndarray:
+    """Each row's cluster's kept row: the highest keep value, ties to the smallest row."""
     order = np.lexsort((index, -keep_values, cluster))
     first_of_cluster = np.r_[True, cluster[order][1:] != cluster[order][:-1]]
-    representative = np.empty(n, dtype=np.int64)
+    representative = np.empty(len(cluster), dtype=index.dtype)
     representative[cluster[order][first_of_cluster]] = order[first_of_cluster]
-    rep = representative[cluster]
-    duplicate = rep != index
-    return pl.DataFrame({
-        "cluster_id": pl.Series(cluster, dtype=pl.UInt64),
-        "duplicate_of": pl.Series(np.where(duplicate, rep, 0), dtype=pl.UInt64),
-        "max_jaccard": pl.Series(max_jaccard, dtype=pl.Float64),
-        "is_duplicate": pl.Series(duplicate, dtype=pl.Boolean),
-    }).with_columns(pl.when(pl.col("is_duplicate")).then(pl.col("duplicate_of")).alias("duplicate_of"))
+    return representative[cluster]
 
 
 def _with_ids(frame: pl.DataFrame, run: _Run, id_column: str) -> pl.DataFrame:

@@ -66,6 +66,9 @@ class MetricContext:
         #: under a distributed executor, the pool's columns a pool-wide metric reads where
         #: they lie, left out of the frame it scores (`Metric.partition_columns()`); else None
         self.partitions: PoolPartitions | None = None
+        #: True when the caller completes the result one slice of rows at a time with
+        #: `Metric.finish_rows` before writing it (the pool-wide step of a partitioned stage)
+        self.rows_later = False
 
     @classmethod
     def standalone(cls, spec: Spec | None = None, backends: dict[str, Any] | None = None) -> MetricContext:
@@ -191,6 +194,14 @@ class Metric(ABC):
         the metric reads them through `ctx.partitions` (the text columns: so no process holds
         the pool's text). Default: none."""
         return set()
+
+    def finish_rows(self, result: pl.DataFrame) -> pl.DataFrame:
+        """A slice of rows of what `score` returned, completed. When `ctx.rows_later` is set,
+        a pool-wide metric may return compact columns (positions instead of text) and build
+        the text here, one partition's rows at a time, so the driver never holds the pool's
+        worth of it; `score` must then keep every column's name and the `score` values final.
+        Default: the rows as they are."""
+        return result
 
     def fingerprint(self, ctx: MetricContext) -> dict[str, Any]:
         """What identifies this metric's output besides the input rows and its params (stage

@@ -167,11 +167,24 @@ def run_metric(name: str, metric: Metric, play: pl.DataFrame, ctx: MetricContext
         got = f"{type(result).__name__} of {getattr(result, 'height', '?')} rows" if result is not None else "None"
         raise StageFailed(f"metric {name!r} must return a DataFrame of {play.height} rows with a "
                           f"{SCORE!r} column; it returned {got}")
+    return named_columns(name, result)
+
+
+def named_columns(name: str, result: pl.DataFrame) -> pl.DataFrame:
+    """A metric's result with its columns named for the output: score, flag, details."""
     columns = [result[SCORE].cast(pl.Float64).alias(score_col(name))]
-    flags = result[REASON].cast(pl.String) if REASON in result.columns else pl.Series([None] * play.height, dtype=pl.String)
+    flags = result[REASON].cast(pl.String) if REASON in result.columns else pl.Series([None] * result.height, dtype=pl.String)
     columns.append(flags.alias(flag_col(name)))
     columns += [result[c].alias(detail_col(name, c)) for c in result.columns if c not in (SCORE, REASON)]
     return pl.DataFrame(columns)
+
+
+def finish_named(name: str, metric: Metric, columns: pl.DataFrame) -> pl.DataFrame:
+    """`metric.finish_rows` over a slice of its output columns (`named_columns`), named back."""
+    details = [c for c in columns.columns if c not in (score_col(name), flag_col(name))]
+    raw = columns.rename({score_col(name): SCORE, flag_col(name): REASON,
+                          **{c: c.removeprefix(detail_col(name, "")) for c in details}})
+    return named_columns(name, metric.finish_rows(raw))
 
 
 def scored_metrics(quality: QualitySpec, columns: list[str]) -> list[str]:

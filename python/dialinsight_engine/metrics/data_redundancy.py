@@ -25,6 +25,7 @@ from pydantic import Field, field_validator
 
 from .. import records as R
 from ..errors import DataError, UserError
+from ..run.dataset import own_buffers
 from . import embeddings
 from .base import Metric, MetricConfig, MetricContext
 from .combine import column_alias
@@ -70,6 +71,29 @@ def _two_decimals(column: str) -> pl.Expr:
     return pl.format("{}.{}", hundredths // 100, (hundredths % 100).cast(pl.String).str.zfill(2))
 
 
+def _ids_at(df: pl.DataFrame, source: PoolPartitions | None, positions: pl.Series) -> tuple[pl.Series, pl.Series]:
+    """(`positions`, sorted and distinct, the ids of the rows there): read from the frame, or
+    from the partitions where the ids were left (`Metric.partition_columns`); a row's
+    position stands for its id where the input has none. In buffers of their own: a gathered
+    string column would keep the pool's alive."""
+    if R.INSTRUCTION_ID in df.columns:
+        ids = df[R.INSTRUCTION_ID].gather(positions)
+    elif source is not None and R.INSTRUCTION_ID in source.columns:
+        ids = source.take(R.INSTRUCTION_ID, positions.to_numpy())
+    else:
+        ids = positions
+    return positions, own_buffers(ids.cast(pl.String).to_frame("id"))["id"]
+
+
+def _lookup(positions: pl.Series, ids: pl.Series, wanted: pl.Series) -> pl.Series:
+    """The id at each of `wanted`'s positions (null where it is null) from the sorted
+    `positions` and their `ids`: a binary search per row, no hash join over the pool."""
+    if positions.is_empty():
+        return pl.repeat(None, len(wanted), dtype=pl.String, eager=True).alias("duplicate_of")
+    index = positions.search_sorted(wanted.fill_null(positions[0]))
+    return pl.select(pl.when(wanted.is_not_null()).then(ids.gather(index))).to_series().alias("duplicate_of")
+
+
 def _joined(reasons: pl.Series, note: pl.Series) -> pl.Series:
     """Each row's reasons and note joined by "; " (null where both are)."""
     both = pl.DataFrame({"a": reasons, "b": note})
@@ -112,6 +136,8 @@ class DataRedundancy(Metric):
     #: 2: native character-shingle signatures hash code points (the core changed them)
     version = "2"
     config: DataRedundancyConfig
+    #: the representatives' pool positions (sorted) and ids, from `score` for `finish_rows`
+    _representatives: tuple[pl.Series, pl.Series]
 
     def fingerprint(self, ctx: MetricContext) -> dict[str, Any]:
         from ..run.atomic import file_sha256
@@ -143,83 +169,94 @@ class DataRedundancy(Metric):
         if cfg.keep not in ("first", "longest") and cfg.keep not in df.columns:
             raise UserError(f"data_redundancy: keep = {cfg.keep!r} is neither 'first', 'longest' nor a column",
                             key=f"{KEY}.keep", hint=f"numeric columns: {', '.join(c for c in df.columns if df[c].dtype.is_numeric())}")
-        ids = self._ids(df, source)
         texts = df[cfg.column] if cfg.column in df.columns else source.language_sample(cfg.column)  # type: ignore[union-attr]
         lang = ctx.text_language(self.name, texts.cast(pl.String))
-        out = self._within(df if ids is None else df.with_columns(_id=ids), lang, ctx.stage_ctx, source)
-        # built by Polars, not from Python lists: at 10^6 rows (58% duplicates) the lists of
-        # ids, floats and strings were ~140 MB of objects on the driver
-        reasons = out.select(pl.when(pl.col("duplicate_of").is_not_null()).then(
-            pl.format("near duplicate of {} (jaccard {})", "duplicate_of", _two_decimals("max_jaccard")))).to_series()
-        similarity = out["max_jaccard"].to_numpy().copy()
+        out = self._within(df, lang, ctx.stage_ctx, source)
+        # "near duplicate of <id>" is written as the rows are (`finish_rows`): here only the
+        # representatives' ids, at 10^6 rows (58% duplicates) the reasons were +45 MB of driver
+        self._representatives = _ids_at(df, source, out["duplicate_of"].drop_nulls().unique().sort())
+        similarity = out["max_jaccard"].to_numpy()
         stats: dict[str, Any] = {
             "language": ctx.stats.get(self.name, {}).get("language"),
             "clusters_with_duplicates": int(out.filter(pl.col("cluster_size") > 1)["cluster_id"].n_unique()),
             "near_duplicates": int(out["is_duplicate"].sum()),
         }
+        notes = pl.repeat(None, out.height, dtype=pl.String, eager=True)
         for ref in cfg.references:
             found = self._contamination(df, ref, ctx, lang)
             label = ref.name or Path(ref.path).name
             note = found.select(pl.when(pl.col("contaminated")).then(pl.format(
                 f"contaminated: matches {label} row {{}} (jaccard {{}})", "ref_index",
                 _two_decimals("max_jaccard")))).to_series()
-            reasons = _joined(reasons, note)
+            notes = _joined(notes, note)
             similarity = np.maximum(similarity, found["max_jaccard"].fill_null(0.0).to_numpy())
             out = out.with_columns(found["max_jaccard"].alias(f"ref_jaccard_{label}"))
             stats.setdefault("contaminated", {})[label] = int(found["contaminated"].sum())
-        if cfg.semantic_threshold is not None:
-            assert ids is not None  # the embedding search leaves nothing in the partitions
-            dup, sim = self._semantic(df, ids, ctx)
-            listed = reasons.to_list()
-            for i, d in enumerate(dup):
-                if d is not None and listed[i] is None:
-                    listed[i] = f"semantic duplicate of {d} (cosine {sim[i]:.2f})"
-            reasons = pl.Series(listed, dtype=pl.String)
-            similarity = np.maximum(similarity, sim.astype(np.float64))
-            out = out.with_columns(semantic_duplicate_of=pl.Series(dup, dtype=pl.String),
-                                   semantic_cosine=pl.Series(sim, dtype=pl.Float64))
-            stats["semantic_duplicates"] = sum(d is not None for d in dup)
         ctx.stats[self.name] = stats
-        return out.with_columns(
-            score=pl.Series(np.clip(1.0 - similarity, 0.0, 1.0), dtype=pl.Float64),
-            reason=reasons.cast(pl.String),
-        )
+        out = out.with_columns(score=pl.Series(np.clip(1.0 - similarity, 0.0, 1.0), dtype=pl.Float64),
+                               reason=notes)
+        if cfg.semantic_threshold is not None:
+            out = self._with_semantic(self.finish_rows(out), df, similarity, ctx)
+        return out if ctx.rows_later else self.finish_rows(out)
 
-    def _ids(self, df: pl.DataFrame, source: PoolPartitions | None) -> pl.Series | None:
-        """Each row's id for "near duplicate of <id>" (its position without an id column);
-        None when the ids stay in the partitions with the text, where the Ray tasks read
-        those of the rows others duplicate (`executors.dedup`)."""
+    def finish_rows(self, result: pl.DataFrame) -> pl.DataFrame:
+        """`duplicate_of` (pool positions from `score`) as the representatives' ids, and the
+        near-duplicate reason before the contamination notes; rows already finished (a String
+        `duplicate_of`) are returned as they are."""
+        if result["duplicate_of"].dtype == pl.String:
+            return result
+        positions, ids = self._representatives
+        dup = _lookup(positions, ids, result["duplicate_of"])
+        near = pl.DataFrame({"d": dup, "j": result["max_jaccard"]}).select(pl.when(pl.col("d").is_not_null()).then(
+            pl.format("near duplicate of {} (jaccard {})", "d", _two_decimals("j")))).to_series()
+        return result.with_columns(duplicate_of=dup, reason=_joined(near, result["reason"]))
+
+    def _with_semantic(self, out: pl.DataFrame, df: pl.DataFrame, similarity: np.ndarray,
+                       ctx: MetricContext) -> pl.DataFrame:
+        """The embedding search's duplicates (rows no other rule flagged) added to `out`."""
+        dup, sim = self._semantic(df, self._all_ids(df), ctx)
+        listed = out["reason"].to_list()
+        for i, d in enumerate(dup):
+            if d is not None and listed[i] is None:
+                listed[i] = f"semantic duplicate of {d} (cosine {sim[i]:.2f})"
+        ctx.stats[self.name]["semantic_duplicates"] = sum(d is not None for d in dup)
+        similarity = np.maximum(similarity, sim.astype(np.float64))
+        return out.with_columns(semantic_duplicate_of=pl.Series(dup, dtype=pl.String),
+                                semantic_cosine=pl.Series(sim, dtype=pl.Float64),
+                                score=pl.Series(np.clip(1.0 - similarity, 0.0, 1.0), dtype=pl.Float64),
+                                reason=pl.Series(listed, dtype=pl.String))
+
+    def _all_ids(self, df: pl.DataFrame) -> pl.Series:
+        """Each row's id (its position without an id column), for the semantic search, which
+        leaves nothing in the partitions."""
         if R.INSTRUCTION_ID in df.columns:
             return df[R.INSTRUCTION_ID].cast(pl.String)
-        if source is not None and R.INSTRUCTION_ID in source.columns:
-            if self.config.column in source.columns:
-                return None
-            return source.take(R.INSTRUCTION_ID, np.arange(source.offsets[-1])).cast(pl.String)
         return pl.int_range(df.height, eager=True).cast(pl.String)
 
     def _within(self, df: pl.DataFrame, lang: str, stage_ctx: Any = None,
                 source: PoolPartitions | None = None) -> pl.DataFrame:
+        """Clusters per group; `duplicate_of` is the representative's pool position."""
         from ..executors.dedup import near_duplicates
 
         cfg = self.config
-        # the ids left in the partitions are read there, for the duplicates only
-        id_column = "_id" if "_id" in df.columns else R.INSTRUCTION_ID
         indexed = df.with_row_index("_row")
-        parts = indexed.partition_by(cfg.group_by, maintain_order=True) if cfg.group_by else [indexed]
+        # one group (a spec with one task) is the pool itself: no copy of its rows
+        # (column by column: a struct's n_unique row-encodes the pool, +40 MB at 10^6 rows)
+        one_group = df.height == 0 or all(df[c].n_unique() == 1 for c in cfg.group_by)
+        parts = [indexed] if one_group else indexed.partition_by(cfg.group_by, maintain_order=True)
         results, offset = [], 0
         for part in parts:
             found = near_duplicates(  # on Ray under the ray executor (executors/dedup.py)
                 part, stage_ctx, source, text_column=cfg.column, threshold=cfg.threshold, num_perm=cfg.num_perm, seed=cfg.seed,
-                ngram=cfg.ngram, unit=cfg.unit, normalize=True, keep=cfg.keep, id_column=id_column,
-                language=lang)
+                ngram=cfg.ngram, unit=cfg.unit, normalize=True, keep=cfg.keep, id_column=None, language=lang)
             found = found.with_columns(
                 _row=part["_row"], cluster_id=pl.col("cluster_id").cast(pl.UInt64) + offset,
-                duplicate_of=pl.col("duplicate_of").cast(pl.String))
+                duplicate_of=part["_row"].gather(found["duplicate_of"]))
             top = found["cluster_id"].max()
             offset = int(top) + 1 if isinstance(top, int) else offset
             results.append(found)
         if not results:
-            return pl.DataFrame(schema={"cluster_id": pl.UInt64, "duplicate_of": pl.String, "max_jaccard": pl.Float64,
+            return pl.DataFrame(schema={"cluster_id": pl.UInt64, "duplicate_of": pl.UInt32, "max_jaccard": pl.Float64,
                                         "is_duplicate": pl.Boolean, "cluster_size": pl.UInt32})
         # one part (no group_by) is in row order already: no sorted copy of the pool's rows
         merged = (results[0] if len(results) == 1 else pl.concat(results).sort("_row")).drop("_row")

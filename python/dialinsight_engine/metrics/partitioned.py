@@ -46,6 +46,7 @@ from .combine import (
     PoolStats,
     combine,
     detail_col,
+    finish_named,
     flag_col,
     in_play_mask,
     instantiate,
@@ -422,6 +423,7 @@ def _score_pooled(ctx: StageContext, metrics: dict[str, Metric], state: PhaseSta
     pool = pl.concat(frames, how="vertical").rechunk() if frames else pl.DataFrame()
     del frames
     mctx = MetricContext(stage_ctx=ctx)
+    mctx.rows_later = True  # each partition's rows completed as written, below
     if left:
         mctx.partitions = PoolPartitions(tuple(map(str, paths)), tuple(sizes), frozenset(left))
     scored = []
@@ -430,16 +432,19 @@ def _score_pooled(ctx: StageContext, metrics: dict[str, Metric], state: PhaseSta
         ctx.log.info("metric %s: scoring %d rows", name, pool.height)
         result = run_metric(name, metric, pool, mctx)
         pool = with_metric_columns(pool, result)
-        scored.append(result)
+        scored.append((name, metric, result))
         state.timings[name] = round(time.perf_counter() - t0, 3)
     state.metric_stats.update(mctx.stats)
-    new = pl.concat(scored, how="horizontal")
+    gathered = pool.width - sum(result.width for _, _, result in scored)
+    del pool
     assert state.pooled is not None
     start, written = 0, 0
     for i, rows in enumerate(sizes):
-        written += atomic.write_parquet(Path(state.pooled) / dataset.part_name(i), new.slice(start, rows)).stat().st_size
+        part = pl.concat([finish_named(name, metric, result.slice(start, rows)) for name, metric, result in scored],
+                         how="horizontal")
+        written += atomic.write_parquet(Path(state.pooled) / dataset.part_name(i), part).stat().st_size
         start += rows
-    ctx.stats.setdefault("prepare_maps", {})["pooled"] = {"rows": pool.height, "columns": pool.width - new.width,
+    ctx.stats.setdefault("prepare_maps", {})["pooled"] = {"rows": start, "columns": gathered,
                                                           "bytes": written, "left_in_partitions": sorted(left)}
 
 

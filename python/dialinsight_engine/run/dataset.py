@@ -32,8 +32,11 @@ from .. import records as R
 from . import atomic
 
 DATA_DIR = "data"
-#: rows per canonical hashing chunk: fixed, so the hash does not depend on partition sizes
-HASH_CHUNK_ROWS = 1 << 16
+#: rows per canonical hashing chunk: fixed, so the hash does not depend on partition sizes;
+#: small, because a chunk is copied twice (gathered, rechunked) and this pass set the driver's
+#: peak: the pass alone over assess's output at 10^6 dialogues peaked at 434 MB with 65,536
+#: rows, 165 MB with 8,192, at the same speed (3.4 s; docs/performance.md)
+HASH_CHUNK_ROWS = 1 << 13
 #: default rows per partition (`[executor] partition_rows`)
 PARTITION_ROWS = 50_000
 
@@ -245,7 +248,7 @@ def content_hash(frames: Iterable[pl.DataFrame]) -> str:
             schema_done = True
         if chunk.height == 0:
             continue
-        # streamed into the hash: no second copy of the chunk's bytes (65,536 rows) in memory
+        # streamed into the hash: no second copy of the chunk's bytes in memory
         chunk.rechunk().write_ipc(cast(IO[bytes], _HashWriter(h)), compression="uncompressed",
                                   compat_level=pl.CompatLevel.oldest())
     return h.hexdigest()

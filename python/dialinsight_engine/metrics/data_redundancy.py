@@ -178,7 +178,8 @@ class DataRedundancy(Metric):
         similarity = out["max_jaccard"].to_numpy()
         stats: dict[str, Any] = {
             "language": ctx.stats.get(self.name, {}).get("language"),
-            "clusters_with_duplicates": int(out.filter(pl.col("cluster_size") > 1)["cluster_id"].n_unique()),
+            "clusters_with_duplicates": out.select(pl.col("cluster_id").filter(pl.col("cluster_size") > 1)
+                                                   .n_unique()).item(),
             "near_duplicates": int(out["is_duplicate"].sum()),
         }
         notes = pl.repeat(None, out.height, dtype=pl.String, eager=True)
@@ -249,8 +250,9 @@ class DataRedundancy(Metric):
             found = near_duplicates(  # on Ray under the ray executor (executors/dedup.py)
                 part, stage_ctx, source, text_column=cfg.column, threshold=cfg.threshold, num_perm=cfg.num_perm, seed=cfg.seed,
                 ngram=cfg.ngram, unit=cfg.unit, normalize=True, keep=cfg.keep, id_column=None, language=lang)
-            found = found.with_columns(
-                _row=part["_row"], cluster_id=pl.col("cluster_id").cast(pl.UInt64) + offset,
+            cluster = pl.col("cluster_id").cast(pl.UInt64)
+            found = found.with_columns(  # (the first group's labels as they are: no copy)
+                _row=part["_row"], cluster_id=cluster + offset if offset else cluster,
                 duplicate_of=part["_row"].gather(found["duplicate_of"]))
             top = found["cluster_id"].max()
             offset = int(top) + 1 if isinstance(top, int) else offset

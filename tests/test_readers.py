@@ -231,18 +231,22 @@ def test_cli_exit_codes_for_a_bad_byte_and_a_corrupt_gzip(write_spec, tmp_path):
 
 
 def test_repeated_ids_are_renamed_in_read_order_across_partitions(write_spec, tmp_path):
-    """A repeated id becomes id#2, id#3...: within one piece of rows and across pieces."""
-    rows = [json.loads(line) for line in EXAMPLE.read_text().splitlines()[:7]]
-    for row, rid in zip(rows, ["a", "b", "a", "c", "a", "b", "c#2"], strict=True):
-        row["id"] = rid
+    """A repeated id becomes id#2, id#3...: within one piece of rows and across pieces; a name
+    the input holds itself is skipped (a#2 -> a#3), and a later row holding a name given
+    before is renamed in turn (c#2 -> c#2#2): no two rows share an id."""
+    rows = [json.loads(line) for line in EXAMPLE.read_text().splitlines()[:7]] * 2
+    ids = ["a", "b", "a", "c", "a", "b", "c#2", "a#2", "x", "x", "c", "c#2", "a#4", "a"]
+    rows = [dict(row, id=rid) for row, rid in zip(rows, ids, strict=True)]
     data = tmp_path / "d.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     spec = write_spec("[executor]\npartition_rows = 2\n", data=data)
     done = dialengine("apply", str(spec), "--until", "ingest")
     assert done.returncode == 0, done.stderr
     ingest = tmp_path / "runs" / "t" / "ingest"
-    assert read_output(ingest)["dialogue_id"].to_list() == ["a", "b", "a#2", "c", "a#3", "b#2", "c#2"]
-    assert json.loads((ingest / "manifest.json").read_text())["stats"]["renamed_duplicate_ids"] == 3
+    got = read_output(ingest)["dialogue_id"].to_list()
+    assert got == ["a", "b", "a#2", "c", "a#3", "b#2", "c#2", "a#2#2", "x", "x#2", "c#3", "c#2#2", "a#4", "a#5"]
+    assert len(set(got)) == len(got)
+    assert json.loads((ingest / "manifest.json").read_text())["stats"]["renamed_duplicate_ids"] == 8
 
 
 def test_seen_keys_compare_all_128_bits_when_the_first_64_collide():

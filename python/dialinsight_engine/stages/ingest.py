@@ -126,7 +126,9 @@ class _Tally:
 
     def unique_ids(self, rows: list[dict[str, Any]]) -> None:
         """Ids must be unique downstream: a repeated id is kept, renamed `id#2`, `id#3`... (in
-        place, `rows` being the next rows in read order)."""
+        place, `rows` being the next rows in read order), skipping a name an earlier row holds
+        (the input may have an `a#2` of its own); the new names count as read, so a later row
+        with one of them is renamed in turn."""
         ids = [row[R.DIALOGUE_ID] for row in rows]
         keys = SeenKeys.keys_of(ids)
         repeated = self.seen.contains(keys)
@@ -134,12 +136,25 @@ class _Tally:
         for i, rid in enumerate(ids):
             if repeated[i] or rid in here:
                 repeated[i] = True
-                count = self.repeats.get(rid, 1) + 1
-                self.repeats[rid] = count
-                rows[i][R.DIALOGUE_ID] = f"{rid}#{count}"
+                rid = self._free_name(rid, here)
+                rows[i][R.DIALOGUE_ID] = rid
             here.add(rid)
         self.renamed += int(repeated.sum())
-        self.seen.add(keys[~repeated])
+        renamed = np.flatnonzero(repeated)
+        if renamed.size:
+            keys = keys.copy()
+            keys[renamed] = SeenKeys.keys_of([rows[i][R.DIALOGUE_ID] for i in renamed])
+        self.seen.add(keys)
+
+    def _free_name(self, rid: str, here: set[str]) -> str:
+        """`rid#N` for the next N from 2 up that no row read so far holds."""
+        count = self.repeats.get(rid, 1)
+        while True:
+            count += 1
+            name = f"{rid}#{count}"
+            if name not in here and not self.seen.contains(SeenKeys.keys_of([name]))[0]:
+                self.repeats[rid] = count
+                return name
 
 
 class SeenKeys:

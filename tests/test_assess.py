@@ -328,6 +328,32 @@ def test_richness_merges_its_partial_counts_in_passes_with_the_same_result(monke
     assert {k: v for k, v in many.items() if k != "doc_freq"} == {k: v for k, v in one.items() if k != "doc_freq"}
     assert 0 < one["distinct_2"] < 1
 
+def test_richness_parts_are_sorted_by_a_stable_shard_in_row_groups_a_pass_can_skip(tmp_path):
+    """Each part is sorted by its n-grams' shard (BLAKE2b, the same on every node and Polars
+    build) and written in row groups with statistics, so that a pass of the merge, which
+    reads a range of shards, skips the other groups."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    from dialinsight_engine.metrics.data_richness import MERGE_SHARDS, gram_shards
+    from dialinsight_engine.metrics.partitioned import PoolPartial
+    from dialinsight_engine.run import atomic
+
+    digest = hashlib.blake2b(b"two bedroom", digest_size=4).digest()
+    assert gram_shards(pl.Series(["two bedroom", None])).to_list() == [int.from_bytes(digest, "little") % MERGE_SHARDS, 0]
+    metric = build_registry().get("metric", "data_richness").from_params({"embeddings": "off"})
+    part = metric.partial(_rows(120), MetricContext.standalone())
+    assert part["shard"].is_sorted() and part["shard"].n_unique() > 100
+    path = tmp_path / "part.parquet"
+    path.write_bytes(atomic.parquet_bytes(part, PoolPartial.row_group_rows // 16))
+    meta = pq.ParquetFile(path).metadata
+    column = meta.schema.names.index("shard")
+    ranges = [(meta.row_group(g).column(column).statistics.min, meta.row_group(g).column(column).statistics.max)
+              for g in range(meta.num_row_groups)]
+    assert len(ranges) > 2 and all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+
+
 def test_the_merged_ngram_table_holds_only_its_own_bytes():
     """The table keeps the n-grams of two rows or more; filtered out of each pass's counts, its
     string columns shared the buffers of every n-gram counted (Polars' string views): ~60 MB of

@@ -72,6 +72,10 @@ class PartitionContext:
 class RowStage(Stage):
     """A stage whose output partition i is a function of input partition i (and `prepare`)."""
 
+    #: rows per Parquet row group of the partitions written, with statistics, for a stage
+    #: whose readers filter on a column its rows are sorted by; None: one group, no statistics
+    row_group_rows: int | None = None
+
     def prepare(self, ctx: StageContext) -> Any:
         """Driver-side aggregate over the whole input before the map (default: none). Must be
         small and picklable: it is sent to every partition task."""
@@ -144,7 +148,7 @@ def compute_partition(stage: RowStage, spec: Spec, task: PartitionTask, state: A
         raise
     except Exception as exc:  # named and returned to the driver, which keeps the rows
         raise PartitionFailed(task.index, task.input_path, f"{type(exc).__name__}: {exc}") from None
-    part = dataset.write_partition(Path(task.stage_dir), task.index, out)
+    part = dataset.write_partition(Path(task.stage_dir), task.index, out, row_group_rows=stage.row_group_rows)
     result = PartitionResult(task.index, part, pctx.stats, round(time.perf_counter() - t0, 4),
                              os.uname().nodename, os.getpid(), peak_rss_mb())
     atomic.write_json(progress_path(Path(task.stage_dir), task.index), {

@@ -10,6 +10,7 @@ whole set, and coverage per scene and task (counts, shares, normalised entropy).
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Any, Literal
 
@@ -92,10 +93,27 @@ def coverage_of_counts(counts: pl.DataFrame, column: str) -> dict[str, Any]:
 
 #: partial-aggregate kinds (`DataRichness.partial`): per-group document frequencies of the
 #: novelty n-grams, per-group row counts, occurrences of 1- and 2-grams (distinct-n), scenes, tasks
-PARTIAL_SCHEMA = {"kind": pl.String, "group": pl.String, "gram": pl.String, "n": pl.Int64}
+PARTIAL_SCHEMA = {"kind": pl.String, "group": pl.String, "gram": pl.String, "n": pl.Int64, "shard": pl.UInt16}
 #: Partial rows per pass of `merge_scan`'s n-gram queries (their memory is that of the distinct
 #: n-grams of one pass: 4.8M partial rows of 10^6 synthetic dialogues in one pass held +444 MB).
 MERGE_PASS_ROWS = 1_000_000
+#: Hash shards of the n-grams. A part is sorted by shard (and written in row groups with
+#: statistics, `PoolPartial`), and a pass of the merge reads a contiguous range of shards: only
+#: the row groups of its range, so the passes together read the parts about once (a filter on a
+#: hash computed in each pass read every part in every pass: time quadratic in the pool).
+MERGE_SHARDS = 4096
+
+
+def gram_shards(grams: pl.Series) -> pl.Series:
+    """Each n-gram's shard: BLAKE2b of its UTF-8 bytes modulo MERGE_SHARDS (0 for null). The
+    parts of one merge come from many processes, possibly on nodes with different Polars
+    builds, whose own hash may differ: this one is the same everywhere."""
+    distinct = grams.drop_nulls().unique()
+    shards = [int.from_bytes(hashlib.blake2b(g.encode("utf-8", "surrogatepass"), digest_size=4).digest(), "little")
+              % MERGE_SHARDS for g in distinct.to_list()]
+    table = pl.DataFrame({"gram": distinct, "shard": pl.Series(shards, dtype=pl.UInt16)})
+    looked_up = grams.to_frame("gram").join(table, on="gram", how="left", maintain_order="left")
+    return looked_up["shard"].fill_null(0)
 
 
 def _group_keys(df: pl.DataFrame, groups: list[str]) -> pl.Series:
@@ -110,6 +128,8 @@ class DataRichness(Metric):
     phase = "instruction"
     Config = DataRichnessConfig
     description = "diversity: nearest-neighbour distance (embeddings or n-gram novelty), distinct-n, coverage"
+    #: 2: the partial counts carry each n-gram's shard (their files from an older run are not reused)
+    version = "2"
     config: DataRichnessConfig
 
     def pool_columns(self) -> set[str]:
@@ -144,7 +164,8 @@ class DataRichness(Metric):
             if column in df.columns:
                 counts = df.group_by(column).agg(n=pl.len()).rename({column: "gram"})
                 parts.append(counts.with_columns(pl.col("gram").cast(pl.String), kind=pl.lit(column)))
-        return pl.concat([p.with_columns(pl.col("n").cast(pl.Int64)) for p in parts], how="diagonal") \
+        out = pl.concat([p.with_columns(pl.col("n").cast(pl.Int64)) for p in parts], how="diagonal")
+        return out.with_columns(shard=gram_shards(out["gram"])).sort("shard", maintain_order=True) \
             .select([pl.col(c).cast(t) for c, t in PARTIAL_SCHEMA.items()])
 
     def merge(self, partials: list[pl.DataFrame]) -> dict[str, Any]:
@@ -162,15 +183,18 @@ class DataRichness(Metric):
         def collect(query: pl.LazyFrame) -> pl.DataFrame:
             return query.collect(engine="streaming")
 
-        # the n-gram queries hold every distinct n-gram of the pool at once: they run in passes,
-        # each over the n-grams of one hash shard (disjoint, so counts and distinct counts add
-        # up exactly; the hash need only agree within this process)
-        passes = max(1, math.ceil(collect(partials.select(pl.len())).item() / MERGE_PASS_ROWS))
+        # the n-gram queries would hold every distinct n-gram of the pool at once: they run in
+        # passes, each over a range of the n-grams' shards (disjoint, so counts and distinct
+        # counts add up exactly)
+        passes = min(MERGE_SHARDS, max(1, math.ceil(collect(partials.select(pl.len())).item() / MERGE_PASS_ROWS)))
 
-        def of_kind(name: str, shard: int | None = None) -> pl.LazyFrame:
-            """The parts' rows of one kind (of one hash shard of the n-grams)."""
+        def of_kind(name: str, part: int | None = None) -> pl.LazyFrame:
+            """The parts' rows of one kind (of pass `part`'s range of shards)."""
             rows = partials.filter(kind == name)
-            return rows if shard is None else rows.filter(pl.col("gram").hash(seed=0) % passes == shard)
+            if part is None:
+                return rows
+            low, high = part * MERGE_SHARDS // passes, (part + 1) * MERGE_SHARDS // passes
+            return rows.filter(pl.col("shard").is_between(low, high, closed="left"))
 
         def summed(name: str, keys: list[str], shard: int | None = None) -> pl.LazyFrame:
             return of_kind(name, shard).group_by(keys).agg(n=pl.col("n").sum())

@@ -109,6 +109,9 @@ class PoolPartial(RowStage):
 
     name = "pool-partial"
     order = 0
+    #: a part sorted by a column its metric's `merge_scan` filters on (richness's n-gram
+    #: shard) is read by each pass in the groups of its range only
+    row_group_rows = 4096
 
     def __init__(self, phase: Phase, metric: str, languages: dict[str, str]) -> None:
         self.phase, self.metric, self.languages = phase, metric, languages

@@ -184,11 +184,13 @@ def output_schema(folder: Path) -> dict[str, pl.DataType] | None:
     return dict(pl.read_parquet_schema(files[0])) if files else None
 
 
-def write_partition(folder: Path, index: int, frame: pl.DataFrame, point: str | None = None) -> Partition:
+def write_partition(folder: Path, index: int, frame: pl.DataFrame, point: str | None = None,
+                    row_group_rows: int | None = None) -> Partition:
     """Write one partition atomically; return what the manifest records about it. Its fault
-    points are named `write:<stage>/part-NNNNN.parquet:...` (`point` is the stage name)."""
+    points are named `write:<stage>/part-NNNNN.parquet:...` (`point` is the stage name).
+    `row_group_rows`: as `atomic.parquet_bytes`."""
     name = part_name(index)
-    data = atomic.parquet_bytes(encode_json_columns(frame))
+    data = atomic.parquet_bytes(encode_json_columns(frame), row_group_rows)
     target = Path(folder) / name
     atomic.write_bytes(target, data, point=f"{point or Path(folder).name}/{target.name}")
     return Partition(name, frame.height, hashlib.sha256(data).hexdigest())

@@ -681,7 +681,7 @@ def _clusters(n: int, edges: np.ndarray, max_jaccard: np.ndarray, keep_values: n
     """Components of the verified edges, labelled by their smallest row, and the kept row of
     each (the core's ``finish_clusters``); `keep_values` None for the "first" rule. Row
     positions in 32 bits where they fit, intermediates let go as soon as used: this step set
-    the driver's peak of a distributed pool (~80 bytes per row; docs/performance.md)."""
+    the driver's peak of a distributed pool (see the module doc; docs/performance.md)."""
     if n == 0:
         return pl.DataFrame(schema={"cluster_id": pl.UInt64, "duplicate_of": pl.UInt64,
                                     "max_jaccard": pl.Float64, "is_duplicate": pl.Boolean})

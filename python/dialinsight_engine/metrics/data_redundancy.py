@@ -75,14 +75,14 @@ def _ids_at(df: pl.DataFrame, source: PoolPartitions | None, positions: pl.Serie
     """(`positions`, sorted and distinct, the ids of the rows there): read from the frame, or
     from the partitions where the ids were left (`Metric.partition_columns`); a row's
     position stands for its id where the input has none. In buffers of their own: a gathered
-    string column would keep the pool's alive."""
+    string column would keep the pool's alive (`PoolPartitions.take` copies already)."""
     if R.INSTRUCTION_ID in df.columns:
-        ids = df[R.INSTRUCTION_ID].gather(positions)
+        ids = own_buffers(df[R.INSTRUCTION_ID].gather(positions).cast(pl.String).to_frame("id"))["id"]
     elif source is not None and R.INSTRUCTION_ID in source.columns:
-        ids = source.take(R.INSTRUCTION_ID, positions.to_numpy())
+        ids = source.take(R.INSTRUCTION_ID, positions.to_numpy()).cast(pl.String)
     else:
-        ids = positions
-    return positions, own_buffers(ids.cast(pl.String).to_frame("id"))["id"]
+        ids = positions.cast(pl.String)
+    return positions, ids
 
 
 def _lookup(positions: pl.Series, ids: pl.Series, wanted: pl.Series) -> pl.Series:

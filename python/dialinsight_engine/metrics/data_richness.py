@@ -307,4 +307,3 @@ class DataRichness(Metric):
             out = out.with_columns(score=pl.col("novelty"))
         ctx.stats[self.name] = stats
         return out
-

@@ -447,3 +447,37 @@ def test_the_language_sample_does_not_keep_the_partitions_text_alive(tmp_path):
     held = sample.to_arrow(compat_level=pl.CompatLevel.newest()).get_total_buffer_size()
     own = sample.str.len_bytes().sum()
     assert held < 2 * own + 64_000, f"the sample holds {held} bytes for {own} bytes of text"
+
+
+class ReadsTaskText(Metric):
+    """A pool-wide plugin that reads the task's text (so it must get a String column)."""
+
+    name = "reads_task"
+
+    def pool_columns(self):
+        return {R.TASK}
+
+    def score(self, df, ctx):
+        return pl.DataFrame({"score": df[R.TASK].str.len_chars().cast(pl.Float64)})
+
+
+def test_group_keys_are_gathered_as_codes_only_where_no_metric_reads_their_text():
+    """The pool-wide step gathers a column that every metric reading it only groups by as
+    Categorical codes (4 bytes a row); a metric that reads it as text, or reads every column,
+    gets the strings; a text column that is also a group key stays text."""
+    from dialinsight_engine.metrics.data_redundancy import DataRedundancy
+    from dialinsight_engine.metrics.partitioned import _as_codes, _key_columns
+
+    columns = [R.PROMPT, R.TASK, R.SCENE, R.INSTRUCTION_ID]
+    grouped = DataRedundancy.from_params({"group_by": [R.TASK, R.SCENE]})
+    assert _key_columns({"r": grouped}, columns) == {R.TASK, R.SCENE}
+    assert _key_columns({"r": grouped, "t": ReadsTaskText()}, columns) == {R.SCENE}
+    assert _key_columns({"r": grouped, "f": Flagger()}, columns) == set()  # reads every column
+    assert _key_columns({"r": grouped}, None) == set()
+    by_text = DataRedundancy.from_params({"group_by": [R.PROMPT]})
+    assert _key_columns({"r": by_text}, columns) == set()
+
+    frame = pl.DataFrame({R.TASK: ["b", "a", "b"], R.SCENE: ["s", "s", "s"], "n": [1, 2, 3]})
+    coded = pl.concat([_as_codes(frame, {R.TASK, R.SCENE, "n", "absent"}), _as_codes(frame.head(1), {R.TASK, R.SCENE})])
+    assert coded.schema[R.TASK] == pl.Categorical and coded.schema["n"] == pl.Int64
+    assert coded[R.TASK].to_list() == ["b", "a", "b", "b"] and coded[R.TASK].n_unique() == 2

@@ -175,6 +175,12 @@ def test_keep_rules_row_indices_and_a_ray_dataset(cluster):
         found = ray_near_duplicates(ds, "text", threshold=0.5, keep=keep, num_perm=64, reducers=3)
         assert_frame_equal(found.frame, local)
         assert found.frame["duplicate_of"].dtype == pl.UInt64
+        # compact: 32-bit columns with the same values (the estimates are float32 values)
+        narrow = ray_near_duplicates(ds, "text", threshold=0.5, keep=keep, num_perm=64, reducers=3, compact=True)
+        assert narrow.frame.schema == {"cluster_id": pl.UInt32, "duplicate_of": pl.UInt32,
+                                       "max_jaccard": pl.Float32, "is_duplicate": pl.Boolean}
+        assert_frame_equal(narrow.frame.cast({"cluster_id": pl.UInt64, "duplicate_of": pl.UInt64,
+                                              "max_jaccard": pl.Float64}), local)
     assert found.frame["is_duplicate"].sum() > 50
     # explicit bands/rows and another seed: still the same as the core
     local = fast.near_duplicates(df, "text", threshold=0.8, bands=16, rows=4, seed=9, num_perm=64)

@@ -36,17 +36,17 @@ def distributed_pool(stage_ctx: Any, rows: int) -> bool:
 
 
 def near_duplicates(frame: pl.DataFrame, stage_ctx: Any, source: PoolPartitions | None = None,
-                    **settings: Any) -> pl.DataFrame:
+                    compact: bool = False, **settings: Any) -> pl.DataFrame:
     """`fast.near_duplicates(frame, **settings)`; with `source` (the text column left in the
     partitions: `frame` then has a `_row` column of pool positions), on Ray where the text
-    lies."""
+    lies. `compact`: on Ray, the result in 32-bit columns (`ray_near_duplicates`)."""
     from .. import fast
 
     column = settings["text_column"]
     if source is not None and column in source.columns:
-        return _from_partitions(frame, stage_ctx, source, **settings)
+        return _from_partitions(frame, stage_ctx, source, compact=compact, **settings)
     if distributed_pool(stage_ctx, frame.height):  # the text is here (a semantic search needed it)
-        return _from_frame(frame, stage_ctx, **settings)
+        return _from_frame(frame, stage_ctx, compact=compact, **settings)
     if on_ray(stage_ctx):
         # one process does a pool this size faster than the shuffle between Ray tasks
         done = stage_ctx.stats.setdefault("near_duplicates_in_driver", {"calls": 0, "rows": 0})

@@ -195,6 +195,12 @@ class Metric(ABC):
         the pool's text). Default: none."""
         return set()
 
+    def key_columns(self) -> set[str]:
+        """Of `pool_columns()`, those the metric compares only for equality (group keys):
+        where every pool-wide metric reading a string column says so, the driver gathers it
+        as Categorical codes (4 bytes a row instead of the text). Default: none."""
+        return set()
+
     def finish_rows(self, result: pl.DataFrame) -> pl.DataFrame:
         """A slice of rows of what `score` returned, completed. When `ctx.rows_later` is set,
         a pool-wide metric may return compact columns (positions instead of text) and build

@@ -94,6 +94,15 @@ def _lookup(positions: pl.Series, ids: pl.Series, wanted: pl.Series) -> pl.Serie
     return pl.select(pl.when(wanted.is_not_null()).then(ids.gather(index))).to_series().alias("duplicate_of")
 
 
+def _cluster_sizes(cluster: pl.Series) -> pl.Series:
+    """Rows of each row's cluster. The labels are rows of the pool (`_within`), so a count
+    per label is an array as long as the pool: 4 bytes a row, where a window over the
+    labels built a hash table of the pool."""
+    labels = cluster.to_numpy()
+    counts = np.bincount(labels).astype(np.uint32) if labels.size else np.zeros(0, np.uint32)
+    return pl.Series("cluster_size", counts[labels], dtype=pl.UInt32)
+
+
 def _joined(reasons: pl.Series, note: pl.Series) -> pl.Series:
     """Each row's reasons and note joined by "; " (null where both are)."""
     both = pl.DataFrame({"a": reasons, "b": note})
@@ -160,6 +169,10 @@ class DataRedundancy(Metric):
         return set() if cfg.semantic_threshold is not None else \
             {cfg.column, R.INSTRUCTION_ID, *([cfg.against] if cfg.references else [])}
 
+    def key_columns(self) -> set[str]:
+        cfg = self.config  # grouped by, never read as text (unless also compared or kept by)
+        return set(cfg.group_by) - {cfg.column, cfg.keep, cfg.against}
+
     def score(self, df: pl.DataFrame, ctx: MetricContext) -> pl.DataFrame:
         cfg = self.config
         source = ctx.partitions  # under Ray, for a large pool: the text columns were left there
@@ -175,7 +188,7 @@ class DataRedundancy(Metric):
         # "near duplicate of <id>" is written as the rows are (`finish_rows`): here only the
         # representatives' ids, at 10^6 rows (58% duplicates) the reasons were +45 MB of driver
         self._representatives = _ids_at(df, source, out["duplicate_of"].drop_nulls().unique().sort())
-        similarity = out["max_jaccard"].to_numpy()
+        similarity = out["max_jaccard"].cast(pl.Float64).to_numpy()
         stats: dict[str, Any] = {
             "language": ctx.stats.get(self.name, {}).get("language"),
             "clusters_with_duplicates": out.select(pl.col("cluster_id").filter(pl.col("cluster_size") > 1)
@@ -201,11 +214,13 @@ class DataRedundancy(Metric):
         return out if ctx.rows_later else self.finish_rows(out)
 
     def finish_rows(self, result: pl.DataFrame) -> pl.DataFrame:
-        """`duplicate_of` (pool positions from `score`) as the representatives' ids, and the
-        near-duplicate reason before the contamination notes; rows already finished (a String
+        """`duplicate_of` (pool positions from `score`) as the representatives' ids, the
+        near-duplicate reason before the contamination notes, and the 32-bit columns `score`
+        holds (`_within`) at their output types; rows already finished (a String
         `duplicate_of`) are returned as they are."""
         if result["duplicate_of"].dtype == pl.String:
             return result
+        result = result.with_columns(pl.col("cluster_id").cast(pl.UInt64), pl.col("max_jaccard").cast(pl.Float64))
         positions, ids = self._representatives
         dup = _lookup(positions, ids, result["duplicate_of"])
         near = pl.DataFrame({"d": dup, "j": result["max_jaccard"]}).select(pl.when(pl.col("d").is_not_null()).then(
@@ -236,7 +251,8 @@ class DataRedundancy(Metric):
 
     def _within(self, df: pl.DataFrame, lang: str, stage_ctx: Any = None,
                 source: PoolPartitions | None = None) -> pl.DataFrame:
-        """Clusters per group; `duplicate_of` is the representative's pool position."""
+        """Clusters per group; `duplicate_of` is the representative's pool position. In
+        32-bit columns (`finish_rows` widens them): 8 bytes a row less held on the driver."""
         from ..executors.dedup import near_duplicates
 
         cfg = self.config
@@ -249,20 +265,22 @@ class DataRedundancy(Metric):
         for part in parts:
             found = near_duplicates(  # on Ray under the ray executor (executors/dedup.py)
                 part, stage_ctx, source, text_column=cfg.column, threshold=cfg.threshold, num_perm=cfg.num_perm, seed=cfg.seed,
-                ngram=cfg.ngram, unit=cfg.unit, normalize=True, keep=cfg.keep, id_column=None, language=lang)
-            cluster = pl.col("cluster_id").cast(pl.UInt64)
+                ngram=cfg.ngram, unit=cfg.unit, normalize=True, keep=cfg.keep, id_column=None, language=lang,
+                compact=True)
+            # a cluster's label is a row of its group: below the pool's size plus the offset
+            cluster = pl.col("cluster_id").cast(pl.UInt32)
             found = found.with_columns(  # (the first group's labels as they are: no copy)
                 _row=part["_row"], cluster_id=cluster + offset if offset else cluster,
-                duplicate_of=part["_row"].gather(found["duplicate_of"]))
+                duplicate_of=part["_row"].gather(found["duplicate_of"]), max_jaccard=pl.col("max_jaccard").cast(pl.Float32))
             top = found["cluster_id"].max()
             offset = int(top) + 1 if isinstance(top, int) else offset
             results.append(found)
         if not results:
-            return pl.DataFrame(schema={"cluster_id": pl.UInt64, "duplicate_of": pl.UInt32, "max_jaccard": pl.Float64,
+            return pl.DataFrame(schema={"cluster_id": pl.UInt32, "duplicate_of": pl.UInt32, "max_jaccard": pl.Float32,
                                         "is_duplicate": pl.Boolean, "cluster_size": pl.UInt32})
         # one part (no group_by) is in row order already: no sorted copy of the pool's rows
         merged = (results[0] if len(results) == 1 else pl.concat(results).sort("_row")).drop("_row")
-        return merged.with_columns(cluster_size=pl.len().over("cluster_id")).select(
+        return merged.with_columns(cluster_size=_cluster_sizes(merged["cluster_id"])).select(
             "cluster_id", "duplicate_of", "max_jaccard", "is_duplicate", "cluster_size")
 
     def _contamination(self, df: pl.DataFrame, ref: ReferenceSet, ctx: MetricContext,

@@ -354,10 +354,19 @@ def test_richness_parts_are_sorted_by_a_stable_shard_in_row_groups_a_pass_can_sk
     assert len(ranges) > 2 and all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:], strict=False))
 
 
-def test_the_merged_ngram_table_holds_only_its_own_bytes():
+def _held_and_own(table: pl.DataFrame) -> tuple[int, int]:
+    held = table.to_arrow(compat_level=pl.CompatLevel.newest()).get_total_buffer_size()
+    return held, sum(table[c].str.len_bytes().sum() for c in ("group", "gram")) + 40 * table.height
+
+
+def test_the_merged_ngram_table_holds_only_its_own_bytes(monkeypatch):
     """The table keeps the n-grams of two rows or more; filtered out of each pass's counts, its
     string columns shared the buffers of every n-gram counted (Polars' string views): ~60 MB of
-    driver heap for a 5 MB table at 10^6 rows. It holds its own rows' bytes now."""
+    driver heap for a 5 MB table at 10^6 rows. It holds its own rows' bytes now, and so does
+    each pass's part as it is kept (kept as they came, they held ~3 MB a pass until the end:
+    the merge's peak grew with the number of passes, i.e. with the pool)."""
+    from dialinsight_engine.metrics import data_richness
+
     metric = build_registry().get("metric", "data_richness").from_params({"embeddings": "off"})
     texts = [f"Summarise.\nCustomer: reference-{i:06d} apartment-with-balcony nearby-station-{i % 50:03d}"
              for i in range(3000)]  # a long tail of one-row n-grams, a few shared
@@ -365,9 +374,18 @@ def test_the_merged_ngram_table_holds_only_its_own_bytes():
     partials = [metric.partial(rows.slice(start, 500), MetricContext.standalone()) for start in range(0, 3000, 500)]
     table = metric.merge(partials)["doc_freq"]
     assert 0 < table.height < 3000 and table["df"].min() >= 2
-    held = table.to_arrow(compat_level=pl.CompatLevel.newest()).get_total_buffer_size()
-    own = sum(table[c].str.len_bytes().sum() for c in ("group", "gram")) + 40 * table.height
+    held, own = _held_and_own(table)
     assert held < 2 * own, f"the table holds {held} bytes for {own} bytes of its own"
+
+    kept: list[pl.DataFrame] = []
+    copy = data_richness.own_buffers
+    monkeypatch.setattr(data_richness, "own_buffers", lambda frame: kept.append(copy(frame)) or kept[-1])
+    monkeypatch.setattr(data_richness, "MERGE_PASS_ROWS", sum(p.height for p in partials) // 5)
+    assert metric.merge(partials)["doc_freq"].sort("group", "gram").equals(table.sort("group", "gram"))
+    assert len(kept) >= 5 and sum(part.height for part in kept) == table.height  # every pass's part, copied
+    for part in kept:
+        held, own = _held_and_own(part)
+        assert held < 2 * own + 4096, f"a pass's part holds {held} bytes for {own} bytes of its own"
 
 
 @pytest.mark.parametrize("method", ["minmax", "z", "rank", "none"])

@@ -171,12 +171,14 @@ def ray_near_duplicates(
     signed = run.sign(text_column, keep, hashing, band_rows, n_reducers)
     edges, max_jaccard, candidates = run.verify(signed, n_reducers, threshold)
     frame = _clusters(int(offsets[-1]), edges, max_jaccard, signed.keep_values, compact)
+    n_edges = int(edges.shape[0])
+    del edges, max_jaccard  # not held while `_with_ids` reads the ids
     if id_column is not None:
         frame = _with_ids(frame, run, id_column)
     return DedupResult(frame, run.stats | {
         "rows": int(offsets[-1]), "partitions": len(parts), "blocks": len(groups), "reducers": n_reducers,
         "bands": band_rows[0], "rows_per_band": band_rows[1], "language": hashing.language,
-        "candidate_pairs": candidates, "edges": int(edges.shape[0]),
+        "candidate_pairs": candidates, "edges": n_edges,
         "shuffle_bytes_per_row": round(sum(run.stats["shuffle_bytes"].values()) / max(int(offsets[-1]), 1), 1),
     })
 
@@ -228,7 +230,11 @@ def partition_tables(source: PoolPartitions, rows: pl.Series, columns: list[str]
         if start == end:
             continue
         attached = {name: values.slice(int(start), int(end - start)).to_arrow() for name, values in extra.items()}
-        local = positions[start:end].astype(np.int64) - offsets[index]
+        # distinct positions as many as the partition's rows are all of them (one group): no
+        # list to send, none to take; else 32-bit (a task's arguments under Ray's inline limit
+        # stay in the driver's heap until the task ends: 8 MB of int64 positions at 10^6 rows)
+        whole = end - start == source.heights[index]
+        local = None if whole else (positions[start:end] - offsets[index]).astype(np.int32)
         refs.append(_read_rows.options(max_retries=max_retries).remote(source, index, columns, local, attached))
     return refs
 
@@ -245,9 +251,11 @@ def ray_contamination(source: PoolPartitions, column: str, reference: pl.Series,
 
 
 @ray.remote
-def _read_rows(source: PoolPartitions, index: int, columns: list[str], local_rows: np.ndarray,
+def _read_rows(source: PoolPartitions, index: int, columns: list[str], local_rows: np.ndarray | None,
                extra: dict[str, pa.Array]) -> pa.Table:
-    table = source.read(index, columns).to_arrow().take(pa.array(local_rows, pa.int64()))
+    table = source.read(index, columns).to_arrow()
+    if local_rows is not None:  # None: every row in play
+        table = table.take(pa.array(local_rows, pa.int64()))
     for name, values in extra.items():
         table = table.append_column(name, values)
     return table

@@ -202,7 +202,7 @@ class DataRichness(Metric):
         rows = collect(summed("rows", ["group"]))
         # each pass's table copied as it comes: its strings are views into the pages the pass
         # decoded, which kept ~3 MB a pass alive until the end (the merge's peak grew with the
-        # number of passes, i.e. with the pool: 217 -> 265 MB from 300k to 10^6 dialogues)
+        # number of passes, i.e. with the pool: 208 -> 265 MB from 300k to 10^6 dialogues)
         doc_freq = pl.concat([own_buffers(collect(summed("df", ["group", "gram"], k).filter(pl.col("n") >= 2)
                                                   .select("group", "gram", df=pl.col("n")))) for k in range(passes)],
                              how="vertical").rechunk()

@@ -467,8 +467,8 @@ def _key_columns(metrics: dict[str, Metric], columns: list[str] | None) -> set[s
 
 def _as_codes(frame: pl.DataFrame, keys: set[str]) -> pl.DataFrame:
     """`keys`' string columns as Categorical: a group key such as the task name held as 4-byte
-    codes, ~25 bytes a row less on the driver (Polars' categories are global, so the
-    partitions' codes agree when concatenated)."""
+    codes (the bench's task names: 20 -> 4 MB at 10^6 rows; Polars' categories are global, so
+    the partitions' codes agree when concatenated)."""
     cast = [pl.col(c).cast(pl.Categorical) for c in keys if c in frame.columns and frame[c].dtype == pl.String]
     return frame.with_columns(cast) if cast else frame
 

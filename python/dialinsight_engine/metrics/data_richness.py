@@ -196,8 +196,8 @@ class DataRichness(Metric):
             low, high = part * MERGE_SHARDS // passes, (part + 1) * MERGE_SHARDS // passes
             return rows.filter(pl.col("shard").is_between(low, high, closed="left"))
 
-        def summed(name: str, keys: list[str], shard: int | None = None) -> pl.LazyFrame:
-            return of_kind(name, shard).group_by(keys).agg(n=pl.col("n").sum())
+        def summed(name: str, keys: list[str], part: int | None = None) -> pl.LazyFrame:
+            return of_kind(name, part).group_by(keys).agg(n=pl.col("n").sum())
 
         rows = collect(summed("rows", ["group"]))
         # each pass's table copied as it comes: its strings are views into the pages the pass
@@ -205,7 +205,7 @@ class DataRichness(Metric):
         # number of passes, i.e. with the pool: 208 -> 265 MB from 300k to 10^6 dialogues)
         doc_freq = pl.concat([own_buffers(collect(summed("df", ["group", "gram"], k).filter(pl.col("n") >= 2)
                                                   .select("group", "gram", df=pl.col("n")))) for k in range(passes)],
-                             how="vertical").rechunk()
+                             how="vertical")
         with_grams = collect(of_kind("df").select(pl.col("group").unique()))
 
         def distinct(n: int) -> float:

@@ -84,11 +84,8 @@ def parquet_bytes(df: pl.DataFrame, row_group_rows: int | None = None) -> bytes:
     row groups of that many rows, with statistics, so that a reader's filter on a sorted
     column skips the groups it does not need."""
     buf = io.BytesIO()
-    if row_group_rows is None:
-        df.write_parquet(buf, compression="zstd", compression_level=3, statistics=False)
-    else:
-        df.write_parquet(buf, compression="zstd", compression_level=3, statistics=True,
-                         row_group_size=row_group_rows)
+    df.write_parquet(buf, compression="zstd", compression_level=3, statistics=row_group_rows is not None,
+                     row_group_size=row_group_rows)
     return buf.getvalue()
 
 

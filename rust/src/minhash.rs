@@ -731,7 +731,9 @@ mod proptests {
         fn any_text_signs_without_panic(s in "\\PC{0,64}", mode in prop::sample::select(vec![Mode::Native, Mode::DatasketchLegacy, Mode::DatasketchAffine32])) {
             let h = hasher(mode, 16);
             let sig = h.signature(&s);
-            let has_word = s.chars().any(char::is_alphanumeric);
+            // the hasher NFKC-normalises first, which can make a word of a symbol
+            // (U+1F240, a bracketed ideograph, becomes the ideograph itself in brackets)
+            let has_word = unicode_normalization::UnicodeNormalization::nfkc(s.as_str()).any(char::is_alphanumeric);
             prop_assert_eq!(sig.iter().any(|&v| v != EMPTY), has_word);
         }
 

@@ -18,6 +18,7 @@ from raycluster import joined, shared_cluster
 ray = pytest.importorskip("ray")
 
 from dialinsight_engine.executors.ray_dedup import (  # noqa: E402
+    BLOCK_ROWS,
     MAX_FULL_BUCKET,
     _group,
     _pair_estimates,
@@ -109,27 +110,31 @@ def test_same_clusters_and_kept_rows_as_local(cluster, zh):
         assert (found.stats["partitions"], found.stats["blocks"]) == (7, blocks)
 
 
-def test_many_small_partitions_shuffle_in_few_blocks(cluster):
-    """Each step of the shuffle makes (blocks)^2 objects, and objects under Ray's inline limit
-    live in the driver's heap (100 partitions of 1,000 rows: +700 MB of driver RSS when every
-    partition was a block). By default 40 partitions of 50 rows go in one block per CPU of the
-    cluster, and the clusters are the core's."""
+def test_many_small_partitions_shuffle_in_few_blocks(cluster, tmp_path):
+    """40 partitions of 50 rows go in one block per CPU of the cluster by default, the steps
+    exchange their files in a folder of their own in `scratch`, removed at the end, and the
+    clusters are the core's."""
     df = _planted(2000, seed=5, zh=False)
     local = fast.near_duplicates(df, "text", threshold=0.7, id_column="id")
-    found = ray_near_duplicates(_split(df, list(range(50, 2000, 50))), "text", threshold=0.7, id_column="id")
+    found = ray_near_duplicates(_split(df, list(range(50, 2000, 50))), "text", threshold=0.7, id_column="id",
+                                scratch=tmp_path)
     assert_frame_equal(found.frame, local)
     assert (found.stats["partitions"], found.stats["blocks"], found.stats["reducers"]) == (40, 2, 2)
+    assert found.stats["shuffle_bytes"]["pair_signatures"] > 0
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_default_block_count():
-    """About sqrt(band-key bytes / 1 MiB), at least one per CPU and per MAX_BLOCK_ROWS rows,
-    at most one per partition; blocks are contiguous runs of partitions of about equal rows."""
-    assert shuffle_blocks([1_000] * 100, bands=9, cpus=2) == 4  # 1e5 rows x 9 bands x 18 B: sqrt(15.4)
-    assert shuffle_blocks([1_000] * 100, bands=9, cpus=8) == 8
-    assert shuffle_blocks([10_000] * 100, bands=9, cpus=2) == 13  # 1e6 rows: sqrt(154.5)
-    assert shuffle_blocks([3_000_000] * 3, bands=1, cpus=1) == 3  # at most one block per partition
-    assert shuffle_blocks([500_000] * 40, bands=1, cpus=1) == 20  # 2e7 rows: 1e6 rows per block at most
-    assert shuffle_blocks([5, 5, 5], bands=9, cpus=16) == 3
+    """One block per BLOCK_ROWS rows (a task's memory, the same for any pool), at least one
+    per CPU, at most one per partition; blocks are contiguous runs of partitions of about
+    equal rows."""
+    assert BLOCK_ROWS == 50_000
+    assert shuffle_blocks([1_000] * 100, cpus=2) == 2  # 1e5 rows
+    assert shuffle_blocks([1_000] * 100, cpus=8) == 8
+    assert shuffle_blocks([10_000] * 100, cpus=2) == 20  # 1e6 rows: 50,000 rows a block
+    assert shuffle_blocks([10_000] * 10_000, cpus=2) == 2_000  # 1e8 rows: still 50,000
+    assert shuffle_blocks([3_000_000] * 3, cpus=1) == 3  # at most one block per partition
+    assert shuffle_blocks([5, 5, 5], cpus=16) == 3
     assert _group([2, 2, 2], 2) == [[0], [1, 2]]
     assert _group([10, 0, 0, 10, 1], 2) == [[0, 1, 2], [3, 4]]
     assert _group([1] * 7, 3) == [[0, 1], [2, 3, 4], [5, 6]]
@@ -201,13 +206,15 @@ def test_bad_input_names_the_partition(cluster):
         ray_near_duplicates([good], "text", bands=4)
 
 
-def test_a_partition_dying_after_retries_fails_the_call_naming_it(cluster):
+def test_a_partition_dying_after_retries_fails_the_call_naming_it(cluster, tmp_path):
     """The worker signing partition 2 is SIGKILLed on every try (the DOOMED fault point):
     after Ray's retry the call fails, naming the step and the partitions of the block that
-    held partition 2 (three partitions in two blocks, one per CPU)."""
+    held partition 2 (three partitions in two blocks, one per CPU), and the files the other
+    block wrote are removed."""
     parts = [pl.DataFrame({"doomed_text": ["one two three four", "one two three five"]})] * 3
     with pytest.raises(StageFailed, match=r"partitions 1-2 failed in step 'signatures' after Ray's retries"):
-        ray_near_duplicates(parts, "doomed_text", language="en", max_retries=1)
+        ray_near_duplicates(parts, "doomed_text", language="en", max_retries=1, scratch=tmp_path)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_driver_does_not_import_ray_data(tmp_path):

@@ -11,12 +11,16 @@ faster than the shuffle) the Rust core computes them in this process.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 if TYPE_CHECKING:
     from ..metrics.partitioned import PoolPartitions
+
+#: The stage's scratch folder (as `metrics.partitioned.SCRATCH`: removed when the stage ends).
+SCRATCH = ".phase"
 
 
 def on_ray(stage_ctx: Any) -> bool:
@@ -75,7 +79,8 @@ def _from_frame(frame: pl.DataFrame, stage_ctx: Any, **settings: Any) -> pl.Data
     executor = _connected(stage_ctx)
     rows = max(1, int(getattr(stage_ctx, "partition_rows", frame.height)))
     parts = [frame.slice(start, rows) for start in range(0, frame.height, rows)]
-    distributed = ray_near_duplicates(parts, max_retries=executor.config.max_retries, **settings)
+    distributed = ray_near_duplicates(parts, max_retries=executor.config.max_retries, scratch=_scratch(stage_ctx),
+                                      **settings)
     _count(stage_ctx, frame.height, len(parts), text_read_in_tasks=False)
     found: pl.DataFrame = distributed.frame
     return found
@@ -86,6 +91,13 @@ def _connected(stage_ctx: Any) -> Any:
     executor = stage_ctx.executor
     executor.connect()
     return executor
+
+
+def _scratch(stage_ctx: Any) -> Path | None:
+    """Where the distributed steps exchange their files: in the stage's scratch folder, which
+    is in the run folder that every node of the cluster sees (None outside a run)."""
+    stage_dir = getattr(stage_ctx, "stage_dir", None)
+    return Path(stage_dir) / SCRATCH if stage_dir is not None else None
 
 
 def _count(stage_ctx: Any, rows: int, partitions: int, **note: Any) -> None:
@@ -103,7 +115,7 @@ def _from_partitions(frame: pl.DataFrame, stage_ctx: Any, source: PoolPartitions
     extra = {keep: frame[keep]} if keep not in ("first", "longest") else {}
     tables = partition_tables(source, frame["_row"], [text_column], extra, executor.config.max_retries)
     distributed = ray_near_duplicates(tables, text_column, keep=keep, max_retries=executor.config.max_retries,
-                                      **settings)
+                                      scratch=_scratch(stage_ctx), **settings)
     _count(stage_ctx, frame.height, len(tables), text_read_in_tasks=True)
     found: pl.DataFrame = distributed.frame
     if id_column is None:

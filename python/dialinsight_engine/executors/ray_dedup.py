@@ -3,20 +3,20 @@
 The workflow is NeMo Curator's fuzzy dedup (MinHash -> LSH buckets -> edges -> Jaccard check
 -> connected components), laid out as Ray tasks over the partitions of a stage's data:
 
-0. **blocks**: the partitions are grouped into contiguous *shuffle blocks*, the unit of every
-   step below. Each step is an all-to-all exchange between blocks, so it makes (blocks)^2
-   objects; with one block per partition, 100 partitions of 1,000 rows made 10,000 objects
-   per step, each below Ray's inline limit (100 KB), and such objects live in the driver's
-   own heap (the owner's in-process store, with the task specifications that carry them):
-   +700 MB of driver RSS for 100,000 rows, against +24 MB with 10 partitions of 10,000 rows
-   (docs/performance.md). So the default block count keeps each exchanged object near
-   :data:`SHUFFLE_OBJECT_BYTES`: about sqrt(pool's band-key bytes / that size), at least one
-   block per CPU of the cluster and one per :data:`MAX_BLOCK_ROWS` rows, at most one per
-   partition.
+0. **blocks**: the partitions are grouped into contiguous *shuffle blocks* of about
+   :data:`BLOCK_ROWS` rows (at least one per CPU of the cluster, at most one per partition),
+   the unit of every step below. Each step is an all-to-all exchange between the tasks of
+   two steps, and its pieces travel as files in an exchange folder (`exchange`: each task
+   writes one file, its pieces in destination order, and reads its own piece of every file
+   of the step before), not as Ray objects: an object is owned by the driver, which
+   submitted the task, and one under Ray's inline limit (100 KB) lives in its heap, so
+   (blocks)^2 objects per step forced few large blocks, and a task's memory grew with the
+   square root of the pool (docs/performance.md). With files a block has the same rows for
+   any pool, and the driver holds a result per task, not per piece.
 1. **signatures** (one task per block): :func:`fast.minhash_signatures` on the text column of
-   the block's partitions. The signature block stays in the object store; the task emits one
-   ``(band, key, row)`` record per band of every row that has a shingle, already split by
-   ``key % reducers`` (the map side of a hash shuffle).
+   the block's partitions, written; the task also writes one ``(band, key, row)`` record per
+   band of every row that has a shingle, split by ``key % reducers`` (the map side of a hash
+   shuffle).
 2. **buckets** (one task per reducer): records sorted by (band, key, row); each bucket becomes
    candidate pairs by the Rust core's rule (every pair when a bucket holds at most
    :data:`MAX_FULL_BUCKET` rows, else a star on its first row plus a chain), split by the
@@ -26,11 +26,11 @@ The workflow is NeMo Curator's fuzzy dedup (MinHash -> LSH buckets -> edges -> J
    second rows (a row is in several pairs: ~14 candidates per row at 1M templated prompts,
    so one signature per pair moved 2.6x the bytes), which computes the estimated Jaccard
    (share of equal slots, rounded through float32 as the core does) :data:`ESTIMATE_CHUNK`
-   pairs at a time, keeps the edges (estimate >= threshold) and each row's best estimate, and routes
-   the second rows' best estimates to their blocks, which merge them: the candidate
-   pairs never reach the driver, only the edges and one best estimate per row. The driver
-   drops its references to each step's outputs once the next step is submitted, so Ray frees
-   them (and the task specifications it keeps for their lineage) as their consumers finish.
+   pairs at a time, keeps the edges (estimate >= threshold) and writes each row's best
+   estimate split by the row's block, whose task merges them: the candidate pairs never
+   reach the driver, only the edges and one best estimate per row. The driver waits for a
+   step's tasks before it starts the next (each reads the files of all of them) and deletes
+   the files no later step reads.
 4. **components and keep rule** on the driver: a union of the verified edges (estimate >=
    threshold) by :func:`scipy.sparse.csgraph.connected_components`, labelled by their smallest
    row index, and the representative chosen as the core chooses it ("first", "longest", or a
@@ -54,9 +54,14 @@ partitions and the step. See ``docs/performance.md`` ("Near-duplicates and gener
 from __future__ import annotations
 
 import math
+import shutil
 import sys
+import tempfile
+import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -70,27 +75,25 @@ from scipy.sparse.csgraph import connected_components
 from .. import fast
 from ..errors import StageFailed, UserError
 from ..run import faults
+from .exchange import read_split, split_by, write_split
 
 if TYPE_CHECKING:
     from ..metrics.partitioned import PoolPartitions
 
-__all__ = ["MAX_BLOCK_ROWS", "MAX_FULL_BUCKET", "SHUFFLE_OBJECT_BYTES", "DedupResult", "partition_tables",
-           "ray_contamination", "ray_near_duplicates", "shuffle_blocks"]
+__all__ = ["BLOCK_ROWS", "MAX_FULL_BUCKET", "DedupResult", "partition_tables", "ray_contamination",
+           "ray_near_duplicates", "shuffle_blocks"]
 
 #: Buckets larger than this become a star plus a chain of pairs, not all pairs (the Rust core's
 #: ``lsh::MAX_FULL_BUCKET``; the two must agree for the results to be identical).
 MAX_FULL_BUCKET = 48
 #: Value of every slot of the signature of a row without a shingle (the core's ``EMPTY``).
 EMPTY_SLOT = 2**32 - 1
-#: Bytes the default block count aims at for one object of the shuffle (a block's band keys
-#: for one reducer): well above Ray's inline limit (100 KB), so the objects go to the shared
-#: object store, not into the driver's heap.
-SHUFFLE_OBJECT_BYTES = 1 << 20
-#: Rows of one block at most by default (its signatures: 512 bytes per row at 128 slots).
-MAX_BLOCK_ROWS = 1_000_000
-#: Bytes of one band-key record: band (uint16), key (uint64), row (uint64).
-BAND_KEY_BYTES = 18
-
+#: Rows of one shuffle block by default: what one task of each step holds (the block's
+#: signatures, 512 bytes a row at 128 slots, and its rows' candidate pairs) is the same for
+#: any pool, since the steps exchange files (`exchange`), not one Ray object per pair of blocks.
+BLOCK_ROWS = 50_000
+#: One band-key record as the shuffle writes it: band, key, row.
+BAND_KEY = np.dtype([("band", "<u2"), ("key", "<u8"), ("row", "<u8")])
 
 @dataclass
 class DedupResult:
@@ -142,6 +145,7 @@ def ray_near_duplicates(
     blocks: int | None = None,
     max_retries: int = 3,
     compact: bool = False,
+    scratch: str | Path | None = None,
 ) -> DedupResult:
     """Near-duplicate clusters of ``text_column`` over the partitions of ``source``: a
     ``ray.data.Dataset``, or a sequence of pyarrow Tables, Polars DataFrames or object refs
@@ -154,7 +158,10 @@ def ray_near_duplicates(
     one per block). ``max_retries``: Ray's retries of a task whose worker died.
     ``compact``: ``cluster_id`` and a position ``duplicate_of`` as UInt32 where the pool has
     fewer than 2^32 rows, ``max_jaccard`` as Float32 (exact: the estimates are float32
-    values), 12 bytes a row less for a caller that holds the pool's result.
+    values), 12 bytes a row less for a caller that holds the pool's result. ``scratch``: a
+    folder every node of the cluster sees, where the steps exchange their files (a folder of
+    its own is made in it and removed at the end; default: the system's temporary folder,
+    enough for a cluster on one machine).
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
@@ -165,12 +172,13 @@ def ray_near_duplicates(
                                seed=seed, ngram=ngram, unit=unit, normalize=normalize, mode=mode,
                                scheme=scheme, language=language)
     band_rows = _resolve_bands(threshold, num_perm, bands, rows)
-    groups = _group(sizes, blocks or shuffle_blocks(sizes, band_rows[0], _cluster_cpus()))
+    groups = _group(sizes, blocks or shuffle_blocks(sizes, _cluster_cpus()))
     n_reducers = max(1, reducers or len(groups))
-    run = _Run(parts, offsets, groups, max_retries)
-    signed = run.sign(text_column, keep, hashing, band_rows, n_reducers)
-    edges, max_jaccard, candidates = run.verify(signed, n_reducers, threshold)
-    frame = _clusters(int(offsets[-1]), edges, max_jaccard, signed.keep_values, compact)
+    with _exchange_folder(scratch) as folder:
+        run = _Run(parts, offsets, groups, max_retries, folder)
+        keep_values = run.sign(text_column, keep, hashing, band_rows, n_reducers)
+        edges, max_jaccard, candidates = run.verify(n_reducers, threshold)
+    frame = _clusters(int(offsets[-1]), edges, max_jaccard, keep_values, compact)
     n_edges = int(edges.shape[0])
     del edges, max_jaccard  # not held while `_with_ids` reads the ids
     if id_column is not None:
@@ -183,15 +191,23 @@ def ray_near_duplicates(
     })
 
 
-def shuffle_blocks(sizes: Sequence[int], bands: int, cpus: int) -> int:
-    """The default number of shuffle blocks for partitions of `sizes` rows: each exchanged
-    object near SHUFFLE_OBJECT_BYTES (objects per step = blocks^2, so blocks = sqrt(band-key
-    bytes / that)), at least `cpus` (every CPU busy) and one per MAX_BLOCK_ROWS rows (a
-    task's memory), at most one per partition."""
-    rows = int(sum(sizes))
-    by_bytes = math.ceil(math.sqrt(rows * bands * BAND_KEY_BYTES / SHUFFLE_OBJECT_BYTES))
-    wanted = max(by_bytes, cpus, math.ceil(rows / MAX_BLOCK_ROWS), 1)
+def shuffle_blocks(sizes: Sequence[int], cpus: int) -> int:
+    """The default number of shuffle blocks for partitions of `sizes` rows: one per
+    BLOCK_ROWS rows (a task's memory, the same for any pool), at least `cpus` (every CPU
+    busy), at most one per partition."""
+    wanted = max(math.ceil(int(sum(sizes)) / BLOCK_ROWS), cpus, 1)
     return min(wanted, max(len(sizes), 1))
+
+
+@contextmanager
+def _exchange_folder(scratch: str | Path | None) -> Iterator[Path]:
+    """A fresh folder for one call's exchanged files, removed when the call ends (however)."""
+    folder = Path(scratch or tempfile.gettempdir()) / f"near-duplicates-{uuid.uuid4().hex[:12]}"
+    folder.mkdir(parents=True)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _group(sizes: Sequence[int], blocks: int) -> list[list[int]]:
@@ -381,90 +397,67 @@ def _take_rows(parts: list[ray.ObjectRef], offsets: np.ndarray, column: str, row
 
 
 # -- the distributed steps -------------------------------------------------------------------
-@dataclass
-class _Signed:
-    sig_refs: list[ray.ObjectRef]  # per block: uint32 (rows, num_perm)
-    key_refs: list[list[ray.ObjectRef]]  # per block, per reducer: band-key table
-    keep_values: np.ndarray | None  # per row: the keep rule's value (float64); None for "first"
-
-
 class _Run:
-    """One call's partitions, shuffle blocks and shuffle accounting."""
+    """One call's partitions, shuffle blocks, exchange folder and shuffle accounting. Each
+    step writes its outputs as files in the folder (`exchange`), one per task, and the driver
+    waits for a step's tasks before it starts the next one (every task of a step reads the
+    files of all tasks of the one before), then deletes the files no later step reads."""
 
     def __init__(self, parts: list[ray.ObjectRef], offsets: np.ndarray, groups: list[list[int]],
-                 max_retries: int) -> None:
+                 max_retries: int, folder: Path) -> None:
         self.parts = parts
         self.offsets = offsets  # pool position of each partition's first row, then the pool's size
         self.groups = groups  # the partitions of each shuffle block
         self.block_offsets = np.asarray([offsets[g[0]] for g in groups] + [offsets[-1]], dtype=np.int64)
         self.names = [_block_name(g) for g in groups]
         self.max_retries = max_retries
+        self.folder = str(folder)
         self.stats: dict[str, Any] = {"shuffle_bytes": {}}
 
     def _count(self, step: str, nbytes: Sequence[int]) -> None:
         self.stats["shuffle_bytes"][step] = int(sum(nbytes))
 
-    def sign(self, text_column: str, keep: str, hashing: _Hashing, band_rows: tuple[int, int],
-             reducers: int) -> _Signed:
-        sig_refs, key_refs, info_refs = [], [], []
-        for index, group in enumerate(self.groups):
-            out = _refs(_sign.options(num_returns=reducers + 2, max_retries=self.max_retries).remote(
-                group, text_column, keep, hashing, band_rows, int(self.block_offsets[index]), reducers,
-                *[self.parts[p] for p in group]))
-            sig_refs.append(out[0])
-            info_refs.append(out[1])
-            key_refs.append(list(out[2:]))
-        infos = _gather(info_refs, "signatures", names=self.names)
-        self._count("band_keys", [nbytes for _, nbytes in infos])
-        keep_values = None if keep == "first" else \
-            np.concatenate([values for values, _ in infos]) if infos else np.zeros(0)
-        return _Signed(sig_refs, key_refs, keep_values)
+    def _drop(self, *stems: str) -> None:
+        for stem in stems:
+            for path in Path(self.folder).glob(f"{stem}-*"):
+                path.unlink(missing_ok=True)
 
-    def verify(self, signed: _Signed, reducers: int, threshold: float) -> tuple[np.ndarray, np.ndarray, int]:
+    def sign(self, text_column: str, keep: str, hashing: _Hashing, band_rows: tuple[int, int],
+             reducers: int) -> np.ndarray | None:
+        """Each block's signatures and band keys written; returns every row's keep value
+        (None for "first")."""
+        refs = [_sign.options(max_retries=self.max_retries).remote(
+                    self.folder, index, group, text_column, keep, hashing, band_rows,
+                    int(self.block_offsets[index]), reducers, *[self.parts[p] for p in group])
+                for index, group in enumerate(self.groups)]
+        infos = _gather(refs, "signatures", names=self.names)
+        self._count("band_keys", [nbytes for _, nbytes in infos])
+        if keep == "first":
+            return None
+        return np.concatenate([values for values, _ in infos]) if infos else np.zeros(0)
+
+    def verify(self, reducers: int, threshold: float) -> tuple[np.ndarray, np.ndarray, int]:
         """The edges (pairs whose estimated Jaccard reaches `threshold`), every row's best
         estimate over its candidate pairs, and the number of candidate pairs. The candidates
-        stay in the tasks: on templated text they grow faster than the rows (about 2 per row
-        at 30,000 synthetic dialogues, 0.8 at 10,000), and the driver would hold 24 bytes each.
-        Each step's outputs are let go once the next step holds them (see the module doc)."""
-        n_blocks, offsets, retries = len(self.groups), self.block_offsets, self.max_retries
-        by_j: list[list[ray.ObjectRef]] = [[] for _ in range(n_blocks)]
-        bucket_bytes = []
-        for r in range(reducers):
-            out = _refs(_buckets.options(num_returns=n_blocks + 1, max_retries=retries).remote(
-                offsets, *[keys[r] for keys in signed.key_refs]))
-            for b in range(n_blocks):
-                by_j[b].append(out[b])
-            bucket_bytes.append(out[n_blocks])
-        signed.key_refs.clear()
-        self._count("pairs", _gather(bucket_bytes, "buckets", "reducer"))
-        by_i: list[list[ray.ObjectRef]] = [[] for _ in range(n_blocks)]
-        attach_bytes = []
-        for q in range(n_blocks):
-            out = _refs(_attach_signatures.options(num_returns=n_blocks + 1, max_retries=retries).remote(
-                signed.sig_refs[q], offsets, q, *by_j[q]))
-            by_j[q] = []
-            for b in range(n_blocks):
-                by_i[b].append(out[b])
-            attach_bytes.append(out[n_blocks])
-        self._count("pair_signatures", _gather(attach_bytes, "attach signatures", names=self.names))
-        found: list[ray.ObjectRef] = []
-        best: list[ray.ObjectRef] = []
-        by_row_owner: list[list[ray.ObjectRef]] = [[] for _ in range(n_blocks)]
-        for b in range(n_blocks):
-            out = _refs(_estimate.options(num_returns=n_blocks + 2, max_retries=retries).remote(
-                signed.sig_refs[b], offsets, b, threshold, *by_i[b]))
-            by_i[b] = []
-            found.append(out[0])
-            best.append(out[1])
-            for q in range(n_blocks):
-                by_row_owner[q].append(out[2 + q])
-        best_refs = [_best_estimates.options(max_retries=retries).remote(best[q], int(offsets[q]), *by_row_owner[q])
-                     for q in range(n_blocks)]
-        del best, by_row_owner
-        verified = _gather(found, "verify", names=self.names)
+        stay in the tasks' files: on templated text they grow faster than the rows (about 2 per
+        row at 30,000 synthetic dialogues, 0.8 at 10,000), and the driver would hold 24 bytes
+        each."""
+        blocks, folder, offsets, retries = len(self.groups), self.folder, self.block_offsets, self.max_retries
+        self._count("pairs", _gather([_buckets.options(max_retries=retries).remote(folder, r, offsets)
+                                      for r in range(reducers)], "buckets", "reducer"))
+        self._drop("keys")
+        self._count("pair_signatures", _gather([
+            _attach_signatures.options(max_retries=retries).remote(folder, q, offsets, reducers)
+            for q in range(blocks)], "attach signatures", names=self.names))
+        self._drop("pairs")
+        verified = _gather([_estimate.options(max_retries=retries).remote(folder, b, offsets, threshold)
+                            for b in range(blocks)], "verify", names=self.names)
+        self._drop("signatures", "attached")
+        best = _gather([_best_estimates.options(max_retries=retries).remote(folder, q, offsets)
+                        for q in range(blocks)], "best estimates", names=self.names)
+        self._drop("estimates")
         edges = np.concatenate([v[0] for v in verified]) if verified else np.zeros((0, 2), np.int32)
-        max_jaccard = np.concatenate(_gather(best_refs, "best estimates", names=self.names)) \
-            if best_refs else np.zeros(0, np.float32)
+        max_jaccard = np.concatenate(best) if best else np.zeros(0, np.float32)
         self._count("edges", [edges.nbytes])
         self._count("second_row_estimates", [v[2] for v in verified])
         return edges, max_jaccard, int(sum(v[1] for v in verified))
@@ -473,11 +466,6 @@ class _Run:
 def _block_name(group: list[int]) -> str:
     """How an error names a block: by its partitions."""
     return f"partition {group[0]}" if len(group) == 1 else f"partitions {group[0]}-{group[-1]}"
-
-
-def _refs(returned: Any) -> list[ray.ObjectRef]:
-    """The object refs of a task started with ``num_returns`` > 1."""
-    return list(returned)
 
 
 @ray.remote
@@ -493,37 +481,44 @@ def _take(table: pa.Table, column: str, local_rows: np.ndarray) -> pa.Array:
 
 
 @ray.remote
-def _sign(parts: list[int], text_column: str, keep: str, hashing: _Hashing, band_rows: tuple[int, int],
-          offset: int, reducers: int, *tables: pa.Table) -> tuple[Any, ...]:
-    """A block's signatures (its partitions `parts`, whose `tables` follow), (keep values,
-    bytes emitted), then one band-key table per reducer."""
+def _sign(folder: str, block: int, parts: list[int], text_column: str, keep: str, hashing: _Hashing,
+          band_rows: tuple[int, int], offset: int, reducers: int, *tables: pa.Table) -> tuple[Any, int]:
+    """A block's signatures (its partitions `parts`, whose `tables` follow) and its band
+    keys split by reducer, written; returns (keep values, bytes of band keys written)."""
     # filled in place: a list of per-partition arrays concatenated would hold the block twice
-    block = np.empty((sum(t.num_rows for t in tables), hashing.num_perm), np.uint32)
+    sigs = np.empty((sum(t.num_rows for t in tables), hashing.num_perm), np.uint32)
     keep_values, start = [], 0
     for part, table in zip(parts, tables, strict=True):
         faults.point(f"near-duplicates:signatures:{text_column}:partition-{part}")
         texts = pl.from_arrow(table.column(text_column))
         assert isinstance(texts, pl.Series)
-        block[start:start + table.num_rows] = fast.minhash_signatures(texts, **hashing.kwargs())
+        sigs[start:start + table.num_rows] = fast.minhash_signatures(texts, **hashing.kwargs())
         start += table.num_rows
         if keep != "first":
             keep_values.append(_keep_values(table, text_column, keep))
-    active = np.flatnonzero(~(block == EMPTY_SLOT).all(axis=1))
-    keys = _band_keys(block if len(active) == len(block) else block[active], active + offset, *band_rows)
-    reducer = keys.column("key").to_numpy() % np.uint64(reducers)
-    shards = [keys.take(np.flatnonzero(reducer == r)) for r in range(reducers)]
-    emitted = sum(s.nbytes for s in shards)
-    return (block, (np.concatenate(keep_values) if keep_values else None, emitted), *shards)
+    directory = Path(folder)
+    write_split(directory / _file("signatures", block), [len(sigs)], [sigs], sigs.dtype, sigs.shape[1:])
+    active = np.flatnonzero(~(sigs == EMPTY_SLOT).all(axis=1))
+    keys = _band_keys(sigs if len(active) == len(sigs) else sigs[active], active + offset, *band_rows)
+    del sigs
+    order, counts = split_by((keys["key"] % np.uint64(reducers)).astype(np.int64), reducers)
+    emitted = write_split(directory / _file("keys", block), counts, [keys[order]], BAND_KEY)
+    return (np.concatenate(keep_values) if keep_values else None), emitted
 
 
-def _band_keys(sigs: np.ndarray, rows: np.ndarray, bands: int, per_band: int) -> pa.Table:
+def _file(step: str, task: int) -> str:
+    """The file a step's task writes in the exchange folder."""
+    return f"{step}-{task:05d}.npy"
+
+
+def _band_keys(sigs: np.ndarray, rows: np.ndarray, bands: int, per_band: int) -> np.ndarray:
     """One ``(band, key, row)`` record per band of each row; equal keys = equal band slots."""
-    keys = [_band_hash(sigs[:, b * per_band:(b + 1) * per_band], b) for b in range(bands)]
-    return pa.table({
-        "band": np.repeat(np.arange(bands, dtype=np.uint16), len(rows)),
-        "key": np.concatenate(keys) if keys else np.zeros(0, np.uint64),
-        "row": np.tile(rows.astype(np.uint64), bands),
-    })
+    keys = np.empty(bands * len(rows), BAND_KEY)
+    keys["band"] = np.repeat(np.arange(bands, dtype=np.uint16), len(rows))
+    keys["row"] = np.tile(rows.astype(np.uint64), bands)
+    for b in range(bands):
+        keys["key"][b * len(rows):(b + 1) * len(rows)] = _band_hash(sigs[:, b * per_band:(b + 1) * per_band], b)
+    return keys
 
 
 def _band_hash(slots: np.ndarray, band: int) -> np.ndarray:
@@ -555,24 +550,18 @@ def _keep_values(table: pa.Table, text_column: str, keep: str) -> np.ndarray:
 
 
 @ray.remote
-def _buckets(offsets: np.ndarray, *key_tables: pa.Table) -> Iterator[Any]:
-    """Candidate pairs of one reducer's buckets, split by the block of the second row,
-    then the bytes emitted. A generator: Ray stores each yielded value as it comes, so the
-    task never holds all its outputs at once (Ray's pattern for heap memory)."""
-    keys = pa.concat_tables(key_tables)
-    band = keys.column("band").to_numpy()
-    key = keys.column("key").to_numpy()
-    row = keys.column("row").to_numpy().astype(np.int64)
-    order = np.lexsort((row, key, band))
-    band, key, row = band[order], key[order], row[order]
-    pairs = _pairs_of_buckets(band, key, row)
+def _buckets(folder: str, reducer: int, offsets: np.ndarray) -> int:
+    """Candidate pairs of one reducer's buckets (its band keys from every block's file),
+    written split by the block of the second row; returns the bytes written."""
+    directory, blocks = Path(folder), len(offsets) - 1
+    keys = np.concatenate([read_split(directory / _file("keys", b), reducer) for b in range(blocks)])
+    row = keys["row"].astype(np.int64)
+    order = np.lexsort((row, keys["key"], keys["band"]))
+    pairs = _pairs_of_buckets(keys["band"][order], keys["key"][order], row[order])
+    del keys, row, order
     owner = np.searchsorted(offsets, pairs[:, 1], side="right") - 1
-    emitted = 0
-    for p in range(len(offsets) - 1):
-        shard = pairs[owner == p]
-        emitted += shard.nbytes
-        yield shard
-    yield emitted
+    by_block, counts = split_by(owner, blocks)
+    return write_split(directory / _file("pairs", reducer), counts, [pairs[by_block]], pairs.dtype, (2,))
 
 
 def _pairs_of_buckets(band: np.ndarray, key: np.ndarray, row: np.ndarray) -> np.ndarray:
@@ -613,26 +602,31 @@ def _unique_pairs(pairs: np.ndarray) -> np.ndarray:
 
 
 @ray.remote
-def _attach_signatures(sigs: np.ndarray, offsets: np.ndarray, block: int,
-                       *pair_shards: np.ndarray) -> Iterator[Any]:
-    """For the pairs whose second row is in this block, split by the block of the first row:
-    (pairs, the signatures of their distinct second rows, each pair's index into those), then
-    the bytes emitted. A row is the second row of several pairs (~14 at 10^6 templated prompts), and its
-    512-byte signature is sent once per destination, not once per pair. Every copy of a pair
-    lands here, so this is where a pair found by several reducers (rows sharing several bands)
-    is made one. A generator, as `_buckets`: one destination's signatures in memory at a time
-    (all of them at once were this step's peak, 644 MB in a 77,000-row block)."""
-    pairs = _unique_pairs(np.concatenate(pair_shards)) if pair_shards else np.zeros((0, 2), np.int64)
+def _attach_signatures(folder: str, block: int, offsets: np.ndarray, reducers: int) -> int:
+    """For the pairs whose second row is in this block (from every reducer's file), split by
+    the block of the first row: the pairs, the signatures of their distinct second rows, and
+    each pair's index into those, written; returns the bytes written. A row is the second
+    row of several pairs (~14 at 10^6 templated prompts), and its 512-byte signature is
+    written once per destination, not once per pair. Every copy of a pair lands here, so
+    this is where a pair found by several reducers (rows sharing several bands) is made one.
+    The signatures are written one destination at a time."""
+    directory, blocks = Path(folder), len(offsets) - 1
+    shards = [read_split(directory / _file("pairs", r), block) for r in range(reducers)]
+    pairs = _unique_pairs(np.concatenate(shards)) if shards else np.zeros((0, 2), np.int64)
+    del shards
     owner = np.searchsorted(offsets, pairs[:, 0], side="right") - 1
-    emitted = 0
-    for p in range(len(offsets) - 1):
-        mine = pairs[owner == p]
-        rows, index = np.unique(mine[:, 1], return_inverse=True)
-        shard = (mine, sigs[rows - offsets[block]], index.astype(np.uint32))
-        emitted += sum(a.nbytes for a in shard)
-        yield shard
-        del shard
-    yield emitted
+    by_block, counts = split_by(owner, blocks)
+    pairs = pairs[by_block]  # stable: each destination's pairs stay sorted by (i, j)
+    starts = np.r_[0, np.cumsum(counts)]
+    seconds = [np.unique(pairs[starts[p]:starts[p + 1], 1], return_inverse=True) for p in range(blocks)]
+    sigs = np.load(directory / _file("signatures", block), mmap_mode="r")
+    first = int(offsets[block])
+    written = write_split(directory / _file("attached-pairs", block), counts, [pairs], pairs.dtype, (2,))
+    written += write_split(directory / _file("attached-index", block), counts,
+                           (index.astype(np.uint32) for _, index in seconds), np.dtype(np.uint32))
+    written += write_split(directory / _file("attached-signatures", block), [len(rows) for rows, _ in seconds],
+                           (sigs[rows - first] for rows, _ in seconds), sigs.dtype, sigs.shape[1:])
+    return written
 
 
 #: Pairs compared at once in a verification task: two signature arrays of this many rows
@@ -640,32 +634,45 @@ def _attach_signatures(sigs: np.ndarray, offsets: np.ndarray, block: int,
 ESTIMATE_CHUNK = 65_536
 
 
+#: One row's best estimate as the verification writes it for the row's block.
+ESTIMATE = np.dtype([("row", "<u8"), ("value", "<f4")])
+
+
 @ray.remote
-def _estimate(sigs: np.ndarray, offsets: np.ndarray, block: int, threshold: float,
-              *shards: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[Any, ...]:
+def _estimate(folder: str, block: int, offsets: np.ndarray, threshold: float) -> tuple[np.ndarray, int, int]:
     """Estimated Jaccard of each pair whose first row is in this block (share of equal
-    slots, through float32 as ``rust/src/clusters.rs`` stores it). Returns (the edges at or
-    above ``threshold``, the candidate count, bytes of the next output), this block's
-    rows' best estimate as first row, then for each block the best estimate of its rows
-    as second row (pool positions, values): only the edges reach the driver."""
-    offset = int(offsets[block])
-    pairs = np.concatenate([s[0] for s in shards]) if shards else np.zeros((0, 2), np.int64)
-    est = np.concatenate([_pair_estimates(sigs, offset, *s) for s in shards]) if shards else np.zeros(0)
-    # float32: the estimates are float32 values (half the bytes to move and to hold)
-    best = np.zeros(int(offsets[block + 1]) - offset, np.float32)
-    np.maximum.at(best, pairs[:, 0] - offset, est)
-    owner = np.searchsorted(offsets, pairs[:, 1], side="right") - 1
-    second = []
-    for q in range(len(offsets) - 1):
-        mine = owner == q
-        rows, where = np.unique(pairs[mine, 1], return_inverse=True)
-        values = np.zeros(len(rows), np.float32)
-        np.maximum.at(values, where, est[mine])
-        second.append((rows, values))
-    sent = sum(r.nbytes + v.nbytes for r, v in second)
-    edges = pairs[est >= threshold]
+    slots, through float32 as ``rust/src/clusters.rs`` stores it), from every block's
+    attached file. Each row's best estimate in these pairs is written split by the row's
+    block; returns (the edges at or above ``threshold``, the candidate count, the bytes
+    written): only the edges reach the driver."""
+    directory, blocks = Path(folder), len(offsets) - 1
+    sigs = np.load(directory / _file("signatures", block), mmap_mode="r")
+    pairs, est = [], []
+    for q in range(blocks):
+        shard = tuple(read_split(directory / _file(name, q), block)
+                      for name in ("attached-pairs", "attached-signatures", "attached-index"))
+        pairs.append(shard[0])
+        est.append(_pair_estimates(sigs, int(offsets[block]), *shard))
+    del sigs
+    found = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
+    values = np.concatenate(est) if est else np.zeros(0)
+    written = _write_best(directory / _file("estimates", block), found, values, offsets)
+    edges = found[values >= threshold]
     # the driver gathers every block's edges: half the bytes where positions fit in 32 bits
-    return (edges.astype(np.int32) if int(offsets[-1]) < 2**31 else edges, len(pairs), sent), best, *second
+    return (edges.astype(np.int32) if int(offsets[-1]) < 2**31 else edges), len(found), written
+
+
+def _write_best(path: Path, pairs: np.ndarray, estimates: np.ndarray, offsets: np.ndarray) -> int:
+    """Each row of `pairs`' best estimate (as first or second row; float32, the estimates'
+    own precision), written split by the row's block."""
+    rows = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    distinct, where = np.unique(rows, return_inverse=True)
+    best = np.zeros(len(distinct), np.float32)
+    np.maximum.at(best, where, np.concatenate([estimates, estimates]).astype(np.float32))
+    records = np.empty(len(distinct), ESTIMATE)
+    records["row"], records["value"] = distinct, best
+    owner = np.searchsorted(offsets, distinct, side="right") - 1  # sorted rows: already by block
+    return write_split(path, np.bincount(owner, minlength=len(offsets) - 1), [records], ESTIMATE)
 
 
 def _pair_estimates(sigs: np.ndarray, offset: int, pairs: np.ndarray, sig_rows: np.ndarray,
@@ -680,12 +687,14 @@ def _pair_estimates(sigs: np.ndarray, offset: int, pairs: np.ndarray, sig_rows: 
 
 
 @ray.remote
-def _best_estimates(best: np.ndarray, offset: int, *second: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """One block's rows' best estimated Jaccard over every candidate pair (as first row,
-    then as second row of the pairs other blocks estimated)."""
-    best = best.copy()  # an argument from the object store is read-only
-    for rows, values in second:
-        np.maximum.at(best, rows - offset, values)
+def _best_estimates(folder: str, block: int, offsets: np.ndarray) -> np.ndarray:
+    """One block's rows' best estimated Jaccard over every candidate pair, from every
+    verification task's file (0 for a row in none)."""
+    first = int(offsets[block])
+    best = np.zeros(int(offsets[block + 1]) - first, np.float32)
+    for b in range(len(offsets) - 1):
+        records = read_split(Path(folder) / _file("estimates", b), block)
+        np.maximum.at(best, records["row"].astype(np.int64) - first, records["value"])
     return best
 
 

@@ -4,10 +4,10 @@ An all-to-all step between S source tasks and D destination tasks makes S x D pi
 objects, every piece is owned by the driver (the tasks' submitter), and a piece under Ray's
 inline limit (100 KB) lives in the driver's heap: so the pieces had to stay few and large,
 which made each task's share of the pool grow with the pool (about its square root). As
-files, each source task writes *one* file, its pieces concatenated in destination order
-(a ``.npy`` array) beside an index of where each destination's piece starts; a destination
-task maps the files and copies its slices. The driver holds nothing per piece, so tasks keep
-a fixed size whatever the pool, as Spark's external shuffle and NeMo Curator's Parquet
+files, each source task writes *one* file, its pieces one after another in destination
+order, beside an index (the rows' dtype and where each destination's piece starts); a
+destination task maps its piece of every file. The driver holds nothing per piece, so tasks
+keep a fixed size whatever the pool, as Spark's external shuffle and NeMo Curator's Parquet
 stages do. The folder must be one that every node sees, as the run folder is.
 
 A retried task writes the same file again; each file is written atomically, and the index
@@ -16,64 +16,96 @@ after the data, so an index that exists describes a whole data file.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from ..run import atomic
 
-__all__ = ["read_split", "split_by", "write_split"]
+__all__ = ["SplitWriter", "read_all", "read_split", "split_by", "split_writer", "write_split"]
 
 
-def write_split(path: Path, counts: Sequence[int] | np.ndarray, pieces: Iterable[np.ndarray], dtype: np.dtype,
-                row_shape: tuple[int, ...] = ()) -> int:
-    """Write `pieces` (rows of `dtype` and `row_shape`, in destination order; destination d
-    gets the next ``counts[d]`` rows) as the array file `path`, then its index; returns the
-    bytes of data written. The pieces are written as they come: a caller building one
-    destination's piece at a time holds only that one."""
-    total = int(sum(counts))
-    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
-              "shape": (total, *row_shape)}
-    row_bytes = np.dtype(dtype).itemsize * int(np.prod(row_shape, dtype=np.int64))
-    written = 0
+class SplitWriter:
+    """Appends one destination's piece after another to an open file."""
 
-    def write(tmp: Path) -> None:
-        nonlocal written
-        with tmp.open("wb") as fh:
-            np.lib.format.write_array_header_1_0(fh, header)
-            for piece in pieces:
-                rows = np.ascontiguousarray(piece, dtype=dtype)
-                rows.tofile(fh)  # its buffer as it is: no bytes copy of the piece
-                written += rows.nbytes
-        if written != total * row_bytes:  # before the rename: no file that lies about its rows
-            raise ValueError(f"{path.name}: the pieces held {written} bytes, the counts say {total} rows")
-    atomic.write_with(path, write)
-    index = np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))])
-    atomic.write_with(_index_path(path), lambda tmp: _save(tmp, index))
-    return written
+    def __init__(self, fh: BinaryIO, dtype: np.dtype, row_shape: tuple[int, ...]) -> None:
+        self.fh, self.dtype, self.row_shape = fh, np.dtype(dtype), tuple(row_shape)
+        self.rows: list[int] = []  # per destination, in order
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of rows written so far."""
+        return sum(self.rows) * self.dtype.itemsize * int(np.prod(self.row_shape, dtype=np.int64))
+
+    def write(self, piece: np.ndarray) -> None:
+        """The next destination's rows (possibly none)."""
+        rows = np.ascontiguousarray(piece, dtype=self.dtype)
+        if rows.shape[1:] != self.row_shape:
+            raise ValueError(f"a piece of rows shaped {rows.shape[1:]}, expected {self.row_shape}")
+        rows.tofile(self.fh)  # its buffer as it is: no bytes copy of the piece
+        self.rows.append(len(rows))
 
 
-def split_by(destination: np.ndarray, destinations: int) -> tuple[np.ndarray, np.ndarray]:
-    """(the order that sorts rows by `destination`, stably; each destination's row count)."""
+@contextmanager
+def split_writer(path: Path, dtype: np.dtype, row_shape: tuple[int, ...] = ()) -> Iterator[SplitWriter]:
+    """``with split_writer(path, dtype) as out: out.write(piece)`` once per destination, in
+    order: a caller that builds one destination's piece at a time holds only that one. The
+    file replaces `path` when the block ends without an error, then its index is written."""
+    with atomic.atomic_path(path) as tmp, tmp.open("wb") as fh:
+        out = SplitWriter(fh, dtype, row_shape)
+        yield out
+    index = {"dtype": np.lib.format.dtype_to_descr(out.dtype), "row_shape": list(out.row_shape),
+             "offsets": np.concatenate([[0], np.cumsum(out.rows, dtype=np.int64)]).tolist()}
+    atomic.write_text(_index_path(path), json.dumps(index))
+
+
+def write_split(path: Path, pieces: Iterable[np.ndarray], dtype: np.dtype, row_shape: tuple[int, ...] = ()) -> int:
+    """Each destination's piece, in order, written as `path`; returns the bytes of rows."""
+    with split_writer(path, dtype, row_shape) as out:
+        for piece in pieces:
+            out.write(piece)
+    return out.nbytes
+
+
+def split_by(rows: np.ndarray, destination: np.ndarray, destinations: int) -> list[np.ndarray]:
+    """`rows` cut into one piece per destination (`destination` of each row), each keeping
+    the rows' order."""
     order = np.argsort(destination, kind="stable")
-    return order, np.bincount(destination, minlength=destinations)
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(destination, minlength=destinations))])
+    ordered = rows[order]
+    return [ordered[bounds[d]:bounds[d + 1]] for d in range(destinations)]
 
 
 def read_split(path: Path, destination: int) -> np.ndarray:
-    """Destination `destination`'s piece of a file `write_split` wrote: a copy, read through
-    a map of the file, so only its own bytes are read."""
-    index = np.load(_index_path(path))
-    data = np.load(path, mmap_mode="r")
-    piece = np.array(data[int(index[destination]):int(index[destination + 1])])
-    del data  # the map closes with its last reference
-    return piece
+    """Destination `destination`'s piece of a file a split writer wrote: a copy, read
+    through a map of that piece's bytes only."""
+    index = json.loads(_index_path(path).read_text())
+    start, end = index["offsets"][destination], index["offsets"][destination + 1]
+    return np.array(_mapped(path, index, start, end))
+
+
+def read_all(path: Path) -> np.ndarray:
+    """Every row of such a file, mapped (read-only; pages are read as they are touched)."""
+    index = json.loads(_index_path(path).read_text())
+    return _mapped(path, index, 0, index["offsets"][-1])
+
+
+def _mapped(path: Path, index: dict[str, Any], start: int, end: int) -> np.ndarray:
+    dtype, row_shape = _dtype(index["dtype"]), tuple(index["row_shape"])
+    if end == start:  # an empty map cannot be made
+        return np.zeros((0, *row_shape), dtype)
+    row_bytes = dtype.itemsize * int(np.prod(row_shape, dtype=np.int64))
+    return np.memmap(path, dtype=dtype, mode="r", offset=start * row_bytes, shape=(end - start, *row_shape))
+
+
+def _dtype(descr: Any) -> np.dtype:
+    """The dtype of a descr as JSON keeps it (a structured one's fields as lists)."""
+    return np.dtype(descr if isinstance(descr, str) else [tuple(field) for field in descr])
 
 
 def _index_path(path: Path) -> Path:
-    return path.with_name(path.name.removesuffix(".npy") + ".index.npy")
-
-
-def _save(tmp: Path, array: np.ndarray) -> None:
-    with tmp.open("wb") as fh:  # a file object: np.save adds no ".npy" to its name
-        np.save(fh, array)
+    return path.with_name(path.name + ".index.json")

@@ -75,7 +75,7 @@ from scipy.sparse.csgraph import connected_components
 from .. import fast
 from ..errors import StageFailed, UserError
 from ..run import faults
-from .exchange import read_split, split_by, write_split
+from .exchange import read_all, read_split, split_by, split_writer, write_split
 
 if TYPE_CHECKING:
     from ..metrics.partitioned import PoolPartitions
@@ -450,11 +450,13 @@ class _Run:
             _attach_signatures.options(max_retries=retries).remote(folder, q, offsets, reducers)
             for q in range(blocks)], "attach signatures", names=self.names))
         self._drop("pairs")
-        verified = _gather([_estimate.options(max_retries=retries).remote(folder, b, offsets, threshold)
-                            for b in range(blocks)], "verify", names=self.names)
+        out = [_refs(_estimate.options(max_retries=retries).remote(folder, b, offsets, threshold))
+               for b in range(blocks)]
+        verified = _gather([found for found, _ in out], "verify", names=self.names)
         self._drop("signatures", "attached")
-        best = _gather([_best_estimates.options(max_retries=retries).remote(folder, q, offsets)
+        best = _gather([_best_estimates.options(max_retries=retries).remote(folder, q, offsets, out[q][1])
                         for q in range(blocks)], "best estimates", names=self.names)
+        del out
         self._drop("estimates")
         edges = np.concatenate([v[0] for v in verified]) if verified else np.zeros((0, 2), np.int32)
         max_jaccard = np.concatenate(best) if best else np.zeros(0, np.float32)
@@ -466,6 +468,11 @@ class _Run:
 def _block_name(group: list[int]) -> str:
     """How an error names a block: by its partitions."""
     return f"partition {group[0]}" if len(group) == 1 else f"partitions {group[0]}-{group[-1]}"
+
+
+def _refs(returned: Any) -> list[ray.ObjectRef]:
+    """The object refs of a task started with ``num_returns`` > 1."""
+    return list(returned)
 
 
 @ray.remote
@@ -497,18 +504,18 @@ def _sign(folder: str, block: int, parts: list[int], text_column: str, keep: str
         if keep != "first":
             keep_values.append(_keep_values(table, text_column, keep))
     directory = Path(folder)
-    write_split(directory / _file("signatures", block), [len(sigs)], [sigs], sigs.dtype, sigs.shape[1:])
+    write_split(directory / _file("signatures", block), [sigs], sigs.dtype, sigs.shape[1:])
     active = np.flatnonzero(~(sigs == EMPTY_SLOT).all(axis=1))
     keys = _band_keys(sigs if len(active) == len(sigs) else sigs[active], active + offset, *band_rows)
     del sigs
-    order, counts = split_by((keys["key"] % np.uint64(reducers)).astype(np.int64), reducers)
-    emitted = write_split(directory / _file("keys", block), counts, [keys[order]], BAND_KEY)
+    emitted = write_split(directory / _file("keys", block),
+                          split_by(keys, (keys["key"] % np.uint64(reducers)).astype(np.int64), reducers), BAND_KEY)
     return (np.concatenate(keep_values) if keep_values else None), emitted
 
 
 def _file(step: str, task: int) -> str:
     """The file a step's task writes in the exchange folder."""
-    return f"{step}-{task:05d}.npy"
+    return f"{step}-{task:05d}.rows"
 
 
 def _band_keys(sigs: np.ndarray, rows: np.ndarray, bands: int, per_band: int) -> np.ndarray:
@@ -560,8 +567,7 @@ def _buckets(folder: str, reducer: int, offsets: np.ndarray) -> int:
     pairs = _pairs_of_buckets(keys["band"][order], keys["key"][order], row[order])
     del keys, row, order
     owner = np.searchsorted(offsets, pairs[:, 1], side="right") - 1
-    by_block, counts = split_by(owner, blocks)
-    return write_split(directory / _file("pairs", reducer), counts, [pairs[by_block]], pairs.dtype, (2,))
+    return write_split(directory / _file("pairs", reducer), split_by(pairs, owner, blocks), pairs.dtype, (2,))
 
 
 def _pairs_of_buckets(band: np.ndarray, key: np.ndarray, row: np.ndarray) -> np.ndarray:
@@ -609,24 +615,24 @@ def _attach_signatures(folder: str, block: int, offsets: np.ndarray, reducers: i
     row of several pairs (~14 at 10^6 templated prompts), and its 512-byte signature is
     written once per destination, not once per pair. Every copy of a pair lands here, so
     this is where a pair found by several reducers (rows sharing several bands) is made one.
-    The signatures are written one destination at a time."""
+    One destination's signatures are in memory at a time."""
     directory, blocks = Path(folder), len(offsets) - 1
     shards = [read_split(directory / _file("pairs", r), block) for r in range(reducers)]
     pairs = _unique_pairs(np.concatenate(shards)) if shards else np.zeros((0, 2), np.int64)
     del shards
     owner = np.searchsorted(offsets, pairs[:, 0], side="right") - 1
-    by_block, counts = split_by(owner, blocks)
-    pairs = pairs[by_block]  # stable: each destination's pairs stay sorted by (i, j)
-    starts = np.r_[0, np.cumsum(counts)]
-    seconds = [np.unique(pairs[starts[p]:starts[p + 1], 1], return_inverse=True) for p in range(blocks)]
-    sigs = np.load(directory / _file("signatures", block), mmap_mode="r")
-    first = int(offsets[block])
-    written = write_split(directory / _file("attached-pairs", block), counts, [pairs], pairs.dtype, (2,))
-    written += write_split(directory / _file("attached-index", block), counts,
-                           (index.astype(np.uint32) for _, index in seconds), np.dtype(np.uint32))
-    written += write_split(directory / _file("attached-signatures", block), [len(rows) for rows, _ in seconds],
-                           (sigs[rows - first] for rows, _ in seconds), sigs.dtype, sigs.shape[1:])
-    return written
+    by_block = split_by(pairs, owner, blocks)  # stable: each destination's pairs stay sorted by (i, j)
+    del pairs, owner
+    sigs, first = read_all(directory / _file("signatures", block)), int(offsets[block])
+    with split_writer(directory / _file("attached-pairs", block), np.dtype(np.int64), (2,)) as paired, \
+            split_writer(directory / _file("attached-index", block), np.dtype(np.uint32)) as indexed, \
+            split_writer(directory / _file("attached-signatures", block), sigs.dtype, sigs.shape[1:]) as signed:
+        for mine in by_block:
+            rows, index = np.unique(mine[:, 1], return_inverse=True)
+            paired.write(mine)
+            indexed.write(index.astype(np.uint32))
+            signed.write(sigs[rows - first])
+    return paired.nbytes + indexed.nbytes + signed.nbytes
 
 
 #: Pairs compared at once in a verification task: two signature arrays of this many rows
@@ -638,41 +644,41 @@ ESTIMATE_CHUNK = 65_536
 ESTIMATE = np.dtype([("row", "<u8"), ("value", "<f4")])
 
 
-@ray.remote
-def _estimate(folder: str, block: int, offsets: np.ndarray, threshold: float) -> tuple[np.ndarray, int, int]:
+@ray.remote(num_returns=2)
+def _estimate(folder: str, block: int, offsets: np.ndarray, threshold: float) -> tuple[Any, np.ndarray]:
     """Estimated Jaccard of each pair whose first row is in this block (share of equal
     slots, through float32 as ``rust/src/clusters.rs`` stores it), from every block's
-    attached file. Each row's best estimate in these pairs is written split by the row's
-    block; returns (the edges at or above ``threshold``, the candidate count, the bytes
-    written): only the edges reach the driver."""
-    directory, blocks = Path(folder), len(offsets) - 1
-    sigs = np.load(directory / _file("signatures", block), mmap_mode="r")
-    pairs, est = [], []
-    for q in range(blocks):
-        shard = tuple(read_split(directory / _file(name, q), block)
-                      for name in ("attached-pairs", "attached-signatures", "attached-index"))
-        pairs.append(shard[0])
-        est.append(_pair_estimates(sigs, int(offsets[block]), *shard))
-    del sigs
-    found = np.concatenate(pairs) if pairs else np.zeros((0, 2), np.int64)
-    values = np.concatenate(est) if est else np.zeros(0)
-    written = _write_best(directory / _file("estimates", block), found, values, offsets)
-    edges = found[values >= threshold]
+    attached file, one block's pairs at a time. Each second row's best estimate is written
+    for its block; returns ((the edges at or above ``threshold``, the candidate count, the
+    bytes written), this block's rows' best estimate as first rows): only the edges reach
+    the driver."""
+    directory, blocks, first = Path(folder), len(offsets) - 1, int(offsets[block])
+    sigs = read_all(directory / _file("signatures", block))
+    best = np.zeros(int(offsets[block + 1]) - first, np.float32)
+    edges, candidates = [], 0
+    with split_writer(directory / _file("estimates", block), ESTIMATE) as out:
+        for q in range(blocks):  # the pairs whose second rows are in block q
+            pairs, sig_rows, index = (read_split(directory / _file(name, q), block)
+                                      for name in ("attached-pairs", "attached-signatures", "attached-index"))
+            est = _pair_estimates(sigs, first, pairs, sig_rows, index)
+            np.maximum.at(best, pairs[:, 0] - first, est)
+            out.write(_best_of(pairs[:, 1], est))
+            edges.append(pairs[est >= threshold])
+            candidates += len(pairs)
+    found = np.concatenate(edges) if edges else np.zeros((0, 2), np.int64)
     # the driver gathers every block's edges: half the bytes where positions fit in 32 bits
-    return (edges.astype(np.int32) if int(offsets[-1]) < 2**31 else edges), len(found), written
+    return (found.astype(np.int32) if int(offsets[-1]) < 2**31 else found, candidates, out.nbytes), best
 
 
-def _write_best(path: Path, pairs: np.ndarray, estimates: np.ndarray, offsets: np.ndarray) -> int:
-    """Each row of `pairs`' best estimate (as first or second row; float32, the estimates'
-    own precision), written split by the row's block."""
-    rows = np.concatenate([pairs[:, 0], pairs[:, 1]])
+def _best_of(rows: np.ndarray, estimates: np.ndarray) -> np.ndarray:
+    """Each distinct row's best estimate (float32, the estimates' own precision)."""
     distinct, where = np.unique(rows, return_inverse=True)
+    records = np.zeros(len(distinct), ESTIMATE)
+    records["row"] = distinct
     best = np.zeros(len(distinct), np.float32)
-    np.maximum.at(best, where, np.concatenate([estimates, estimates]).astype(np.float32))
-    records = np.empty(len(distinct), ESTIMATE)
-    records["row"], records["value"] = distinct, best
-    owner = np.searchsorted(offsets, distinct, side="right") - 1  # sorted rows: already by block
-    return write_split(path, np.bincount(owner, minlength=len(offsets) - 1), [records], ESTIMATE)
+    np.maximum.at(best, where, estimates)
+    records["value"] = best
+    return records
 
 
 def _pair_estimates(sigs: np.ndarray, offset: int, pairs: np.ndarray, sig_rows: np.ndarray,
@@ -687,11 +693,11 @@ def _pair_estimates(sigs: np.ndarray, offset: int, pairs: np.ndarray, sig_rows: 
 
 
 @ray.remote
-def _best_estimates(folder: str, block: int, offsets: np.ndarray) -> np.ndarray:
-    """One block's rows' best estimated Jaccard over every candidate pair, from every
-    verification task's file (0 for a row in none)."""
+def _best_estimates(folder: str, block: int, offsets: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """One block's rows' best estimated Jaccard over every candidate pair: `best`, theirs
+    as first rows, merged with theirs as second rows from every verification task's file."""
     first = int(offsets[block])
-    best = np.zeros(int(offsets[block + 1]) - first, np.float32)
+    best = best.copy()  # an argument from the object store is read-only
     for b in range(len(offsets) - 1):
         records = read_split(Path(folder) / _file("estimates", b), block)
         np.maximum.at(best, records["row"].astype(np.int64) - first, records["value"])

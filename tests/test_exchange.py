@@ -51,3 +51,20 @@ def test_a_writer_that_fails_leaves_no_file(tmp_path):
         out.write(np.zeros((2, 4), np.int64))
         out.write(np.zeros((2, 3), np.int64))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_engine_exchanges_in_the_stage_scratch_and_clears_a_killed_drivers_folders(tmp_path):
+    """Under a run, the exchange folder is in `<stage>/.phase/` (the run folder every node
+    sees); folders a killed driver left there are removed before a new search starts."""
+    from types import SimpleNamespace
+
+    from dialinsight_engine.executors.dedup import _scratch
+
+    left = tmp_path / "assess" / ".phase" / "near-duplicates-0123456789ab"
+    left.mkdir(parents=True)
+    (left / "keys-00000.rows").write_bytes(b"x" * 100)
+    kept = tmp_path / "assess" / ".phase" / "rowwise"
+    kept.mkdir()
+    assert _scratch(SimpleNamespace(stage_dir=tmp_path / "assess")) == tmp_path / "assess" / ".phase"
+    assert not left.exists() and kept.is_dir()
+    assert _scratch(SimpleNamespace()) is None  # outside a run: the system's temporary folder

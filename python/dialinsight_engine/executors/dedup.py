@@ -11,6 +11,7 @@ faster than the shuffle) the Rust core computes them in this process.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -95,9 +96,16 @@ def _connected(stage_ctx: Any) -> Any:
 
 def _scratch(stage_ctx: Any) -> Path | None:
     """Where the distributed steps exchange their files: in the stage's scratch folder, which
-    is in the run folder that every node of the cluster sees (None outside a run)."""
+    is in the run folder that every node of the cluster sees (None outside a run). Exchange
+    folders left there by a driver that was killed are removed first (the run's lock keeps a
+    second process out, and each call removes its own folder when it ends)."""
     stage_dir = getattr(stage_ctx, "stage_dir", None)
-    return Path(stage_dir) / SCRATCH if stage_dir is not None else None
+    if stage_dir is None:
+        return None
+    scratch = Path(stage_dir) / SCRATCH
+    for stale in scratch.glob("near-duplicates-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return scratch
 
 
 def _count(stage_ctx: Any, rows: int, partitions: int, **note: Any) -> None:

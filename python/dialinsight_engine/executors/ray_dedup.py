@@ -422,6 +422,15 @@ class _Run:
             for path in Path(self.folder).glob(f"{stem}-*"):
                 path.unlink(missing_ok=True)
 
+    def _read_whole(self, step: str, tasks: int, dtype: np.dtype, row_shape: tuple[int, ...] = ()) -> np.ndarray:
+        """Every task's file of `step` in task order, in one array of the driver's own, then
+        the files go."""
+        out = np.empty((0, *row_shape), dtype)
+        if tasks:
+            out = np.concatenate([read_split(Path(self.folder) / _file(step, t), 0) for t in range(tasks)])
+        self._drop(step)
+        return out
+
     def sign(self, text_column: str, keep: str, hashing: _Hashing, band_rows: tuple[int, int],
              reducers: int) -> np.ndarray | None:
         """Each block's signatures and band keys written; returns every row's keep value
@@ -454,15 +463,17 @@ class _Run:
                for b in range(blocks)]
         verified = _gather([found for found, _ in out], "verify", names=self.names)
         self._drop("signatures", "attached")
-        best = _gather([_best_estimates.options(max_retries=retries).remote(folder, q, offsets, out[q][1])
-                        for q in range(blocks)], "best estimates", names=self.names)
+        _gather([_best_estimates.options(max_retries=retries).remote(folder, q, offsets, out[q][1])
+                 for q in range(blocks)], "best estimates", names=self.names)
         del out
         self._drop("estimates")
-        edges = np.concatenate([v[0] for v in verified]) if verified else np.zeros((0, 2), np.int32)
-        max_jaccard = np.concatenate(best) if best else np.zeros(0, np.float32)
+        # read from the files, not as task results: a result the driver maps from the object
+        # store stays in its RSS as mapped pages after the object is gone
+        edges = self._read_whole("edges", blocks, np.dtype(np.int32 if int(offsets[-1]) < 2**31 else np.int64), (2,))
+        max_jaccard = self._read_whole("best", blocks, np.dtype(np.float32))
         self._count("edges", [edges.nbytes])
-        self._count("second_row_estimates", [v[2] for v in verified])
-        return edges, max_jaccard, int(sum(v[1] for v in verified))
+        self._count("second_row_estimates", [v[1] for v in verified])
+        return edges, max_jaccard, int(sum(v[0] for v in verified))
 
 
 def _block_name(group: list[int]) -> str:
@@ -645,13 +656,13 @@ ESTIMATE = np.dtype([("row", "<u8"), ("value", "<f4")])
 
 
 @ray.remote(num_returns=2)
-def _estimate(folder: str, block: int, offsets: np.ndarray, threshold: float) -> tuple[Any, np.ndarray]:
+def _estimate(folder: str, block: int, offsets: np.ndarray, threshold: float) -> tuple[tuple[int, int], np.ndarray]:
     """Estimated Jaccard of each pair whose first row is in this block (share of equal
     slots, through float32 as ``rust/src/clusters.rs`` stores it), from every block's
     attached file, one block's pairs at a time. Each second row's best estimate is written
-    for its block; returns ((the edges at or above ``threshold``, the candidate count, the
-    bytes written), this block's rows' best estimate as first rows): only the edges reach
-    the driver."""
+    for its block, and the edges (estimate at or above ``threshold``): only they reach the
+    driver. Returns ((the candidate count, the bytes of estimates written), this block's
+    rows' best estimate as first rows)."""
     directory, blocks, first = Path(folder), len(offsets) - 1, int(offsets[block])
     sigs = read_all(directory / _file("signatures", block))
     best = np.zeros(int(offsets[block + 1]) - first, np.float32)
@@ -666,8 +677,10 @@ def _estimate(folder: str, block: int, offsets: np.ndarray, threshold: float) ->
             edges.append(pairs[est >= threshold])
             candidates += len(pairs)
     found = np.concatenate(edges) if edges else np.zeros((0, 2), np.int64)
-    # the driver gathers every block's edges: half the bytes where positions fit in 32 bits
-    return (found.astype(np.int32) if int(offsets[-1]) < 2**31 else found, candidates, out.nbytes), best
+    # half the bytes where positions fit in 32 bits (the driver reads every block's edges)
+    found = found.astype(np.int32) if int(offsets[-1]) < 2**31 else found
+    write_split(directory / _file("edges", block), [found], found.dtype, (2,))
+    return (candidates, out.nbytes), best
 
 
 def _best_of(rows: np.ndarray, estimates: np.ndarray) -> np.ndarray:
@@ -693,15 +706,16 @@ def _pair_estimates(sigs: np.ndarray, offset: int, pairs: np.ndarray, sig_rows: 
 
 
 @ray.remote
-def _best_estimates(folder: str, block: int, offsets: np.ndarray, best: np.ndarray) -> np.ndarray:
-    """One block's rows' best estimated Jaccard over every candidate pair: `best`, theirs
-    as first rows, merged with theirs as second rows from every verification task's file."""
+def _best_estimates(folder: str, block: int, offsets: np.ndarray, best: np.ndarray) -> None:
+    """One block's rows' best estimated Jaccard over every candidate pair, written: `best`,
+    theirs as first rows, merged with theirs as second rows from every verification task's
+    file."""
     first = int(offsets[block])
     best = best.copy()  # an argument from the object store is read-only
     for b in range(len(offsets) - 1):
         records = read_split(Path(folder) / _file("estimates", b), block)
         np.maximum.at(best, records["row"].astype(np.int64) - first, records["value"])
-    return best
+    write_split(Path(folder) / _file("best", block), [best], best.dtype)
 
 
 # -- the driver's part -----------------------------------------------------------------------

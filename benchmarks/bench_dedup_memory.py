@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -28,11 +27,10 @@ import ray
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_scale import records  # noqa: E402
+from procmem import Sampler, memory_mb  # noqa: E402
 
 from dialinsight_engine.dialogue import render_dialogue  # noqa: E402
 from dialinsight_engine.executors.ray_dedup import ray_near_duplicates  # noqa: E402
-
-FIELDS = ("RssAnon", "RssShmem", "VmRSS")
 
 
 def prompts(n: int) -> list[str]:
@@ -41,42 +39,6 @@ def prompts(n: int) -> list[str]:
     return ["Extract the customer's requirements as JSON.\n" + render_dialogue(
                 [{"role": roles[t["role"]], "text": t["text"]} for t in rec["turns"]])  # type: ignore[attr-defined]
             for rec in records(n)]
-
-
-def memory_mb(pid: str) -> tuple[str, dict[str, int]] | None:
-    """(command line, {field: MB}) of a process; None for one gone or without memory fields."""
-    try:
-        cmd = Path(f"/proc/{pid}/cmdline").read_text()
-        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
-        return cmd, {k: int(fields[k].split()[0]) // 1024 for k in FIELDS}
-    except (OSError, KeyError, ValueError):
-        return None
-
-
-class Sampler(threading.Thread):
-    """Peak of each field per process: the driver (this one) and Ray's workers (`ray::...`)."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.workers: dict[str, dict[str, int]] = {}
-        self.steps: dict[str, int] = {}  # a worker's heap while it ran a task of this step
-        self.driver: dict[str, int] = {}
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        me = str(os.getpid())
-        while not self.done.is_set():
-            for pid in filter(str.isdigit, os.listdir("/proc")):
-                found = memory_mb(pid)
-                if found is None or (pid != me and "ray::" not in found[0]):
-                    continue
-                peak = self.driver if pid == me else self.workers.setdefault(pid, {})
-                for key, value in found[1].items():
-                    peak[key] = max(peak.get(key, 0), value)
-                if pid != me:  # Ray titles a worker with the task it runs: "ray::_estimate"
-                    step = found[0].split("\0")[0].removeprefix("ray::")
-                    self.steps[step] = max(self.steps.get(step, 0), found[1]["RssAnon"])
-            time.sleep(0.05)
 
 
 def main() -> None:
@@ -97,8 +59,7 @@ def main() -> None:
     t0 = time.perf_counter()
     found = ray_near_duplicates(parts, "prompt", threshold=args.threshold, blocks=args.blocks)
     wall = time.perf_counter() - t0
-    sampler.done.set()
-    sampler.join()
+    sampler.stop()
     busiest = sorted(sampler.workers.values(), key=lambda p: -p["RssAnon"])
     print(json.dumps({
         "rows": args.rows, "partitions": args.partitions, "blocks": found.stats["blocks"],
@@ -106,7 +67,8 @@ def main() -> None:
         "edges": found.stats["edges"], "duplicates": int(found.frame["is_duplicate"].sum()),
         "shuffle_bytes": found.stats["shuffle_bytes"],
         "driver_mb": {"before": before[1] if before else None, "peak": sampler.driver},
-        "worker_peak_mb": busiest[:2], "worker_heap_mb_by_step": sampler.steps,
+        "worker_peak_mb": busiest[:2],
+        "worker_heap_mb_by_step": {title: peak["RssAnon"] for title, peak in sampler.tasks.items()},
     }))
     ray.shutdown()
 

@@ -26,6 +26,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from procmem import Sampler  # this folder: run as a script, it is on sys.path
+
 STAGES = ["ingest", "scenes", "seeds", "assess"]
 AREAS = ["Fremont", "Oakland", "Berkeley", "San Jose", "Palo Alto", "Hayward", "Daly City", "Sunnyvale"]
 NEEDS = ["a quiet street", "parking", "a garden", "a dishwasher", "good schools nearby", "BART access",
@@ -177,7 +179,12 @@ def bench(n: int, partition_rows: int, until: str, address: str | None, root: Pa
         spec.write_text(SPEC.format(runs=runs.as_posix(), data=data.as_posix(), partition_rows=partition_rows,
                                     dedup_local_rows=dedup_local_rows))
         extra = ["--executor", "ray", "--address", address] if executor == "ray" and address else []
-        wall = apply(spec, until, extra)
+        sampler = Sampler(interval=0.2)  # the Ray workers' memory, per task they run
+        sampler.start()
+        try:
+            wall = apply(spec, until, extra)
+        finally:
+            sampler.stop()
         stages = stage_figures(runs / "scale", n)
         total = sum(float(s["seconds"]) for s in stages.values())  # type: ignore[arg-type,misc]
         # each stage records the driver's peak so far, its hash pass included: the last is the run's
@@ -186,6 +193,8 @@ def bench(n: int, partition_rows: int, until: str, address: str | None, root: Pa
         result[executor] = {"wall_s": round(wall, 1), "stage_s": round(total, 1),
                             "docs_per_s": round(n / total, 1), "driver_peak_rss_mb": round(driver_rss, 1),
                             "stages": stages}
+        if sampler.tasks:  # a worker's peak while Ray titled it with a task (`procmem`)
+            result[executor]["workers_by_task_mb"] = sampler.tasks  # type: ignore[index]
         print(json.dumps({executor: result[executor]}, indent=1), flush=True)
     if "local" in result and "ray" in result:
         local, ray = result["local"], result["ray"]  # type: ignore[index]

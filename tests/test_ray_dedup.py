@@ -291,3 +291,26 @@ def test_assess_on_ray_reads_text_and_ids_where_they_lie(cluster, write_spec, tm
     left = ctx.stats["prepare_maps"]["pooled"]["left_in_partitions"]
     assert left == (["prompt"] if group_by == "[]" and keep == "first" else ["instruction_id", "prompt"])
     assert ctx.stats["ray_near_duplicates"]["text_read_in_tasks"] is True
+
+
+def test_components_by_min_label_propagation_equal_scipys():
+    """The driver's components (labelled by their smallest row) equal scipy's connected
+    components on random graphs (a giant component, chains, isolated rows), with no edges,
+    and on one long chain whose labels must travel its whole length."""
+    import numpy as np
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from dialinsight_engine.executors.ray_dedup import _smallest_rows
+
+    rng = np.random.default_rng(7)
+    for n, m in ((1, 0), (50, 0), (2_000, 300), (2_000, 1_800), (5_000, 9_000)):
+        edges = np.sort(rng.integers(0, n, size=(m, 2)), axis=1).astype(np.int32)
+        edges = edges[edges[:, 0] != edges[:, 1]]
+        _, component = connected_components(
+            coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n)), directed=False)
+        smallest = np.full(component.max() + 1, n)
+        np.minimum.at(smallest, component, np.arange(n))
+        np.testing.assert_array_equal(_smallest_rows(n, edges), smallest[component])
+    chain = np.stack([np.arange(999, 0, -1), np.arange(1000, 1, -1)], axis=1)  # 999-1000, ..., 1-2
+    np.testing.assert_array_equal(_smallest_rows(1001, chain), np.r_[0, np.ones(1000, np.int32)])

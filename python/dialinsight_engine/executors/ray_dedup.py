@@ -31,20 +31,17 @@ The workflow is NeMo Curator's fuzzy dedup (MinHash -> LSH buckets -> edges -> J
    reach the driver, only the edges and one best estimate per row. The driver waits for a
    step's tasks before it starts the next (each reads the files of all of them) and deletes
    the files no later step reads.
-4. **components and keep rule** on the driver: a union of the verified edges (estimate >=
-   threshold) by :func:`scipy.sparse.csgraph.connected_components`, labelled by their smallest
-   row index, and the representative chosen as the core chooses it ("first", "longest", or a
+4. **components and keep rule** on the driver: the verified edges' (estimate >= threshold)
+   components by min-label propagation (`_smallest_rows`), labelled by their smallest row
+   index, and the representative chosen as the core chooses it ("first", "longest", or a
    numeric column; ties to the smallest row index).
 
 Rows are numbered in partition order, so the result equals ``fast.near_duplicates`` on the
 concatenated partitions, whatever the partitioning. Components run on the driver, because
 after verification the edges are few (near duplicates plus LSH false positives, not all
-pairs) and a union over them is one pass: with row positions in 32 bits and the "first"
-rule's labels its own representatives, the driver held +60 MB from the gathered edges to the
-result frame at 10^6 rows and 793,247 edges (+80 MB before: int64 positions, a sort for
-every rule), so 10^7 rows with 10^7 edges fit in well under 1 GB.
-An iterative min-label propagation over Ray tasks would lift that bound at the cost of one
-shuffle per iteration (O(diameter) iterations); this engine's data is far below it.
+pairs): the propagation holds one label per row beside the edges (4 and 8 bytes in 32-bit
+positions), so 10^7 rows with 10^7 edges fit in well under 1 GB. The same propagation over
+the exchange's files, one step per round, would lift that bound (not done).
 
 A block whose task fails after Ray's retries (``max_retries`` for a lost worker or node)
 fails the whole call with :class:`~dialinsight_engine.errors.StageFailed` naming the block's
@@ -69,8 +66,6 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from .. import fast
 from ..errors import StageFailed, UserError
@@ -731,14 +726,8 @@ def _clusters(n: int, edges: np.ndarray, max_jaccard: np.ndarray, keep_values: n
     if n == 0:
         return pl.DataFrame(schema={"cluster_id": position, "duplicate_of": position,
                                     "max_jaccard": estimate, "is_duplicate": pl.Boolean})
-    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
-    _, component = connected_components(graph, directed=False)
-    del graph
-    index = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
-    smallest = np.full(component.max() + 1, n, dtype=index.dtype)
-    np.minimum.at(smallest, component, index)
-    cluster = smallest[component]
-    del component, smallest
+    cluster = _smallest_rows(n, edges)
+    index = np.arange(n, dtype=cluster.dtype)
     # "first" keeps the smallest row: the cluster's label
     rep = cluster if keep_values is None else _representatives(cluster, index, keep_values)
     duplicate = rep != index
@@ -747,6 +736,27 @@ def _clusters(n: int, edges: np.ndarray, max_jaccard: np.ndarray, keep_values: n
                         ).select(pl.col("cluster_id").cast(position),
                                  pl.when("is_duplicate").then(pl.col("rep").cast(position)).alias("duplicate_of"),
                                  pl.col("max_jaccard").cast(estimate), "is_duplicate")
+
+
+def _smallest_rows(n: int, edges: np.ndarray) -> np.ndarray:
+    """Each row's component over `edges`, labelled by its smallest row: min-label propagation
+    with pointer jumping on one label array, 4 bytes a row where positions fit in 32 bits.
+    (scipy's `connected_components` built a float64 CSR graph and its transpose beside its
+    labels, which then had to be mapped to smallest rows: +42 MB of driver peak at 10^6 rows
+    and 793,247 edges, against about the label array here; docs/performance.md.) Each label
+    is a row of the same component and never above its own row, so when every edge joins
+    equal labels and every label is its own, a component's label is its smallest row."""
+    labels = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+    first, second = edges[:, 0], edges[:, 1]
+    while True:
+        low = np.minimum(labels[first], labels[second])
+        np.minimum.at(labels, first, low)
+        np.minimum.at(labels, second, low)
+        del low
+        while not np.array_equal(jumped := labels[labels], labels):
+            labels = jumped
+        if np.array_equal(labels[first], labels[second]):
+            return labels
 
 
 def _representatives(cluster: np.ndarray, index: np.ndarray, keep_values: np.ndarray) -> np.ndarray:

@@ -20,9 +20,6 @@ import polars as pl
 if TYPE_CHECKING:
     from ..metrics.partitioned import PoolPartitions
 
-#: The stage's scratch folder (as `metrics.partitioned.SCRATCH`: removed when the stage ends).
-SCRATCH = ".phase"
-
 
 def on_ray(stage_ctx: Any) -> bool:
     """True when the run's executor is Ray."""
@@ -99,6 +96,8 @@ def _scratch(stage_ctx: Any) -> Path | None:
     is in the run folder that every node of the cluster sees (None outside a run). Exchange
     folders left there by a driver that was killed are removed first (the run's lock keeps a
     second process out, and each call removes its own folder when it ends)."""
+    from ..metrics.partitioned import SCRATCH  # the stage's scratch, removed when the stage ends
+
     stage_dir = getattr(stage_ctx, "stage_dir", None)
     if stage_dir is None:
         return None

@@ -417,12 +417,10 @@ class _Run:
             for path in Path(self.folder).glob(f"{stem}-*"):
                 path.unlink(missing_ok=True)
 
-    def _read_whole(self, step: str, tasks: int, dtype: np.dtype, row_shape: tuple[int, ...] = ()) -> np.ndarray:
-        """Every task's file of `step` in task order, in one array of the driver's own, then
-        the files go."""
-        out = np.empty((0, *row_shape), dtype)
-        if tasks:
-            out = np.concatenate([read_split(Path(self.folder) / _file(step, t), 0) for t in range(tasks)])
+    def _read_whole(self, step: str) -> np.ndarray:
+        """Every block's file of `step` (its dtype as the task wrote it) in block order, in one
+        array of the driver's own, then the files go. A call has one block at least."""
+        out = np.concatenate([read_split(Path(self.folder) / _file(step, b), 0) for b in range(len(self.groups))])
         self._drop(step)
         return out
 
@@ -464,8 +462,7 @@ class _Run:
         self._drop("estimates")
         # read from the files, not as task results: a result the driver maps from the object
         # store stays in its RSS as mapped pages after the object is gone
-        edges = self._read_whole("edges", blocks, np.dtype(np.int32 if int(offsets[-1]) < 2**31 else np.int64), (2,))
-        max_jaccard = self._read_whole("best", blocks, np.dtype(np.float32))
+        edges, max_jaccard = self._read_whole("edges"), self._read_whole("best")
         self._count("edges", [edges.nbytes])
         self._count("second_row_estimates", [v[1] for v in verified])
         return edges, max_jaccard, int(sum(v[0] for v in verified))

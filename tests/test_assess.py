@@ -447,6 +447,31 @@ def test_pool_partitions_read_the_rows_in_play_where_they_lie(tmp_path):
     assert small.language_sample(R.PROMPT).to_list() == frames[0][R.PROMPT].to_list()  # all 467 rows
 
 
+def test_partition_rows_describe_without_reading_and_read_the_rows_in_play(tmp_path):
+    """What a Ray near-duplicate task gets instead of the rows: the partition's schema and row
+    count come from the file (the rows unread), and `table()` reads the rows in play at the
+    given positions, with the caller's columns appended."""
+    import numpy as np
+    import pyarrow as pa
+
+    from dialinsight_engine.metrics.partitioned import PoolPartitions
+
+    frame = pl.DataFrame({R.PROMPT: [f"row {i}" for i in range(10)], R.TASK: ["t"] * 10,
+                          R.KEPT: [i != 3 for i in range(10)]})
+    write_partition(tmp_path, 0, frame)
+    source = PoolPartitions((str(tmp_path / part_name(0)),), (9,), frozenset({R.PROMPT}))
+    score = pa.array([0.5, 0.25, 0.125])
+    rows = source.rows(0, [R.PROMPT], np.array([0, 3, 8], dtype=np.int32), {"score": score})
+    assert rows.num_rows == 3
+    assert rows.schema() == {R.PROMPT: pl.String, "score": pl.Float64}
+    table = rows.table()
+    assert table.column_names == [R.PROMPT, "score"]
+    assert table.column(R.PROMPT).to_pylist() == ["row 0", "row 4", "row 9"]  # row 3 is out
+    assert table.column("score").to_pylist() == [0.5, 0.25, 0.125]
+    whole = source.rows(0, [R.PROMPT], None, {})
+    assert whole.num_rows == 9 and whole.table().num_rows == 9
+
+
 def test_the_language_sample_does_not_keep_the_partitions_text_alive(tmp_path):
     """A string column gathered from a partition shares that partition's buffers (Polars'
     string views): a sample of 1,000 rows from 100 partitions of 10^6 prompts kept every

@@ -116,14 +116,14 @@ def _from_partitions(frame: pl.DataFrame, stage_ctx: Any, source: PoolPartitions
                      id_column: str | None = None, keep: str = "first", **settings: Any) -> pl.DataFrame:
     """The rows `frame["_row"]` of the pool, their text read by the Ray tasks; `duplicate_of`
     mapped to `frame[id_column]` when asked (else the representative's row in `frame`)."""
-    from .ray_dedup import partition_tables, ray_near_duplicates  # type: ignore[import-not-found,unused-ignore]
+    from .ray_dedup import partition_rows, ray_near_duplicates  # type: ignore[import-not-found,unused-ignore]
 
     executor = _connected(stage_ctx)
     extra = {keep: frame[keep]} if keep not in ("first", "longest") else {}
-    tables = partition_tables(source, frame["_row"], [text_column], extra, executor.config.max_retries)
-    distributed = ray_near_duplicates(tables, text_column, keep=keep, max_retries=executor.config.max_retries,
+    parts = partition_rows(source, frame["_row"], [text_column], extra)
+    distributed = ray_near_duplicates(parts, text_column, keep=keep, max_retries=executor.config.max_retries,
                                       scratch=_scratch(stage_ctx), **settings)
-    _count(stage_ctx, frame.height, len(tables), text_read_in_tasks=True)
+    _count(stage_ctx, frame.height, len(parts), text_read_in_tasks=True)
     found: pl.DataFrame = distributed.frame
     if id_column is None:
         return found

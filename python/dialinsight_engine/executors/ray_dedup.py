@@ -59,7 +59,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import polars as pl
@@ -69,13 +69,14 @@ import ray
 
 from .. import fast
 from ..errors import StageFailed, UserError
+from ..metrics.partitioned import PartitionRows
 from ..run import faults
 from .exchange import read_all, read_split, split_by, split_writer, write_split
 
 if TYPE_CHECKING:
     from ..metrics.partitioned import PoolPartitions
 
-__all__ = ["BLOCK_ROWS", "MAX_FULL_BUCKET", "DedupResult", "partition_tables", "ray_contamination",
+__all__ = ["BLOCK_ROWS", "MAX_FULL_BUCKET", "DedupResult", "partition_rows", "ray_contamination",
            "ray_near_duplicates", "shuffle_blocks"]
 
 #: Buckets larger than this become a star plus a chain of pairs, not all pairs (the Rust core's
@@ -143,8 +144,10 @@ def ray_near_duplicates(
     scratch: str | Path | None = None,
 ) -> DedupResult:
     """Near-duplicate clusters of ``text_column`` over the partitions of ``source``: a
-    ``ray.data.Dataset``, or a sequence of pyarrow Tables, Polars DataFrames or object refs
-    to pyarrow Tables (one partition each, in row order).
+    ``ray.data.Dataset``, or a sequence of pyarrow Tables, Polars DataFrames, object refs
+    to pyarrow Tables or :class:`PartitionRows` (one partition each, in row order; rows
+    that each task reads from the partition's file, `partition_rows`, keep the text out of
+    the object store).
 
     Every setting means what it means for :func:`fast.near_duplicates`, and the returned
     frame equals its result on the concatenated partitions. ``blocks``: shuffle blocks,
@@ -226,17 +229,16 @@ def _cluster_cpus() -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-def partition_tables(source: PoolPartitions, rows: pl.Series, columns: list[str],
-                     extra: dict[str, pl.Series], max_retries: int = 3) -> list[ray.ObjectRef]:
-    """Object refs of pyarrow Tables, one per input partition holding any of the pool
-    positions `rows` (ascending): `columns` read by a Ray task where the partition lies, plus
-    the driver's `extra` columns (aligned with `rows`), so the text never passes through the
-    driver."""
+def partition_rows(source: PoolPartitions, rows: pl.Series, columns: list[str],
+                   extra: dict[str, pl.Series]) -> list[PartitionRows]:
+    """The partitions holding any of the pool positions `rows` (ascending), as rows each task
+    reads where the partition lies (`columns` of them), plus the driver's `extra` columns
+    (aligned with `rows`): the text passes neither through the driver nor the object store."""
     positions = rows.to_numpy()
     offsets = np.asarray(source.offsets, dtype=np.int64)
     # each partition's positions are a run of the sorted positions: sliced, no per-row owner
     bounds = np.searchsorted(positions, offsets)
-    refs = []
+    out = []
     for index, (start, end) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
         if start == end:
             continue
@@ -246,8 +248,8 @@ def partition_tables(source: PoolPartitions, rows: pl.Series, columns: list[str]
         # stay in the driver's heap until the task ends: 8 MB of int64 positions at 10^6 rows)
         whole = end - start == source.heights[index]
         local = None if whole else (positions[start:end] - offsets[index]).astype(np.int32)
-        refs.append(_read_rows.options(max_retries=max_retries).remote(source, index, columns, local, attached))
-    return refs
+        out.append(source.rows(index, columns, local, attached))
+    return out
 
 
 def ray_contamination(source: PoolPartitions, column: str, reference: pl.Series, *,
@@ -262,17 +264,6 @@ def ray_contamination(source: PoolPartitions, column: str, reference: pl.Series,
 
 
 @ray.remote
-def _read_rows(source: PoolPartitions, index: int, columns: list[str], local_rows: np.ndarray | None,
-               extra: dict[str, pa.Array]) -> pa.Table:
-    table = source.read(index, columns).to_arrow()
-    if local_rows is not None:  # None: every row in play
-        table = table.take(pa.array(local_rows, pa.int64()))
-    for name, values in extra.items():
-        table = table.append_column(name, values)
-    return table
-
-
-@ray.remote
 def _contaminated(source: PoolPartitions, index: int, column: str, reference: pa.Array,
                   settings: dict[str, Any]) -> pl.DataFrame:
     faults.point(f"contamination:{column}:partition-{index}")
@@ -282,23 +273,30 @@ def _contaminated(source: PoolPartitions, index: int, column: str, reference: pa
 
 
 # -- input -----------------------------------------------------------------------------------
-def _partition_refs(source: Any) -> list[ray.ObjectRef]:
-    """Object refs of pyarrow Tables, one per partition, in row order."""
+#: A partition as the steps receive it: a table (an object ref's, resolved by Ray) or rows the
+#: task reads itself.
+Part: TypeAlias = "pa.Table | PartitionRows"
+#: What the driver holds and passes for one: the table's object ref, or the rows to read.
+PartRef: TypeAlias = "ray.ObjectRef | PartitionRows"
+
+
+def _partition_refs(source: Any) -> list[PartRef]:
+    """One per partition, in row order: object refs of pyarrow Tables, or `PartitionRows`."""
     if _is_dataset(source):
         return list(source.to_arrow_refs())
     if isinstance(source, pa.Table | pl.DataFrame | ray.ObjectRef) or not isinstance(source, Sequence):
         raise TypeError("source must be a ray.data.Dataset or a sequence of partitions "
                         f"(pyarrow Tables, Polars DataFrames or object refs), not {type(source).__name__}")
-    refs = []
+    refs: list[PartRef] = []
     for part in source:
-        if isinstance(part, ray.ObjectRef):
+        if isinstance(part, ray.ObjectRef | PartitionRows):
             refs.append(part)
         elif isinstance(part, pl.DataFrame):
             refs.append(ray.put(part.to_arrow()))
         elif isinstance(part, pa.Table):
             refs.append(ray.put(part))
         else:
-            raise TypeError(f"a partition must be a pyarrow Table, Polars DataFrame or object ref, "
+            raise TypeError(f"a partition must be a pyarrow Table, Polars DataFrame, object ref or PartitionRows, "
                             f"not {type(part).__name__}")
     if not refs:
         raise ValueError("source has no partitions")
@@ -330,7 +328,7 @@ def _gather(refs: Sequence[ray.ObjectRef], step: str, unit: str = "partition",
     return out
 
 
-def _check_partitions(parts: list[ray.ObjectRef], text_column: str, id_column: str | None,
+def _check_partitions(parts: list[PartRef], text_column: str, id_column: str | None,
                       keep: str, max_retries: int) -> list[int]:
     """Rows per partition, after checking every partition has the columns asked for."""
     schemas = _gather([_schema.options(max_retries=max_retries).remote(p) for p in parts], "schema")
@@ -353,7 +351,7 @@ def _check_partitions(parts: list[ray.ObjectRef], text_column: str, id_column: s
     return sizes
 
 
-def _resolve_hashing(parts: list[ray.ObjectRef], offsets: np.ndarray, text_column: str,
+def _resolve_hashing(parts: list[PartRef], offsets: np.ndarray, text_column: str,
                      max_retries: int, **settings: Any) -> _Hashing:
     """The hashing settings with ``language="auto"`` resolved on the very rows that
     ``fast.detect_language`` samples from the whole column, and every value checked."""
@@ -380,7 +378,7 @@ def _resolve_bands(threshold: float, num_perm: int, bands: int | None,
     return bands, rows
 
 
-def _take_rows(parts: list[ray.ObjectRef], offsets: np.ndarray, column: str, rows: np.ndarray,
+def _take_rows(parts: list[PartRef], offsets: np.ndarray, column: str, rows: np.ndarray,
                max_retries: int, step: str) -> pa.ChunkedArray:
     """Values of ``column`` at global ``rows`` (sorted), fetched from their partitions; with
     no rows, an empty array of the column's type."""
@@ -398,7 +396,7 @@ class _Run:
     waits for a step's tasks before it starts the next one (every task of a step reads the
     files of all tasks of the one before), then deletes the files no later step reads."""
 
-    def __init__(self, parts: list[ray.ObjectRef], offsets: np.ndarray, groups: list[list[int]],
+    def __init__(self, parts: list[PartRef], offsets: np.ndarray, groups: list[list[int]],
                  max_retries: int, folder: Path) -> None:
         self.parts = parts
         self.offsets = offsets  # pool position of each partition's first row, then the pool's size
@@ -479,27 +477,35 @@ def _refs(returned: Any) -> list[ray.ObjectRef]:
 
 
 @ray.remote
-def _schema(table: pa.Table) -> tuple[list[str], list[pl.DataType], int]:
-    frame = pl.from_arrow(table.slice(0, 0))
+def _schema(part: Part) -> tuple[list[str], list[pl.DataType], int]:
+    if isinstance(part, PartitionRows):  # from the file's schema: its rows are not read
+        schema = part.schema()
+        return list(schema), list(schema.values()), part.num_rows
+    frame = pl.from_arrow(part.slice(0, 0))
     assert isinstance(frame, pl.DataFrame)
-    return frame.columns, list(frame.dtypes), table.num_rows
+    return frame.columns, list(frame.dtypes), part.num_rows
 
 
 @ray.remote
-def _take(table: pa.Table, column: str, local_rows: np.ndarray) -> pa.Array:
-    return table.column(column).take(pa.array(local_rows, pa.int64())).combine_chunks()
+def _take(part: Part, column: str, local_rows: np.ndarray) -> pa.Array:
+    return _table(part).column(column).take(pa.array(local_rows, pa.int64())).combine_chunks()
+
+
+def _table(part: Part) -> pa.Table:
+    return part.table() if isinstance(part, PartitionRows) else part
 
 
 @ray.remote
 def _sign(folder: str, block: int, parts: list[int], text_column: str, keep: str, hashing: _Hashing,
-          band_rows: tuple[int, int], offset: int, reducers: int, *tables: pa.Table) -> tuple[Any, int]:
+          band_rows: tuple[int, int], offset: int, reducers: int, *tables: Part) -> tuple[Any, int]:
     """A block's signatures (its partitions `parts`, whose `tables` follow) and its band
     keys split by reducer, written; returns (keep values, bytes of band keys written)."""
     # filled in place: a list of per-partition arrays concatenated would hold the block twice
     sigs = np.empty((sum(t.num_rows for t in tables), hashing.num_perm), np.uint32)
     keep_values, start = [], 0
-    for part, table in zip(parts, tables, strict=True):
+    for part, item in zip(parts, tables, strict=True):
         faults.point(f"near-duplicates:signatures:{text_column}:partition-{part}")
+        table = _table(item)  # one partition's text in memory at a time
         texts = pl.from_arrow(table.column(text_column))
         assert isinstance(texts, pl.Series)
         sigs[start:start + table.num_rows] = fast.minhash_signatures(texts, **hashing.kwargs())

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
 
 from .. import records as R
 from ..errors import StageFailed
@@ -294,12 +295,52 @@ class PoolPartitions:
                 out.append(dataset.own_buffers(taken)[column])
         return pl.concat(out) if out else pl.Series(column, [], dtype=pl.String)
 
+    def rows(self, index: int, columns: Sequence[str], local_rows: np.ndarray | None,
+             extra: dict[str, pa.Array]) -> PartitionRows:
+        """Partition `index`'s rows in play at `local_rows` (None: all of them), to be read by
+        the task that needs them."""
+        return PartitionRows(self.paths[index], tuple(columns), self.heights[index], local_rows, extra)
+
     def language_sample(self, column: str) -> pl.Series:
         """The rows of `column` that `fast.detect_language` samples from the whole pool column,
         so a detection on them equals the detection on the gathered column."""
         from ..fast import detection_rows
 
         return self.take(column, list(detection_rows(self.offsets[-1])))
+
+
+@dataclass(frozen=True)
+class PartitionRows:
+    """Some rows of one input partition, read where a task runs: what a distributed step
+    sends instead of the rows themselves, so the pool's text never sits in Ray's object store
+    (at 10^6 rows it filled the store, spilled to disk, and every worker mapped the store's
+    pages: docs/performance.md). `extra`: the caller's columns for these rows, appended."""
+
+    path: str
+    columns: tuple[str, ...]
+    height: int  # the partition's rows in play
+    local_rows: np.ndarray | None  # positions among them (ascending, 32-bit), None: all
+    extra: dict[str, pa.Array]
+
+    @property
+    def num_rows(self) -> int:
+        return self.height if self.local_rows is None else len(self.local_rows)
+
+    def schema(self) -> dict[str, pl.DataType]:
+        """The columns' names and dtypes, without reading the rows."""
+        stored = pl.read_parquet_schema(self.path)
+        out: dict[str, pl.DataType] = {c: stored[c] for c in self.columns if c in stored}
+        for name, values in self.extra.items():
+            out[name] = pl.from_arrow(pa.table({name: values})).dtypes[0]  # type: ignore[union-attr]
+        return out
+
+    def table(self) -> pa.Table:
+        table = _in_play(Path(self.path), list(self.columns)).to_arrow()
+        if self.local_rows is not None:
+            table = table.take(pa.array(self.local_rows, pa.int64()))
+        for name, values in self.extra.items():
+            table = table.append_column(name, values)
+        return table
 
 
 def pool_languages(ctx: StageContext, metrics: dict[str, Metric]) -> dict[str, str]:

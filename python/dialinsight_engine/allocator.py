@@ -1,0 +1,58 @@
+"""How this process's allocators hand freed memory back to the operating system.
+
+A long run streams partition after partition through one process (the driver's hash passes,
+a Ray worker's tasks one after another), and both allocators in play keep freed memory for
+reuse by default, so a process held the high-water mark of every pass it ran
+(docs/performance.md, "The allocator"):
+
+- Polars allocates through jemalloc, which returns freed pages after a decay time (polars
+  sets 500 ms): `_RJEM_MALLOC_CONF=dirty_decay_ms:0` returns them at once. It is read when
+  polars loads, so it is set before (this package is imported first by the CLI and the Ray
+  workers).
+- numpy and the Rust core allocate through glibc's malloc, whose mmap threshold rises to the
+  size of the largest block freed (up to 32 MiB): the arrays of one partition then came from
+  the heap, whose pages are kept after the arrays are freed. A fixed threshold (128 KiB,
+  glibc's initial one) keeps each large array in its own mapping, unmapped when freed, and a
+  fixed trim threshold gives the heap's free top back (what Dask sets for its workers).
+
+A user's own setting wins: `_RJEM_MALLOC_CONF`, or any of glibc's `MALLOC_MMAP_THRESHOLD_`,
+`MALLOC_TRIM_THRESHOLD_` (read by glibc when the process starts).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import sys
+
+#: glibc's mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+#: glibc's initial mmap threshold, kept fixed instead of rising with the blocks freed
+MMAP_THRESHOLD = 128 * 1024
+TRIM_THRESHOLD = 128 * 1024
+GLIBC_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+
+
+def configure() -> bool:
+    """Set both allocators to return freed memory promptly (see the module's text); True when
+    glibc's thresholds were set here."""
+    os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0")
+    libc = _glibc()
+    if libc is None or any(os.environ.get(name) for name in GLIBC_SETTINGS):
+        return False
+    # mallopt returns 1 on success; the trim threshold first, since setting the mmap one
+    # alone would leave the dynamic trim threshold where the last free put it
+    return bool(libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) and libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+
+
+def _glibc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.gnu_get_libc_version  # noqa: B018 - raises AttributeError on musl and others
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    except (OSError, AttributeError):
+        return None
+    return libc

@@ -1,0 +1,42 @@
+"""The package sets glibc's malloc to hand freed arrays back to the system (allocator.py)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dialinsight_engine import allocator
+
+# 200 arrays of 1 MiB freed after a first one raised glibc's dynamic mmap threshold to their
+# size: with the dynamic threshold they came from the heap, which kept them (~200 MB held)
+PROBE = """
+import os, numpy as np
+import dialinsight_engine
+def rss_mb():
+    return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+base = rss_mb()
+first = np.ones(2**17)
+del first
+held = [np.ones(2**17) for _ in range(200)]
+last = held.pop()  # the newest array stays: the heap's top is in use, nothing to trim
+del held
+print(round(rss_mb() - base))
+"""
+
+
+@pytest.mark.skipif(allocator._glibc() is None, reason="glibc's malloc only (Linux with glibc)")
+@pytest.mark.parametrize("given", [None, "33554432"])
+def test_freed_arrays_go_back_to_the_system_unless_the_user_sets_glibc_up(given):
+    env = {k: v for k, v in os.environ.items() if k not in allocator.GLIBC_SETTINGS}
+    if given:
+        env["MALLOC_MMAP_THRESHOLD_"] = given  # the user's threshold: 32 MiB, arrays from the heap
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    held_mb = int(done.stdout.strip())
+    if given:
+        assert held_mb > 150, f"the user's setting was overridden: {held_mb} MB held"
+    else:
+        assert held_mb < 30, f"{held_mb} MB of freed arrays still held"

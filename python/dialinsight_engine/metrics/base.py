@@ -168,6 +168,9 @@ class Metric(ABC):
 
     #: the merged aggregate while a partition is scored (`aggregates()`); None: score the frame alone
     pool_state: Any = None
+    #: a folder of the run where `merge_scan` may write temporary files (set by the stage,
+    #: removed with the stage's scratch); None: the system's temporary folder
+    scratch: Path | None = None
 
     def partial(self, df: pl.DataFrame, ctx: MetricContext) -> pl.DataFrame:
         """One partition's part of the aggregate (rows in play), as a frame (`aggregates()`)."""

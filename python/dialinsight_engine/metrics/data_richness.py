@@ -169,7 +169,9 @@ def _write_passes(partials: pl.LazyFrame, passes: int, paths: list[Path]) -> pl.
     options = pa.ipc.IpcWriteOptions(compression="zstd")
     by_pass = pl.col("shard").cast(pl.UInt32) * passes // MERGE_SHARDS  # contiguous ranges of shards
     try:
-        for batch in partials.with_columns(_pass=by_pass).collect_batches(chunk_size=REGROUP_ROWS):
+        # streaming named: before polars 1.39.1 "auto" could collect the whole query first
+        batches = partials.with_columns(_pass=by_pass).collect_batches(chunk_size=REGROUP_ROWS, engine="streaming")
+        for batch in batches:
             for (k,), piece in batch.partition_by("_pass", as_dict=True, include_key=False).items():
                 # the oldest Arrow types: the same schema whatever the batch (no string views)
                 table = piece.to_arrow(compat_level=pl.CompatLevel.oldest())

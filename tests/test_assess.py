@@ -330,8 +330,8 @@ def test_richness_merges_its_partial_counts_in_passes_with_the_same_result(monke
 
 def test_richness_passes_read_files_of_their_own_shards_regrouped_once(tmp_path):
     """Each n-gram's shard is stable (BLAKE2b, the same on every node and Polars build). With
-    several passes the merge reads the parts once, writing each pass's rows (a contiguous
-    range of shards) to a file of its own in the metric's scratch folder: the passes' rows
+    several passes the merge reads the parts once, one at a time, writing each pass's rows (a
+    contiguous range of shards) to a file of its own in the metric's scratch folder: the passes' rows
     are the parts' rows, each in exactly one pass; the folder is gone afterwards."""
     import hashlib
 
@@ -342,9 +342,10 @@ def test_richness_passes_read_files_of_their_own_shards_regrouped_once(tmp_path)
     assert gram_shards(pl.Series(["two bedroom", None])).to_list() == [int.from_bytes(digest, "little") % MERGE_SHARDS, 0]
     metric = build_registry().get("metric", "data_richness").from_params({"embeddings": "off"})
     parts = [metric.partial(_rows(120).slice(start, 40), MetricContext.standalone()) for start in (0, 40, 80)]
-    partials = pl.concat(parts).filter(pl.col("kind").is_in(data_richness.BY_PASS))
+    parts = [p.filter(pl.col("kind").is_in(data_richness.BY_PASS)) for p in parts]
+    partials = pl.concat(parts)
     seen = []
-    with data_richness._regrouped(partials.lazy(), 7, tmp_path) as pass_rows:
+    with data_richness._regrouped([p.lazy() for p in parts], 7, tmp_path) as pass_rows:
         written = sorted(p.name for p in tmp_path.rglob("pass-*.arrow"))
         assert len(written) == 7
         for k in range(7):

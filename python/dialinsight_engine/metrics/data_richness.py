@@ -105,8 +105,6 @@ PARTIAL_SCHEMA = {"kind": pl.String, "group": pl.String, "gram": pl.String, "n":
 MERGE_PASS_ROWS = 250_000
 #: Hash shards of the n-grams; a pass of the merge takes a contiguous range of them.
 MERGE_SHARDS = 4096
-#: Rows of the parts read at a time while they are regrouped by pass (`_regrouped`).
-REGROUP_ROWS = 50_000
 #: The kinds of partial rows whose queries run pass by pass (the n-grams'); the others (groups,
 #: scenes, tasks) are few and read in one query.
 BY_PASS = ("df", "d1", "d2")
@@ -148,32 +146,33 @@ def _passes(rows: int) -> int:
 
 
 @contextmanager
-def _regrouped(partials: pl.LazyFrame, passes: int, scratch: Path | None) -> Iterator[Callable[[int], pl.LazyFrame]]:
-    """Pass k's rows of `partials` (those of its range of shards), as a function of k. With
-    more than one pass, the parts are read once, `REGROUP_ROWS` at a time, and each pass's
-    rows appended to a file of its own (Arrow IPC, zstd) that its queries then scan: the
-    passes together read the parts twice whatever their number, where a filter on the shard
-    range in every pass opened every part in every pass (time quadratic in the pool)."""
+def _regrouped(parts: list[pl.LazyFrame], passes: int, scratch: Path | None) -> Iterator[Callable[[int], pl.LazyFrame]]:
+    """Pass k's rows of the `parts` (those of its range of shards), as a function of k. With
+    more than one pass, the parts are read once, one at a time, and each pass's rows appended
+    to a file of its own (Arrow IPC, zstd) that its queries then scan: the passes together
+    read the parts twice whatever their number, where a filter on the shard range in every
+    pass opened every part in every pass (time quadratic in the pool)."""
     if passes == 1:
-        yield lambda k: partials
+        yield lambda k: pl.concat(parts, how="vertical")
         return
     with tempfile.TemporaryDirectory(prefix="merge-", dir=scratch) as folder:
         paths = [Path(folder) / f"pass-{k:05d}.arrow" for k in range(passes)]
-        schema = _write_passes(partials, passes, paths)
+        _write_passes(parts, passes, paths)
+        schema = parts[0].collect_schema()
         yield lambda k: pl.scan_ipc(paths[k]) if paths[k].exists() else pl.LazyFrame(schema=schema)
 
 
-def _write_passes(partials: pl.LazyFrame, passes: int, paths: list[Path]) -> pl.Schema:
-    """`partials` split into `paths` by pass (empty passes write no file); returns their schema."""
+def _write_passes(parts: list[pl.LazyFrame], passes: int, paths: list[Path]) -> None:
+    """The parts' rows split into `paths` by pass, one part in memory at a time (a pass with
+    no row writes no file)."""
     writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
     options = pa.ipc.IpcWriteOptions(compression="zstd")
     by_pass = pl.col("shard").cast(pl.UInt32) * passes // MERGE_SHARDS  # contiguous ranges of shards
     try:
-        # streaming named: before polars 1.39.1 "auto" could collect the whole query first
-        batches = partials.with_columns(_pass=by_pass).collect_batches(chunk_size=REGROUP_ROWS, engine="streaming")
-        for batch in batches:
-            for (k,), piece in batch.partition_by("_pass", as_dict=True, include_key=False).items():
-                # the oldest Arrow types: the same schema whatever the batch (no string views)
+        for part in parts:
+            rows = part.with_columns(_pass=by_pass).collect()
+            for (k,), piece in rows.partition_by("_pass", as_dict=True, include_key=False).items():
+                # the oldest Arrow types: the same schema whatever the part (no string views)
                 table = piece.to_arrow(compat_level=pl.CompatLevel.oldest())
                 if k not in writers:
                     writers[k] = pa.ipc.new_file(paths[k], table.schema, options=options)
@@ -181,7 +180,6 @@ def _write_passes(partials: pl.LazyFrame, passes: int, paths: list[Path]) -> pl.
     finally:
         for writer in writers.values():
             writer.close()
-    return partials.collect_schema()
 
 
 def _group_keys(df: pl.DataFrame, groups: list[str]) -> pl.Series:
@@ -236,16 +234,22 @@ class DataRichness(Metric):
         return out.with_columns(shard=gram_shards(out["gram"])).select([pl.col(c).cast(t) for c, t in PARTIAL_SCHEMA.items()])
 
     def merge(self, partials: list[pl.DataFrame]) -> dict[str, Any]:
-        parts = pl.concat(partials, how="vertical") if partials else pl.DataFrame(schema=PARTIAL_SCHEMA)
-        return self.merge_scan(parts.lazy())
+        return self._merge([p.lazy() for p in partials] or [pl.LazyFrame(schema=PARTIAL_SCHEMA)])
 
     def merge_scan(self, partials: pl.LazyFrame) -> dict[str, Any]:
+        return self._merge([partials])
+
+    def merge_files(self, files: list[Path]) -> dict[str, Any]:
+        return self._merge([pl.scan_parquet(f) for f in files])
+
+    def _merge(self, parts: list[pl.LazyFrame]) -> dict[str, Any]:
         """The pool's aggregate, each figure one streaming query over the parts. The document
         frequencies keep only n-grams held by two rows or more: an n-gram of one row adds
         1 - ln(1)/ln(N) = 1 to its row's mean, whatever N, so scoring treats a missing one
         as df = 1. Most distinct n-grams are a single row's (the long tail of names, numbers
         and typos), so the table sent to every scoring task shrinks by that share."""
         kind = pl.col("kind")
+        partials = pl.concat(parts, how="vertical")
 
         def of_kind(name: str, rows: pl.LazyFrame = partials) -> pl.LazyFrame:
             return rows.filter(kind == name)
@@ -259,10 +263,9 @@ class DataRichness(Metric):
         # the n-gram queries would hold every distinct n-gram of the pool at once: they run in
         # passes, each over a range of the n-grams' shards (disjoint, so counts and distinct
         # counts add up exactly)
-        by_pass = partials.filter(kind.is_in(BY_PASS))
-        passes = _passes(_collect(by_pass.select(pl.len())).item())
+        passes = _passes(_collect(partials.filter(kind.is_in(BY_PASS)).select(pl.len())).item())
         doc_freq, found = [], {1: 0, 2: 0}
-        with _regrouped(by_pass, passes, self.scratch) as pass_rows:
+        with _regrouped([p.filter(kind.is_in(BY_PASS)) for p in parts], passes, self.scratch) as pass_rows:
             for k in range(passes):
                 rows = pass_rows(k)
                 # copied as it comes: its strings are views into the pages the pass decoded,

@@ -416,7 +416,7 @@ def _aggregate(ctx: StageContext, stage: PoolPartial, metric: Metric, folder: Pa
     map_partitions(ctx, stage, folder, f"{stage.metric} aggregate")
     files = dataset.partition_files(folder)
     metric.scratch = folder  # in the stage's scratch, which goes when the stage ends
-    return metric.merge_scan(pl.scan_parquet(files)) if files else metric.merge([])
+    return metric.merge_files(files) if files else metric.merge([])
 
 
 def _score_rowwise(ctx: StageContext, stage: RowMetrics, state: PhaseState, aggregates: dict[str, Any],

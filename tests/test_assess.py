@@ -328,34 +328,30 @@ def test_richness_merges_its_partial_counts_in_passes_with_the_same_result(monke
     assert {k: v for k, v in many.items() if k != "doc_freq"} == {k: v for k, v in one.items() if k != "doc_freq"}
     assert 0 < one["distinct_2"] < 1
 
-def test_richness_passes_read_files_of_their_own_shards_regrouped_once(tmp_path):
-    """Each n-gram's shard is stable (BLAKE2b, the same on every node and Polars build). With
-    several passes the merge reads the parts once, one at a time, writing each pass's rows (a
-    contiguous range of shards) to a file of its own in the metric's scratch folder: the passes' rows
-    are the parts' rows, each in exactly one pass; the folder is gone afterwards."""
+def test_richness_parts_are_sorted_by_a_stable_shard_in_row_groups_a_pass_can_skip(tmp_path):
+    """Each part is sorted by its n-grams' shard (BLAKE2b, the same on every node and Polars
+    build) and written in row groups with statistics, so that a pass of the merge, which
+    reads a range of shards, skips the other groups."""
     import hashlib
 
-    from dialinsight_engine.metrics import data_richness
+    import pyarrow.parquet as pq
+
     from dialinsight_engine.metrics.data_richness import MERGE_SHARDS, gram_shards
+    from dialinsight_engine.metrics.partitioned import PoolPartial
+    from dialinsight_engine.run import atomic
 
     digest = hashlib.blake2b(b"two bedroom", digest_size=4).digest()
     assert gram_shards(pl.Series(["two bedroom", None])).to_list() == [int.from_bytes(digest, "little") % MERGE_SHARDS, 0]
     metric = build_registry().get("metric", "data_richness").from_params({"embeddings": "off"})
-    parts = [metric.partial(_rows(120).slice(start, 40), MetricContext.standalone()) for start in (0, 40, 80)]
-    parts = [p.filter(pl.col("kind").is_in(data_richness.BY_PASS)) for p in parts]
-    partials = pl.concat(parts)
-    seen = []
-    with data_richness._regrouped([p.lazy() for p in parts], 7, tmp_path) as pass_rows:
-        written = sorted(p.name for p in tmp_path.rglob("pass-*.arrow"))
-        assert len(written) == 7
-        for k in range(7):
-            rows = pass_rows(k).collect()
-            low, high = -(-k * MERGE_SHARDS // 7), -(-(k + 1) * MERGE_SHARDS // 7)  # shard * 7 // S == k
-            assert rows.height and rows["shard"].min() >= low and rows["shard"].max() < high
-            seen.append(rows)
-    assert list(tmp_path.iterdir()) == []
-    columns = list(partials.columns)
-    assert pl.concat(seen).select(columns).sort(columns).equals(partials.sort(columns))
+    part = metric.partial(_rows(120), MetricContext.standalone())
+    assert part["shard"].is_sorted() and part["shard"].n_unique() > 100
+    path = tmp_path / "part.parquet"
+    path.write_bytes(atomic.parquet_bytes(part, PoolPartial.row_group_rows // 16))
+    meta = pq.ParquetFile(path).metadata
+    column = meta.schema.names.index("shard")
+    ranges = [(meta.row_group(g).column(column).statistics.min, meta.row_group(g).column(column).statistics.max)
+              for g in range(meta.num_row_groups)]
+    assert len(ranges) > 2 and all(a[1] <= b[0] for a, b in zip(ranges, ranges[1:], strict=False))
 
 
 def _held_and_own(table: pl.DataFrame) -> tuple[int, int]:

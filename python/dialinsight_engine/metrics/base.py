@@ -168,9 +168,6 @@ class Metric(ABC):
 
     #: the merged aggregate while a partition is scored (`aggregates()`); None: score the frame alone
     pool_state: Any = None
-    #: a folder of the run where a merge may write temporary files (set by the stage,
-    #: removed with the stage's scratch); None: the system's temporary folder
-    scratch: Path | None = None
 
     def partial(self, df: pl.DataFrame, ctx: MetricContext) -> pl.DataFrame:
         """One partition's part of the aggregate (rows in play), as a frame (`aggregates()`)."""
@@ -181,16 +178,10 @@ class Metric(ABC):
         raise NotImplementedError
 
     def merge_scan(self, partials: pl.LazyFrame) -> Any:
-        """`merge` over the parts as one lazy scan of their files. Override it to reduce the
-        parts in a streaming query, so the driver never holds them all at once; the default
-        collects them and calls `merge`."""
+        """`merge` over the parts as one lazy scan of their files: the stage calls this one.
+        Override it to reduce the parts in a streaming query, so the driver never holds
+        them all at once; the default collects them and calls `merge`."""
         return self.merge([partials.collect()])
-
-    def merge_files(self, files: list[Path]) -> Any:
-        """`merge` over the parts' Parquet files, one per partition: the stage calls this one.
-        The default scans them as one lazy frame (`merge_scan`); override it to read them one
-        at a time."""
-        return self.merge_scan(pl.scan_parquet(files))
 
     def pool_columns(self) -> set[str] | None:
         """The input columns a pool-wide metric reads (the driver gathers only those);

@@ -12,15 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import polars as pl
-import pyarrow as pa
 from pydantic import Field
 
 from .. import records as R
@@ -101,15 +96,14 @@ def coverage_of_counts(counts: pl.DataFrame, column: str) -> dict[str, Any]:
 PARTIAL_SCHEMA = {"kind": pl.String, "group": pl.String, "gram": pl.String, "n": pl.Int64, "shard": pl.UInt16}
 #: Partial rows per pass of `merge_scan`'s n-gram queries (their memory is that of the distinct
 #: n-grams of one pass: 4.8M partial rows of 10^6 synthetic dialogues in one pass held +444 MB;
-#: passes of 10^6 rows made the merge the driver's peak at 10^6 dialogues, docs/performance.md).
+#: with passes of 10^6 rows the merge was the driver's peak at 10^6 dialogues; 250,000 keep it
+#: flat from ~50k dialogues up, for 4x the passes: docs/performance.md, stop 22).
 MERGE_PASS_ROWS = 250_000
-#: Hash shards of the n-grams; a pass of the merge takes a contiguous range of them.
+#: Hash shards of the n-grams. A part is sorted by shard (and written in row groups with
+#: statistics, `PoolPartial`), and a pass of the merge reads a contiguous range of shards: only
+#: the row groups of its range (a filter on a hash computed in each pass decoded every part in
+#: every pass). Each pass still opens every part's footer: passes x parts, quadratic in the pool.
 MERGE_SHARDS = 4096
-#: The kinds of partial rows whose queries run pass by pass (the n-grams'); the others (groups,
-#: scenes, tasks) are few and read in one query.
-BY_PASS = ("df", "d1", "d2")
-#: Open files left to the rest of the process while the regrouping holds one per pass.
-SPARE_FILES = 256
 
 
 def gram_shards(grams: pl.Series) -> pl.Series:
@@ -122,64 +116,6 @@ def gram_shards(grams: pl.Series) -> pl.Series:
     table = pl.DataFrame({"gram": distinct, "shard": pl.Series(shards, dtype=pl.UInt16)})
     looked_up = grams.to_frame("gram").join(table, on="gram", how="left", maintain_order="left")
     return looked_up["shard"].fill_null(0)
-
-
-def _collect(query: pl.LazyFrame) -> pl.DataFrame:
-    return query.collect(engine="streaming")
-
-
-def _passes(rows: int) -> int:
-    """Passes for `rows` partial rows: one per MERGE_PASS_ROWS, as many as files may be open
-    at once (the regrouping writes them all together; the soft limit is raised toward the
-    hard one where that is too low)."""
-    wanted = min(MERGE_SHARDS, max(1, math.ceil(rows / MERGE_PASS_ROWS)))
-    try:
-        import resource
-    except ImportError:  # not a Unix: no limit to ask about
-        return wanted
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    needed = wanted + SPARE_FILES
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        soft = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-    return max(1, min(wanted, soft - SPARE_FILES))
-
-
-@contextmanager
-def _regrouped(parts: list[pl.LazyFrame], passes: int, scratch: Path | None) -> Iterator[Callable[[int], pl.LazyFrame]]:
-    """Pass k's rows of the `parts` (those of its range of shards), as a function of k. With
-    more than one pass, the parts are read once, one at a time, and each pass's rows appended
-    to a file of its own (Arrow IPC, zstd) that its queries then scan: the passes together
-    read the parts twice whatever their number, where a filter on the shard range in every
-    pass opened every part in every pass (time quadratic in the pool)."""
-    if passes == 1:
-        yield lambda k: pl.concat(parts, how="vertical")
-        return
-    with tempfile.TemporaryDirectory(prefix="merge-", dir=scratch) as folder:
-        paths = [Path(folder) / f"pass-{k:05d}.arrow" for k in range(passes)]
-        _write_passes(parts, passes, paths)
-        schema = parts[0].collect_schema()
-        yield lambda k: pl.scan_ipc(paths[k]) if paths[k].exists() else pl.LazyFrame(schema=schema)
-
-
-def _write_passes(parts: list[pl.LazyFrame], passes: int, paths: list[Path]) -> None:
-    """The parts' rows split into `paths` by pass, one part in memory at a time (a pass with
-    no row writes no file)."""
-    writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
-    options = pa.ipc.IpcWriteOptions(compression="zstd")
-    by_pass = pl.col("shard").cast(pl.UInt32) * passes // MERGE_SHARDS  # contiguous ranges of shards
-    try:
-        for part in parts:
-            rows = part.with_columns(_pass=by_pass).collect()
-            for (k,), piece in rows.partition_by("_pass", as_dict=True, include_key=False).items():
-                # the oldest Arrow types: the same schema whatever the part (no string views)
-                table = piece.to_arrow(compat_level=pl.CompatLevel.oldest())
-                if k not in writers:
-                    writers[k] = pa.ipc.new_file(paths[k], table.schema, options=options)
-                writers[k].write_table(table)
-    finally:
-        for writer in writers.values():
-            writer.close()
 
 
 def _group_keys(df: pl.DataFrame, groups: list[str]) -> pl.Series:
@@ -231,58 +167,61 @@ class DataRichness(Metric):
                 counts = df.group_by(column).agg(n=pl.len()).rename({column: "gram"})
                 parts.append(counts.with_columns(pl.col("gram").cast(pl.String), kind=pl.lit(column)))
         out = pl.concat([p.with_columns(pl.col("n").cast(pl.Int64)) for p in parts], how="diagonal")
-        return out.with_columns(shard=gram_shards(out["gram"])).select([pl.col(c).cast(t) for c, t in PARTIAL_SCHEMA.items()])
+        return out.with_columns(shard=gram_shards(out["gram"])).sort("shard", maintain_order=True) \
+            .select([pl.col(c).cast(t) for c, t in PARTIAL_SCHEMA.items()])
 
     def merge(self, partials: list[pl.DataFrame]) -> dict[str, Any]:
-        return self._merge([p.lazy() for p in partials] or [pl.LazyFrame(schema=PARTIAL_SCHEMA)])
+        parts = pl.concat(partials, how="vertical") if partials else pl.DataFrame(schema=PARTIAL_SCHEMA)
+        return self.merge_scan(parts.lazy())
 
     def merge_scan(self, partials: pl.LazyFrame) -> dict[str, Any]:
-        return self._merge([partials])
-
-    def merge_files(self, files: list[Path]) -> dict[str, Any]:
-        return self._merge([pl.scan_parquet(f) for f in files])
-
-    def _merge(self, parts: list[pl.LazyFrame]) -> dict[str, Any]:
         """The pool's aggregate, each figure one streaming query over the parts. The document
         frequencies keep only n-grams held by two rows or more: an n-gram of one row adds
         1 - ln(1)/ln(N) = 1 to its row's mean, whatever N, so scoring treats a missing one
         as df = 1. Most distinct n-grams are a single row's (the long tail of names, numbers
         and typos), so the table sent to every scoring task shrinks by that share."""
         kind = pl.col("kind")
-        partials = pl.concat(parts, how="vertical")
 
-        def of_kind(name: str, rows: pl.LazyFrame = partials) -> pl.LazyFrame:
-            return rows.filter(kind == name)
+        def collect(query: pl.LazyFrame) -> pl.DataFrame:
+            return query.collect(engine="streaming")
 
-        def summed(name: str, keys: list[str], rows: pl.LazyFrame = partials) -> pl.LazyFrame:
-            return of_kind(name, rows).group_by(keys).agg(n=pl.col("n").sum())
-
-        groups = _collect(summed("rows", ["group"]))
-        with_grams = _collect(of_kind("df").select(pl.col("group").unique()))
-        totals = {n: _collect(of_kind(f"d{n}").select(pl.col("n").sum())).item() or 0 for n in (1, 2)}
         # the n-gram queries would hold every distinct n-gram of the pool at once: they run in
         # passes, each over a range of the n-grams' shards (disjoint, so counts and distinct
         # counts add up exactly)
-        passes = _passes(_collect(partials.filter(kind.is_in(BY_PASS)).select(pl.len())).item())
-        doc_freq, found = [], {1: 0, 2: 0}
-        with _regrouped([p.filter(kind.is_in(BY_PASS)) for p in parts], passes, self.scratch) as pass_rows:
-            for k in range(passes):
-                rows = pass_rows(k)
-                # copied as it comes: its strings are views into the pages the pass decoded,
-                # which kept ~3 MB a pass alive until the end
-                doc_freq.append(own_buffers(_collect(summed("df", ["group", "gram"], rows).filter(pl.col("n") >= 2)
-                                                     .select("group", "gram", df=pl.col("n")))))
-                for n in found:
-                    found[n] += _collect(of_kind(f"d{n}", rows).select(pl.col("gram").n_unique())).item()
+        passes = min(MERGE_SHARDS, max(1, math.ceil(collect(partials.select(pl.len())).item() / MERGE_PASS_ROWS)))
+
+        def of_kind(name: str, part: int | None = None) -> pl.LazyFrame:
+            """The parts' rows of one kind (of pass `part`'s range of shards)."""
+            rows = partials.filter(kind == name)
+            if part is None:
+                return rows
+            low, high = part * MERGE_SHARDS // passes, (part + 1) * MERGE_SHARDS // passes
+            return rows.filter(pl.col("shard").is_between(low, high, closed="left"))
+
+        def summed(name: str, keys: list[str], part: int | None = None) -> pl.LazyFrame:
+            return of_kind(name, part).group_by(keys).agg(n=pl.col("n").sum())
+
+        rows = collect(summed("rows", ["group"]))
+        # each pass's table copied as it comes: its strings are views into the pages the pass
+        # decoded, which kept ~3 MB a pass alive until the end (the merge's peak grew with the
+        # number of passes, i.e. with the pool: 208 -> 265 MB from 300k to 10^6 dialogues)
+        doc_freq = pl.concat([own_buffers(collect(summed("df", ["group", "gram"], k).filter(pl.col("n") >= 2)
+                                                  .select("group", "gram", df=pl.col("n")))) for k in range(passes)],
+                             how="vertical")
+        with_grams = collect(of_kind("df").select(pl.col("group").unique()))
+
+        def distinct(n: int) -> float:
+            total = collect(of_kind(f"d{n}").select(pl.col("n").sum())).item() or 0
+            found = sum(collect(of_kind(f"d{n}", k).select(pl.col("gram").n_unique())).item() for k in range(passes))
+            return found / float(total) if total else 0.0
 
         def cover(column: str) -> dict[str, Any]:
-            counts = _collect(summed(column, ["gram"]).select(pl.col("gram").alias(column), "n"))
+            counts = collect(summed(column, ["gram"]).select(pl.col("gram").alias(column), "n"))
             return coverage_of_counts(counts, column) if counts.height else {}
 
-        distinct = {n: found[n] / float(totals[n]) if totals[n] else 0.0 for n in found}
-        return {"rows": dict(zip(groups["group"].to_list(), groups["n"].to_list(), strict=True)),
-                "doc_freq": pl.concat(doc_freq, how="vertical"), "with_grams": set(with_grams["group"].to_list()),
-                "total": int(groups["n"].sum()), "distinct_1": distinct[1], "distinct_2": distinct[2],
+        return {"rows": dict(zip(rows["group"].to_list(), rows["n"].to_list(), strict=True)),
+                "doc_freq": doc_freq, "with_grams": set(with_grams["group"].to_list()),
+                "total": int(rows["n"].sum()), "distinct_1": distinct(1), "distinct_2": distinct(2),
                 "scene_coverage": cover(R.SCENE), "task_coverage": cover(R.TASK)}
 
     def _novelty_in_pool(self, df: pl.DataFrame, lang: str) -> pl.Series:

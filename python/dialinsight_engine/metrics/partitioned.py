@@ -110,6 +110,9 @@ class PoolPartial(RowStage):
 
     name = "pool-partial"
     order = 0
+    #: a part sorted by a column its metric's `merge_scan` filters on (richness's n-gram
+    #: shard) is read by each pass in the groups of its range only
+    row_group_rows = 4096
 
     def __init__(self, phase: Phase, metric: str, languages: dict[str, str]) -> None:
         self.phase, self.metric, self.languages = phase, metric, languages
@@ -415,8 +418,7 @@ def _aggregate(ctx: StageContext, stage: PoolPartial, metric: Metric, folder: Pa
     """Step 1b': the partitions' parts of a metric's aggregate, merged on the driver."""
     map_partitions(ctx, stage, folder, f"{stage.metric} aggregate")
     files = dataset.partition_files(folder)
-    metric.scratch = folder  # in the stage's scratch, which goes when the stage ends
-    return metric.merge_files(files) if files else metric.merge([])
+    return metric.merge_scan(pl.scan_parquet(files)) if files else metric.merge([])
 
 
 def _score_rowwise(ctx: StageContext, stage: RowMetrics, state: PhaseState, aggregates: dict[str, Any],

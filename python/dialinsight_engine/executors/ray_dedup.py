@@ -286,7 +286,7 @@ def _partition_refs(source: Any) -> list[PartRef]:
         return list(source.to_arrow_refs())
     if isinstance(source, pa.Table | pl.DataFrame | ray.ObjectRef) or not isinstance(source, Sequence):
         raise TypeError("source must be a ray.data.Dataset or a sequence of partitions "
-                        f"(pyarrow Tables, Polars DataFrames or object refs), not {type(source).__name__}")
+                        f"(pyarrow Tables, Polars DataFrames, object refs or PartitionRows), not {type(source).__name__}")
     refs: list[PartRef] = []
     for part in source:
         if isinstance(part, ray.ObjectRef | PartitionRows):

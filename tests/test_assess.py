@@ -457,8 +457,9 @@ def test_partition_rows_describe_without_reading_and_read_the_rows_in_play(tmp_p
     from dialinsight_engine.metrics.partitioned import PoolPartitions
 
     frame = pl.DataFrame({R.PROMPT: [f"row {i}" for i in range(10)], R.TASK: ["t"] * 10,
-                          R.KEPT: [i != 3 for i in range(10)]})
+                          R.TRUTH: [f'{{"rooms": {i}}}' for i in range(10)], R.KEPT: [i != 3 for i in range(10)]})
     write_partition(tmp_path, 0, frame)
+    assert pl.read_parquet_schema(tmp_path / part_name(0))[R.TRUTH] != pl.String  # stored as a struct
     source = PoolPartitions((str(tmp_path / part_name(0)),), (9,), frozenset({R.PROMPT}))
     score = pa.array([0.5, 0.25, 0.125])
     rows = source.rows(0, [R.PROMPT], np.array([0, 3, 8], dtype=np.int32), {"score": score})
@@ -470,6 +471,10 @@ def test_partition_rows_describe_without_reading_and_read_the_rows_in_play(tmp_p
     assert table.column("score").to_pylist() == [0.5, 0.25, 0.125]
     whole = source.rows(0, [R.PROMPT], None, {})
     assert whole.num_rows == 9 and whole.table().num_rows == 9
+    # a JSON column stored as a struct is described as the text `table()` reads
+    with_truth = source.rows(0, [R.PROMPT, R.TRUTH], None, {})
+    assert with_truth.schema() == {R.PROMPT: pl.String, R.TRUTH: pl.String}
+    assert dict(pl.from_arrow(with_truth.table()).schema) == with_truth.schema()
 
 
 def test_the_language_sample_does_not_keep_the_partitions_text_alive(tmp_path):

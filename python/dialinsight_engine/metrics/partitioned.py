@@ -327,9 +327,11 @@ class PartitionRows:
         return self.height if self.local_rows is None else len(self.local_rows)
 
     def schema(self) -> dict[str, pl.DataType]:
-        """The columns' names and dtypes, without reading the rows."""
+        """The columns' names and dtypes as `table()` gives them, without reading the rows
+        (JSON columns stored as structs are read as text: `dataset.decode_json_columns`)."""
         stored = pl.read_parquet_schema(self.path)
-        out: dict[str, pl.DataType] = {c: stored[c] for c in self.columns if c in stored}
+        empty = pl.DataFrame(schema={c: stored[c] for c in self.columns if c in stored})
+        out: dict[str, pl.DataType] = dict(dataset.decode_json_columns(empty).schema)
         for name, values in self.extra.items():
             out[name] = pl.from_arrow(pa.table({name: values})).dtypes[0]  # type: ignore[union-attr]
         return out

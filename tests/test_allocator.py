@@ -40,3 +40,36 @@ def test_freed_arrays_go_back_to_the_system_unless_the_user_sets_glibc_up(given)
         assert held_mb > 150, f"the user's setting was overridden: {held_mb} MB held"
     else:
         assert held_mb < 30, f"{held_mb} MB of freed arrays still held"
+
+
+# 100,000 blocks of 1,000 bytes (under the mmap threshold: from the heap) freed while the last
+# one stays in use: the heap cannot shrink from its top, so only malloc_trim gives them back
+TRIM_PROBE = """
+import os
+from dialinsight_engine import allocator
+def rss_mb():
+    return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+base = rss_mb()
+blocks = [bytes(1000) for _ in range(100_000)]
+last = blocks.pop()
+del blocks
+freed = rss_mb() - base
+allocator.release()
+print(round(freed), round(rss_mb() - base))
+"""
+
+
+@pytest.mark.skipif(allocator._glibc() is None, reason="glibc's malloc only (Linux with glibc)")
+@pytest.mark.parametrize("given", [None, "1073741824"])
+def test_release_trims_the_heap_unless_the_user_sets_glibc_up(given):
+    env = {k: v for k, v in os.environ.items() if k not in allocator.GLIBC_SETTINGS}
+    if given:
+        env["MALLOC_TRIM_THRESHOLD_"] = given
+    done = subprocess.run([sys.executable, "-c", TRIM_PROBE], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    freed_mb, released_mb = map(int, done.stdout.split())
+    assert freed_mb > 60, f"the freed blocks were given back before the trim ({freed_mb} MB held)"
+    if given:
+        assert released_mb > 60, f"the user's setting was overridden: {released_mb} MB held"
+    else:
+        assert released_mb < 20, f"{released_mb} MB still held after release()"

@@ -19,6 +19,7 @@ import socket
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ..allocator import releasing
 from ..errors import UserError
 from .base import (
     WORKER_FAULT_ENV,
@@ -45,6 +46,7 @@ HINT = ("start one with `ray start --head` (then --address auto), check the host
         " --address to start a local Ray instance")
 
 
+@releasing
 def _compute(stage: RowStage, spec: Spec, task: PartitionTask, state: Any) -> PartitionResult:
     return compute_partition(stage, spec, task, state)
 

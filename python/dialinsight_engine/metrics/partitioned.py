@@ -155,9 +155,12 @@ def prepare(ctx: StageContext, phase: Phase) -> PhaseState:
 
 def _driver_memory(ctx: StageContext, step: str) -> None:
     """The driver's peak and current RSS after a step (`driver_memory_mb` in the manifest):
-    which step raises the peak as the pool grows (docs/performance.md)."""
+    which step raises the peak as the pool grows (docs/performance.md). The step's freed
+    memory is handed back first (`allocator.release`), so the next one starts from what is held."""
+    from ..allocator import release
     from ..executors.base import peak_rss_mb, rss_mb
 
+    release()
     ctx.stats.setdefault("driver_memory_mb", {})[step] = {"peak": peak_rss_mb(), **rss_mb()}
 
 

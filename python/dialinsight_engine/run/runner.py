@@ -251,10 +251,13 @@ class Runner:
 
     @staticmethod
     def _summarise(folder: Path, stats: dict[str, Any]) -> Any:
+        from ..allocator import release
         from ..executors.base import peak_rss_mb
         from ..executors.driver import summarise
 
+        release()  # what the stage freed goes back before the pass, and the pass's after it
         summary = summarise(folder)
+        release()
         # the driver's peak so far in this process, this pass included (the benchmarks read it)
         stats["driver_peak_rss_mb"] = peak_rss_mb()
         return summary

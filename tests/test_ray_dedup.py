@@ -19,8 +19,10 @@ ray = pytest.importorskip("ray")
 
 from dialinsight_engine.executors.ray_dedup import (  # noqa: E402
     BLOCK_ROWS,
+    ESTIMATE_CHUNK,
     MAX_FULL_BUCKET,
     _group,
+    _merged_pairs,
     _pair_estimates,
     _unique_pairs,
     ray_near_duplicates,
@@ -110,6 +112,24 @@ def test_same_clusters_and_kept_rows_as_local(cluster, zh):
         assert (found.stats["partitions"], found.stats["blocks"]) == (7, blocks)
 
 
+def test_blocks_with_more_candidate_pairs_than_a_verification_chunk(cluster):
+    """40 groups of 48 near-identical texts (every pair of a group a candidate: ~45,000
+    pairs, ~29,000 with first rows in the second block, more than an ESTIMATE_CHUNK): the
+    verification reads a block's pairs a chunk at a time, the attach step one destination's
+    run of each reducer's piece at a time, and the clusters are still the core's."""
+    rng = random.Random(2)
+    texts = []
+    for _ in range(40):
+        words = [rng.choice(EN_WORDS) for _ in range(30)]
+        texts += [" ".join(words if k % 2 else _edit(words, rng, 1, EN_WORDS)) for k in range(MAX_FULL_BUCKET)]
+    df = pl.DataFrame({"id": [f"r{i}" for i in range(len(texts))], "text": texts})
+    local = fast.near_duplicates(df, "text", threshold=0.7, id_column="id")
+    found = ray_near_duplicates(_split(df, [700, 1300]), "text", threshold=0.7, id_column="id", blocks=2)
+    assert_frame_equal(found.frame, local)
+    assert found.stats["blocks"] == 2 and found.stats["candidate_pairs"] > 2 * ESTIMATE_CHUNK
+    assert local["is_duplicate"].sum() > 1800
+
+
 def test_many_small_partitions_shuffle_in_few_blocks(cluster, tmp_path):
     """40 partitions of 50 rows go in one block per CPU of the cluster by default, the steps
     exchange their files in a folder of their own in `scratch`, removed at the end, and the
@@ -157,6 +177,12 @@ def test_distinct_pairs_and_chunked_estimates(monkeypatch):
     big = pairs + 2**32
     np.testing.assert_array_equal(_unique_pairs(big), np.unique(big, axis=0))
     assert _unique_pairs(np.zeros((0, 2), np.int64)).shape == (0, 2)
+    # a reducer's bands merged one at a time: the distinct pairs of all of them
+    more = np.sort(rng.integers(0, 50, size=(300, 2)), axis=1)
+    more = more[more[:, 0] != more[:, 1]]
+    for a, b in ((pairs, more), (big, more + 2**32), (pairs, pairs[:0]), (pairs[:0], more)):
+        np.testing.assert_array_equal(_merged_pairs(_unique_pairs(a), _unique_pairs(b)),
+                                      _unique_pairs(np.concatenate([a, b])))
 
     sigs = rng.integers(0, 4, size=(50, 16)).astype(np.uint32)  # block of rows 100..149
     distinct = _unique_pairs(pairs)

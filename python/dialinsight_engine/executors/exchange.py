@@ -26,7 +26,7 @@ import numpy as np
 
 from ..run import atomic
 
-__all__ = ["SplitWriter", "read_all", "read_split", "split_by", "split_writer", "write_split"]
+__all__ = ["SplitFile", "SplitWriter", "read_all", "read_split", "split_by", "split_writer", "write_split"]
 
 
 class SplitWriter:
@@ -81,21 +81,47 @@ def split_by(rows: np.ndarray, destination: np.ndarray, destinations: int) -> li
 
 
 def read_split(path: Path, destination: int) -> np.ndarray:
-    """Destination `destination`'s piece of a file a split writer wrote: a copy, read
-    through a map of that piece's bytes only."""
-    index = json.loads(_index_path(path).read_text())
-    start, end = index["offsets"][destination], index["offsets"][destination + 1]
-    return np.array(_mapped(path, index, start, end))
+    """Destination `destination`'s piece of a file a split writer wrote (a copy)."""
+    return SplitFile(path).read(destination)
+
+
+class SplitFile:
+    """A file a split writer wrote, its index read once, for a reader that takes a piece a
+    slice at a time: each slice is read into memory of its own, not through a map, whose
+    touched pages would count in the process's RSS until the map is let go."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        index = json.loads(_index_path(path).read_text())
+        self.dtype, self.row_shape = _dtype(index["dtype"]), tuple(index["row_shape"])
+        self.offsets: list[int] = index["offsets"]
+
+    def rows(self, destination: int) -> int:
+        return self.offsets[destination + 1] - self.offsets[destination]
+
+    def read(self, destination: int, start: int = 0, end: int | None = None) -> np.ndarray:
+        """Rows `start` to `end` (default: the last) of destination's piece."""
+        end = self.rows(destination) if end is None else min(end, self.rows(destination))
+        count = max(end - start, 0)
+        per_row = int(np.prod(self.row_shape, dtype=np.int64))
+        offset = (self.offsets[destination] + start) * self.dtype.itemsize * per_row
+        values = np.fromfile(self.path, dtype=self.dtype, count=count * per_row, offset=offset) if count else \
+            np.zeros(0, self.dtype)
+        return values.reshape(count, *self.row_shape)
+
+    def map(self, destination: int) -> np.ndarray:
+        """Destination's piece mapped (read-only), for a reader that gathers some of its rows:
+        only the pages it touches are read, and they go when the array does."""
+        return _mapped(self.path, self.dtype, self.row_shape, self.offsets[destination], self.offsets[destination + 1])
 
 
 def read_all(path: Path) -> np.ndarray:
     """Every row of such a file, mapped (read-only; pages are read as they are touched)."""
-    index = json.loads(_index_path(path).read_text())
-    return _mapped(path, index, 0, index["offsets"][-1])
+    file = SplitFile(path)
+    return _mapped(path, file.dtype, file.row_shape, 0, file.offsets[-1])
 
 
-def _mapped(path: Path, index: dict[str, Any], start: int, end: int) -> np.ndarray:
-    dtype, row_shape = _dtype(index["dtype"]), tuple(index["row_shape"])
+def _mapped(path: Path, dtype: np.dtype, row_shape: tuple[int, ...], start: int, end: int) -> np.ndarray:
     if end == start:  # an empty map cannot be made
         return np.zeros((0, *row_shape), dtype)
     row_bytes = dtype.itemsize * int(np.prod(row_shape, dtype=np.int64))

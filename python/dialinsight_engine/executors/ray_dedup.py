@@ -19,8 +19,8 @@ The workflow is NeMo Curator's fuzzy dedup (MinHash -> LSH buckets -> edges -> J
    shuffle).
 2. **buckets** (one task per reducer): records sorted by (band, key, row); each bucket becomes
    candidate pairs by the Rust core's rule (every pair when a bucket holds at most
-   :data:`MAX_FULL_BUCKET` rows, else a star on its first row plus a chain), split by the
-   block of the pair's second row.
+   :data:`MAX_FULL_BUCKET` rows, else a star on its first row plus a chain), one band at a
+   time, split by the block of the pair's second row.
 3. **verification**, two hops so that only the signatures of candidate rows move: the
    block of ``j`` routes the pairs to the block of ``i`` with the signatures of their distinct
    second rows (a row is in several pairs: ~14 candidates per row at 1M templated prompts,
@@ -68,10 +68,11 @@ import pyarrow.compute as pc
 import ray
 
 from .. import fast
+from ..allocator import releasing
 from ..errors import StageFailed, UserError
 from ..metrics.partitioned import PartitionRows
 from ..run import faults
-from .exchange import read_all, read_split, split_by, split_writer, write_split
+from .exchange import SplitFile, read_all, read_split, split_by, split_writer, write_split
 
 if TYPE_CHECKING:
     from ..metrics.partitioned import PoolPartitions
@@ -264,6 +265,7 @@ def ray_contamination(source: PoolPartitions, column: str, reference: pl.Series,
 
 
 @ray.remote
+@releasing
 def _contaminated(source: PoolPartitions, index: int, column: str, reference: pa.Array,
                   settings: dict[str, Any]) -> pl.DataFrame:
     faults.point(f"contamination:{column}:partition-{index}")
@@ -477,6 +479,7 @@ def _refs(returned: Any) -> list[ray.ObjectRef]:
 
 
 @ray.remote
+@releasing
 def _schema(part: Part) -> tuple[list[str], list[pl.DataType], int]:
     if isinstance(part, PartitionRows):  # from the file's schema: its rows are not read
         schema = part.schema()
@@ -487,6 +490,7 @@ def _schema(part: Part) -> tuple[list[str], list[pl.DataType], int]:
 
 
 @ray.remote
+@releasing
 def _take(part: Part, column: str, local_rows: np.ndarray) -> pa.Array:
     return _table(part).column(column).take(pa.array(local_rows, pa.int64())).combine_chunks()
 
@@ -496,6 +500,7 @@ def _table(part: Part) -> pa.Table:
 
 
 @ray.remote
+@releasing
 def _sign(folder: str, block: int, parts: list[int], text_column: str, keep: str, hashing: _Hashing,
           band_rows: tuple[int, int], offset: int, reducers: int, *tables: Part) -> tuple[Any, int]:
     """A block's signatures (its partitions `parts`, whose `tables` follow) and its band
@@ -566,15 +571,23 @@ def _keep_values(table: pa.Table, text_column: str, keep: str) -> np.ndarray:
 
 
 @ray.remote
+@releasing
 def _buckets(folder: str, reducer: int, offsets: np.ndarray) -> int:
     """Candidate pairs of one reducer's buckets (its band keys from every block's file),
-    written split by the block of the second row; returns the bytes written."""
+    written split by the block of the second row; returns the bytes written. One band at a
+    time, each band's distinct pairs merged into those so far: rows that share several
+    bands make their pair in each, and the pairs of all bands at once grew with the
+    candidates per row."""
     directory, blocks = Path(folder), len(offsets) - 1
     keys = np.concatenate([read_split(directory / _file("keys", b), reducer) for b in range(blocks)])
-    row = keys["row"].astype(np.int64)
-    order = np.lexsort((row, keys["key"], keys["band"]))
-    pairs = _pairs_of_buckets(keys["band"][order], keys["key"][order], row[order])
-    del keys, row, order
+    keys = keys[np.lexsort((keys["row"], keys["key"], keys["band"]))]
+    bands = np.r_[0, np.flatnonzero(keys["band"][1:] != keys["band"][:-1]) + 1, len(keys)]
+    pairs = np.zeros((0, 2), np.int64)
+    for start, end in zip(bands[:-1], bands[1:], strict=True):
+        band = keys[start:end]
+        found = _pairs_of_buckets(band["band"], band["key"], band["row"].astype(np.int64))
+        pairs = _merged_pairs(pairs, found)
+    del keys
     owner = np.searchsorted(offsets, pairs[:, 1], side="right") - 1
     return write_split(directory / _file("pairs", reducer), split_by(pairs, owner, blocks), pairs.dtype, (2,))
 
@@ -611,12 +624,35 @@ def _unique_pairs(pairs: np.ndarray) -> np.ndarray:
         return np.zeros((0, 2), np.int64)
     if int(pairs.max()) >= 2**32:
         return np.unique(pairs, axis=0)
-    keys = np.unique((pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1].astype(np.uint64))
+    return _key_pairs(np.unique(_pair_keys(pairs)))
+
+
+def _merged_pairs(pairs: np.ndarray, more: np.ndarray) -> np.ndarray:
+    """The distinct pairs of two arrays of distinct pairs sorted by (i, j), sorted: `more`'s
+    new ones inserted where they go (linear), not the two sorted again."""
+    if len(pairs) == 0 or len(more) == 0:
+        return more if len(pairs) == 0 else pairs
+    if max(int(pairs.max()), int(more.max())) >= 2**32:
+        return _unique_pairs(np.concatenate([pairs, more]))
+    held, keys = _pair_keys(pairs), _pair_keys(more)
+    at = np.searchsorted(held, keys)
+    new = held[np.minimum(at, len(held) - 1)] != keys
+    new |= at == len(held)
+    return _key_pairs(np.insert(held, at[new], keys[new]))
+
+
+def _pair_keys(pairs: np.ndarray) -> np.ndarray:
+    """Each pair of 32-bit positions as one uint64, ordered as the pairs are by (i, j)."""
+    return (pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1].astype(np.uint64)
+
+
+def _key_pairs(keys: np.ndarray) -> np.ndarray:
     return np.stack([(keys >> np.uint64(32)).astype(np.int64), (keys & np.uint64(2**32 - 1)).astype(np.int64)],
                     axis=1)
 
 
 @ray.remote
+@releasing
 def _attach_signatures(folder: str, block: int, offsets: np.ndarray, reducers: int) -> int:
     """For the pairs whose second row is in this block (from every reducer's file), split by
     the block of the first row: the pairs, the signatures of their distinct second rows, and
@@ -624,19 +660,20 @@ def _attach_signatures(folder: str, block: int, offsets: np.ndarray, reducers: i
     row of several pairs (~14 at 10^6 templated prompts), and its 512-byte signature is
     written once per destination, not once per pair. Every copy of a pair lands here, so
     this is where a pair found by several reducers (rows sharing several bands) is made one.
-    One destination's signatures are in memory at a time."""
+    One destination's pairs and signatures are in memory at a time, its run of each
+    reducer's piece read alone (a block's pairs grow with the candidates per row, one
+    destination's with the candidates over the blocks)."""
     directory, blocks = Path(folder), len(offsets) - 1
-    shards = [read_split(directory / _file("pairs", r), block) for r in range(reducers)]
-    pairs = _unique_pairs(np.concatenate(shards)) if shards else np.zeros((0, 2), np.int64)
-    del shards
-    owner = np.searchsorted(offsets, pairs[:, 0], side="right") - 1
-    by_block = split_by(pairs, owner, blocks)  # stable: each destination's pairs stay sorted by (i, j)
-    del pairs, owner
+    shards = [SplitFile(directory / _file("pairs", r)) for r in range(reducers)]
+    runs = [_runs_by_block(shard.read(block), offsets) for shard in shards]
     sigs, first = read_all(directory / _file("signatures", block)), int(offsets[block])
     with split_writer(directory / _file("attached-pairs", block), np.dtype(np.int64), (2,)) as paired, \
             split_writer(directory / _file("attached-index", block), np.dtype(np.uint32)) as indexed, \
             split_writer(directory / _file("attached-signatures", block), sigs.dtype, sigs.shape[1:]) as signed:
-        for mine in by_block:
+        for d in range(blocks):  # each destination's pairs sorted by (i, j), as a reducer's are
+            found = [shard.read(block, run[d], run[d + 1]) for shard, run in zip(shards, runs, strict=True)]
+            mine = _unique_pairs(np.concatenate(found)) if found else np.zeros((0, 2), np.int64)
+            del found
             rows, index = np.unique(mine[:, 1], return_inverse=True)
             paired.write(mine)
             indexed.write(index.astype(np.uint32))
@@ -644,9 +681,17 @@ def _attach_signatures(folder: str, block: int, offsets: np.ndarray, reducers: i
     return paired.nbytes + indexed.nbytes + signed.nbytes
 
 
-#: Pairs compared at once in a verification task: two signature arrays of this many rows
-#: (64 MB at 128 slots) bound its transient memory, whatever the block's candidate count.
-ESTIMATE_CHUNK = 65_536
+def _runs_by_block(pairs: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Where each block's first rows start in `pairs` (sorted by first row), then the end:
+    block d's pairs are ``pairs[runs[d]:runs[d + 1]]``."""
+    return np.searchsorted(np.ascontiguousarray(pairs[:, 0]), offsets)
+
+
+#: Pairs compared at once in a verification task: the chunk's pairs and the two signature
+#: arrays gathered for them (16 MB at 128 slots) are what it holds besides its block's
+#: signatures and best estimates, whatever the candidates per row (which grow with the pool
+#: on templated text: 9.3 at 300k prompts, 14.3 at 10^6).
+ESTIMATE_CHUNK = 16_384
 
 
 #: One row's best estimate as the verification writes it for the row's block.
@@ -654,26 +699,33 @@ ESTIMATE = np.dtype([("row", "<u8"), ("value", "<f4")])
 
 
 @ray.remote(num_returns=2)
+@releasing
 def _estimate(folder: str, block: int, offsets: np.ndarray, threshold: float) -> tuple[tuple[int, int], np.ndarray]:
     """Estimated Jaccard of each pair whose first row is in this block (share of equal
     slots, through float32 as ``rust/src/clusters.rs`` stores it), from every block's
-    attached file, one block's pairs at a time. Each second row's best estimate is written
-    for its block, and the edges (estimate at or above ``threshold``): only they reach the
-    driver. Returns ((the candidate count, the bytes of estimates written), this block's
-    rows' best estimate as first rows)."""
+    attached file, ESTIMATE_CHUNK pairs at a time (the second rows' signatures mapped, one
+    block's at a time). Each second row's best estimate is written for its block, and the edges
+    (estimate at or above ``threshold``): only they reach the driver. Returns ((the
+    candidate count, the bytes of estimates written), this block's rows' best estimate as
+    first rows)."""
     directory, blocks, first = Path(folder), len(offsets) - 1, int(offsets[block])
     sigs = read_all(directory / _file("signatures", block))
     best = np.zeros(int(offsets[block + 1]) - first, np.float32)
     edges, candidates = [], 0
     with split_writer(directory / _file("estimates", block), ESTIMATE) as out:
         for q in range(blocks):  # the pairs whose second rows are in block q
-            pairs, sig_rows, index = (read_split(directory / _file(name, q), block)
-                                      for name in ("attached-pairs", "attached-signatures", "attached-index"))
-            est = _pair_estimates(sigs, first, pairs, sig_rows, index)
-            np.maximum.at(best, pairs[:, 0] - first, est)
-            out.write(_best_of(pairs[:, 1], est))
-            edges.append(pairs[est >= threshold])
-            candidates += len(pairs)
+            pairs, index = (SplitFile(directory / _file(name, q)) for name in ("attached-pairs", "attached-index"))
+            sig_rows = SplitFile(directory / _file("attached-signatures", q)).map(block)
+            seconds = _SecondRows(int(offsets[q]), int(offsets[q + 1]))
+            for start in range(0, pairs.rows(block), ESTIMATE_CHUNK):
+                chunk = pairs.read(block, start, start + ESTIMATE_CHUNK)
+                est = _pair_estimates(sigs, first, chunk, sig_rows, index.read(block, start, start + ESTIMATE_CHUNK))
+                np.maximum.at(best, chunk[:, 0] - first, est)
+                seconds.add(chunk[:, 1], est)
+                edges.append(chunk[est >= threshold])
+            out.write(seconds.records())
+            candidates += pairs.rows(block)
+            del sig_rows  # unmapped before the next block's
     found = np.concatenate(edges) if edges else np.zeros((0, 2), np.int64)
     # half the bytes where positions fit in 32 bits (the driver reads every block's edges)
     found = found.astype(np.int32) if int(offsets[-1]) < 2**31 else found
@@ -681,15 +733,24 @@ def _estimate(folder: str, block: int, offsets: np.ndarray, threshold: float) ->
     return (candidates, out.nbytes), best
 
 
-def _best_of(rows: np.ndarray, estimates: np.ndarray) -> np.ndarray:
-    """Each distinct row's best estimate (float32, the estimates' own precision)."""
-    distinct, where = np.unique(rows, return_inverse=True)
-    records = np.zeros(len(distinct), ESTIMATE)
-    records["row"] = distinct
-    best = np.zeros(len(distinct), np.float32)
-    np.maximum.at(best, where, estimates)
-    records["value"] = best
-    return records
+class _SecondRows:
+    """The best estimate of each row of one block seen as a second row, over the chunks of
+    that block's pairs: one float32 a row of the block (-1: not seen), not a sort of the pairs."""
+
+    def __init__(self, first: int, end: int) -> None:
+        self.first = first
+        self.best = np.full(end - first, -1.0, np.float32)
+
+    def add(self, rows: np.ndarray, estimates: np.ndarray) -> None:
+        np.maximum.at(self.best, rows - self.first, estimates.astype(np.float32))
+
+    def records(self) -> np.ndarray:
+        """Each row seen, ascending, with its best estimate (the estimates are >= 0)."""
+        seen = np.flatnonzero(self.best >= 0)
+        records = np.zeros(len(seen), ESTIMATE)
+        records["row"] = seen + self.first
+        records["value"] = self.best[seen]
+        return records
 
 
 def _pair_estimates(sigs: np.ndarray, offset: int, pairs: np.ndarray, sig_rows: np.ndarray,
@@ -704,6 +765,7 @@ def _pair_estimates(sigs: np.ndarray, offset: int, pairs: np.ndarray, sig_rows: 
 
 
 @ray.remote
+@releasing
 def _best_estimates(folder: str, block: int, offsets: np.ndarray, best: np.ndarray) -> None:
     """One block's rows' best estimated Jaccard over every candidate pair, written: `best`,
     theirs as first rows, merged with theirs as second rows from every verification task's

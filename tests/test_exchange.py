@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dialinsight_engine.executors.exchange import (
-    SplitFile,
+    piece,
     read_all,
     read_split,
     split_by,
@@ -49,18 +49,18 @@ def test_rows_of_a_trailing_shape_written_a_piece_at_a_time(tmp_path):
 def test_a_piece_read_a_slice_at_a_time(tmp_path):
     pairs = np.arange(200, dtype=np.int64).reshape(100, 2)
     write_split(tmp_path / "p.rows", [pairs[:30], pairs[30:30], pairs[30:]], pairs.dtype, (2,))
-    file = SplitFile(tmp_path / "p.rows")
-    assert [file.rows(d) for d in range(3)] == [30, 0, 70]
-    slices = [file.read(2, start, start + 16) for start in range(0, 70, 16)]
+    first, empty, last = (piece(tmp_path / "p.rows", d) for d in range(3))
+    assert (first.rows, empty.rows, last.rows) == (30, 0, 70) and last.first == 30
+    slices = [last.read(start, start + 16) for start in range(0, 70, 16)]
     assert [len(s) for s in slices] == [16, 16, 16, 16, 6]  # the last one cut at the piece's end
     np.testing.assert_array_equal(np.concatenate(slices), pairs[30:])
-    np.testing.assert_array_equal(file.read(0, 5, 7), pairs[5:7])
-    assert file.read(1).shape == (0, 2) and file.read(0, 40, 50).shape == (0, 2)
-    assert not isinstance(file.read(2, 0, 4), np.memmap) and file.read(2, 0, 4).flags.writeable
-    mapped = file.map(2)  # for a reader that gathers rows: only the pages touched are read
+    np.testing.assert_array_equal(first.read(5, 7), pairs[5:7])
+    assert empty.read().shape == (0, 2) and first.read(40, 50).shape == (0, 2)
+    assert not isinstance(last.read(0, 4), np.memmap) and last.read(0, 4).flags.writeable
+    mapped = last.map()  # for a reader that gathers rows: only the pages touched are read
     assert isinstance(mapped, np.memmap) and not mapped.flags.writeable
     np.testing.assert_array_equal(mapped[[0, 69]], pairs[[30, 99]])
-    assert file.map(1).shape == (0, 2)
+    assert empty.map().shape == (0, 2)
 
 
 def test_a_writer_that_fails_leaves_no_file(tmp_path):

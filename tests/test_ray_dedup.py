@@ -115,8 +115,8 @@ def test_same_clusters_and_kept_rows_as_local(cluster, zh):
 def test_blocks_with_more_candidate_pairs_than_a_verification_chunk(cluster):
     """40 groups of 48 near-identical texts (every pair of a group a candidate: ~45,000
     pairs, ~29,000 with first rows in the second block, more than an ESTIMATE_CHUNK): the
-    verification reads a block's pairs a chunk at a time, the attach step one destination's
-    run of each reducer's piece at a time, and the clusters are still the core's."""
+    verification reads a block's pairs a chunk at a time, and the clusters are still the
+    core's."""
     rng = random.Random(2)
     texts = []
     for _ in range(40):
@@ -194,6 +194,35 @@ def test_distinct_pairs_and_chunked_estimates(monkeypatch):
     expected = ((sigs[distinct[:, 0]] == other[index]).sum(axis=1) / 16).astype(np.float32)
     np.testing.assert_array_equal(got, expected.astype(np.float64))
     assert len(distinct) > 7 * 20  # many chunks
+
+
+def test_the_attach_step_in_runs_of_destinations_writes_what_it_writes_at_once(tmp_path):
+    """`_attach` (the attach task's work) with destinations taken a few pairs at a time
+    writes the same files, byte for byte, as with all of them at once."""
+    import numpy as np
+
+    from dialinsight_engine.executors import ray_dedup
+    from dialinsight_engine.executors.exchange import piece, split_by, write_split
+
+    rng = np.random.default_rng(5)
+    offsets = np.array([0, 30, 55, 90, 120])
+    for r in range(3):  # each reducer's pairs: distinct, sorted, split by the second row's block
+        pairs = np.sort(rng.integers(0, 120, size=(400, 2)), axis=1)
+        pairs = _unique_pairs(pairs[pairs[:, 0] != pairs[:, 1]])
+        owner = np.searchsorted(offsets, pairs[:, 1], side="right") - 1
+        write_split(tmp_path / ray_dedup._file("pairs", r), split_by(pairs, owner, 4), pairs.dtype, (2,))
+    sigs = rng.integers(0, 9, size=(35, 8)).astype(np.uint32)  # block 2: rows 55..89
+    write_split(tmp_path / ray_dedup._file("signatures", 2), [sigs], sigs.dtype, (8,))
+    outputs = ("attached-pairs", "attached-index", "attached-signatures")
+    written = {}
+    for window in (10**9, 5):
+        ray_dedup._attach(tmp_path, 2, offsets, 3, window)
+        written[window] = {name: (tmp_path / ray_dedup._file(name, 2)).read_bytes() for name in outputs}
+    assert written[5] == written[10**9]
+    edges, starts = ray_dedup._windows([piece(tmp_path / ray_dedup._file("pairs", r), 2) for r in range(3)],
+                                       offsets, 5)
+    assert edges.tolist() == [0, 1, 2, 3, 4] and starts.shape == (3, 5)  # one destination a run
+    assert len(written[5]["attached-pairs"]) > 16 * 50
 
 
 # Ray Data's own DataContext warns about its deprecated fields as it is built (ray 2.60)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from ..run import atomic
 
-__all__ = ["SplitFile", "SplitWriter", "read_all", "read_split", "split_by", "split_writer", "write_split"]
+__all__ = ["Piece", "SplitWriter", "piece", "read_all", "read_split", "split_by", "split_writer", "write_split"]
 
 
 class SplitWriter:
@@ -82,43 +83,52 @@ def split_by(rows: np.ndarray, destination: np.ndarray, destinations: int) -> li
 
 def read_split(path: Path, destination: int) -> np.ndarray:
     """Destination `destination`'s piece of a file a split writer wrote (a copy)."""
-    return SplitFile(path).read(destination)
-
-
-class SplitFile:
-    """A file a split writer wrote, its index read once, for a reader that takes a piece a
-    slice at a time: each slice is read into memory of its own, not through a map, whose
-    touched pages would count in the process's RSS until the map is let go."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        index = json.loads(_index_path(path).read_text())
-        self.dtype, self.row_shape = _dtype(index["dtype"]), tuple(index["row_shape"])
-        self.offsets: list[int] = index["offsets"]
-
-    def rows(self, destination: int) -> int:
-        return self.offsets[destination + 1] - self.offsets[destination]
-
-    def read(self, destination: int, start: int = 0, end: int | None = None) -> np.ndarray:
-        """Rows `start` to `end` (default: the last) of destination's piece."""
-        end = self.rows(destination) if end is None else min(end, self.rows(destination))
-        count = max(end - start, 0)
-        per_row = int(np.prod(self.row_shape, dtype=np.int64))
-        offset = (self.offsets[destination] + start) * self.dtype.itemsize * per_row
-        values = np.fromfile(self.path, dtype=self.dtype, count=count * per_row, offset=offset) if count else \
-            np.zeros(0, self.dtype)
-        return values.reshape(count, *self.row_shape)
-
-    def map(self, destination: int) -> np.ndarray:
-        """Destination's piece mapped (read-only), for a reader that gathers some of its rows:
-        only the pages it touches are read, and they go when the array does."""
-        return _mapped(self.path, self.dtype, self.row_shape, self.offsets[destination], self.offsets[destination + 1])
+    return piece(path, destination).read()
 
 
 def read_all(path: Path) -> np.ndarray:
     """Every row of such a file, mapped (read-only; pages are read as they are touched)."""
-    file = SplitFile(path)
-    return _mapped(path, file.dtype, file.row_shape, 0, file.offsets[-1])
+    index = json.loads(_index_path(path).read_text())
+    whole = Piece(path, _dtype(index["dtype"]), tuple(index["row_shape"]), 0, index["offsets"][-1])
+    return whole.map()
+
+
+def piece(path: Path, destination: int) -> Piece:
+    """Where destination's piece lies in a file a split writer wrote (its index read, only
+    this piece's place kept: a task that holds one piece of every file of a step holds a few
+    numbers per file, not every file's index)."""
+    index = json.loads(_index_path(path).read_text())
+    start, end = index["offsets"][destination], index["offsets"][destination + 1]
+    return Piece(path, _dtype(index["dtype"]), tuple(index["row_shape"]), start, end - start)
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One destination's piece of a file, for a reader that takes it a slice at a time: each
+    slice is read into memory of its own, not through a map, whose touched pages would count
+    in the process's RSS until the map is let go."""
+
+    path: Path
+    dtype: np.dtype
+    row_shape: tuple[int, ...]
+    first: int  # the piece's first row in the file
+    rows: int
+
+    def read(self, start: int = 0, end: int | None = None) -> np.ndarray:
+        """Rows `start` to `end` of the piece (default: to its last)."""
+        end = self.rows if end is None else min(end, self.rows)
+        count = max(end - start, 0)
+        per_row = int(np.prod(self.row_shape, dtype=np.int64))
+        if not count:
+            return np.zeros((0, *self.row_shape), self.dtype)
+        values = np.fromfile(self.path, dtype=self.dtype, count=count * per_row,
+                             offset=(self.first + start) * self.dtype.itemsize * per_row)
+        return values.reshape(count, *self.row_shape)
+
+    def map(self) -> np.ndarray:
+        """The piece mapped (read-only), for a reader that gathers some of its rows: only the
+        pages it touches are read, and they go when the array does."""
+        return _mapped(self.path, self.dtype, self.row_shape, self.first, self.first + self.rows)
 
 
 def _mapped(path: Path, dtype: np.dtype, row_shape: tuple[int, ...], start: int, end: int) -> np.ndarray:

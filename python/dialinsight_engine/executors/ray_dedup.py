@@ -72,7 +72,7 @@ from ..allocator import releasing
 from ..errors import StageFailed, UserError
 from ..metrics.partitioned import PartitionRows
 from ..run import faults
-from .exchange import SplitFile, read_all, read_split, split_by, split_writer, write_split
+from .exchange import Piece, piece, read_all, read_split, split_by, split_writer, write_split
 
 if TYPE_CHECKING:
     from ..metrics.partitioned import PoolPartitions
@@ -660,25 +660,58 @@ def _attach_signatures(folder: str, block: int, offsets: np.ndarray, reducers: i
     row of several pairs (~14 at 10^6 templated prompts), and its 512-byte signature is
     written once per destination, not once per pair. Every copy of a pair lands here, so
     this is where a pair found by several reducers (rows sharing several bands) is made one.
-    One destination's pairs and signatures are in memory at a time, its run of each
-    reducer's piece read alone (a block's pairs grow with the candidates per row, one
-    destination's with the candidates over the blocks)."""
-    directory, blocks = Path(folder), len(offsets) - 1
-    shards = [SplitFile(directory / _file("pairs", r)) for r in range(reducers)]
-    runs = [_runs_by_block(shard.read(block), offsets) for shard in shards]
+    Destinations are taken in consecutive runs of about ATTACH_PAIRS pairs (`_windows`), each
+    read as one slice of every reducer's piece: what is in memory is one run's pairs and one
+    destination's signatures (a block's pairs grow with the candidates per row; one run's do
+    not, nor the reads per task, a slice per reducer per run)."""
+    return _attach(Path(folder), block, offsets, reducers, ATTACH_PAIRS)
+
+
+def _attach(directory: Path, block: int, offsets: np.ndarray, reducers: int, window: int) -> int:
+    """`_attach_signatures`'s work, destinations in runs of about `window` pairs."""
+    shards = [piece(directory / _file("pairs", r), block) for r in range(reducers)]
+    edges, starts = _windows(shards, offsets, window)
     sigs, first = read_all(directory / _file("signatures", block)), int(offsets[block])
     with split_writer(directory / _file("attached-pairs", block), np.dtype(np.int64), (2,)) as paired, \
             split_writer(directory / _file("attached-index", block), np.dtype(np.uint32)) as indexed, \
             split_writer(directory / _file("attached-signatures", block), sigs.dtype, sigs.shape[1:]) as signed:
-        for d in range(blocks):  # each destination's pairs sorted by (i, j), as a reducer's are
-            found = [shard.read(block, run[d], run[d + 1]) for shard, run in zip(shards, runs, strict=True)]
-            mine = _unique_pairs(np.concatenate(found)) if found else np.zeros((0, 2), np.int64)
+        for w in range(len(edges) - 1):
+            found = [shard.read(at[w], at[w + 1]) for shard, at in zip(shards, starts, strict=True)]
+            held = _unique_pairs(np.concatenate(found)) if found else np.zeros((0, 2), np.int64)
             del found
-            rows, index = np.unique(mine[:, 1], return_inverse=True)
-            paired.write(mine)
-            indexed.write(index.astype(np.uint32))
-            signed.write(sigs[rows - first])
+            # sorted by (i, j): each destination's pairs are one run of them, in that order
+            cuts = _runs_by_block(held, offsets[edges[w]:edges[w + 1] + 1])
+            for mine in (held[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)):
+                rows, index = np.unique(mine[:, 1], return_inverse=True)
+                paired.write(mine)
+                indexed.write(index.astype(np.uint32))
+                signed.write(sigs[rows - first])
     return paired.nbytes + indexed.nbytes + signed.nbytes
+
+
+#: Pairs the attach step holds at once (16 bytes each, and their sort's copies): the
+#: destinations are taken in consecutive runs of about this many (one alone may hold more).
+ATTACH_PAIRS = 131_072
+
+
+def _windows(shards: list[Piece], offsets: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Destination blocks in consecutive runs of about `window` pairs over `shards`
+    (pairs sorted by first row): the runs' first blocks then the end, and where each run
+    starts in each shard (a row per shard, then its end). Each shard is read twice here, a
+    shard at a time."""
+    per_block = np.zeros(len(offsets) - 1, np.int64)
+    for shard in shards:
+        per_block += np.diff(_runs_by_block(shard.read(), offsets))
+    edges, held = [0], 0
+    for block, pairs in enumerate(per_block.tolist()):
+        if held and held + pairs > window:
+            edges.append(block)
+            held = 0
+        held += pairs
+    edges.append(len(per_block))
+    bounds = np.asarray(edges)
+    starts = np.array([_runs_by_block(shard.read(), offsets[bounds]) for shard in shards], np.int64)
+    return bounds, starts.reshape(len(shards), len(bounds))
 
 
 def _runs_by_block(pairs: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -714,17 +747,18 @@ def _estimate(folder: str, block: int, offsets: np.ndarray, threshold: float) ->
     edges, candidates = [], 0
     with split_writer(directory / _file("estimates", block), ESTIMATE) as out:
         for q in range(blocks):  # the pairs whose second rows are in block q
-            pairs, index = (SplitFile(directory / _file(name, q)) for name in ("attached-pairs", "attached-index"))
-            sig_rows = SplitFile(directory / _file("attached-signatures", q)).map(block)
+            pairs, index, signatures = (piece(directory / _file(name, q), block) for name in
+                                        ("attached-pairs", "attached-index", "attached-signatures"))
+            sig_rows = signatures.map()
             seconds = _SecondRows(int(offsets[q]), int(offsets[q + 1]))
-            for start in range(0, pairs.rows(block), ESTIMATE_CHUNK):
-                chunk = pairs.read(block, start, start + ESTIMATE_CHUNK)
-                est = _pair_estimates(sigs, first, chunk, sig_rows, index.read(block, start, start + ESTIMATE_CHUNK))
+            for start in range(0, pairs.rows, ESTIMATE_CHUNK):
+                chunk = pairs.read(start, start + ESTIMATE_CHUNK)
+                est = _pair_estimates(sigs, first, chunk, sig_rows, index.read(start, start + ESTIMATE_CHUNK))
                 np.maximum.at(best, chunk[:, 0] - first, est)
                 seconds.add(chunk[:, 1], est)
                 edges.append(chunk[est >= threshold])
             out.write(seconds.records())
-            candidates += pairs.rows(block)
+            candidates += pairs.rows
             del sig_rows  # unmapped before the next block's
     found = np.concatenate(edges) if edges else np.zeros((0, 2), np.int64)
     # half the bytes where positions fit in 32 bits (the driver reads every block's edges)

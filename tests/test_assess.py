@@ -328,6 +328,30 @@ def test_richness_merges_its_partial_counts_in_passes_with_the_same_result(monke
     assert {k: v for k, v in many.items() if k != "doc_freq"} == {k: v for k, v in one.items() if k != "doc_freq"}
     assert 0 < one["distinct_2"] < 1
 
+def test_richness_spills_a_large_table_in_files_the_scoring_reads_one_at_a_time(tmp_path, monkeypatch):
+    """A document-frequency table over DOC_FREQ_FILE_ROWS rows goes to the scoring tasks as
+    files (`spill`), which a task joins one at a time: the same novelty as the table in
+    memory; a smaller one is sent as it is."""
+    from dialinsight_engine.metrics import data_richness
+
+    metric = build_registry().get("metric", "data_richness").from_params({"embeddings": "off"})
+    rows = _rows(40)
+    rows = rows.with_columns(pl.Series(R.TASK, ["t" if i % 3 else "u" for i in range(rows.height)]))
+    partials = [metric.partial(rows.slice(start, 7), MetricContext.standalone()) for start in range(0, rows.height, 7)]
+    merged = metric.merge(partials)
+    assert metric.spill(merged, tmp_path) is merged and list(tmp_path.iterdir()) == []
+    metric.pool_state = merged
+    in_memory = metric.score(rows, MetricContext.standalone())
+    monkeypatch.setattr(data_richness, "DOC_FREQ_FILE_ROWS", 7)
+    spilled = metric.spill(merged, tmp_path)
+    files = sorted(tmp_path.iterdir())
+    assert spilled["doc_freq"] == [str(f) for f in files] and len(files) == -(-merged["doc_freq"].height // 7) > 5
+    assert pl.concat([pl.read_parquet(f) for f in files]).equals(merged["doc_freq"])
+    metric.pool_state = spilled
+    assert metric.score(rows, MetricContext.standalone()).equals(in_memory)
+    assert in_memory["novelty"].n_unique() > 10
+
+
 def test_richness_parts_are_sorted_by_a_stable_shard_in_row_groups_a_pass_can_skip(tmp_path):
     """Each part is sorted by its n-grams' shard (BLAKE2b, the same on every node and Polars
     build) and written in row groups with statistics, so that a pass of the merge, which

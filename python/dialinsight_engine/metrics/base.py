@@ -183,6 +183,14 @@ class Metric(ABC):
         them all at once; the default collects them and calls `merge`."""
         return self.merge([partials.collect()])
 
+    def spill(self, aggregate: Any, folder: Path) -> Any:
+        """The merged aggregate as the scoring tasks get it (each task gets all of it): a
+        metric whose aggregate grows with the pool writes its large parts as files in
+        `folder` (a fresh folder every task can read, removed when the stage ends) and
+        returns their paths in their place, for `score` to read a piece at a time. Default:
+        the aggregate as it is."""
+        return aggregate
+
     def pool_columns(self) -> set[str] | None:
         """The input columns a pool-wide metric reads (the driver gathers only those);
         None: all of them."""

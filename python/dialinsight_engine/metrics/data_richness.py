@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -20,6 +21,7 @@ from pydantic import Field
 
 from .. import records as R
 from ..errors import UserError
+from ..run import atomic
 from ..run.dataset import own_buffers
 from . import embeddings
 from .base import Metric, MetricConfig, MetricContext
@@ -104,6 +106,10 @@ MERGE_PASS_ROWS = 250_000
 #: the row groups of its range (a filter on a hash computed in each pass decoded every part in
 #: every pass). Each pass still opens every part's footer: passes x parts, quadratic in the pool.
 MERGE_SHARDS = 4096
+#: Rows of the merged document-frequency table per file (`DataRichness.spill`): a scoring task
+#: reads the files one at a time, so it holds one file's rows and their join, not the whole
+#: table, which grows with the pool's vocabulary.
+DOC_FREQ_FILE_ROWS = 16_384
 
 
 def gram_shards(grams: pl.Series) -> pl.Series:
@@ -116,6 +122,18 @@ def gram_shards(grams: pl.Series) -> pl.Series:
     table = pl.DataFrame({"gram": distinct, "shard": pl.Series(shards, dtype=pl.UInt16)})
     looked_up = grams.to_frame("gram").join(table, on="gram", how="left", maintain_order="left")
     return looked_up["shard"].fill_null(0)
+
+
+def _doc_freq(keys: pl.DataFrame, tables: pl.DataFrame | list[str]) -> pl.Series:
+    """Each (group, gram)'s document frequency (null: a single row's) from the merged table,
+    or from its files one at a time (`DataRichness.spill`; each key is in one of them)."""
+    found: pl.Series | None = None
+    for table in tables if isinstance(tables, list) else [tables]:
+        frame = pl.read_parquet(table) if isinstance(table, str) else table
+        df = keys.join(frame, on=["group", "gram"], how="left", maintain_order="left")["df"]
+        found = df if found is None else found.fill_null(df)
+    assert found is not None
+    return found
 
 
 def _group_keys(df: pl.DataFrame, groups: list[str]) -> pl.Series:
@@ -224,6 +242,16 @@ class DataRichness(Metric):
                 "total": int(rows["n"].sum()), "distinct_1": distinct(1), "distinct_2": distinct(2),
                 "scene_coverage": cover(R.SCENE), "task_coverage": cover(R.TASK)}
 
+    def spill(self, aggregate: dict[str, Any], folder: Path) -> dict[str, Any]:
+        """The document-frequency table as files of DOC_FREQ_FILE_ROWS rows, when it has more
+        (every row-metrics task got the whole table, and its peak grew with the pool)."""
+        table: pl.DataFrame = aggregate["doc_freq"]
+        if table.height <= DOC_FREQ_FILE_ROWS:
+            return aggregate
+        files = [str(atomic.write_parquet(folder / f"doc-freq-{i:05d}.parquet", table.slice(start, DOC_FREQ_FILE_ROWS)))
+                 for i, start in enumerate(range(0, table.height, DOC_FREQ_FILE_ROWS))]
+        return {**aggregate, "doc_freq": files}
+
     def _novelty_in_pool(self, df: pl.DataFrame, lang: str) -> pl.Series:
         """`ngram_novelty` of each row within its group of the whole pool, from the merged
         document frequencies: the same terms, summed in the same (gram) order."""
@@ -235,7 +263,7 @@ class DataRichness(Metric):
         sizes = pl.DataFrame({"group": list(pool["rows"]), "size": list(pool["rows"].values())},
                              schema={"group": pl.String, "size": pl.Int64})
         per_row = (
-            grams.join(pool["doc_freq"], on=["group", "gram"], how="left", maintain_order="left")
+            grams.with_columns(df=_doc_freq(grams.select("group", "gram"), pool["doc_freq"]))
             .join(sizes, on="group", how="left", maintain_order="left")
             .group_by("row", maintain_order=True)
             # an n-gram missing from the table is held by this row alone (merge_scan)

@@ -420,10 +420,15 @@ def map_partitions(ctx: StageContext, stage: RowStage, folder: Path, what: str, 
 
 
 def _aggregate(ctx: StageContext, stage: PoolPartial, metric: Metric, folder: Path) -> Any:
-    """Step 1b': the partitions' parts of a metric's aggregate, merged on the driver."""
+    """Step 1b': the partitions' parts of a metric's aggregate, merged on the driver, its
+    large parts written for the scoring tasks (`Metric.spill`)."""
     map_partitions(ctx, stage, folder, f"{stage.metric} aggregate")
     files = dataset.partition_files(folder)
-    return metric.merge_scan(pl.scan_parquet(files)) if files else metric.merge([])
+    merged = metric.merge_scan(pl.scan_parquet(files)) if files else metric.merge([])
+    spilled = folder.with_name(f"merged-{stage.metric}")
+    shutil.rmtree(spilled, ignore_errors=True)  # an interrupted run's: the merge is redone
+    spilled.mkdir(parents=True)
+    return metric.spill(merged, spilled)
 
 
 def _score_rowwise(ctx: StageContext, stage: RowMetrics, state: PhaseState, aggregates: dict[str, Any],

@@ -88,18 +88,23 @@ def read_split(path: Path, destination: int) -> np.ndarray:
 
 def read_all(path: Path) -> np.ndarray:
     """Every row of such a file, mapped (read-only; pages are read as they are touched)."""
-    index = json.loads(_index_path(path).read_text())
-    whole = Piece(path, _dtype(index["dtype"]), tuple(index["row_shape"]), 0, index["offsets"][-1])
-    return whole.map()
+    dtype, row_shape, offsets = _index(path)
+    return Piece(path, dtype, row_shape, 0, offsets[-1]).map()
 
 
 def piece(path: Path, destination: int) -> Piece:
     """Where destination's piece lies in a file a split writer wrote (its index read, only
     this piece's place kept: a task that holds one piece of every file of a step holds a few
     numbers per file, not every file's index)."""
+    dtype, row_shape, offsets = _index(path)
+    start, end = offsets[destination], offsets[destination + 1]
+    return Piece(path, dtype, row_shape, start, end - start)
+
+
+def _index(path: Path) -> tuple[np.dtype, tuple[int, ...], list[int]]:
+    """A split file's rows' dtype and shape, and where each destination's piece starts."""
     index = json.loads(_index_path(path).read_text())
-    start, end = index["offsets"][destination], index["offsets"][destination + 1]
-    return Piece(path, _dtype(index["dtype"]), tuple(index["row_shape"]), start, end - start)
+    return _dtype(index["dtype"]), tuple(index["row_shape"]), index["offsets"]
 
 
 @dataclass(frozen=True)

@@ -17,14 +17,14 @@ from raycluster import joined, shared_cluster
 
 ray = pytest.importorskip("ray")
 
+from dialinsight_engine.executors.exchange import step_file  # noqa: E402
+from dialinsight_engine.executors.pairs import merged_pairs, unique_pairs  # noqa: E402
 from dialinsight_engine.executors.ray_dedup import (  # noqa: E402
     BLOCK_ROWS,
     ESTIMATE_CHUNK,
     MAX_FULL_BUCKET,
     _group,
-    _merged_pairs,
     _pair_estimates,
-    _unique_pairs,
     ray_near_duplicates,
     shuffle_blocks,
 )
@@ -173,19 +173,19 @@ def test_distinct_pairs_and_chunked_estimates(monkeypatch):
     rng = np.random.default_rng(3)
     pairs = rng.integers(0, 50, size=(400, 2))
     pairs = np.sort(pairs[pairs[:, 0] != pairs[:, 1]], axis=1)
-    np.testing.assert_array_equal(_unique_pairs(pairs), np.unique(pairs, axis=0))
+    np.testing.assert_array_equal(unique_pairs(pairs), np.unique(pairs, axis=0))
     big = pairs + 2**32
-    np.testing.assert_array_equal(_unique_pairs(big), np.unique(big, axis=0))
-    assert _unique_pairs(np.zeros((0, 2), np.int64)).shape == (0, 2)
+    np.testing.assert_array_equal(unique_pairs(big), np.unique(big, axis=0))
+    assert unique_pairs(np.zeros((0, 2), np.int64)).shape == (0, 2)
     # a reducer's bands merged one at a time: the distinct pairs of all of them
     more = np.sort(rng.integers(0, 50, size=(300, 2)), axis=1)
     more = more[more[:, 0] != more[:, 1]]
     for a, b in ((pairs, more), (big, more + 2**32), (pairs, pairs[:0]), (pairs[:0], more)):
-        np.testing.assert_array_equal(_merged_pairs(_unique_pairs(a), _unique_pairs(b)),
-                                      _unique_pairs(np.concatenate([a, b])))
+        np.testing.assert_array_equal(merged_pairs(unique_pairs(a), unique_pairs(b)),
+                                      unique_pairs(np.concatenate([a, b])))
 
     sigs = rng.integers(0, 4, size=(50, 16)).astype(np.uint32)  # block of rows 100..149
-    distinct = _unique_pairs(pairs)
+    distinct = unique_pairs(pairs)
     firsts = distinct[:, 0] + 100
     seconds, index = np.unique(distinct[:, 1], return_inverse=True)
     other = rng.integers(0, 4, size=(len(seconds), 16)).astype(np.uint32)  # the second rows' signatures
@@ -208,18 +208,18 @@ def test_the_attach_step_in_runs_of_destinations_writes_what_it_writes_at_once(t
     offsets = np.array([0, 30, 55, 90, 120])
     for r in range(3):  # each reducer's pairs: distinct, sorted, split by the second row's block
         pairs = np.sort(rng.integers(0, 120, size=(400, 2)), axis=1)
-        pairs = _unique_pairs(pairs[pairs[:, 0] != pairs[:, 1]])
+        pairs = unique_pairs(pairs[pairs[:, 0] != pairs[:, 1]])
         owner = np.searchsorted(offsets, pairs[:, 1], side="right") - 1
-        write_split(tmp_path / ray_dedup._file("pairs", r), split_by(pairs, owner, 4), pairs.dtype, (2,))
+        write_split(tmp_path / step_file("pairs", r), split_by(pairs, owner, 4), pairs.dtype, (2,))
     sigs = rng.integers(0, 9, size=(35, 8)).astype(np.uint32)  # block 2: rows 55..89
-    write_split(tmp_path / ray_dedup._file("signatures", 2), [sigs], sigs.dtype, (8,))
+    write_split(tmp_path / step_file("signatures", 2), [sigs], sigs.dtype, (8,))
     outputs = ("attached-pairs", "attached-index", "attached-signatures")
     written = {}
     for window in (10**9, 5):
         ray_dedup._attach(tmp_path, 2, offsets, 3, window)
-        written[window] = {name: (tmp_path / ray_dedup._file(name, 2)).read_bytes() for name in outputs}
+        written[window] = {name: (tmp_path / step_file(name, 2)).read_bytes() for name in outputs}
     assert written[5] == written[10**9]
-    edges, starts = ray_dedup._windows([piece(tmp_path / ray_dedup._file("pairs", r), 2) for r in range(3)],
+    edges, starts = ray_dedup._windows([piece(tmp_path / step_file("pairs", r), 2) for r in range(3)],
                                        offsets, 5)
     assert edges.tolist() == [0, 1, 2, 3, 4] and starts.shape == (3, 5)  # one destination a run
     assert len(written[5]["attached-pairs"]) > 16 * 50
@@ -348,24 +348,48 @@ def test_assess_on_ray_reads_text_and_ids_where_they_lie(cluster, write_spec, tm
     assert ctx.stats["ray_near_duplicates"]["text_read_in_tasks"] is True
 
 
-def test_components_by_min_label_propagation_equal_scipys():
-    """The driver's components (labelled by their smallest row) equal scipy's connected
-    components on random graphs (a giant component, chains, isolated rows), with no edges,
-    and on one long chain whose labels must travel its whole length."""
+def test_components_by_star_rounds_equal_scipys():
+    """Large-star and small-star rounds (each block's links split as the tasks exchange
+    them) reach one star per component, centred on its smallest row: the same components
+    as scipy's on random graphs (a giant component, chains, isolated rows), with no edges,
+    and on one long chain, in far fewer rounds than its length."""
     import numpy as np
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    from dialinsight_engine.executors.ray_dedup import _smallest_rows
+    from dialinsight_engine.executors.ray_components import (
+        both_ways,
+        large_star,
+        small_star,
+        star_labels,
+    )
+
+    def components(n: int, edges: np.ndarray, blocks: int) -> tuple[np.ndarray, int]:
+        offsets = np.linspace(0, n, blocks + 1).astype(np.int64)
+        pieces = [both_ways(edges, offsets)]  # one "task" wrote them
+        seen: list[list[bytes]] = []
+        while not (len(seen) % 2 == 1 and len(seen) >= 3 and seen[-1] == seen[-3]):
+            mine = [unique_pairs(np.concatenate([p[b] for p in pieces])) for b in range(blocks)]
+            seen.append([links.tobytes() for links in mine])
+            star = large_star if len(seen) % 2 == 1 else small_star
+            pieces = [both_ways(star(links), offsets) for links in mine]
+        labels = np.arange(n)
+        for b in range(blocks):
+            rows, label = star_labels(unique_pairs(np.concatenate([p[b] for p in pieces])))
+            labels[rows] = label
+        return labels, len(seen)
 
     rng = np.random.default_rng(7)
     for n, m in ((1, 0), (50, 0), (2_000, 300), (2_000, 1_800), (5_000, 9_000)):
-        edges = np.sort(rng.integers(0, n, size=(m, 2)), axis=1).astype(np.int32)
+        edges = np.sort(rng.integers(0, n, size=(m, 2)), axis=1)
         edges = edges[edges[:, 0] != edges[:, 1]]
         _, component = connected_components(
             coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n)), directed=False)
         smallest = np.full(component.max() + 1, n)
         np.minimum.at(smallest, component, np.arange(n))
-        np.testing.assert_array_equal(_smallest_rows(n, edges), smallest[component])
+        for blocks in (1, 3):
+            np.testing.assert_array_equal(components(n, edges, blocks)[0], smallest[component])
     chain = np.stack([np.arange(999, 0, -1), np.arange(1000, 1, -1)], axis=1)  # 999-1000, ..., 1-2
-    np.testing.assert_array_equal(_smallest_rows(1001, chain), np.r_[0, np.ones(1000, np.int32)])
+    labels, rounds = components(1001, chain, 4)
+    np.testing.assert_array_equal(labels, np.r_[0, np.ones(1000, np.int64)])
+    assert rounds < 60, rounds

@@ -27,7 +27,13 @@ import numpy as np
 
 from ..run import atomic
 
-__all__ = ["Piece", "SplitWriter", "piece", "read_all", "read_split", "split_by", "split_writer", "write_split"]
+__all__ = ["Piece", "SplitWriter", "piece", "read_all", "read_split", "split_by", "split_writer", "step_file",
+           "write_split"]
+
+
+def step_file(step: str, task: int) -> str:
+    """The name of the file a step's task writes in an exchange folder."""
+    return f"{step}-{task:05d}.rows"
 
 
 class SplitWriter:

@@ -28,20 +28,18 @@ The workflow is NeMo Curator's fuzzy dedup (MinHash -> LSH buckets -> edges -> J
    (share of equal slots, rounded through float32 as the core does) :data:`ESTIMATE_CHUNK`
    pairs at a time, keeps the edges (estimate >= threshold) and writes each row's best
    estimate split by the row's block, whose task merges them: the candidate pairs never
-   reach the driver, only the edges and one best estimate per row. The driver waits for a
-   step's tasks before it starts the next (each reads the files of all of them) and deletes
-   the files no later step reads.
-4. **components and keep rule** on the driver: the verified edges' (estimate >= threshold)
-   components by min-label propagation (`_smallest_rows`), labelled by their smallest row
-   index, and the representative chosen as the core chooses it ("first", "longest", or a
-   numeric column; ties to the smallest row index).
+   reach the driver, nor the edges, which are written as the components' first links. The
+   driver waits for a step's tasks before it starts the next (each reads the files of all
+   of them) and deletes the files no later step reads.
+4. **components and keep rule**, in the tasks too (`ray_components`): the edges' components
+   by large-star and small-star rounds, labelled by their smallest row; each component's
+   kept row chosen by its smallest row's block as the core chooses it ("first", "longest",
+   or a numeric column; ties to the smallest row); each block's rows' results written, and
+   read by the driver a block at a time into the returned columns. The driver held every
+   edge and one label per row before (its memory grew with the pool).
 
 Rows are numbered in partition order, so the result equals ``fast.near_duplicates`` on the
-concatenated partitions, whatever the partitioning. Components run on the driver, because
-after verification the edges are few (near duplicates plus LSH false positives, not all
-pairs): the propagation holds one label per row beside the edges (4 and 8 bytes in 32-bit
-positions), so 10^7 rows with 10^7 edges fit in well under 1 GB. The same propagation over
-the exchange's files, one step per round, would lift that bound (not done).
+concatenated partitions, whatever the partitioning.
 
 A block whose task fails after Ray's retries (``max_retries`` for a lost worker or node)
 fails the whole call with :class:`~dialinsight_engine.errors.StageFailed` naming the block's
@@ -72,7 +70,18 @@ from ..allocator import releasing
 from ..errors import StageFailed, UserError
 from ..metrics.partitioned import PartitionRows
 from ..run import faults
-from .exchange import Piece, piece, read_all, read_split, split_by, split_writer, write_split
+from .exchange import (
+    Piece,
+    piece,
+    read_all,
+    read_split,
+    split_by,
+    split_writer,
+    step_file,
+    write_split,
+)
+from .pairs import merged_pairs, unique_pairs
+from .ray_components import LINKS, block_results, both_ways, centres, star_round, to_centres
 
 if TYPE_CHECKING:
     from ..metrics.partitioned import PoolPartitions
@@ -175,17 +184,16 @@ def ray_near_duplicates(
     n_reducers = max(1, reducers or len(groups))
     with _exchange_folder(scratch) as folder:
         run = _Run(parts, offsets, groups, max_retries, folder)
-        keep_values = run.sign(text_column, keep, hashing, band_rows, n_reducers)
-        edges, max_jaccard, candidates = run.verify(n_reducers, threshold)
-    frame = _clusters(int(offsets[-1]), edges, max_jaccard, keep_values, compact)
-    n_edges = int(edges.shape[0])
-    del edges, max_jaccard  # not held while `_with_ids` reads the ids
+        run.sign(text_column, keep, hashing, band_rows, n_reducers)
+        candidates, n_edges = run.verify(n_reducers, threshold)
+        components = run.cluster(keep != "first")
+        frame = run.results(compact)
     if id_column is not None:
         frame = _with_ids(frame, run, id_column)
     return DedupResult(frame, run.stats | {
         "rows": int(offsets[-1]), "partitions": len(parts), "blocks": len(groups), "reducers": n_reducers,
         "bands": band_rows[0], "rows_per_band": band_rows[1], "language": hashing.language,
-        "candidate_pairs": candidates, "edges": n_edges,
+        "candidate_pairs": candidates, "edges": n_edges, **components,
         "shuffle_bytes_per_row": round(sum(run.stats["shuffle_bytes"].values()) / max(int(offsets[-1]), 1), 1),
     })
 
@@ -417,33 +425,21 @@ class _Run:
             for path in Path(self.folder).glob(f"{stem}-*"):
                 path.unlink(missing_ok=True)
 
-    def _read_whole(self, step: str) -> np.ndarray:
-        """Every block's file of `step` (its dtype as the task wrote it) in block order, in one
-        array of the driver's own, then the files go. A call has one block at least."""
-        out = np.concatenate([read_split(Path(self.folder) / _file(step, b), 0) for b in range(len(self.groups))])
-        self._drop(step)
-        return out
-
     def sign(self, text_column: str, keep: str, hashing: _Hashing, band_rows: tuple[int, int],
-             reducers: int) -> np.ndarray | None:
-        """Each block's signatures and band keys written; returns every row's keep value
-        (None for "first")."""
+             reducers: int) -> None:
+        """Each block's signatures, band keys and keep values (but for "first") written."""
         refs = [_sign.options(max_retries=self.max_retries).remote(
                     self.folder, index, group, text_column, keep, hashing, band_rows,
                     int(self.block_offsets[index]), reducers, *[self.parts[p] for p in group])
                 for index, group in enumerate(self.groups)]
-        infos = _gather(refs, "signatures", names=self.names)
-        self._count("band_keys", [nbytes for _, nbytes in infos])
-        if keep == "first":
-            return None
-        return np.concatenate([values for values, _ in infos]) if infos else np.zeros(0)
+        self._count("band_keys", _gather(refs, "signatures", names=self.names))
 
-    def verify(self, reducers: int, threshold: float) -> tuple[np.ndarray, np.ndarray, int]:
-        """The edges (pairs whose estimated Jaccard reaches `threshold`), every row's best
-        estimate over its candidate pairs, and the number of candidate pairs. The candidates
-        stay in the tasks' files: on templated text they grow faster than the rows (about 2 per
-        row at 30,000 synthetic dialogues, 0.8 at 10,000), and the driver would hold 24 bytes
-        each."""
+    def verify(self, reducers: int, threshold: float) -> tuple[int, int]:
+        """The edges (pairs whose estimated Jaccard reaches `threshold`) written as the
+        components' first links, and every row's best estimate over its candidate pairs;
+        returns the numbers of candidate pairs and of edges. The candidates stay in the
+        tasks' files: on templated text they grow faster than the rows (about 2 per row at
+        30,000 synthetic dialogues, 0.8 at 10,000), and the driver would hold 24 bytes each."""
         blocks, folder, offsets, retries = len(self.groups), self.folder, self.block_offsets, self.max_retries
         self._count("pairs", _gather([_buckets.options(max_retries=retries).remote(folder, r, offsets)
                                       for r in range(reducers)], "buckets", "reducer"))
@@ -460,12 +456,50 @@ class _Run:
                  for q in range(blocks)], "best estimates", names=self.names)
         del out
         self._drop("estimates")
-        # read from the files, not as task results: a result the driver maps from the object
-        # store stays in its RSS as mapped pages after the object is gone
-        edges, max_jaccard = self._read_whole("edges"), self._read_whole("best")
-        self._count("edges", [edges.nbytes])
         self._count("second_row_estimates", [v[1] for v in verified])
-        return edges, max_jaccard, int(sum(v[0] for v in verified))
+        self._count("links0", [Path(self.folder, step_file("links0", b)).stat().st_size for b in range(blocks)])
+        return int(sum(v[0] for v in verified)), int(sum(v[2] for v in verified))
+
+    def cluster(self, keep: bool) -> dict[str, int]:
+        """The components of the edges and each one's kept row, every row's result written
+        by its block (`ray_components`); returns the rounds taken and the components of more
+        than one row. `keep`: the keep values written by `sign` (else the "first" rule)."""
+        blocks, folder, offsets, retries = len(self.groups), self.folder, self.block_offsets, self.max_retries
+        digests: list[list[str]] = []
+        while not (len(digests) % 2 == 1 and len(digests) >= 3 and digests[-1] == digests[-3]):
+            step = len(digests)
+            digests.append(_gather([star_round.options(max_retries=retries).remote(folder, step, b, offsets)
+                                    for b in range(blocks)], "components", names=self.names))
+            self._drop(f"links{step}")
+        # the last large-star round read stars and wrote them again: its output is the result
+        _gather([to_centres.options(max_retries=retries).remote(folder, len(digests), b, offsets, keep)
+                 for b in range(blocks)], "keep rule", names=self.names)
+        self._drop(f"links{len(digests)}", "keep")
+        clusters = _gather([centres.options(max_retries=retries).remote(folder, b, offsets) for b in range(blocks)],
+                           "keep rule", names=self.names)
+        self._drop("members")
+        _gather([block_results.options(max_retries=retries).remote(folder, b, offsets) for b in range(blocks)],
+                "results", names=self.names)
+        self._drop("clusters", "best")
+        return {"component_rounds": len(digests), "clusters_with_duplicates": int(sum(clusters))}
+
+    def results(self, compact: bool) -> pl.DataFrame:
+        """The blocks' results as ``fast.near_duplicates``'s columns, read a block at a time
+        into columns of their final types."""
+        n = int(self.offsets[-1])
+        wide = not compact or n >= 2**32
+        position, estimate = (np.uint64, np.float64) if wide else (np.uint32, np.float32)
+        cluster, rep = np.empty(n, position), np.empty(n, position)
+        best, duplicate = np.empty(n, estimate), np.empty(n, bool)
+        for b in range(len(self.groups)):
+            start, end = int(self.block_offsets[b]), int(self.block_offsets[b + 1])
+            found = read_split(Path(self.folder) / step_file("result", b), 0)
+            cluster[start:end], rep[start:end], best[start:end] = found["cluster"], found["rep"], found["best"]
+            duplicate[start:end] = found["rep"] != np.arange(start, end)
+        self._drop("result")
+        frame = pl.DataFrame({"cluster_id": cluster, "duplicate_of": rep, "max_jaccard": best,
+                              "is_duplicate": duplicate})
+        return frame.with_columns(pl.when("is_duplicate").then(pl.col("duplicate_of")).alias("duplicate_of"))
 
 
 def _block_name(group: list[int]) -> str:
@@ -502,9 +536,10 @@ def _table(part: Part) -> pa.Table:
 @ray.remote
 @releasing
 def _sign(folder: str, block: int, parts: list[int], text_column: str, keep: str, hashing: _Hashing,
-          band_rows: tuple[int, int], offset: int, reducers: int, *tables: Part) -> tuple[Any, int]:
-    """A block's signatures (its partitions `parts`, whose `tables` follow) and its band
-    keys split by reducer, written; returns (keep values, bytes of band keys written)."""
+          band_rows: tuple[int, int], offset: int, reducers: int, *tables: Part) -> int:
+    """A block's signatures (its partitions `parts`, whose `tables` follow), its band keys
+    split by reducer and, unless the rule is "first", its rows' keep values, written;
+    returns the bytes of band keys written."""
     # filled in place: a list of per-partition arrays concatenated would hold the block twice
     sigs = np.empty((sum(t.num_rows for t in tables), hashing.num_perm), np.uint32)
     keep_values, start = [], 0
@@ -518,18 +553,14 @@ def _sign(folder: str, block: int, parts: list[int], text_column: str, keep: str
         if keep != "first":
             keep_values.append(_keep_values(table, text_column, keep))
     directory = Path(folder)
-    write_split(directory / _file("signatures", block), [sigs], sigs.dtype, sigs.shape[1:])
+    write_split(directory / step_file("signatures", block), [sigs], sigs.dtype, sigs.shape[1:])
+    if keep_values:
+        write_split(directory / step_file("keep", block), [np.concatenate(keep_values)], np.dtype(np.float64))
     active = np.flatnonzero(~(sigs == EMPTY_SLOT).all(axis=1))
     keys = _band_keys(sigs if len(active) == len(sigs) else sigs[active], active + offset, *band_rows)
     del sigs
-    emitted = write_split(directory / _file("keys", block),
-                          split_by(keys, (keys["key"] % np.uint64(reducers)).astype(np.int64), reducers), BAND_KEY)
-    return (np.concatenate(keep_values) if keep_values else None), emitted
-
-
-def _file(step: str, task: int) -> str:
-    """The file a step's task writes in the exchange folder."""
-    return f"{step}-{task:05d}.rows"
+    return write_split(directory / step_file("keys", block),
+                       split_by(keys, (keys["key"] % np.uint64(reducers)).astype(np.int64), reducers), BAND_KEY)
 
 
 def _band_keys(sigs: np.ndarray, rows: np.ndarray, bands: int, per_band: int) -> np.ndarray:
@@ -579,17 +610,17 @@ def _buckets(folder: str, reducer: int, offsets: np.ndarray) -> int:
     bands make their pair in each, and the pairs of all bands at once grew with the
     candidates per row."""
     directory, blocks = Path(folder), len(offsets) - 1
-    keys = np.concatenate([read_split(directory / _file("keys", b), reducer) for b in range(blocks)])
+    keys = np.concatenate([read_split(directory / step_file("keys", b), reducer) for b in range(blocks)])
     keys = keys[np.lexsort((keys["row"], keys["key"], keys["band"]))]
     bands = np.r_[0, np.flatnonzero(keys["band"][1:] != keys["band"][:-1]) + 1, len(keys)]
     pairs = np.zeros((0, 2), np.int64)
     for start, end in zip(bands[:-1], bands[1:], strict=True):
         band = keys[start:end]
         found = _pairs_of_buckets(band["band"], band["key"], band["row"].astype(np.int64))
-        pairs = _merged_pairs(pairs, found)
+        pairs = merged_pairs(pairs, found)
     del keys
     owner = np.searchsorted(offsets, pairs[:, 1], side="right") - 1
-    return write_split(directory / _file("pairs", reducer), split_by(pairs, owner, blocks), pairs.dtype, (2,))
+    return write_split(directory / step_file("pairs", reducer), split_by(pairs, owner, blocks), pairs.dtype, (2,))
 
 
 def _pairs_of_buckets(band: np.ndarray, key: np.ndarray, row: np.ndarray) -> np.ndarray:
@@ -613,42 +644,7 @@ def _pairs_of_buckets(band: np.ndarray, key: np.ndarray, row: np.ndarray) -> np.
             out.append(np.concatenate([star, chain]))
     if not out:
         return np.zeros((0, 2), np.int64)
-    return _unique_pairs(np.concatenate(out))
-
-
-def _unique_pairs(pairs: np.ndarray) -> np.ndarray:
-    """The distinct rows of an ``(n, 2)`` array of pool positions, sorted by (i, j). Through
-    one uint64 key per pair when positions fit in 32 bits: ``np.unique(axis=0)`` sorts a
-    structured view of the pairs, with more copies and a slower comparison."""
-    if len(pairs) == 0:
-        return np.zeros((0, 2), np.int64)
-    if int(pairs.max()) >= 2**32:
-        return np.unique(pairs, axis=0)
-    return _key_pairs(np.unique(_pair_keys(pairs)))
-
-
-def _merged_pairs(pairs: np.ndarray, more: np.ndarray) -> np.ndarray:
-    """The distinct pairs of two arrays of distinct pairs sorted by (i, j), sorted: `more`'s
-    new ones inserted where they go (linear), not the two sorted again."""
-    if len(pairs) == 0 or len(more) == 0:
-        return more if len(pairs) == 0 else pairs
-    if max(int(pairs.max()), int(more.max())) >= 2**32:
-        return _unique_pairs(np.concatenate([pairs, more]))
-    held, keys = _pair_keys(pairs), _pair_keys(more)
-    at = np.searchsorted(held, keys)
-    new = held[np.minimum(at, len(held) - 1)] != keys
-    new |= at == len(held)
-    return _key_pairs(np.insert(held, at[new], keys[new]))
-
-
-def _pair_keys(pairs: np.ndarray) -> np.ndarray:
-    """Each pair of 32-bit positions as one uint64, ordered as the pairs are by (i, j)."""
-    return (pairs[:, 0].astype(np.uint64) << np.uint64(32)) | pairs[:, 1].astype(np.uint64)
-
-
-def _key_pairs(keys: np.ndarray) -> np.ndarray:
-    return np.stack([(keys >> np.uint64(32)).astype(np.int64), (keys & np.uint64(2**32 - 1)).astype(np.int64)],
-                    axis=1)
+    return unique_pairs(np.concatenate(out))
 
 
 @ray.remote
@@ -669,15 +665,15 @@ def _attach_signatures(folder: str, block: int, offsets: np.ndarray, reducers: i
 
 def _attach(directory: Path, block: int, offsets: np.ndarray, reducers: int, window: int) -> int:
     """`_attach_signatures`'s work, destinations in runs of about `window` pairs."""
-    shards = [piece(directory / _file("pairs", r), block) for r in range(reducers)]
+    shards = [piece(directory / step_file("pairs", r), block) for r in range(reducers)]
     edges, starts = _windows(shards, offsets, window)
-    sigs, first = read_all(directory / _file("signatures", block)), int(offsets[block])
-    with split_writer(directory / _file("attached-pairs", block), np.dtype(np.int64), (2,)) as paired, \
-            split_writer(directory / _file("attached-index", block), np.dtype(np.uint32)) as indexed, \
-            split_writer(directory / _file("attached-signatures", block), sigs.dtype, sigs.shape[1:]) as signed:
+    sigs, first = read_all(directory / step_file("signatures", block)), int(offsets[block])
+    with split_writer(directory / step_file("attached-pairs", block), np.dtype(np.int64), (2,)) as paired, \
+            split_writer(directory / step_file("attached-index", block), np.dtype(np.uint32)) as indexed, \
+            split_writer(directory / step_file("attached-signatures", block), sigs.dtype, sigs.shape[1:]) as signed:
         for w in range(len(edges) - 1):
             found = [shard.read(at[w], at[w + 1]) for shard, at in zip(shards, starts, strict=True)]
-            held = _unique_pairs(np.concatenate(found)) if found else np.zeros((0, 2), np.int64)
+            held = unique_pairs(np.concatenate(found)) if found else np.zeros((0, 2), np.int64)
             del found
             # sorted by (i, j): each destination's pairs are one run of them, in that order
             cuts = _runs_by_block(held, offsets[edges[w]:edges[w + 1] + 1])
@@ -733,21 +729,22 @@ ESTIMATE = np.dtype([("row", "<u8"), ("value", "<f4")])
 
 @ray.remote(num_returns=2)
 @releasing
-def _estimate(folder: str, block: int, offsets: np.ndarray, threshold: float) -> tuple[tuple[int, int], np.ndarray]:
+def _estimate(folder: str, block: int, offsets: np.ndarray,
+              threshold: float) -> tuple[tuple[int, int, int], np.ndarray]:
     """Estimated Jaccard of each pair whose first row is in this block (share of equal
     slots, through float32 as ``rust/src/clusters.rs`` stores it), from every block's
     attached file, ESTIMATE_CHUNK pairs at a time (the second rows' signatures mapped, one
     block's at a time). Each second row's best estimate is written for its block, and the edges
-    (estimate at or above ``threshold``): only they reach the driver. Returns ((the
-    candidate count, the bytes of estimates written), this block's rows' best estimate as
-    first rows)."""
+    (estimate at or above ``threshold``) as the components' first links (`ray_components`).
+    Returns ((the candidate count, the bytes of estimates written, the edges), this block's
+    rows' best estimate as first rows)."""
     directory, blocks, first = Path(folder), len(offsets) - 1, int(offsets[block])
-    sigs = read_all(directory / _file("signatures", block))
+    sigs = read_all(directory / step_file("signatures", block))
     best = np.zeros(int(offsets[block + 1]) - first, np.float32)
     edges, candidates = [], 0
-    with split_writer(directory / _file("estimates", block), ESTIMATE) as out:
+    with split_writer(directory / step_file("estimates", block), ESTIMATE) as out:
         for q in range(blocks):  # the pairs whose second rows are in block q
-            pairs, index, signatures = (piece(directory / _file(name, q), block) for name in
+            pairs, index, signatures = (piece(directory / step_file(name, q), block) for name in
                                         ("attached-pairs", "attached-index", "attached-signatures"))
             sig_rows = signatures.map()
             seconds = _SecondRows(int(offsets[q]), int(offsets[q + 1]))
@@ -761,10 +758,8 @@ def _estimate(folder: str, block: int, offsets: np.ndarray, threshold: float) ->
             candidates += pairs.rows
             del sig_rows  # unmapped before the next block's
     found = np.concatenate(edges) if edges else np.zeros((0, 2), np.int64)
-    # half the bytes where positions fit in 32 bits (the driver reads every block's edges)
-    found = found.astype(np.int32) if int(offsets[-1]) < 2**31 else found
-    write_split(directory / _file("edges", block), [found], found.dtype, (2,))
-    return (candidates, out.nbytes), best
+    write_split(directory / step_file("links0", block), both_ways(found, offsets), LINKS, (2,))
+    return (candidates, out.nbytes, len(found)), best
 
 
 class _SecondRows:
@@ -807,66 +802,12 @@ def _best_estimates(folder: str, block: int, offsets: np.ndarray, best: np.ndarr
     first = int(offsets[block])
     best = best.copy()  # an argument from the object store is read-only
     for b in range(len(offsets) - 1):
-        records = read_split(Path(folder) / _file("estimates", b), block)
+        records = read_split(Path(folder) / step_file("estimates", b), block)
         np.maximum.at(best, records["row"].astype(np.int64) - first, records["value"])
-    write_split(Path(folder) / _file("best", block), [best], best.dtype)
+    write_split(Path(folder) / step_file("best", block), [best], best.dtype)
 
 
 # -- the driver's part -----------------------------------------------------------------------
-def _clusters(n: int, edges: np.ndarray, max_jaccard: np.ndarray, keep_values: np.ndarray | None,
-              compact: bool = False) -> pl.DataFrame:
-    """Components of the verified edges, labelled by their smallest row, and the kept row of
-    each (the core's ``finish_clusters``); `keep_values` None for the "first" rule. Row
-    positions in 32 bits where they fit, intermediates let go as soon as used: this step set
-    the driver's peak of a distributed pool (see the module doc; docs/performance.md).
-    `compact`: the result in 32-bit columns (``ray_near_duplicates``)."""
-    position = pl.UInt32 if compact and n < 2**32 else pl.UInt64
-    estimate = pl.Float32 if compact else pl.Float64
-    if n == 0:
-        return pl.DataFrame(schema={"cluster_id": position, "duplicate_of": position,
-                                    "max_jaccard": estimate, "is_duplicate": pl.Boolean})
-    cluster = _smallest_rows(n, edges)
-    index = np.arange(n, dtype=cluster.dtype)
-    # "first" keeps the smallest row: the cluster's label
-    rep = cluster if keep_values is None else _representatives(cluster, index, keep_values)
-    duplicate = rep != index
-    del index
-    return pl.DataFrame({"cluster_id": cluster, "rep": rep, "max_jaccard": max_jaccard, "is_duplicate": duplicate}
-                        ).select(pl.col("cluster_id").cast(position),
-                                 pl.when("is_duplicate").then(pl.col("rep").cast(position)).alias("duplicate_of"),
-                                 pl.col("max_jaccard").cast(estimate), "is_duplicate")
-
-
-def _smallest_rows(n: int, edges: np.ndarray) -> np.ndarray:
-    """Each row's component over `edges`, labelled by its smallest row: min-label propagation
-    with pointer jumping on one label array, 4 bytes a row where positions fit in 32 bits.
-    (scipy's `connected_components` built a float64 CSR graph and its transpose beside its
-    labels, which then had to be mapped to smallest rows: +42 MB of driver peak at 10^6 rows
-    and 793,247 edges, against about the label array here; docs/performance.md.) Each label
-    is a row of the same component and never above its own row, so when every edge joins
-    equal labels and every label is its own, a component's label is its smallest row."""
-    labels = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
-    first, second = edges[:, 0], edges[:, 1]
-    while True:
-        low = np.minimum(labels[first], labels[second])
-        np.minimum.at(labels, first, low)
-        np.minimum.at(labels, second, low)
-        del low
-        while not np.array_equal(jumped := labels[labels], labels):
-            labels = jumped
-        if np.array_equal(labels[first], labels[second]):
-            return labels
-
-
-def _representatives(cluster: np.ndarray, index: np.ndarray, keep_values: np.ndarray) -> np.ndarray:
-    """Each row's cluster's kept row: the highest keep value, ties to the smallest row."""
-    order = np.lexsort((index, -keep_values, cluster))
-    first_of_cluster = np.r_[True, cluster[order][1:] != cluster[order][:-1]]
-    representative = np.empty(len(cluster), dtype=index.dtype)
-    representative[cluster[order][first_of_cluster]] = order[first_of_cluster]
-    return representative[cluster]
-
-
 def _with_ids(frame: pl.DataFrame, run: _Run, id_column: str) -> pl.DataFrame:
     """``duplicate_of`` as the representative's ``id_column`` value (its dtype kept)."""
     reps = np.unique(frame.get_column("duplicate_of").drop_nulls().to_numpy()).astype(np.int64)

@@ -426,6 +426,56 @@ def test_pool_statistics_normalise_a_partition_as_inside_the_whole(method):
         == pl.select(normalise(pl.lit(constant), method)).to_series().to_list()[:1]
 
 
+@pytest.mark.parametrize("method", ["minmax", "z", "rank", "none"])
+def test_pool_statistics_merged_from_partitions_are_the_whole_pools(method):
+    """The statistics `_normalisation` builds a partition at a time (min-max: each part's
+    least and greatest value, no part kept) normalise every value as the whole column's do,
+    with parts empty, all null, or holding the extremes."""
+    from dialinsight_engine.metrics.combine import merged_pool_stats, normalise, pool_stats
+
+    values = pl.Series("s", [0.5, None, 0.25, 0.5, 1.0, 0.125, None, 0.5, 0.75, 0.25, 3.0, -2.0], dtype=pl.Float64)
+    parts = [values.slice(0, 0), values.slice(0, 1), values.slice(1, 1), values.slice(2, 7), values.slice(9, 3)]
+    merged, whole = merged_pool_stats(iter(parts), method), pool_stats(values, method)
+    assert (merged.lo, merged.hi, merged.count) == (whole.lo, whole.hi, whole.count)
+    assert pl.select(normalise(pl.lit(values), method, merged)).to_series().to_list() == \
+        pl.select(normalise(pl.lit(values), method)).to_series().to_list()
+    assert merged_pool_stats(iter([]), method).count == 0
+
+
+def test_the_pools_language_sample_is_read_a_partition_at_a_time(tmp_path):
+    """The texts `pool_languages` detects on, counted then gathered a partition at a time,
+    are the ones `fast.detect_language` samples from the whole column, and from its distinct
+    texts for a metric that detects on those (texts repeated within and across partitions)."""
+    from dialinsight_engine import fast
+    from dialinsight_engine.metrics.partitioned import _language_sample
+
+    class Texts(Metric):
+        name = "texts"
+
+        def __init__(self, unique: bool) -> None:
+            self.language_unique = unique
+
+        def language_texts(self, df: pl.DataFrame) -> pl.Series:
+            return df[R.PROMPT]
+
+        def score(self, df: pl.DataFrame, ctx: MetricContext) -> pl.DataFrame:
+            raise AssertionError("not scored here")
+
+    paths, frames = [], []
+    for part, rows in enumerate((1500, 0, 900, 1200)):
+        frame = pl.DataFrame({R.PROMPT: [f"text {(part * 7 + i * 3) % 1700}" for i in range(rows)],
+                              R.KEPT: [i % 5 != 0 for i in range(rows)]}, schema={R.PROMPT: pl.String, R.KEPT: pl.Boolean})
+        write_partition(tmp_path, part, frame)
+        paths.append(tmp_path / part_name(part))
+        frames.append(frame.filter(R.KEPT))  # the rows in play
+    column = pl.concat(frames)[R.PROMPT]
+    distinct = column.filter(column.hash(seed=0).is_first_distinct())
+    assert 1000 < distinct.len() < column.len()
+    for unique, texts in ((False, column), (True, distinct)):
+        expected = texts.gather(list(fast.detection_rows(texts.len()))).to_list()
+        assert _language_sample(Texts(unique), paths) == expected
+
+
 @pytest.mark.parametrize("method", ["minmax", "z", "rank"])
 def test_a_partition_of_any_size_gets_the_whole_pools_bits(method):
     """Polars divides a column of more than one row by a scalar through its reciprocal, so a

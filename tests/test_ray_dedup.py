@@ -12,6 +12,7 @@ from polars.testing import assert_frame_equal
 from dialinsight_engine import fast
 from dialinsight_engine.errors import StageFailed, UserError
 from dialinsight_engine.run import faults
+from dialinsight_engine.run.dataset import part_name
 
 from raycluster import joined, shared_cluster
 
@@ -247,6 +248,41 @@ def test_keep_rules_row_indices_and_a_ray_dataset(cluster):
     found = ray_near_duplicates(_split(df, [300]), "text", threshold=0.8, bands=16, rows=4, seed=9,
                                 num_perm=64)
     assert_frame_equal(found.frame, local)
+
+
+def _per_group(df: pl.DataFrame, group: str, **settings) -> pl.DataFrame:
+    """`fast.near_duplicates` on each group apart, clusters labelled and kept rows placed by
+    pool position (ids kept), with each cluster's size: what a grouped call computes."""
+    parts = []
+    for part in df.with_row_index("_row").partition_by(group, maintain_order=True):
+        found = fast.near_duplicates(part, "text", **settings)
+        parts.append(found.with_columns(_row=part["_row"], cluster_id=part["_row"].cast(pl.UInt64).gather(found["cluster_id"])))
+    out = pl.concat(parts).sort("_row").drop("_row")
+    return out.with_columns(cluster_size=pl.len().over("cluster_id").cast(pl.UInt32))
+
+
+def test_groups_pair_apart_and_results_are_written_where_each_partition_lies(cluster, tmp_path):
+    """With `group_by`, rows pair only within their group (the same text in two groups is
+    no duplicate), as the core run on each group apart, and with `output` every partition's
+    result is written by the tasks, its kept rows named by id, its clusters' sizes beside."""
+    base = _planted(1200, seed=9, zh=False)
+    df = pl.concat([base.with_columns(group=pl.lit("a")), base.with_columns(group=pl.lit("b"), id=pl.col("id") + "b")])
+    df = df.sample(fraction=1.0, shuffle=True, seed=4)  # the groups' rows interleaved
+    for keep in ("first", "quality"):
+        expected = _per_group(df, "group", threshold=0.7, keep=keep, id_column="id")
+        cuts = [300, 301, 1000, 1900]
+        found = ray_near_duplicates(_split(df, cuts), "text", threshold=0.7, keep=keep, id_column="id",
+                                    group_by=["group"], output=tmp_path / keep, blocks=3)
+        assert found.frame.is_empty() and found.stats["near_duplicates"] == expected["is_duplicate"].sum()
+        written = [pl.read_parquet(tmp_path / keep / part_name(p)) for p in range(len(cuts) + 1)]
+        assert [w.height for w in written] == [p.height for p in _split(df, cuts)]
+        assert_frame_equal(pl.concat(written), expected, check_dtypes=False)
+        assert pl.concat(written).schema["duplicate_of"] == pl.String
+    assert expected["is_duplicate"].sum() > 300 and expected["cluster_size"].max() > MAX_FULL_BUCKET
+    # the grouped frame, returned
+    framed = ray_near_duplicates(_split(df, [700]), "text", threshold=0.7, keep="quality", id_column="id",
+                                 group_by=["group"], blocks=2)
+    assert_frame_equal(framed.frame, expected.drop("cluster_size"))
 
 
 def test_bad_input_names_the_partition(cluster):

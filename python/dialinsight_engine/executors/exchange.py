@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
+import pyarrow as pa
 
 from ..run import atomic
 
-__all__ = ["Piece", "SplitWriter", "piece", "read_all", "read_split", "split_by", "split_writer", "step_file",
-           "write_split"]
+__all__ = ["Piece", "SplitWriter", "piece", "read_all", "read_split", "read_split_table", "split_by", "split_writer",
+           "step_file", "write_split", "write_split_table"]
 
 
 def step_file(step: str, task: int) -> str:
@@ -90,6 +91,23 @@ def split_by(rows: np.ndarray, destination: np.ndarray, destinations: int) -> li
 def read_split(path: Path, destination: int) -> np.ndarray:
     """Destination `destination`'s piece of a file a split writer wrote (a copy)."""
     return piece(path, destination).read()
+
+
+def write_split_table(path: Path, pieces: Iterable[pa.Table], schema: pa.Schema) -> int:
+    """Each destination's piece of rows with text (ids), in order, as one Arrow IPC file of
+    one record batch per destination; returns the bytes written."""
+    with atomic.atomic_path(path) as tmp:
+        with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+            for table in pieces:
+                writer.write_batch(pa.RecordBatch.from_pylist([], schema=schema) if table.num_rows == 0
+                                   else table.cast(schema).combine_chunks().to_batches()[0])
+    return path.stat().st_size
+
+
+def read_split_table(path: Path, destination: int) -> pa.Table:
+    """Destination `destination`'s piece of a file `write_split_table` wrote (read, not mapped)."""
+    with pa.OSFile(str(path), "rb") as source:
+        return pa.Table.from_batches([pa.ipc.open_file(source).get_batch(destination)])
 
 
 def read_all(path: Path) -> np.ndarray:

@@ -14,10 +14,11 @@ same way. The rounds stop when a large-star round reads what the one before the 
 the links no longer change, and they are the stars.
 
 Then three steps on the stars: each row with a link tells its centre (its label, the
-component's smallest row) its keep value; each centre picks the kept row (highest keep
-value, ties to the smallest row: the core's rule, "first" keeps the centre) and tells its
-members; each block writes its rows' results (cluster, kept row, best estimate) in row
-order, which the driver reads block by block.
+component's smallest row) its keep value and id; each centre picks the kept row (highest
+keep value, ties to the smallest row: the core's rule, "first" keeps the centre) and tells
+its members that row, its id and the component's size; each block writes its rows' results
+a partition at a time, which a caller reads where it needs them (the driver, for the frame
+``ray_near_duplicates`` returns; a partition's task, for a metric scored where the rows lie).
 """
 
 from __future__ import annotations
@@ -26,22 +27,28 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import polars as pl
+import pyarrow as pa
 import ray
 
 from ..allocator import releasing
-from .exchange import read_split, split_by, step_file, write_split
+from ..run import atomic
+from ..run.dataset import part_name
+from .exchange import (
+    read_split,
+    read_split_table,
+    split_by,
+    step_file,
+    write_split,
+    write_split_table,
+)
 from .pairs import unique_pairs
 
-__all__ = ["LINKS", "RESULT", "large_star", "small_star", "star_labels"]
+__all__ = ["LINKS", "block_results", "both_ways", "centres", "large_star", "small_star", "star_labels", "star_round",
+           "to_centres"]
 
 #: A link: (row, neighbour), both pool positions, as every round reads and writes it.
 LINKS = np.dtype(np.int64)
-#: A row's message to its component's centre.
-MEMBER = np.dtype([("label", "<i8"), ("row", "<i8"), ("keep", "<f8")])
-#: A centre's answer to one of its rows.
-CLUSTER = np.dtype([("row", "<i8"), ("label", "<i8"), ("rep", "<i8")])
-#: One row's result, for every row of a block in row order.
-RESULT = np.dtype([("cluster", "<i8"), ("rep", "<i8"), ("best", "<f4")])
 
 
 # -- the rounds' arithmetic (one block's links, sorted by (row, neighbour), distinct) -------
@@ -122,46 +129,77 @@ def star_round(folder: str, step: int, block: int, offsets: np.ndarray) -> str:
 
 @ray.remote
 @releasing
-def to_centres(folder: str, step: int, block: int, offsets: np.ndarray, keep: bool) -> None:
+def to_centres(folder: str, step: int, block: int, offsets: np.ndarray, keep: bool, ids: bool) -> None:
     """Each of this block's rows with a link tells its centre its keep value (0 for the
-    "first" rule: all equal, so the smallest row, the centre, is kept)."""
+    "first" rule: all equal, so the smallest row, the centre, is kept) and, with `ids`, its
+    id (from the block's ids file), so the centre can name its kept row."""
     directory, blocks, first = Path(folder), len(offsets) - 1, int(offsets[block])
     rows, labels = star_labels(_links(directory, step, block, blocks))
-    out = np.zeros(len(rows), MEMBER)
-    out["label"], out["row"] = labels, rows
-    if keep:
-        out["keep"] = read_split(directory / step_file("keep", block), 0)[rows - first]
-    write_split(directory / step_file("members", block), split_by(out, owner(labels, offsets), blocks), MEMBER)
+    values = read_split(directory / step_file("keep", block), 0)[rows - first] if keep else np.zeros(len(rows))
+    members = pa.table({"label": labels, "row": rows, "keep": values})
+    if ids:
+        block_ids = read_split_table(directory / step_file("ids", block), 0)["id"]
+        members = members.append_column("id", block_ids.take(pa.array(rows - first)))
+    write_split_table(directory / step_file("members", block), _split_table(members, owner(labels, offsets), blocks),
+                      members.schema)
 
 
 @ray.remote
 @releasing
 def centres(folder: str, block: int, offsets: np.ndarray) -> int:
-    """This block's centres pick their kept rows and tell their members; returns the
-    components of more than one row."""
+    """This block's centres pick their kept rows and tell their members (with its size and,
+    when rows have ids, the kept row's id); returns the components of more than one row."""
     directory, blocks = Path(folder), len(offsets) - 1
-    members = np.concatenate([read_split(directory / step_file("members", b), block) for b in range(blocks)])
-    members = members[np.lexsort((members["row"], -members["keep"], members["label"]))]
-    starts, counts = _runs(members["label"])
-    out = np.zeros(len(members), CLUSTER)
-    out["row"], out["label"] = members["row"], members["label"]
-    out["rep"] = np.repeat(members["row"][starts], counts)
-    write_split(directory / step_file("clusters", block), split_by(out, owner(out["row"], offsets), blocks), CLUSTER)
+    members = pa.concat_tables([read_split_table(directory / step_file("members", b), block) for b in range(blocks)],
+                               promote_options="permissive")
+    label, row = members["label"].to_numpy(), members["row"].to_numpy()
+    order = np.lexsort((row, -members["keep"].to_numpy(), label))
+    label, row = label[order], row[order]
+    starts, counts = _runs(label)
+    kept = np.repeat(starts, counts)  # each member's kept row, as an index into the sorted members
+    told = pa.table({"row": row, "label": label, "rep": row[kept], "size": np.repeat(counts, counts).astype(np.uint32)})
+    if "id" in members.column_names:
+        told = told.append_column("rep_id", members["id"].take(pa.array(order[kept])))
+    write_split_table(directory / step_file("clusters", block), _split_table(told, owner(row, offsets), blocks),
+                      told.schema)
     return len(starts)
 
 
 @ray.remote
 @releasing
-def block_results(folder: str, block: int, offsets: np.ndarray) -> None:
-    """Every row of this block: its cluster (its own row when it has no link), its kept row,
-    its best estimate over its candidate pairs."""
+def block_results(folder: str, block: int, offsets: np.ndarray, parts: list[int], part_offsets: np.ndarray,
+                  output: str) -> int:
+    """Every row of this block, written a partition at a time (`output`/`part_name(p)`):
+    its cluster (its own row when it has no link) and the cluster's size, the kept row (its
+    id when rows have ids) where it is not the row itself, its best estimate over its
+    candidate pairs. Returns the block's duplicates."""
     directory, blocks = Path(folder), len(offsets) - 1
     first, end = int(offsets[block]), int(offsets[block + 1])
-    out = np.zeros(end - first, RESULT)
-    out["cluster"] = out["rep"] = np.arange(first, end)
-    for b in range(blocks):
-        told = read_split(directory / step_file("clusters", b), block)
-        out["cluster"][told["row"] - first] = told["label"]
-        out["rep"][told["row"] - first] = told["rep"]
-    out["best"] = read_split(directory / step_file("best", block), 0)
-    write_split(directory / step_file("result", block), [out], RESULT)
+    told = pa.concat_tables([read_split_table(directory / step_file("clusters", b), block) for b in range(blocks)],
+                            promote_options="permissive")
+    at = told["row"].to_numpy() - first
+    cluster, rep = np.arange(first, end), np.arange(first, end)
+    size = np.ones(end - first, np.uint32)
+    cluster[at], rep[at], size[at] = told["label"].to_numpy(), told["rep"].to_numpy(), told["size"].to_numpy()
+    duplicate = rep != np.arange(first, end)
+    if "rep_id" in told.column_names:  # each duplicate's kept row's id, taken from its answer
+        answer = np.full(end - first, -1)
+        answer[at] = np.arange(len(at))
+        kept = told["rep_id"].take(pa.array(answer, mask=~duplicate))
+    else:
+        kept = pa.array(rep.astype(np.uint64), mask=~duplicate)
+    frame = pl.DataFrame({"cluster_id": cluster.astype(np.uint64), "duplicate_of": kept,
+                          "max_jaccard": read_split(directory / step_file("best", block), 0),
+                          "is_duplicate": duplicate, "cluster_size": size})
+    for part in parts:
+        start, stop = int(part_offsets[part]) - first, int(part_offsets[part + 1]) - first
+        atomic.write_parquet(Path(output) / part_name(part), frame.slice(start, stop - start))
+    return int(duplicate.sum())
+
+
+def _split_table(table: pa.Table, destination: np.ndarray, destinations: int) -> list[pa.Table]:
+    """`table` cut into one piece per destination, each keeping the rows' order."""
+    order = np.argsort(destination, kind="stable")
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(destination, minlength=destinations))])
+    ordered = table.take(pa.array(order))
+    return [ordered.slice(bounds[d], bounds[d + 1] - bounds[d]) for d in range(destinations)]

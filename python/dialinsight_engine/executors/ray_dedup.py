@@ -48,6 +48,8 @@ partitions and the step. See ``docs/performance.md`` ("Near-duplicates and gener
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import shutil
 import sys
@@ -70,6 +72,7 @@ from ..allocator import releasing
 from ..errors import StageFailed, UserError
 from ..metrics.partitioned import PartitionRows
 from ..run import faults
+from ..run.dataset import part_name
 from .exchange import (
     Piece,
     piece,
@@ -79,6 +82,7 @@ from .exchange import (
     split_writer,
     step_file,
     write_split,
+    write_split_table,
 )
 from .pairs import merged_pairs, unique_pairs
 from .ray_components import LINKS, block_results, both_ways, centres, star_round, to_centres
@@ -108,6 +112,14 @@ class DedupResult:
 
     frame: pl.DataFrame
     stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _RowColumns:
+    """The columns the signature step reads besides the text: the group's, the ids."""
+
+    groups: tuple[str, ...]
+    ids: str | None
 
 
 @dataclass(frozen=True)
@@ -152,6 +164,8 @@ def ray_near_duplicates(
     max_retries: int = 3,
     compact: bool = False,
     scratch: str | Path | None = None,
+    group_by: Sequence[str] = (),
+    output: str | Path | None = None,
 ) -> DedupResult:
     """Near-duplicate clusters of ``text_column`` over the partitions of ``source``: a
     ``ray.data.Dataset``, or a sequence of pyarrow Tables, Polars DataFrames, object refs
@@ -169,12 +183,19 @@ def ray_near_duplicates(
     values), 12 bytes a row less for a caller that holds the pool's result. ``scratch``: a
     folder every node of the cluster sees, where the steps exchange their files (a folder of
     its own is made in it and removed at the end; default: the system's temporary folder,
-    enough for a cluster on one machine).
+    enough for a cluster on one machine). ``group_by``: columns of the partitions whose
+    values group the rows: rows pair only within their group, as ``fast.near_duplicates`` run
+    on each group apart would pair them (its clusters then labelled, and its kept rows
+    placed, by pool position). ``output``: a folder (every node sees) where each partition's
+    result is written where it is computed, as ``part_name(i)``: the frame's columns and
+    ``cluster_size``, ``duplicate_of`` the kept row's id (with ``id_column``) or position;
+    the returned frame is then empty, and no process holds a column as long as the pool.
     """
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
     parts = _partition_refs(source)
-    sizes = _check_partitions(parts, text_column, id_column, keep, max_retries)
+    sizes = _check_partitions(parts, [text_column, *group_by, *([id_column] if id_column else [])], text_column,
+                              keep, max_retries)
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
     hashing = _resolve_hashing(parts, offsets, text_column, max_retries, num_perm=num_perm,
                                seed=seed, ngram=ngram, unit=unit, normalize=normalize, mode=mode,
@@ -184,12 +205,11 @@ def ray_near_duplicates(
     n_reducers = max(1, reducers or len(groups))
     with _exchange_folder(scratch) as folder:
         run = _Run(parts, offsets, groups, max_retries, folder)
-        run.sign(text_column, keep, hashing, band_rows, n_reducers)
+        run.sign(text_column, keep, hashing, band_rows, n_reducers, _RowColumns(tuple(group_by), id_column))
         candidates, n_edges = run.verify(n_reducers, threshold)
-        components = run.cluster(keep != "first")
-        frame = run.results(compact)
-    if id_column is not None:
-        frame = _with_ids(frame, run, id_column)
+        written = folder / "results" if output is None else Path(output)
+        components = run.cluster(keep != "first", id_column is not None, written)
+        frame = run.results(written, compact) if output is None else pl.DataFrame()
     return DedupResult(frame, run.stats | {
         "rows": int(offsets[-1]), "partitions": len(parts), "blocks": len(groups), "reducers": n_reducers,
         "bands": band_rows[0], "rows_per_band": band_rows[1], "language": hashing.language,
@@ -338,13 +358,13 @@ def _gather(refs: Sequence[ray.ObjectRef], step: str, unit: str = "partition",
     return out
 
 
-def _check_partitions(parts: list[PartRef], text_column: str, id_column: str | None,
-                      keep: str, max_retries: int) -> list[int]:
+def _check_partitions(parts: list[PartRef], columns: list[str], text_column: str, keep: str,
+                      max_retries: int) -> list[int]:
     """Rows per partition, after checking every partition has the columns asked for."""
     schemas = _gather([_schema.options(max_retries=max_retries).remote(p) for p in parts], "schema")
     sizes = []
     for index, (names, types, height) in enumerate(schemas):
-        wanted = [text_column] + [c for c in (id_column,) if c is not None]
+        wanted = list(columns)
         if keep not in ("first", "longest"):
             wanted.append(keep)
         for col in wanted:
@@ -426,11 +446,12 @@ class _Run:
                 path.unlink(missing_ok=True)
 
     def sign(self, text_column: str, keep: str, hashing: _Hashing, band_rows: tuple[int, int],
-             reducers: int) -> None:
-        """Each block's signatures, band keys and keep values (but for "first") written."""
+             reducers: int, columns: _RowColumns) -> None:
+        """Each block's signatures, band keys, keep values (but for "first") and ids (when
+        asked) written."""
         refs = [_sign.options(max_retries=self.max_retries).remote(
                     self.folder, index, group, text_column, keep, hashing, band_rows,
-                    int(self.block_offsets[index]), reducers, *[self.parts[p] for p in group])
+                    int(self.block_offsets[index]), reducers, columns, *[self.parts[p] for p in group])
                 for index, group in enumerate(self.groups)]
         self._count("band_keys", _gather(refs, "signatures", names=self.names))
 
@@ -460,10 +481,11 @@ class _Run:
         self._count("links0", [Path(self.folder, step_file("links0", b)).stat().st_size for b in range(blocks)])
         return int(sum(v[0] for v in verified)), int(sum(v[2] for v in verified))
 
-    def cluster(self, keep: bool) -> dict[str, int]:
+    def cluster(self, keep: bool, ids: bool, output: Path) -> dict[str, int]:
         """The components of the edges and each one's kept row, every row's result written
-        by its block (`ray_components`); returns the rounds taken and the components of more
-        than one row. `keep`: the keep values written by `sign` (else the "first" rule)."""
+        by its block in `output`, a file per partition (`ray_components`); returns the rounds
+        taken, the components of more than one row and the duplicates. `keep`: the keep
+        values written by `sign` (else the "first" rule); `ids`: the ids written by `sign`."""
         blocks, folder, offsets, retries = len(self.groups), self.folder, self.block_offsets, self.max_retries
         digests: list[list[str]] = []
         while not (len(digests) % 2 == 1 and len(digests) >= 3 and digests[-1] == digests[-3]):
@@ -472,34 +494,29 @@ class _Run:
                                     for b in range(blocks)], "components", names=self.names))
             self._drop(f"links{step}")
         # the last large-star round read stars and wrote them again: its output is the result
-        _gather([to_centres.options(max_retries=retries).remote(folder, len(digests), b, offsets, keep)
+        _gather([to_centres.options(max_retries=retries).remote(folder, len(digests), b, offsets, keep, ids)
                  for b in range(blocks)], "keep rule", names=self.names)
-        self._drop(f"links{len(digests)}", "keep")
+        self._drop(f"links{len(digests)}", "keep", "ids")
         clusters = _gather([centres.options(max_retries=retries).remote(folder, b, offsets) for b in range(blocks)],
                            "keep rule", names=self.names)
         self._drop("members")
-        _gather([block_results.options(max_retries=retries).remote(folder, b, offsets) for b in range(blocks)],
-                "results", names=self.names)
+        output.mkdir(parents=True, exist_ok=True)
+        duplicates = _gather([block_results.options(max_retries=retries).remote(
+            folder, b, offsets, group, self.offsets, str(output)) for b, group in enumerate(self.groups)],
+            "results", names=self.names)
         self._drop("clusters", "best")
-        return {"component_rounds": len(digests), "clusters_with_duplicates": int(sum(clusters))}
+        return {"component_rounds": len(digests), "clusters_with_duplicates": int(sum(clusters)),
+                "near_duplicates": int(sum(duplicates))}
 
-    def results(self, compact: bool) -> pl.DataFrame:
-        """The blocks' results as ``fast.near_duplicates``'s columns, read a block at a time
-        into columns of their final types."""
-        n = int(self.offsets[-1])
-        wide = not compact or n >= 2**32
-        position, estimate = (np.uint64, np.float64) if wide else (np.uint32, np.float32)
-        cluster, rep = np.empty(n, position), np.empty(n, position)
-        best, duplicate = np.empty(n, estimate), np.empty(n, bool)
-        for b in range(len(self.groups)):
-            start, end = int(self.block_offsets[b]), int(self.block_offsets[b + 1])
-            found = read_split(Path(self.folder) / step_file("result", b), 0)
-            cluster[start:end], rep[start:end], best[start:end] = found["cluster"], found["rep"], found["best"]
-            duplicate[start:end] = found["rep"] != np.arange(start, end)
-        self._drop("result")
-        frame = pl.DataFrame({"cluster_id": cluster, "duplicate_of": rep, "max_jaccard": best,
-                              "is_duplicate": duplicate})
-        return frame.with_columns(pl.when("is_duplicate").then(pl.col("duplicate_of")).alias("duplicate_of"))
+    def results(self, output: Path, compact: bool) -> pl.DataFrame:
+        """The partitions' results in `output` as ``fast.near_duplicates``'s columns."""
+        frame = pl.concat([pl.read_parquet(output / part_name(p)) for p in range(len(self.parts))], how="vertical")
+        wide = not compact or int(self.offsets[-1]) >= 2**32
+        position, estimate = (pl.UInt64, pl.Float64) if wide else (pl.UInt32, pl.Float32)
+        positions = frame["duplicate_of"].dtype == pl.UInt64  # no ids: the kept rows' positions
+        return frame.select(pl.col("cluster_id").cast(position),
+                            pl.col("duplicate_of").cast(position) if positions else pl.col("duplicate_of"),
+                            pl.col("max_jaccard").cast(estimate), "is_duplicate")
 
 
 def _block_name(group: list[int]) -> str:
@@ -536,31 +553,57 @@ def _table(part: Part) -> pa.Table:
 @ray.remote
 @releasing
 def _sign(folder: str, block: int, parts: list[int], text_column: str, keep: str, hashing: _Hashing,
-          band_rows: tuple[int, int], offset: int, reducers: int, *tables: Part) -> int:
+          band_rows: tuple[int, int], offset: int, reducers: int, rows: _RowColumns, *tables: Part) -> int:
     """A block's signatures (its partitions `parts`, whose `tables` follow), its band keys
-    split by reducer and, unless the rule is "first", its rows' keep values, written;
-    returns the bytes of band keys written."""
+    split by reducer (each row's group folded into its keys) and, as asked, its rows' keep
+    values and ids, written; returns the bytes of band keys written."""
     # filled in place: a list of per-partition arrays concatenated would hold the block twice
     sigs = np.empty((sum(t.num_rows for t in tables), hashing.num_perm), np.uint32)
-    keep_values, start = [], 0
+    groups = np.zeros(len(sigs), np.uint64)
+    keep_values, ids, start = [], [], 0
     for part, item in zip(parts, tables, strict=True):
         faults.point(f"near-duplicates:signatures:{text_column}:partition-{part}")
         table = _table(item)  # one partition's text in memory at a time
         texts = pl.from_arrow(table.column(text_column))
         assert isinstance(texts, pl.Series)
         sigs[start:start + table.num_rows] = fast.minhash_signatures(texts, **hashing.kwargs())
+        if rows.groups:
+            groups[start:start + table.num_rows] = _group_codes(table, rows.groups)
         start += table.num_rows
         if keep != "first":
             keep_values.append(_keep_values(table, text_column, keep))
+        if rows.ids is not None:
+            ids.append(table.column(rows.ids))
     directory = Path(folder)
     write_split(directory / step_file("signatures", block), [sigs], sigs.dtype, sigs.shape[1:])
     if keep_values:
         write_split(directory / step_file("keep", block), [np.concatenate(keep_values)], np.dtype(np.float64))
+    if rows.ids is not None:
+        block_ids = pa.table({"id": pa.chunked_array(ids, type=ids[0].type if ids else pa.string())})
+        write_split_table(directory / step_file("ids", block), [block_ids], block_ids.schema)
     active = np.flatnonzero(~(sigs == EMPTY_SLOT).all(axis=1))
     keys = _band_keys(sigs if len(active) == len(sigs) else sigs[active], active + offset, *band_rows)
-    del sigs
+    if rows.groups:
+        # a bucket is rows of one group: the group mixed into the key (64 bits, as the band
+        # keys themselves: two groups' buckets meet only if their keys collide)
+        keys["key"] = _splitmix64(keys["key"] ^ groups[keys["row"].astype(np.int64) - offset])
+    del sigs, groups
     return write_split(directory / step_file("keys", block),
                        split_by(keys, (keys["key"] % np.uint64(reducers)).astype(np.int64), reducers), BAND_KEY)
+
+
+def _group_codes(table: pa.Table, columns: tuple[str, ...]) -> np.ndarray:
+    """A 64-bit code of each row's values of `columns`, the same on every node (a hash of the
+    values as JSON, computed once per distinct combination)."""
+    rows = table.select(list(columns)).to_pylist()
+    codes: dict[str, int] = {}
+    out = np.empty(len(rows), np.uint64)
+    for i, row in enumerate(rows):
+        text = json.dumps([row[c] for c in columns], default=str, ensure_ascii=False)
+        if text not in codes:
+            codes[text] = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+        out[i] = codes[text]
+    return out
 
 
 def _band_keys(sigs: np.ndarray, rows: np.ndarray, bands: int, per_band: int) -> np.ndarray:
@@ -808,13 +851,3 @@ def _best_estimates(folder: str, block: int, offsets: np.ndarray, best: np.ndarr
 
 
 # -- the driver's part -----------------------------------------------------------------------
-def _with_ids(frame: pl.DataFrame, run: _Run, id_column: str) -> pl.DataFrame:
-    """``duplicate_of`` as the representative's ``id_column`` value (its dtype kept)."""
-    reps = np.unique(frame.get_column("duplicate_of").drop_nulls().to_numpy()).astype(np.int64)
-    ids = pl.from_arrow(_take_rows(run.parts, run.offsets, id_column, reps, run.max_retries, "ids"))
-    assert isinstance(ids, pl.Series)
-    if reps.size == 0:
-        return frame.with_columns(pl.lit(None, dtype=ids.dtype).alias("duplicate_of"))
-    position = np.searchsorted(reps, frame.get_column("duplicate_of").cast(pl.Int64).fill_null(0).to_numpy())
-    dup = ids.gather(pl.Series(position, dtype=pl.UInt64))
-    return frame.with_columns(pl.when(pl.col("is_duplicate")).then(dup).alias("duplicate_of"))

@@ -152,6 +152,24 @@ def pool_stats(values: pl.Series, method: str) -> PoolStats:
                      std=_float(std), count=values.count())
 
 
+def merged_pool_stats(parts: Iterable[pl.Series], method: str) -> PoolStats:
+    """`pool_stats` of the parts' values together. Min-max reads them a part at a time: the
+    least of the parts' minima (and the greatest maximum) is the pool's, so no process holds
+    the pool's column (8 bytes a row). The others join the parts: the mean and deviation
+    as Polars computes them over the whole column (to the bit), the rank's sorted values."""
+    if method != "minmax":
+        joined = list(parts)
+        return pool_stats(pl.concat(joined).rechunk() if joined else pl.Series([], dtype=pl.Float64), method)
+    lows, highs, count = [], [], 0
+    for part in parts:
+        values = part.cast(pl.Float64)
+        lows.append(values.min())
+        highs.append(values.max())
+        count += values.count()
+    return PoolStats(method, lo=_float(pl.Series(lows, dtype=pl.Float64).min()),
+                     hi=_float(pl.Series(highs, dtype=pl.Float64).max()), count=count)
+
+
 def _float(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) else None
 

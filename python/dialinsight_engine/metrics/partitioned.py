@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,7 +51,7 @@ from .combine import (
     flag_col,
     in_play_mask,
     instantiate,
-    pool_stats,
+    merged_pool_stats,
     reassemble,
     run_metric,
     score_col,
@@ -350,48 +350,67 @@ class PartitionRows:
 
 def pool_languages(ctx: StageContext, metrics: dict[str, Metric]) -> dict[str, str]:
     """Each row-local metric's language as `fast.resolve_language` would find it on the whole
-    pool: the texts it detects on are streamed, their count and distinctness kept as hashes,
-    and only the evenly spaced sample that detection reads is gathered."""
+    pool: the texts it detects on are counted a partition at a time, and only the evenly
+    spaced sample that detection reads is gathered."""
     from .. import fast
 
     configured = MetricContext(stage_ctx=ctx).language
     if fast.canonical_language(configured) != "auto":
         return {}
     paths = _partitions(ctx)
-    out = {}
-    for name, metric in metrics.items():
-        hashes = pl.concat([_text_hashes(metric, _in_play(p), i) for i, p in enumerate(paths)], how="vertical") \
-            if paths else pl.DataFrame(schema={"part": pl.Int64, "pos": pl.UInt32, "h": pl.UInt64})
-        if getattr(metric, "language_unique", False):  # detection runs on the distinct texts
-            hashes = hashes.filter(pl.col("h").is_first_distinct())
-        picked = _sample_positions(hashes)
-        texts = [t for i, p in enumerate(paths) if i in picked
-                 for t in _gather(metric.language_texts(_in_play(p)), picked[i])]
-        out[name] = fast.detect_language(pl.Series("texts", texts, dtype=pl.String))
-    return out
+    return {name: fast.detect_language(pl.Series("texts", _language_sample(metric, paths), dtype=pl.String))
+            for name, metric in metrics.items()}
 
 
-def _text_hashes(metric: Metric, play: pl.DataFrame, part: int) -> pl.DataFrame:
-    texts = metric.language_texts(play)
-    if texts is None:
-        return pl.DataFrame(schema={"part": pl.Int64, "pos": pl.UInt32, "h": pl.UInt64})
-    return pl.DataFrame({"h": texts.hash(seed=0)}).with_row_index("pos").with_columns(part=pl.lit(part, pl.Int64))
-
-
-def _sample_positions(hashes: pl.DataFrame) -> dict[int, list[int]]:
-    """Partition -> positions of the rows `fast.detect_language` samples."""
+def _language_sample(metric: Metric, paths: list[Path]) -> list[str]:
+    """The texts `fast.detect_language` reads of the metric's texts over all partitions (of
+    their distinct ones, as hashes tell, for a metric that detects on distinct texts). Two
+    passes: the count, then the sample; the second knows a partition's first occurrences by
+    one bit per text, so what is held is those bits and the hashes seen (distinct texts only)."""
     from ..fast import detection_rows
 
-    rows = detection_rows(hashes.height)
-    hashes = hashes.gather_every(rows.step).head(len(rows))
-    out: dict[int, list[int]] = {}
-    for part, pos in hashes.select("part", "pos").iter_rows():
-        out.setdefault(part, []).append(pos)
-    return out
+    seen = _SeenTexts() if getattr(metric, "language_unique", False) else None
+    counts, firsts = [], []
+    for path in paths:
+        texts = metric.language_texts(_in_play(path))
+        first = None if texts is None or seen is None else seen.add(texts)
+        counts.append(0 if texts is None else len(texts) if first is None else int(first.sum()))
+        firsts.append(None if first is None else np.packbits(first))
+    del seen
+    starts = np.cumsum([0, *counts])
+    rows = np.asarray(detection_rows(int(starts[-1])), dtype=np.int64)
+    sample: list[str] = []
+    for i, path in enumerate(paths):
+        wanted = rows[(rows >= starts[i]) & (rows < starts[i + 1])] - starts[i]
+        if not len(wanted):
+            continue
+        texts = metric.language_texts(_in_play(path))
+        assert texts is not None  # it had texts in the first pass
+        packed = firsts[i]
+        positions = wanted if packed is None else \
+            np.flatnonzero(np.unpackbits(packed, count=len(texts)))[wanted]
+        sample += texts.gather(positions).to_list()
+    return sample
 
 
-def _gather(texts: pl.Series | None, positions: list[int]) -> list[str]:
-    return [] if texts is None else texts.gather(positions).to_list()
+class _SeenTexts:
+    """The hashes of the texts seen so far (Polars' `hash`, as the whole pool's
+    `is_first_distinct` compares them), sorted, 8 bytes per distinct text."""
+
+    def __init__(self) -> None:
+        self.hashes = np.zeros(0, np.uint64)
+
+    def add(self, texts: pl.Series) -> np.ndarray:
+        """Which of `texts` are first seen here: not seen before, nor earlier in `texts`."""
+        hashes = texts.hash(seed=0).to_numpy()
+        distinct, index = np.unique(hashes, return_index=True)
+        at = np.searchsorted(self.hashes, distinct)
+        known = self.hashes[np.minimum(at, len(self.hashes) - 1)] == distinct if len(self.hashes) else \
+            np.zeros(len(distinct), bool)
+        self.hashes = np.insert(self.hashes, at[~known], distinct[~known])  # still sorted
+        first = np.zeros(len(hashes), bool)
+        first[index[~known]] = True
+        return first
 
 
 def map_partitions(ctx: StageContext, stage: RowStage, folder: Path, what: str, state: Any = None) -> list[Any]:
@@ -564,12 +583,14 @@ def _normalisation(ctx: StageContext, state: PhaseState) -> dict[str, PoolStats]
     for name in scored_metrics(ctx.spec.quality, given + new):
         if specs[name].normalize == "none":
             continue
-        column = score_col(name)
-        if column in new:
-            folder = next(f for f in folders if column in pl.read_parquet_schema(f / dataset.part_name(0)))
-            parts = [pl.read_parquet(folder / dataset.part_name(i), columns=[column]) for i in range(len(paths))]
-        else:
-            parts = [_in_play(p, [column]) for p in paths]
-        values = pl.concat(parts, how="vertical").rechunk()[column]
-        out[name] = pool_stats(values, specs[name].normalize)
+        out[name] = merged_pool_stats(_score_parts(score_col(name), new, folders, paths), specs[name].normalize)
     return out
+
+
+def _score_parts(column: str, new: list[str], folders: list[Path], paths: list[Path]) -> Iterator[pl.Series]:
+    """Each partition's rows in play's values of a score column, read as they are asked for:
+    from the scratch file that has it, or the input (a score given by an earlier phase)."""
+    if column in new:
+        folder = next(f for f in folders if column in pl.read_parquet_schema(f / dataset.part_name(0)))
+        return (pl.read_parquet(folder / dataset.part_name(i), columns=[column])[column] for i in range(len(paths)))
+    return (_in_play(p, [column])[column] for p in paths)

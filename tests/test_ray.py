@@ -135,10 +135,14 @@ def assert_dedup_ran_on_ray(stats: dict) -> None:
     except ImportError:
         assert "ray_near_duplicates" not in stats
         return
-    assert stats["ray_near_duplicates"]["calls"] == 4  # group_by task
-    # the driver gathered the groups only: the tasks read the text and the ids where they lie
+    # one search for every task's group (the groups folded into the band keys), scored where
+    # the rows lie: the tasks read the text, the groups and the ids and write each partition's
+    # clusters, and the contamination is read a partition at a time; the driver gathers nothing
+    assert stats["ray_near_duplicates"]["calls"] == 1
     assert stats["ray_near_duplicates"]["text_read_in_tasks"] is True
-    assert stats["prepare_maps"]["pooled"]["left_in_partitions"] == ["dialogue_text", "instruction_id", "prompt"]
+    assert stats["ray_near_duplicates"]["written_by_tasks"] is True
+    assert stats["prepare_maps"]["pooled"]["scored_where_rows_lie"] == ["data_redundancy"]
+    assert stats["prepare_maps"]["pooled"]["left_in_partitions"] == []
 
 
 def assert_verify_and_export_ran_row_parallel(run: Path, local: Path, verified: int) -> None:

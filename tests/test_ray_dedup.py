@@ -344,13 +344,16 @@ dedup_local_rows = 0
 """
 
 
-@pytest.mark.parametrize(("group_by", "keep"), [("[]", "first"), ('["task"]', "score_prompt_complexity")],
-                         ids=["no-groups-first", "by-task-score"])
+@pytest.mark.parametrize(("group_by", "keep"), [("[]", "first"), ('["task"]', "longest"),
+                                              ('["task"]', "score_prompt_complexity")],
+                         ids=["no-groups-first", "by-task-longest", "by-task-score"])
 def test_assess_on_ray_reads_text_and_ids_where_they_lie(cluster, write_spec, tmp_path, group_by, keep):
-    """Under Ray with a distributed pool, the driver gathers neither the prompts nor the ids:
-    the tasks read the text, and the driver reads back only the ids of rows others duplicate;
-    the rows equal scoring the whole pool in one process. With no group and keep = "first"
-    the gathered frame would have no column: the ids stay on the driver then, the text not."""
+    """Under Ray with a distributed pool, the driver gathers neither the prompts nor the ids,
+    and the rows equal scoring the whole pool in one process. With the columns it reads all
+    in the partitions, data_redundancy is scored where the rows lie (`score_partitions`: the
+    tasks write each partition's clusters, the driver gathers nothing); with a keep column
+    that only the row-local scores hold, the driver gathers the groups and that score, the
+    tasks read the text, and the driver reads back only the ids of rows others duplicate."""
     import json
 
     from dialinsight_engine import records as R
@@ -379,9 +382,12 @@ def test_assess_on_ray_reads_text_and_ids_where_they_lie(cluster, write_spec, tm
     whole = assess_phase(rows, spec.quality, registry, MetricContext(spec=spec), "instruction").frame
     assert_frame_equal(read_output(run / "assess"), whole)
     assert whole["flag_data_redundancy"].drop_nulls().len() >= 5
-    left = ctx.stats["prepare_maps"]["pooled"]["left_in_partitions"]
-    assert left == (["prompt"] if group_by == "[]" and keep == "first" else ["instruction_id", "prompt"])
+    pooled = ctx.stats["prepare_maps"]["pooled"]
+    apart = keep != "score_prompt_complexity"
+    assert pooled["scored_where_rows_lie"] == (["data_redundancy"] if apart else [])
+    assert pooled["left_in_partitions"] == ([] if apart else ["instruction_id", "prompt"])
     assert ctx.stats["ray_near_duplicates"]["text_read_in_tasks"] is True
+    assert ctx.stats["ray_near_duplicates"].get("written_by_tasks", False) is apart
 
 
 def test_components_by_star_rounds_equal_scipys():

@@ -12,6 +12,7 @@ faster than the shuffle) the Rust core computes them in this process.
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,36 @@ def near_duplicates(frame: pl.DataFrame, stage_ctx: Any, source: PoolPartitions 
     settings.pop("text_column")
     found: pl.DataFrame = fast.near_duplicates(frame, column, **settings)
     return found
+
+
+def near_duplicates_where_rows_lie(source: PoolPartitions, stage_ctx: Any, output: Path, *, text_column: str,
+                                   group_by: Sequence[str], id_column: str | None, keep: str,
+                                   **settings: Any) -> dict[str, Any]:
+    """`fast.near_duplicates` of each `group_by` group of the pool, on Ray, every partition's
+    result written by the tasks as `output`/`part_name(i)` (`ray_near_duplicates`'s
+    `output`): the driver holds nothing per row. Returns the call's stats."""
+    from .ray_dedup import ray_near_duplicates  # type: ignore[import-not-found,unused-ignore]
+
+    executor = _connected(stage_ctx)
+    columns = [text_column, *group_by, *([id_column] if id_column else []),
+               *([keep] if keep not in ("first", "longest") else [])]
+    parts = [source.rows(index, list(dict.fromkeys(columns)), None, {}) for index in range(len(source.paths))]
+    shutil.rmtree(output, ignore_errors=True)  # an interrupted run's
+    found = ray_near_duplicates(parts, text_column, group_by=group_by, id_column=id_column, keep=keep,
+                                output=output, max_retries=executor.config.max_retries,
+                                scratch=_scratch(stage_ctx), **settings)
+    _count(stage_ctx, source.offsets[-1], len(parts), text_read_in_tasks=True, written_by_tasks=True)
+    return found.stats
+
+
+def contamination_parts(source: PoolPartitions, stage_ctx: Any, column: str, reference: pl.Series,
+                        **settings: Any) -> Iterator[pl.DataFrame]:
+    """`contamination`'s rows a partition at a time, in order."""
+    from .ray_dedup import ray_contamination_parts  # type: ignore[import-not-found,unused-ignore]
+
+    executor = _connected(stage_ctx)
+    return ray_contamination_parts(source, column, reference, max_retries=executor.config.max_retries,
+                                   **settings)  # type: ignore[no-any-return]
 
 
 def contamination(source: PoolPartitions, stage_ctx: Any, column: str, reference: pl.Series,

@@ -91,7 +91,7 @@ if TYPE_CHECKING:
     from ..metrics.partitioned import PoolPartitions
 
 __all__ = ["BLOCK_ROWS", "MAX_FULL_BUCKET", "DedupResult", "partition_rows", "ray_contamination",
-           "ray_near_duplicates", "shuffle_blocks"]
+           "ray_contamination_parts", "ray_near_duplicates", "shuffle_blocks"]
 
 #: Buckets larger than this become a star plus a chain of pairs, not all pairs (the Rust core's
 #: ``lsh::MAX_FULL_BUCKET``; the two must agree for the results to be identical).
@@ -285,11 +285,19 @@ def ray_contamination(source: PoolPartitions, column: str, reference: pl.Series,
                       max_retries: int = 3, **settings: Any) -> pl.DataFrame:
     """``fast.contamination`` of the pool's ``column`` against ``reference``, one Ray task per
     input partition (a row's match depends on that row alone); rows in pool order."""
+    parts = list(ray_contamination_parts(source, column, reference, max_retries=max_retries, **settings))
+    return pl.concat(parts) if parts else fast.contamination(pl.Series([], dtype=pl.String), reference, **settings)
+
+
+def ray_contamination_parts(source: PoolPartitions, column: str, reference: pl.Series, *,
+                            max_retries: int = 3, **settings: Any) -> Iterator[pl.DataFrame]:
+    """`ray_contamination`'s rows a partition at a time, in order (every task started first)."""
     reference_ref = ray.put(reference.to_arrow())
-    refs = [_contaminated.options(max_retries=max_retries).remote(source, index, column, reference_ref, settings)
-            for index, height in enumerate(source.heights) if height]
-    found = _gather(refs, "contamination")
-    return pl.concat(found) if found else fast.contamination(pl.Series([], dtype=pl.String), reference, **settings)
+    refs = {index: _contaminated.options(max_retries=max_retries).remote(source, index, column, reference_ref, settings)
+            for index, height in enumerate(source.heights) if height}
+    empty = fast.contamination(pl.Series([], dtype=pl.String), reference, **settings)
+    for index in range(len(source.heights)):
+        yield _gather([refs[index]], "contamination", names=[f"partition {index}"])[0] if index in refs else empty
 
 
 @ray.remote

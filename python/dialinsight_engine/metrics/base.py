@@ -203,6 +203,17 @@ class Metric(ABC):
         the pool's text). Default: none."""
         return set()
 
+    def score_partitions(self, source: PoolPartitions, ctx: MetricContext) -> Iterator[pl.DataFrame] | None:
+        """A pool-wide metric that can score the pool without it gathered anywhere: under a
+        distributed executor, for a pool too large for one process's search
+        (`[executor] dedup_local_rows`), the stage offers the partitions (`source`: every
+        input column, the rows in play) and takes, partition by partition in order, the rows
+        `finish_rows(score(pool))` would give for that partition's rows in play. None: not
+        here (then the stage gathers the columns `score` reads). The stage does not offer it
+        to a metric whose columns a later pool-wide metric reads. `ctx.stats` is read once
+        the partitions are taken. Default: None."""
+        return None
+
     def key_columns(self) -> set[str]:
         """Of `pool_columns()`, those the metric compares only for equality (group keys):
         where every pool-wide metric reading a string column says so, the driver gathers it

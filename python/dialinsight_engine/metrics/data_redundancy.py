@@ -16,6 +16,7 @@ Score: 1 - the highest similarity found (within the set, to a reference, or sema
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -118,6 +119,45 @@ def _joined(reasons: pl.Series, note: pl.Series) -> pl.Series:
         pl.concat_str("a", "b", separator="; ", ignore_nulls=True))).to_series()
 
 
+def _with_references(out: pl.DataFrame, similarity: np.ndarray, found: dict[str, pl.DataFrame],
+                     stats: dict[str, Any]) -> pl.DataFrame:
+    """`out` (the clusters' columns) with each reference set's matches (`found`, by label:
+    ``fast.contamination``'s rows), the score (1 - the highest similarity) and the reason
+    (the contamination notes); the matches counted into `stats`."""
+    notes = pl.repeat(None, out.height, dtype=pl.String, eager=True)
+    for label, matches in found.items():
+        note = matches.select(pl.when(pl.col("contaminated")).then(pl.format(
+            f"contaminated: matches {label} row {{}} (jaccard {{}})", "ref_index",
+            _two_decimals("max_jaccard")))).to_series()
+        notes = _joined(notes, note)
+        similarity = np.maximum(similarity, matches["max_jaccard"].fill_null(0.0).to_numpy())
+        out = out.with_columns(matches["max_jaccard"].alias(f"ref_jaccard_{label}"))
+        counts = stats.setdefault("contaminated", {})
+        counts[label] = counts.get(label, 0) + int(matches["contaminated"].sum())
+    return out.with_columns(score=_score_of(similarity), reason=notes)
+
+
+def _finished_partitions(folder: Path, partitions: int, references: dict[str, Iterator[pl.DataFrame]],
+                         stats: dict[str, Any]) -> Iterator[pl.DataFrame]:
+    """Each partition's rows finished from its clusters' file (`folder`) and its matches
+    against each reference set (`references`, by label, a partition at a time)."""
+    from ..run.dataset import part_name
+
+    for index in range(partitions):
+        clusters = pl.read_parquet(folder / part_name(index)).with_columns(pl.col("max_jaccard").cast(pl.Float64))
+        out = _with_references(clusters, clusters["max_jaccard"].to_numpy(),
+                               {label: next(parts) for label, parts in references.items()}, stats)
+        yield _with_near_reason(out, out["duplicate_of"].cast(pl.String))
+
+
+def _with_near_reason(result: pl.DataFrame, duplicate_of: pl.Series) -> pl.DataFrame:
+    """`duplicate_of` as the kept rows' ids, and the near-duplicate reason before the others."""
+    near = pl.DataFrame({"d": duplicate_of, "j": result["max_jaccard"]}).select(
+        pl.when(pl.col("d").is_not_null()).then(pl.format("near duplicate of {} (jaccard {})", "d",
+                                                          _two_decimals("j")))).to_series()
+    return result.with_columns(duplicate_of=duplicate_of, reason=_joined(near, result["reason"]))
+
+
 def read_reference(path: Path, text: str) -> pl.Series:
     from ..dialogue import render_dialogue
 
@@ -150,8 +190,9 @@ class DataRedundancy(Metric):
     phase = "instruction"
     Config = DataRedundancyConfig
     description = "MinHash/LSH near duplicates (keep one per cluster), contamination vs reference sets"
-    #: 2: native character-shingle signatures hash code points (the core changed them)
-    version = "2"
+    #: 2: native character-shingle signatures hash code points (the core changed them);
+    #: 3: a cluster's id is the pool position of its first row (in every group)
+    version = "3"
     config: DataRedundancyConfig
     #: the representatives' pool positions (sorted) and ids, from `score` for `finish_rows`
     _representatives: tuple[pl.Series, pl.Series]
@@ -203,20 +244,9 @@ class DataRedundancy(Metric):
                                                    .n_unique()).item(),
             "near_duplicates": int(out["is_duplicate"].sum()),
         }
-        notes = pl.repeat(None, out.height, dtype=pl.String, eager=True)
-        for ref in cfg.references:
-            found = self._contamination(df, ref, ctx, lang)
-            label = ref.name or Path(ref.path).name
-            note = found.select(pl.when(pl.col("contaminated")).then(pl.format(
-                f"contaminated: matches {label} row {{}} (jaccard {{}})", "ref_index",
-                _two_decimals("max_jaccard")))).to_series()
-            notes = _joined(notes, note)
-            similarity = np.maximum(similarity, found["max_jaccard"].fill_null(0.0).to_numpy())
-            out = out.with_columns(found["max_jaccard"].alias(f"ref_jaccard_{label}"))
-            stats.setdefault("contaminated", {})[label] = int(found["contaminated"].sum())
+        found = {self._label(ref): self._contamination(df, ref, ctx, lang) for ref in cfg.references}
+        out = _with_references(out, similarity, found, stats)
         ctx.stats[self.name] = stats
-        out = out.with_columns(score=_score_of(similarity),
-                               reason=notes)
         if cfg.semantic_threshold is not None:
             out = self._with_semantic(self.finish_rows(out), df, similarity, ctx)
         return out if ctx.rows_later else self.finish_rows(out)
@@ -230,10 +260,36 @@ class DataRedundancy(Metric):
             return result
         result = result.with_columns(pl.col("cluster_id").cast(pl.UInt64), pl.col("max_jaccard").cast(pl.Float64))
         positions, ids = self._representatives
-        dup = _lookup(positions, ids, result["duplicate_of"])
-        near = pl.DataFrame({"d": dup, "j": result["max_jaccard"]}).select(pl.when(pl.col("d").is_not_null()).then(
-            pl.format("near duplicate of {} (jaccard {})", "d", _two_decimals("j")))).to_series()
-        return result.with_columns(duplicate_of=dup, reason=_joined(near, result["reason"]))
+        return _with_near_reason(result, _lookup(positions, ids, result["duplicate_of"]))
+
+    def score_partitions(self, source: PoolPartitions, ctx: MetricContext) -> Iterator[pl.DataFrame] | None:
+        """The MinHash clusters computed on Ray with every partition's result written by the
+        tasks (`executors.dedup.near_duplicates_where_rows_lie`), then each partition's rows
+        finished from its file and its contamination: the driver holds one partition's rows.
+        Not for the embedding search (it needs the texts in one process), nor for a keep
+        column the partitions lack (a row-local metric's score)."""
+        from ..executors.dedup import near_duplicates_where_rows_lie
+
+        cfg = self.config
+        needed = {cfg.column, *cfg.group_by, *([cfg.keep] if cfg.keep not in ("first", "longest") else []),
+                  *([cfg.against] if cfg.references else [])}
+        if cfg.semantic_threshold is not None or not needed <= source.columns or ctx.stage_ctx is None:
+            return None
+        lang = ctx.text_language(self.name, source.language_sample(cfg.column).cast(pl.String))
+        folder = Path(ctx.stage_ctx.stage_dir) / ".phase" / f"{self.name}-clusters"
+        found = near_duplicates_where_rows_lie(
+            source, ctx.stage_ctx, folder, text_column=cfg.column, group_by=cfg.group_by, keep=cfg.keep,
+            id_column=R.INSTRUCTION_ID if R.INSTRUCTION_ID in source.columns else None, threshold=cfg.threshold,
+            num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram, unit=cfg.unit, normalize=True, language=lang)
+        stats: dict[str, Any] = {"language": ctx.stats.get(self.name, {}).get("language"),
+                                 "clusters_with_duplicates": found["clusters_with_duplicates"],
+                                 "near_duplicates": found["near_duplicates"]}
+        ctx.stats[self.name] = stats
+        references = {self._label(ref): self._contamination_parts(source, ref, ctx, lang) for ref in cfg.references}
+        return _finished_partitions(folder, len(source.paths), references, stats)
+
+    def _label(self, ref: ReferenceSet) -> str:
+        return ref.name or Path(ref.path).name
 
     def _with_semantic(self, out: pl.DataFrame, df: pl.DataFrame, similarity: np.ndarray,
                        ctx: MetricContext) -> pl.DataFrame:
@@ -269,19 +325,17 @@ class DataRedundancy(Metric):
         # (column by column: a struct's n_unique row-encodes the pool, +40 MB at 10^6 rows)
         one_group = df.height == 0 or all(df[c].n_unique() == 1 for c in cfg.group_by)
         parts = [indexed] if one_group else indexed.partition_by(cfg.group_by, maintain_order=True)
-        results, offset = [], 0
+        results = []
         for part in parts:
             found = near_duplicates(  # on Ray under the ray executor (executors/dedup.py)
                 part, stage_ctx, source, text_column=cfg.column, threshold=cfg.threshold, num_perm=cfg.num_perm, seed=cfg.seed,
                 ngram=cfg.ngram, unit=cfg.unit, normalize=True, keep=cfg.keep, id_column=None, language=lang,
                 compact=True)
-            # a cluster's label is a row of its group: below the pool's size plus the offset
-            cluster = pl.col("cluster_id").cast(pl.UInt32)
-            found = found.with_columns(  # (the first group's labels as they are: no copy)
-                _row=part["_row"], cluster_id=cluster + offset if offset else cluster,
-                duplicate_of=part["_row"].gather(found["duplicate_of"]), max_jaccard=pl.col("max_jaccard").cast(pl.Float32))
-            top = found["cluster_id"].max()
-            offset = int(top) + 1 if isinstance(top, int) else offset
+            # a cluster is labelled by the pool position of its first row, as on Ray, where
+            # the groups are searched together (`ray_near_duplicates`' group_by)
+            found = found.with_columns(_row=part["_row"], cluster_id=part["_row"].gather(found["cluster_id"]),
+                                       duplicate_of=part["_row"].gather(found["duplicate_of"]),
+                                       max_jaccard=pl.col("max_jaccard").cast(pl.Float32))
             results.append(found)
         if not results:
             return pl.DataFrame(schema={"cluster_id": pl.UInt32, "duplicate_of": pl.UInt32, "max_jaccard": pl.Float32,
@@ -290,6 +344,16 @@ class DataRedundancy(Metric):
         merged = (results[0] if len(results) == 1 else pl.concat(results).sort("_row")).drop("_row")
         return merged.with_columns(cluster_size=_cluster_sizes(merged["cluster_id"])).select(
             "cluster_id", "duplicate_of", "max_jaccard", "is_duplicate", "cluster_size")
+
+    def _contamination_parts(self, source: PoolPartitions, ref: ReferenceSet, ctx: MetricContext,
+                             lang: str) -> Iterator[pl.DataFrame]:
+        """`_contamination`'s rows a partition at a time, computed where the rows lie."""
+        from ..executors.dedup import contamination_parts
+
+        cfg = self.config
+        reference = read_reference(ctx.resolve_path(ref.path), ref.text)
+        return contamination_parts(source, ctx.stage_ctx, cfg.against, reference, threshold=ref.threshold or cfg.threshold,
+                                   num_perm=cfg.num_perm, seed=cfg.seed, ngram=cfg.ngram, unit=cfg.unit, language=lang)
 
     def _contamination(self, df: pl.DataFrame, ref: ReferenceSet, ctx: MetricContext,
                        lang: str) -> pl.DataFrame:

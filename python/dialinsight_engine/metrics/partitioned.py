@@ -13,11 +13,14 @@ process holds the pool:
       that need the pool only through a mergeable aggregate (`Metric.aggregates()`: n-gram
       richness), after a first map of their `partial` aggregates, `merge`d on the driver
       (the n-gram document frequencies per group);
-   c. the pool-wide metrics (richness, near duplicates, plugins) scored over the pool in play,
-      gathering only the columns they read (`Metric.pool_columns()`); their columns are cut
-      back into partitions (`<stage>/.phase/pooled/`);
+   c. the pool-wide metrics (richness, near duplicates, plugins): under Ray, for a pool too
+      large for one process's search, those that can score it where the rows lie
+      (`Metric.score_partitions`: near duplicates, nothing gathered), the others over the
+      pool in play, gathering only the columns they read (`Metric.pool_columns()`); their
+      columns are written back a partition at a time (`<stage>/.phase/pooled/`);
    d. the normalisation statistics of every score column over the rows in play
-      (`combine.PoolStats`: min/max, mean/std, sorted values for rank).
+      (`combine.PoolStats`: min/max a partition at a time; mean/std and the sorted values
+      for rank over the joined column).
 2. `decide` maps partition i: its rows in play get their metric columns from the two scratch
    files, are normalised by the pool statistics, combined and thresholded (`combine.combine`),
    and go back among the rows already out, in order: the rows `assess_phase` gives.
@@ -42,7 +45,7 @@ from .. import records as R
 from ..errors import StageFailed
 from ..executors.base import PartitionContext, PartitionFailed, RowStage, merge_stats
 from ..run import atomic, dataset
-from .base import Metric, MetricContext, Phase
+from .base import SCORE, Metric, MetricContext, Phase
 from .combine import (
     PoolStats,
     combine,
@@ -52,6 +55,7 @@ from .combine import (
     in_play_mask,
     instantiate,
     merged_pool_stats,
+    named_columns,
     reassemble,
     run_metric,
     score_col,
@@ -473,12 +477,95 @@ def _score_rowwise(ctx: StageContext, stage: RowMetrics, state: PhaseState, aggr
 
 
 def _score_pooled(ctx: StageContext, metrics: dict[str, Metric], state: PhaseState) -> None:
-    """Step 1c on the driver: the pool in play, narrowed to the columns the metrics read."""
+    """Step 1c on the driver: the pool in play, narrowed to the columns the metrics read, or,
+    for a metric that can (`Metric.score_partitions`), scored where the rows lie."""
+    paths = _partitions(ctx)
+    apart, mctx_apart = _scored_where_rows_lie(ctx, metrics, paths)
+    gathered = {n: m for n, m in metrics.items() if n not in apart}
+    pool, sizes, mctx = _gathered_pool(ctx, gathered, state, paths)
+    scored = {}
+    for name, metric in gathered.items():
+        t0 = time.perf_counter()
+        ctx.log.info("metric %s: scoring %d rows", name, pool.height)
+        result = run_metric(name, metric, pool, mctx)
+        pool = with_metric_columns(pool, result)
+        scored[name] = result
+        state.timings[name] = round(time.perf_counter() - t0, 3)
+    columns_gathered = pool.width - sum(result.width for result in scored.values())
+    del pool
+    assert state.pooled is not None
+    start, written = 0, 0
+    for i, rows in enumerate(sizes if gathered else mctx_apart.partitions.heights):  # type: ignore[union-attr]
+        part = pl.concat([_partition_result(name, metric, apart, scored, start, rows, state.timings)
+                          for name, metric in metrics.items()], how="horizontal")
+        written += atomic.write_parquet(Path(state.pooled) / dataset.part_name(i), part).stat().st_size
+        start += rows
+    state.metric_stats.update(mctx.stats)
+    state.metric_stats.update(mctx_apart.stats)
+    left = sorted(mctx.partitions.columns) if mctx.partitions is not None and gathered else []
+    ctx.stats.setdefault("prepare_maps", {})["pooled"] = {"rows": start, "columns": columns_gathered,
+                                                          "bytes": written, "left_in_partitions": left,
+                                                          "scored_where_rows_lie": sorted(apart)}
+
+
+def _partition_result(name: str, metric: Metric, apart: dict[str, Iterator[pl.DataFrame]],
+                      scored: dict[str, pl.DataFrame], start: int, rows: int, timings: dict[str, float]) -> pl.DataFrame:
+    """One metric's columns for one partition's rows in play: the next of its partitions
+    scored where they lie, or its slice of the gathered pool's result, finished."""
+    if name not in apart:
+        return finish_named(name, metric, scored[name].slice(start, rows))
+    t0 = time.perf_counter()
+    result = next(apart[name])
+    timings[name] = round(timings.get(name, 0.0) + time.perf_counter() - t0, 3)
+    if result.height != rows or SCORE not in result.columns:
+        raise StageFailed(f"metric {name!r}: score_partitions gave {result.height} rows for a partition of {rows} "
+                          f"rows in play, or no {SCORE!r} column")
+    return named_columns(name, result)
+
+
+def _scored_where_rows_lie(ctx: StageContext, metrics: dict[str, Metric],
+                           paths: list[Path]) -> tuple[dict[str, Iterator[pl.DataFrame]], MetricContext]:
+    """The metrics that score the pool without it gathered (`Metric.score_partitions`),
+    under a distributed executor for a pool too large for one process's search: each one's
+    partitions to come, and the context they report their stats in. A metric whose columns
+    a later one reads is not asked."""
+    from ..executors.dedup import distributed_pool, on_ray
+
+    mctx = MetricContext(stage_ctx=ctx)
+    if not paths or not on_ray(ctx):
+        return {}, mctx
+    heights = tuple(_rows_in_play(p) for p in paths)
+    if not distributed_pool(ctx, sum(heights)):
+        return {}, mctx
+    mctx.partitions = PoolPartitions(tuple(map(str, paths)), heights, frozenset(pl.read_parquet_schema(paths[0])))
+    mctx.rows_later = True
+    apart: dict[str, Iterator[pl.DataFrame]] = {}
+    names = list(metrics)
+    for index, (name, metric) in enumerate(metrics.items()):
+        later = [metrics[n].pool_columns() for n in names[index + 1:]]
+        if any(reads is None or any(_belongs(c, name) for c in reads) for reads in later):
+            continue
+        t0 = time.perf_counter()
+        parts = metric.score_partitions(mctx.partitions, mctx)
+        if parts is not None:
+            apart[name] = parts
+            ctx.log.info("metric %s: scored where the %d rows lie", name, sum(heights))
+            ctx.stats.setdefault("scored_where_rows_lie", {})[name] = round(time.perf_counter() - t0, 3)
+    return apart, mctx
+
+
+def _gathered_pool(ctx: StageContext, metrics: dict[str, Metric], state: PhaseState,
+                   paths: list[Path]) -> tuple[pl.DataFrame, list[int], MetricContext]:
+    """The pool in play as the `metrics` (those scored on it) read it: only their columns,
+    group keys as codes, the columns they read where the data lies left there; each
+    partition's rows in play; the context they score in."""
+    mctx = MetricContext(stage_ctx=ctx)
+    if not metrics:
+        return pl.DataFrame(), [], mctx
     wanted: set[str] | None = set()
     for metric in metrics.values():
         needs = metric.pool_columns()
         wanted = None if wanted is None or needs is None else wanted | needs | set(metric.requires)
-    paths = _partitions(ctx)
     left = _columns_left_in_partitions(ctx, metrics, wanted, paths)
     columns = sorted(wanted - left) if wanted is not None else None
     keys = _key_columns(metrics, columns)
@@ -496,30 +583,10 @@ def _score_pooled(ctx: StageContext, metrics: dict[str, Metric], state: PhaseSta
         sizes.append(play.height)
     pool = pl.concat(frames, how="vertical").rechunk() if frames else pl.DataFrame()
     del frames
-    mctx = MetricContext(stage_ctx=ctx)
     mctx.rows_later = True  # each partition's rows completed as written, below
     if left:
         mctx.partitions = PoolPartitions(tuple(map(str, paths)), tuple(sizes), frozenset(left))
-    scored = []
-    for name, metric in metrics.items():
-        t0 = time.perf_counter()
-        ctx.log.info("metric %s: scoring %d rows", name, pool.height)
-        result = run_metric(name, metric, pool, mctx)
-        pool = with_metric_columns(pool, result)
-        scored.append((name, metric, result))
-        state.timings[name] = round(time.perf_counter() - t0, 3)
-    state.metric_stats.update(mctx.stats)
-    gathered = pool.width - sum(result.width for _, _, result in scored)
-    del pool
-    assert state.pooled is not None
-    start, written = 0, 0
-    for i, rows in enumerate(sizes):
-        part = pl.concat([finish_named(name, metric, result.slice(start, rows)) for name, metric, result in scored],
-                         how="horizontal")
-        written += atomic.write_parquet(Path(state.pooled) / dataset.part_name(i), part).stat().st_size
-        start += rows
-    ctx.stats.setdefault("prepare_maps", {})["pooled"] = {"rows": start, "columns": gathered,
-                                                          "bytes": written, "left_in_partitions": sorted(left)}
+    return pool, sizes, mctx
 
 
 def _key_columns(metrics: dict[str, Metric], columns: list[str] | None) -> set[str]:

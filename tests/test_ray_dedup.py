@@ -391,10 +391,12 @@ def test_assess_on_ray_reads_text_and_ids_where_they_lie(cluster, write_spec, tm
 
 
 def test_components_by_star_rounds_equal_scipys():
-    """Large-star and small-star rounds (each block's links split as the tasks exchange
-    them) reach one star per component, centred on its smallest row: the same components
-    as scipy's on random graphs (a giant component, chains, isolated rows), with no edges,
-    and on one long chain, in far fewer rounds than its length."""
+    """Each block's links made stars on their local components, then large-star and
+    small-star rounds (each block's links split as the tasks exchange them), reach one star
+    per component, centred on its smallest row: the same components as scipy's on random
+    graphs (a giant component, chains, isolated rows), with no edges, and on one long chain
+    across blocks, in far fewer rounds than its length; so do the min-label propagation a
+    block's local stars use."""
     import numpy as np
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -402,7 +404,9 @@ def test_components_by_star_rounds_equal_scipys():
     from dialinsight_engine.executors.ray_components import (
         both_ways,
         large_star,
+        local_stars,
         small_star,
+        smallest_rows,
         star_labels,
     )
 
@@ -410,10 +414,10 @@ def test_components_by_star_rounds_equal_scipys():
         offsets = np.linspace(0, n, blocks + 1).astype(np.int64)
         pieces = [both_ways(edges, offsets)]  # one "task" wrote them
         seen: list[list[bytes]] = []
-        while not (len(seen) % 2 == 1 and len(seen) >= 3 and seen[-1] == seen[-3]):
+        while not (len(seen) % 2 == 1 and len(seen) >= 5 and seen[-1] == seen[-3]):
             mine = [unique_pairs(np.concatenate([p[b] for p in pieces])) for b in range(blocks)]
             seen.append([links.tobytes() for links in mine])
-            star = large_star if len(seen) % 2 == 1 else small_star
+            star = local_stars if len(seen) == 1 else large_star if len(seen) % 2 == 1 else small_star
             pieces = [both_ways(star(links), offsets) for links in mine]
         labels = np.arange(n)
         for b in range(blocks):
@@ -429,9 +433,10 @@ def test_components_by_star_rounds_equal_scipys():
             coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n)), directed=False)
         smallest = np.full(component.max() + 1, n)
         np.minimum.at(smallest, component, np.arange(n))
-        for blocks in (1, 3):
+        np.testing.assert_array_equal(smallest_rows(n, edges), smallest[component])
+        for blocks in (1, 3, 7):
             np.testing.assert_array_equal(components(n, edges, blocks)[0], smallest[component])
     chain = np.stack([np.arange(999, 0, -1), np.arange(1000, 1, -1)], axis=1)  # 999-1000, ..., 1-2
-    labels, rounds = components(1001, chain, 4)
+    labels, rounds = components(1001, chain, 40)
     np.testing.assert_array_equal(labels, np.r_[0, np.ones(1000, np.int64)])
     assert rounds < 60, rounds

@@ -10,8 +10,11 @@ label passed from neighbour to neighbour needs as many rounds as the longest cha
 a bucket above ``MAX_FULL_BUCKET`` rows is a chain). Each round every block's task reads
 its rows' *links* (both directions of each undirected edge, written for the block of
 their first row) from every task's file of the round before, and writes the new links the
-same way. The rounds stop when a large-star round reads what the one before the last did:
-the links no longer change, and they are the stars.
+same way. The first round replaces each block's links by stars on their components' smallest
+rows (a forest with the same connectivity), so that the rounds start from nearly the final
+stars (a near duplicate mostly lies in its original's block). The rounds stop when a
+large-star round reads what the one before the last large-star round did: the links no
+longer change, and they are the stars.
 
 Then three steps on the stars: each row with a link tells its centre (its label, the
 component's smallest row) its keep value and id; each centre picks the kept row (highest
@@ -44,8 +47,8 @@ from .exchange import (
 )
 from .pairs import unique_pairs
 
-__all__ = ["LINKS", "block_results", "both_ways", "centres", "large_star", "small_star", "star_labels", "star_round",
-           "to_centres"]
+__all__ = ["LINKS", "block_results", "both_ways", "centres", "large_star", "local_stars", "small_star",
+           "smallest_rows", "star_labels", "star_round", "to_centres"]
 
 #: A link: (row, neighbour), both pool positions, as every round reads and writes it.
 LINKS = np.dtype(np.int64)
@@ -76,6 +79,36 @@ def small_star(links: np.ndarray) -> np.ndarray:
     others = neighbour != to
     return np.concatenate([np.stack([neighbour[others], to[others]], axis=1),
                            np.stack([row[starts], smallest], axis=1)])
+
+
+def local_stars(links: np.ndarray) -> np.ndarray:
+    """The components of one block's links, each as a star on its smallest row: the same
+    components once every block's are joined (each block's links are replaced by a forest
+    with their connectivity), and as most near duplicates lie in their original's block,
+    the rounds that follow start from nearly the final stars."""
+    if len(links) == 0:
+        return links
+    rows, index = np.unique(links, return_inverse=True)
+    labels = smallest_rows(len(rows), index.reshape(links.shape))
+    members = np.flatnonzero(labels != np.arange(len(rows)))
+    return np.stack([rows[members], rows[labels[members]]], axis=1)
+
+
+def smallest_rows(n: int, edges: np.ndarray) -> np.ndarray:
+    """Each of `n` rows' component over `edges` (pairs of row indices), labelled by its
+    smallest row: min-label propagation with pointer jumping on one label array. Each label
+    is a row of the same component and never above its own row, so when every edge joins
+    equal labels and every label is its own, a component's label is its smallest row."""
+    labels = np.arange(n)
+    first, second = edges[:, 0], edges[:, 1]
+    while True:
+        low = np.minimum(labels[first], labels[second])
+        np.minimum.at(labels, first, low)
+        np.minimum.at(labels, second, low)
+        while not np.array_equal(jumped := labels[labels], labels):
+            labels = jumped
+        if np.array_equal(labels[first], labels[second]):
+            return labels
 
 
 def star_labels(links: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -117,12 +150,13 @@ def _links(directory: Path, step: int, block: int, blocks: int) -> np.ndarray:
 @ray.remote
 @releasing
 def star_round(folder: str, step: int, block: int, offsets: np.ndarray) -> str:
-    """One round for one block: large-star on even steps, small-star on odd ones; returns
-    a digest of the links it read (equal digests from every block: the same links)."""
+    """One round for one block: its local components as stars first, then large-star on
+    even steps, small-star on odd ones; returns a digest of the links it read (equal digests
+    from every block: the same links)."""
     directory, blocks = Path(folder), len(offsets) - 1
     links = _links(directory, step, block, blocks)
     digest = hashlib.blake2b(links.tobytes(), digest_size=16).hexdigest()
-    found = large_star(links) if step % 2 == 0 else small_star(links)
+    found = local_stars(links) if step == 0 else large_star(links) if step % 2 == 0 else small_star(links)
     write_split(directory / step_file(f"links{step + 1}", block), both_ways(found, offsets), LINKS, (2,))
     return digest
 

@@ -209,7 +209,7 @@ def ray_near_duplicates(
         candidates, n_edges = run.verify(n_reducers, threshold)
         written = folder / "results" if output is None else Path(output)
         components = run.cluster(keep != "first", id_column is not None, written)
-        frame = run.results(written, compact) if output is None else pl.DataFrame()
+        frame = run.results(written, compact, id_column is not None) if output is None else pl.DataFrame()
     return DedupResult(frame, run.stats | {
         "rows": int(offsets[-1]), "partitions": len(parts), "blocks": len(groups), "reducers": n_reducers,
         "bands": band_rows[0], "rows_per_band": band_rows[1], "language": hashing.language,
@@ -496,7 +496,9 @@ class _Run:
         values written by `sign` (else the "first" rule); `ids`: the ids written by `sign`."""
         blocks, folder, offsets, retries = len(self.groups), self.folder, self.block_offsets, self.max_retries
         digests: list[list[str]] = []
-        while not (len(digests) % 2 == 1 and len(digests) >= 3 and digests[-1] == digests[-3]):
+        # stop when a large-star round (an even step after the first, local one) reads what
+        # the large-star round before it read: the links are a fixed point, the stars
+        while not (len(digests) % 2 == 1 and len(digests) >= 5 and digests[-1] == digests[-3]):
             step = len(digests)
             digests.append(_gather([star_round.options(max_retries=retries).remote(folder, step, b, offsets)
                                     for b in range(blocks)], "components", names=self.names))
@@ -516,15 +518,29 @@ class _Run:
         return {"component_rounds": len(digests), "clusters_with_duplicates": int(sum(clusters)),
                 "near_duplicates": int(sum(duplicates))}
 
-    def results(self, output: Path, compact: bool) -> pl.DataFrame:
-        """The partitions' results in `output` as ``fast.near_duplicates``'s columns."""
-        frame = pl.concat([pl.read_parquet(output / part_name(p)) for p in range(len(self.parts))], how="vertical")
-        wide = not compact or int(self.offsets[-1]) >= 2**32
-        position, estimate = (pl.UInt64, pl.Float64) if wide else (pl.UInt32, pl.Float32)
-        positions = frame["duplicate_of"].dtype == pl.UInt64  # no ids: the kept rows' positions
-        return frame.select(pl.col("cluster_id").cast(position),
-                            pl.col("duplicate_of").cast(position) if positions else pl.col("duplicate_of"),
-                            pl.col("max_jaccard").cast(estimate), "is_duplicate")
+    def results(self, output: Path, compact: bool, ids: bool) -> pl.DataFrame:
+        """The partitions' results in `output` as ``fast.near_duplicates``'s columns, read a
+        partition at a time into columns of their final types (`ids`: `duplicate_of` holds
+        the kept rows' ids, joined as they come; else their positions)."""
+        n = int(self.offsets[-1])
+        wide = not compact or n >= 2**32
+        position, estimate = (np.uint64, np.float64) if wide else (np.uint32, np.float32)
+        cluster, kept = np.empty(n, position), np.zeros(n, position)
+        best, duplicate = np.empty(n, estimate), np.empty(n, bool)
+        named = []
+        for p in range(len(self.parts)):
+            start, end = int(self.offsets[p]), int(self.offsets[p + 1])
+            found = pl.read_parquet(output / part_name(p), memory_map=False)
+            cluster[start:end], best[start:end] = found["cluster_id"].to_numpy(), found["max_jaccard"].to_numpy()
+            duplicate[start:end] = found["is_duplicate"].to_numpy()
+            if ids:
+                named.append(found["duplicate_of"])
+            else:
+                kept[start:end] = found["duplicate_of"].fill_null(0).to_numpy()
+        frame = pl.DataFrame({"cluster_id": cluster, "duplicate_of": kept, "max_jaccard": best, "is_duplicate": duplicate})
+        if ids:
+            return frame.with_columns(duplicate_of=pl.concat(named))
+        return frame.with_columns(pl.when("is_duplicate").then(pl.col("duplicate_of")).alias("duplicate_of"))
 
 
 def _block_name(group: list[int]) -> str:

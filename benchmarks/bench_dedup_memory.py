@@ -65,6 +65,7 @@ def main() -> None:
         "rows": args.rows, "partitions": args.partitions, "blocks": found.stats["blocks"],
         "wall_s": round(wall, 1), "candidate_pairs": found.stats["candidate_pairs"],
         "edges": found.stats["edges"], "duplicates": int(found.frame["is_duplicate"].sum()),
+        "component_rounds": found.stats["component_rounds"],
         "shuffle_bytes": found.stats["shuffle_bytes"],
         "driver_mb": {"before": before[1] if before else None, "peak": sampler.driver},
         "worker_peak_mb": busiest[:2],

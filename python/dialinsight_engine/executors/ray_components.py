@@ -12,7 +12,7 @@ its rows' *links* (both directions of each undirected edge, written for the bloc
 their first row) from every task's file of the round before, and writes the new links the
 same way. The first round replaces each block's links by stars on their components' smallest
 rows (a forest with the same connectivity), so that the rounds start from nearly the final
-stars (a near duplicate mostly lies in its original's block). The rounds stop when a
+stars where near duplicates lie in their original's block (on a corpus in time order, often). The rounds stop when a
 large-star round reads what the one before the last large-star round did: the links no
 longer change, and they are the stars.
 
@@ -20,8 +20,8 @@ Then three steps on the stars: each row with a link tells its centre (its label,
 component's smallest row) its keep value and id; each centre picks the kept row (highest
 keep value, ties to the smallest row: the core's rule, "first" keeps the centre) and tells
 its members that row, its id and the component's size; each block writes its rows' results
-a partition at a time, which a caller reads where it needs them (the driver, for the frame
-``ray_near_duplicates`` returns; a partition's task, for a metric scored where the rows lie).
+a file per partition, which the driver reads one at a time (into the frame
+``ray_near_duplicates`` returns, or to finish a metric's rows a partition at a time).
 """
 
 from __future__ import annotations

@@ -269,6 +269,7 @@ class DataRedundancy(Metric):
         Not for the embedding search (it needs the texts in one process), nor for a keep
         column the partitions lack (a row-local metric's score)."""
         from ..executors.dedup import near_duplicates_where_rows_lie
+        from .partitioned import SCRATCH  # the stage's scratch, removed when the stage ends
 
         cfg = self.config
         needed = {cfg.column, *cfg.group_by, *([cfg.keep] if cfg.keep not in ("first", "longest") else []),
@@ -276,7 +277,7 @@ class DataRedundancy(Metric):
         if cfg.semantic_threshold is not None or not needed <= source.columns or ctx.stage_ctx is None:
             return None
         lang = ctx.text_language(self.name, source.language_sample(cfg.column).cast(pl.String))
-        folder = Path(ctx.stage_ctx.stage_dir) / ".phase" / f"{self.name}-clusters"
+        folder = Path(ctx.stage_ctx.stage_dir) / SCRATCH / f"{self.name}-clusters"
         found = near_duplicates_where_rows_lie(
             source, ctx.stage_ctx, folder, text_column=cfg.column, group_by=cfg.group_by, keep=cfg.keep,
             id_column=R.INSTRUCTION_ID if R.INSTRUCTION_ID in source.columns else None, threshold=cfg.threshold,

@@ -264,13 +264,14 @@ def _per_group(df: pl.DataFrame, group: str, **settings) -> pl.DataFrame:
 def test_groups_pair_apart_and_results_are_written_where_each_partition_lies(cluster, tmp_path):
     """With `group_by`, rows pair only within their group (the same text in two groups is
     no duplicate), as the core run on each group apart, and with `output` every partition's
-    result is written by the tasks, its kept rows named by id, its clusters' sizes beside."""
+    result is written by the tasks (an empty partition's too), its kept rows named by id,
+    its clusters' sizes beside."""
     base = _planted(1200, seed=9, zh=False)
     df = pl.concat([base.with_columns(group=pl.lit("a")), base.with_columns(group=pl.lit("b"), id=pl.col("id") + "b")])
     df = df.sample(fraction=1.0, shuffle=True, seed=4)  # the groups' rows interleaved
     for keep in ("first", "quality"):
         expected = _per_group(df, "group", threshold=0.7, keep=keep, id_column="id")
-        cuts = [300, 301, 1000, 1900]
+        cuts = [300, 300, 1000, 1900, 2400]  # two partitions empty (every row dropped before)
         found = ray_near_duplicates(_split(df, cuts), "text", threshold=0.7, keep=keep, id_column="id",
                                     group_by=["group"], output=tmp_path / keep, blocks=3)
         assert found.frame.is_empty() and found.stats["near_duplicates"] == expected["is_duplicate"].sum()

@@ -28,8 +28,8 @@ import pyarrow as pa
 
 from ..run import atomic
 
-__all__ = ["Piece", "SplitWriter", "piece", "read_all", "read_split", "read_split_table", "split_by", "split_writer",
-           "step_file", "write_split", "write_split_table"]
+__all__ = ["Piece", "SplitWriter", "destination_of", "piece", "read_all", "read_split", "read_split_table", "split_by",
+           "split_table_by", "split_writer", "step_file", "write_split", "write_split_table"]
 
 
 def step_file(step: str, task: int) -> str:
@@ -79,13 +79,31 @@ def write_split(path: Path, pieces: Iterable[np.ndarray], dtype: np.dtype, row_s
     return out.nbytes
 
 
+def destination_of(rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """The destination that holds each of `rows` (pool positions), where `offsets` are each
+    destination's first row, then the end."""
+    return np.searchsorted(offsets, rows, side="right") - 1
+
+
 def split_by(rows: np.ndarray, destination: np.ndarray, destinations: int) -> list[np.ndarray]:
     """`rows` cut into one piece per destination (`destination` of each row), each keeping
     the rows' order."""
-    order = np.argsort(destination, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(destination, minlength=destinations))])
+    order, bounds = _by_destination(destination, destinations)
     ordered = rows[order]
     return [ordered[bounds[d]:bounds[d + 1]] for d in range(destinations)]
+
+
+def split_table_by(table: pa.Table, destination: np.ndarray, destinations: int) -> list[pa.Table]:
+    """`split_by` for a table (rows with text, for `write_split_table`)."""
+    order, bounds = _by_destination(destination, destinations)
+    ordered = table.take(pa.array(order))
+    return [ordered.slice(bounds[d], bounds[d + 1] - bounds[d]) for d in range(destinations)]
+
+
+def _by_destination(destination: np.ndarray, destinations: int) -> tuple[np.ndarray, np.ndarray]:
+    """The order that groups rows by destination (stable), and where each one's rows start."""
+    order = np.argsort(destination, kind="stable")
+    return order, np.concatenate([[0], np.cumsum(np.bincount(destination, minlength=destinations))])
 
 
 def read_split(path: Path, destination: int) -> np.ndarray:

@@ -38,9 +38,11 @@ from ..allocator import releasing
 from ..run import atomic
 from ..run.dataset import part_name
 from .exchange import (
+    destination_of,
     read_split,
     read_split_table,
     split_by,
+    split_table_by,
     step_file,
     write_split,
     write_split_table,
@@ -129,15 +131,10 @@ def _runs(sorted_values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return starts, np.diff(np.r_[starts, len(sorted_values)])
 
 
-def owner(rows: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """The block of each pool position (`offsets`: each block's first row, then the end)."""
-    return np.searchsorted(offsets, rows, side="right") - 1
-
-
 def both_ways(links: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
     """Each undirected link in both directions, split by the block of its first row."""
     directed = np.concatenate([links, links[:, ::-1]]).astype(LINKS, copy=False)
-    return split_by(directed, owner(directed[:, 0], offsets), len(offsets) - 1)
+    return split_by(directed, destination_of(directed[:, 0], offsets), len(offsets) - 1)
 
 
 # -- the tasks -------------------------------------------------------------------------------
@@ -174,8 +171,8 @@ def to_centres(folder: str, step: int, block: int, offsets: np.ndarray, keep: bo
     if ids:
         block_ids = read_split_table(directory / step_file("ids", block), 0)["id"]
         members = members.append_column("id", block_ids.take(pa.array(rows - first)))
-    write_split_table(directory / step_file("members", block), _split_table(members, owner(labels, offsets), blocks),
-                      members.schema)
+    write_split_table(directory / step_file("members", block),
+                      split_table_by(members, destination_of(labels, offsets), blocks), members.schema)
 
 
 @ray.remote
@@ -194,8 +191,8 @@ def centres(folder: str, block: int, offsets: np.ndarray) -> int:
     told = pa.table({"row": row, "label": label, "rep": row[kept], "size": np.repeat(counts, counts).astype(np.uint32)})
     if "id" in members.column_names:
         told = told.append_column("rep_id", members["id"].take(pa.array(order[kept])))
-    write_split_table(directory / step_file("clusters", block), _split_table(told, owner(row, offsets), blocks),
-                      told.schema)
+    write_split_table(directory / step_file("clusters", block),
+                      split_table_by(told, destination_of(row, offsets), blocks), told.schema)
     return len(starts)
 
 
@@ -229,11 +226,3 @@ def block_results(folder: str, block: int, offsets: np.ndarray, parts: list[int]
         start, stop = int(part_offsets[part]) - first, int(part_offsets[part + 1]) - first
         atomic.write_parquet(Path(output) / part_name(part), frame.slice(start, stop - start))
     return int(duplicate.sum())
-
-
-def _split_table(table: pa.Table, destination: np.ndarray, destinations: int) -> list[pa.Table]:
-    """`table` cut into one piece per destination, each keeping the rows' order."""
-    order = np.argsort(destination, kind="stable")
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(destination, minlength=destinations))])
-    ordered = table.take(pa.array(order))
-    return [ordered.slice(bounds[d], bounds[d + 1] - bounds[d]) for d in range(destinations)]

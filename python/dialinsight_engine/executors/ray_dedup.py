@@ -75,6 +75,7 @@ from ..run import faults
 from ..run.dataset import part_name
 from .exchange import (
     Piece,
+    destination_of,
     piece,
     read_all,
     read_split,
@@ -420,7 +421,7 @@ def _take_rows(parts: list[PartRef], offsets: np.ndarray, column: str, rows: np.
                max_retries: int, step: str) -> pa.ChunkedArray:
     """Values of ``column`` at global ``rows`` (sorted), fetched from their partitions; with
     no rows, an empty array of the column's type."""
-    owner = np.searchsorted(offsets, rows, side="right") - 1
+    owner = destination_of(rows, offsets)
     wanted = {int(p): rows[owner == p] - offsets[p] for p in np.unique(owner)} or {0: rows}
     chunks = _gather([_take.options(max_retries=max_retries).remote(parts[p], column, local)
                       for p, local in wanted.items()], step)
@@ -686,8 +687,8 @@ def _buckets(folder: str, reducer: int, offsets: np.ndarray) -> int:
         found = _pairs_of_buckets(band["band"], band["key"], band["row"].astype(np.int64))
         pairs = merged_pairs(pairs, found)
     del keys
-    owner = np.searchsorted(offsets, pairs[:, 1], side="right") - 1
-    return write_split(directory / step_file("pairs", reducer), split_by(pairs, owner, blocks), pairs.dtype, (2,))
+    return write_split(directory / step_file("pairs", reducer),
+                       split_by(pairs, destination_of(pairs[:, 1], offsets), blocks), pairs.dtype, (2,))
 
 
 def _pairs_of_buckets(band: np.ndarray, key: np.ndarray, row: np.ndarray) -> np.ndarray:

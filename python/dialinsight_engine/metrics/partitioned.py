@@ -480,9 +480,10 @@ def _score_pooled(ctx: StageContext, metrics: dict[str, Metric], state: PhaseSta
     """Step 1c on the driver: the pool in play, narrowed to the columns the metrics read, or,
     for a metric that can (`Metric.score_partitions`), scored where the rows lie."""
     paths = _partitions(ctx)
-    apart, mctx_apart = _scored_where_rows_lie(ctx, metrics, paths)
+    heights = _distributed_heights(ctx, paths)
+    apart, mctx_apart = _scored_where_rows_lie(ctx, metrics, paths, heights)
     gathered = {n: m for n, m in metrics.items() if n not in apart}
-    pool, sizes, mctx = _gathered_pool(ctx, gathered, state, paths)
+    pool, sizes, mctx = _gathered_pool(ctx, gathered, state, paths, heights is not None)
     scored = {}
     for name, metric in gathered.items():
         t0 = time.perf_counter()
@@ -495,7 +496,7 @@ def _score_pooled(ctx: StageContext, metrics: dict[str, Metric], state: PhaseSta
     del pool
     assert state.pooled is not None
     start, written = 0, 0
-    for i, rows in enumerate(sizes if gathered else mctx_apart.partitions.heights):  # type: ignore[union-attr]
+    for i, rows in enumerate(sizes if gathered else heights or ()):
         part = pl.concat([_partition_result(name, metric, apart, scored, start, rows, state.timings)
                           for name, metric in metrics.items()], how="horizontal")
         written += atomic.write_parquet(Path(state.pooled) / dataset.part_name(i), part).stat().st_size
@@ -523,19 +524,26 @@ def _partition_result(name: str, metric: Metric, apart: dict[str, Iterator[pl.Da
     return named_columns(name, result)
 
 
-def _scored_where_rows_lie(ctx: StageContext, metrics: dict[str, Metric],
-                           paths: list[Path]) -> tuple[dict[str, Iterator[pl.DataFrame]], MetricContext]:
-    """The metrics that score the pool without it gathered (`Metric.score_partitions`),
-    under a distributed executor for a pool too large for one process's search: each one's
-    partitions to come, and the context they report their stats in. A metric whose columns
-    a later one reads is not asked."""
+def _distributed_heights(ctx: StageContext, paths: list[Path]) -> tuple[int, ...] | None:
+    """Each partition's rows in play when the pool is searched across the cluster (under
+    Ray, `dedup_local_rows` rows or more); None otherwise (off Ray they are not counted)."""
     from ..executors.dedup import distributed_pool, on_ray
 
-    mctx = MetricContext(stage_ctx=ctx)
     if not paths or not on_ray(ctx):
-        return {}, mctx
+        return None
     heights = tuple(_rows_in_play(p) for p in paths)
-    if not distributed_pool(ctx, sum(heights)):
+    return heights if distributed_pool(ctx, sum(heights)) else None
+
+
+def _scored_where_rows_lie(ctx: StageContext, metrics: dict[str, Metric], paths: list[Path],
+                           heights: tuple[int, ...] | None) -> tuple[dict[str, Iterator[pl.DataFrame]], MetricContext]:
+    """The metrics that score the pool without it gathered (`Metric.score_partitions`),
+    under a distributed executor for a pool too large for one process's search (`heights`:
+    its partitions' rows in play, None when it is not): each one's partitions to come, and
+    the context they report their stats in. A metric whose columns a later one reads is not
+    asked."""
+    mctx = MetricContext(stage_ctx=ctx)
+    if heights is None:
         return {}, mctx
     mctx.partitions = PoolPartitions(tuple(map(str, paths)), heights, frozenset(pl.read_parquet_schema(paths[0])))
     mctx.rows_later = True
@@ -554,11 +562,11 @@ def _scored_where_rows_lie(ctx: StageContext, metrics: dict[str, Metric],
     return apart, mctx
 
 
-def _gathered_pool(ctx: StageContext, metrics: dict[str, Metric], state: PhaseState,
-                   paths: list[Path]) -> tuple[pl.DataFrame, list[int], MetricContext]:
+def _gathered_pool(ctx: StageContext, metrics: dict[str, Metric], state: PhaseState, paths: list[Path],
+                   distributed: bool) -> tuple[pl.DataFrame, list[int], MetricContext]:
     """The pool in play as the `metrics` (those scored on it) read it: only their columns,
-    group keys as codes, the columns they read where the data lies left there; each
-    partition's rows in play; the context they score in."""
+    group keys as codes, the columns they read where the data lies left there (for a
+    `distributed` pool); each partition's rows in play; the context they score in."""
     mctx = MetricContext(stage_ctx=ctx)
     if not metrics:
         return pl.DataFrame(), [], mctx
@@ -566,7 +574,7 @@ def _gathered_pool(ctx: StageContext, metrics: dict[str, Metric], state: PhaseSt
     for metric in metrics.values():
         needs = metric.pool_columns()
         wanted = None if wanted is None or needs is None else wanted | needs | set(metric.requires)
-    left = _columns_left_in_partitions(ctx, metrics, wanted, paths)
+    left = _columns_left_in_partitions(metrics, wanted, distributed)
     columns = sorted(wanted - left) if wanted is not None else None
     keys = _key_columns(metrics, columns)
     frames, sizes = [], []
@@ -610,15 +618,12 @@ def _as_codes(frame: pl.DataFrame, keys: set[str]) -> pl.DataFrame:
     return frame.with_columns(cast) if cast else frame
 
 
-def _columns_left_in_partitions(ctx: StageContext, metrics: dict[str, Metric], wanted: set[str] | None,
-                                paths: list[Path]) -> set[str]:
+def _columns_left_in_partitions(metrics: dict[str, Metric], wanted: set[str] | None, distributed: bool) -> set[str]:
     """The columns the driver need not gather: under a distributed executor, with a pool too
-    large for one process's near-duplicate search, those that every pool-wide metric reading
-    them reads from the partitions itself (the text columns: most of a row's bytes)."""
-    from ..executors.dedup import distributed_pool, on_ray
-
-    # off Ray there is no need to count the rows
-    if wanted is None or not paths or not on_ray(ctx) or not distributed_pool(ctx, sum(map(_rows_in_play, paths))):
+    large for one process's near-duplicate search (`distributed`), those that every pool-wide
+    metric reading them reads from the partitions itself (the text columns: most of a row's
+    bytes)."""
+    if wanted is None or not distributed:
         return set()
     offered = set().union(*(m.partition_columns() for m in metrics.values()))
     needed_here = set().union(*((m.pool_columns() or set()) - m.partition_columns() | set(m.requires)

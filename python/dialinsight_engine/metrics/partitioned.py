@@ -399,19 +399,27 @@ def _language_sample(metric: Metric, paths: list[Path]) -> list[str]:
 
 class _SeenTexts:
     """The hashes of the texts seen so far (Polars' `hash`, as the whole pool's
-    `is_first_distinct` compares them), sorted, 8 bytes per distinct text."""
+    `is_first_distinct` compares them), 8 bytes per distinct text, in sorted runs merged as a
+    binary counter's digits: adding n hashes sorts O(n log n) and a lookup searches O(log n)
+    runs. (One sorted array with `np.insert` copied every hash seen for each partition:
+    quadratic in the pool, ~1.6 TB of copies at 10^8 dialogues in 2,000 partitions.)"""
 
     def __init__(self) -> None:
-        self.hashes = np.zeros(0, np.uint64)
+        self.runs: list[np.ndarray] = []
 
     def add(self, texts: pl.Series) -> np.ndarray:
         """Which of `texts` are first seen here: not seen before, nor earlier in `texts`."""
         hashes = texts.hash(seed=0).to_numpy()
         distinct, index = np.unique(hashes, return_index=True)
-        at = np.searchsorted(self.hashes, distinct)
-        known = self.hashes[np.minimum(at, len(self.hashes) - 1)] == distinct if len(self.hashes) else \
-            np.zeros(len(distinct), bool)
-        self.hashes = np.insert(self.hashes, at[~known], distinct[~known])  # still sorted
+        known = np.zeros(len(distinct), bool)
+        for run in self.runs:
+            at = np.minimum(np.searchsorted(run, distinct), len(run) - 1)
+            known |= run[at] == distinct
+        if not known.all():
+            self.runs.append(distinct[~known])  # np.unique's order: sorted
+            while len(self.runs) > 1 and len(self.runs[-2]) <= 2 * len(self.runs[-1]):
+                top = self.runs.pop()
+                self.runs[-1] = np.sort(np.concatenate([self.runs[-1], top]))
         first = np.zeros(len(hashes), bool)
         first[index[~known]] = True
         return first

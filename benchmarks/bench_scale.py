@@ -156,6 +156,7 @@ def stage_figures(run: Path, n: int) -> dict[str, dict[str, object]]:
             "driver_peak_rss_mb": m["stats"].get("driver_peak_rss_mb"),
             "worker_peak_rss_mb": costs.get("worker_peak_rss_mb"), "workers": costs.get("workers"),
             "output_hash": m["output_hash"][:16],
+            "content_hash_in": m["stats"].get("content_hash_in"),  # "tasks" (Ray) or "driver"
         }
         if stage == "assess":  # where assess's time went: prepare's maps, the driver's pool-wide metrics
             summary = json.loads((run / stage / "quality_summary.json").read_text())

@@ -79,6 +79,7 @@ def test_ray_cluster_gives_the_local_hashes_through_worker_and_driver_kills(clus
     scenes = manifest(run, "scenes")
     assert scenes["stats"]["partitions"] == {"total": 4, "reused": 0, "computed": 4, "executor": "ray"}
     assert scenes["output_hash"] == want["scenes"]
+    assert scenes["stats"]["content_hash_in"] == "tasks"  # the driver read none of its rows back
     assert not (run / "seeds" / "manifest.json").exists()
     finished = len(list((run / "seeds" / "progress").glob("part-*.json")))
     # the driver saw 2; the workers may have finished the others before it died (a loaded machine)

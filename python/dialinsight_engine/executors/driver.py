@@ -55,6 +55,7 @@ class OutputSummary:
     rows: int
     kept: int | None
     content_hash: str
+    hashed_in: str = "driver"  # or "tasks": the executor's, a partition each
 
 
 def produce(stage: Stage, ctx: StageContext, executor: Executor, key: str) -> list[dataset.Partition]:
@@ -152,8 +153,16 @@ def keep_failed_rows(ctx: StageContext, failed: PartitionFailed) -> str:
             f"for it, and the finished partitions are reused on the next run")
 
 
-def summarise(folder: Path) -> OutputSummary:
-    """One streaming pass over the written output: rows, kept rows, content hash."""
+def summarise(folder: Path, partitions: list[dict[str, Any]] | None = None,
+              executor: Executor | None = None) -> OutputSummary:
+    """Rows, kept rows and content hash of the written output: on Ray, hashed in the tasks a
+    partition each (`content_hash`, given the manifest's `partitions`); else in one streaming
+    pass here."""
+    if executor is not None and executor.name == "ray" and partitions:
+        from .content_hash import hashed_in_tasks
+
+        rows, kept_rows, content = hashed_in_tasks(executor, folder, partitions)
+        return OutputSummary([], rows, kept_rows, content, hashed_in="tasks")
     rows, kept, has_kept = 0, 0, False
 
     def frames() -> Iterator[pl.DataFrame]:

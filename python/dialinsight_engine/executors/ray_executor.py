@@ -16,11 +16,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..allocator import releasing
-from ..errors import UserError
+from ..errors import StageFailed, UserError
 from .base import (
     WORKER_FAULT_ENV,
     PartitionFailed,
@@ -49,6 +49,11 @@ HINT = ("start one with `ray start --head` (then --address auto), check the host
 @releasing
 def _compute(stage: RowStage, spec: Spec, task: PartitionTask, state: Any) -> PartitionResult:
     return compute_partition(stage, spec, task, state)
+
+
+@releasing
+def _call(function: Callable[[Any], Any], item: Any) -> Any:
+    return function(item)
 
 
 class RayExecutor:
@@ -127,6 +132,28 @@ class RayExecutor:
             raise PartitionFailed(task.index, task.input_path,
                                   f"{type(exc).__name__} after {self.config.max_retries} retries: "
                                   f"{str(exc).splitlines()[0]}") from None
+
+    def call_each(self, function: Callable[[Any], Any], items: Sequence[Any], step: str) -> list[Any]:
+        """`function(item)` as one Ray task per item (a lost worker retried as a partition's
+        task is), results in the items' order; a task that fails after the retries fails the
+        stage, naming the step and the item's position."""
+        ray = self.connect()
+        remote = ray.remote(num_cpus=self.config.num_cpus, max_retries=self.config.max_retries,
+                            retry_exceptions=False)(_call)
+        refs = [remote.remote(function, item) for item in items]
+        results = []
+        try:
+            for index, ref in enumerate(refs):
+                try:
+                    results.append(ray.get(ref))
+                except ray.exceptions.RayError as exc:
+                    cause = getattr(exc, "cause", None) or exc
+                    raise StageFailed(f"{step}: task {index} of {len(refs)} failed after Ray's retries: "
+                                      f"{type(cause).__name__}: {str(cause).strip()[:500]}") from None
+        finally:
+            for ref in refs[len(results):]:
+                ray.cancel(ref, force=True)
+        return results
 
     def generation_client(self, spec: Spec, name: str, registry: Registry, cache_dir: Path) -> Any:
         """`[backends.NAME]` as a pool of generation actors on this cluster, sharing the run's

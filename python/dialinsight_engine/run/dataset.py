@@ -4,7 +4,8 @@ Every reader of stage output goes through `read_output` / `iter_output` here, so
 knows the layout. Each partition is written atomically (`atomic.write_parquet`) and listed in
 the stage manifest with its row count and SHA-256. The content hash (`content_hash`) is taken
 over the rows in order, in fixed-size canonical chunks, so it is the same however the rows are
-split into partitions (one executor may write 3 partitions where another writes 30).
+split into partitions (one executor may write 3 partitions where another writes 30); each
+chunk is hashed on its own, so the executor's tasks can hash them where the data lies.
 
 JSON-valued columns (`JSON_COLUMNS`: `truth`, `meta`, `output_schema`) are canonical JSON text
 in memory (`json.dumps(value, sort_keys=True)`; ingest drops null-valued keys of `truth` and
@@ -23,9 +24,11 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any, cast
 
+import numpy as np
 import polars as pl
+import pyarrow as pa
 from polars.datatypes import DataTypeClass
 
 from .. import records as R
@@ -239,28 +242,60 @@ def own_buffers(frame: pl.DataFrame) -> pl.DataFrame:
     return cast(pl.DataFrame, pl.from_arrow(frame.to_arrow(compat_level=pl.CompatLevel.oldest())))
 
 
-def content_hash(frames: Iterable[pl.DataFrame]) -> str:
-    """SHA-256 over the rows in order: Arrow IPC bytes (uncompressed, plain offsets) of
-    canonical chunks of HASH_CHUNK_ROWS rows. Equal for equal rows whatever the partitioning."""
+def content_hash(frames: Iterable[pl.DataFrame], chunk_rows: int = HASH_CHUNK_ROWS) -> str:
+    """SHA-256 over the schema and, in order, the digest of each canonical chunk of
+    HASH_CHUNK_ROWS rows (`chunk_digest`). Equal for equal rows whatever the partitioning, and
+    the same value whoever computes the chunks' digests: the driver in one pass here, or the
+    executor's tasks a partition at a time (`executors/content_hash.py`)."""
     h = hashlib.sha256()
     schema_done = False
-    for chunk in split_rows(frames, HASH_CHUNK_ROWS):
+    for chunk in split_rows(frames, chunk_rows):
         if not schema_done:
-            h.update(repr(list(chunk.schema.items())).encode())
+            h.update(schema_bytes(chunk))
             schema_done = True
-        if chunk.height == 0:
-            continue
-        # streamed into the hash: no second copy of the chunk's bytes in memory
-        chunk.rechunk().write_ipc(cast(IO[bytes], _HashWriter(h)), compression="uncompressed",
-                                  compat_level=pl.CompatLevel.oldest())
+        if chunk.height:
+            h.update(chunk_digest(chunk))
     return h.hexdigest()
+
+
+def combined_hash(schema: bytes, digests: Iterable[bytes]) -> str:
+    """`content_hash` from the schema of the first chunk and every chunk's digest, in order."""
+    h = hashlib.sha256(schema)
+    for digest in digests:
+        h.update(digest)
+    return h.hexdigest()
+
+
+def schema_bytes(frame: pl.DataFrame) -> bytes:
+    return repr(list(frame.schema.items())).encode()
+
+
+def chunk_digest(chunk: pl.DataFrame) -> bytes:
+    """SHA-256 of a chunk's Arrow IPC stream (uncompressed, plain offsets), its arrays rebuilt
+    first (`take`): a slice of a larger array keeps that array's bits around its rows (the
+    rest of a boolean's byte, a list's child values, a null's bitmap), which the IPC writers
+    copy, so the same rows cut from differently sized partitions gave different bytes (a test
+    in tests/test_content_hash.py cuts 40 rows at random 400 times). Rebuilt, a column has a
+    validity bitmap only if it has nulls, and the writer omits it otherwise."""
+    table = chunk.to_arrow(compat_level=pl.CompatLevel.oldest()).combine_chunks()
+    table = table.take(pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    h = hashlib.sha256()
+    # streamed into the hash: no second copy of the chunk's bytes in memory
+    with pa.ipc.new_stream(pa.PythonFile(_HashWriter(h), mode="w"), table.schema) as writer:
+        writer.write_table(table)
+    return h.digest()
 
 
 class _HashWriter:
     """A write-only file object that feeds what is written to a hash."""
 
+    closed = False  # asked by pyarrow's file wrapper
+
     def __init__(self, h: Any) -> None:
         self.h = h
+
+    def flush(self) -> None:
+        pass
 
     def write(self, data: bytes) -> int:
         self.h.update(data)

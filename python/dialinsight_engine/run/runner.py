@@ -216,7 +216,7 @@ class Runner:
             ctx.close()
         faults.point(f"stage:{stage.name}:data-written")
         # hashed from the bytes on disk: what the next run checks and what downstream reads
-        summary = self._summarise(folder, ctx.stats)
+        summary = self._summarise(folder, partitions, ctx.stats)
         inputs = {}
         if item.input_stage:
             inputs[item.input_stage] = self._output_hash(item.input_stage) or ""
@@ -249,15 +249,15 @@ class Runner:
         key = canonical_hash([fingerprint, self._output_hash(input_stage) if input_stage else None])
         return [p.to_dict() for p in produce(stage, ctx, self.executor(), key)]
 
-    @staticmethod
-    def _summarise(folder: Path, stats: dict[str, Any]) -> Any:
+    def _summarise(self, folder: Path, partitions: list[dict[str, Any]], stats: dict[str, Any]) -> Any:
         from ..allocator import release
         from ..executors.base import peak_rss_mb
         from ..executors.driver import summarise
 
         release()  # what the stage freed goes back before the pass, and the pass's after it
-        summary = summarise(folder)
+        summary = summarise(folder, partitions, self.executor())
         release()
+        stats["content_hash_in"] = summary.hashed_in
         # the driver's peak so far in this process, this pass included (the benchmarks read it)
         stats["driver_peak_rss_mb"] = peak_rss_mb()
         return summary

@@ -260,3 +260,24 @@ def test_seen_keys_compare_all_128_bits_when_the_first_64_collide():
     asked = np.array([[5, 2], [5, 4], [7, 1], [6, 1], [9, 0], [5, 3], [9, 1], [0, 0], [1, 1]], dtype=np.uint64)
     assert seen.contains(asked).tolist() == [True, False, True, False, True, True, False, False, True]
     assert sum(len(first) for first, _ in seen.runs) == 6
+
+
+def test_seen_keys_hold_what_was_added_through_their_merges():
+    """Runs merged as a binary counter's digits (each key put at its place in the merged run):
+    every key added is found, no other, and each run stays sorted."""
+    import numpy as np
+
+    from dialinsight_engine.stages.ingest import SeenKeys
+
+    rng = np.random.default_rng(4)
+    seen, added = SeenKeys(), set()
+    for size in rng.integers(1, 400, 60):
+        keys = rng.integers(0, 50, (size, 2)).astype(np.uint64)  # small values: first halves collide
+        keys = keys[~seen.contains(keys)]
+        keys = np.unique(keys, axis=0)
+        seen.add(keys)
+        added |= {tuple(k) for k in keys.tolist()}
+    assert sum(len(first) for first, _ in seen.runs) == len(added) and len(seen.runs) < 12
+    assert all(np.all(first[:-1] <= first[1:]) for first, _ in seen.runs)
+    asked = rng.integers(0, 60, (5000, 2)).astype(np.uint64)
+    assert seen.contains(asked).tolist() == [tuple(k) in added for k in asked.tolist()]

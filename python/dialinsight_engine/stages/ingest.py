@@ -197,13 +197,29 @@ class SeenKeys:
             return
         self.runs.append(_sorted(keys[:, 0], keys[:, 1]))
         while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
-            top, below = self.runs.pop(), self.runs[-1]
-            self.runs[-1] = _sorted(np.concatenate([below[0], top[0]]), np.concatenate([below[1], top[1]]))
+            top = self.runs.pop()
+            self.runs[-1] = _merged(self.runs[-1], top)
 
 
 def _sorted(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     order = np.argsort(first, kind="stable")
     return first[order], second[order]
+
+
+def _merged(below: tuple[np.ndarray, np.ndarray], top: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Two runs as one, each key put at its place: 17 bytes per key besides the runs and 8
+    per key of `top`. (Concatenating and sorting anew took 40 per key: the concatenation,
+    the order, the reordered copy; at 10^6 ids that merge set ingest's peak.)"""
+    at = np.searchsorted(below[0], top[0], side="right") + np.arange(len(top[0]))
+    from_top = np.zeros(len(below[0]) + len(top[0]), bool)
+    from_top[at] = True
+    merged = []
+    for below_part, top_part in zip(below, top, strict=True):
+        out = np.empty(len(from_top), np.uint64)
+        out[at] = top_part
+        out[~from_top] = below_part
+        merged.append(out)
+    return merged[0], merged[1]
 
 
 def _dialogue_row(rid: str, source: str, turns: list[dict[str, str]], rec: dict[str, Any]) -> dict[str, Any]:

@@ -154,6 +154,7 @@ def stage_figures(run: Path, n: int) -> dict[str, dict[str, object]]:
             "map_seconds_per_partition": round(costs["map_seconds"] / max(1, len(m["partitions"])), 3)
             if costs else None,
             "driver_peak_rss_mb": m["stats"].get("driver_peak_rss_mb"),
+            "driver_rss_after_mb": m["stats"].get("driver_rss_after_mb"),
             "worker_peak_rss_mb": costs.get("worker_peak_rss_mb"), "workers": costs.get("workers"),
             "output_hash": m["output_hash"][:16],
             "content_hash_in": m["stats"].get("content_hash_in"),  # "tasks" (Ray) or "driver"

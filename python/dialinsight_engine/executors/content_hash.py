@@ -28,12 +28,13 @@ from ..run import dataset
 @dataclass(frozen=True)
 class HashTask:
     """Hash the chunks that start in partition `index`: its rows from `skip` on, then the
-    following files in `paths` as far as the `chunks`-th chunk runs."""
+    first `heads[k]` rows of each following file `paths[k + 1]`, where its last chunk runs."""
 
     index: int
     paths: list[str]  # the partition's file first
     skip: int  # its rows before the first chunk that starts in it
     chunks: int
+    heads: list[int]
 
 
 @dataclass(frozen=True)
@@ -58,19 +59,23 @@ def hash_tasks(paths: list[str], rows: list[int], chunk_rows: int = dataset.HASH
         if chunks:
             # the partition holding the last row of its last chunk (an empty one never does)
             last = int(np.searchsorted(offsets, min(past * chunk_rows, total) - 1, side="right")) - 1
-        tasks.append(HashTask(index, paths[index:last + 1], first * chunk_rows - start if chunks else 0, chunks))
+        reach = min(past * chunk_rows, total)  # the row after its last chunk
+        heads = [int(min(offsets[j + 1], reach) - offsets[j]) for j in range(index + 1, last + 1)]
+        tasks.append(HashTask(index, paths[index:last + 1], first * chunk_rows - start if chunks else 0, chunks, heads))
     return tasks
 
 
 def hash_partition(task: HashTask, chunk_rows: int = dataset.HASH_CHUNK_ROWS) -> HashResult:
-    """The task: the same chunks, cut the same way, as `dataset.content_hash` cuts the whole
-    output (`split_rows` from the chunk's first row), so the digests are the same bytes'."""
+    """The task: the same chunks as `dataset.content_hash` cuts from the whole output
+    (`split_rows` from the first chunk's first row; a chunk's digest depends on its rows
+    only, not on the arrays they were cut from, so the next files are read only as far as
+    needed)."""
     own = dataset.read_partition(Path(task.paths[0]))
     kept = int(own[KEPT].sum()) if KEPT in own.columns else None
     if not task.chunks:
         return HashResult(task.index, own.height, kept, dataset.schema_bytes(own), [])
-    frames: Iterator[pl.DataFrame] = chain([own.slice(task.skip)],
-                                           (dataset.read_partition(Path(p)) for p in task.paths[1:]))
+    heads = (dataset.read_partition(Path(p), rows=n) for p, n in zip(task.paths[1:], task.heads, strict=True))
+    frames: Iterator[pl.DataFrame] = chain([own.slice(task.skip)], heads)
     digests: list[bytes] = []
     schema = b""
     for chunk in islice(dataset.split_rows(frames, chunk_rows), task.chunks):

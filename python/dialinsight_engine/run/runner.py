@@ -251,7 +251,7 @@ class Runner:
 
     def _summarise(self, folder: Path, partitions: list[dict[str, Any]], stats: dict[str, Any]) -> Any:
         from ..allocator import release
-        from ..executors.base import peak_rss_mb
+        from ..executors.base import peak_rss_mb, rss_mb
         from ..executors.driver import summarise
 
         release()  # what the stage freed goes back before the pass, and the pass's after it
@@ -260,6 +260,7 @@ class Runner:
         stats["content_hash_in"] = summary.hashed_in
         # the driver's peak so far in this process, this pass included (the benchmarks read it)
         stats["driver_peak_rss_mb"] = peak_rss_mb()
+        stats["driver_rss_after_mb"] = rss_mb()  # what the driver holds after the stage
         return summary
 
     @staticmethod

@@ -73,3 +73,34 @@ def test_release_trims_the_heap_unless_the_user_sets_glibc_up(given):
         assert released_mb > 60, f"the user's setting was overridden: {released_mb} MB held"
     else:
         assert released_mb < 20, f"{released_mb} MB still held after release()"
+
+
+# 200 pyarrow arrays of 1 MiB freed: mimalloc, pyarrow's own pool, kept their pages (~200 MB)
+ARROW_PROBE = """
+import os
+import numpy as np
+import dialinsight_engine
+import pyarrow as pa
+def rss_mb():
+    return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+ones = pa.array(np.ones(2**17))
+base = rss_mb()
+held = [pa.concat_arrays([ones]) for _ in range(200)]  # each a copy in a buffer of the pool
+del held
+print(pa.default_memory_pool().backend_name, round(rss_mb() - base))
+"""
+
+
+@pytest.mark.skipif(allocator._glibc() is None, reason="glibc's malloc only (Linux with glibc)")
+@pytest.mark.parametrize("given", [None, "mimalloc"])
+def test_pyarrow_allocates_through_malloc_unless_the_user_chose_its_pool(given):
+    pytest.importorskip("pyarrow")
+    env = {k: v for k, v in os.environ.items() if k not in (*allocator.GLIBC_SETTINGS, "ARROW_DEFAULT_MEMORY_POOL")}
+    if given:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = given
+    done = subprocess.run([sys.executable, "-c", ARROW_PROBE], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    pool, held_mb = done.stdout.split()
+    assert pool == (given or "system")
+    if not given:
+        assert int(held_mb) < 30, f"{held_mb} MB of freed pyarrow arrays still held"

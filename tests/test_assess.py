@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -474,6 +476,21 @@ def test_the_pools_language_sample_is_read_a_partition_at_a_time(tmp_path):
     for unique, texts in ((False, column), (True, distinct)):
         expected = texts.gather(list(fast.detection_rows(texts.len()))).to_list()
         assert _language_sample(Texts(unique), paths) == expected
+
+
+def test_the_seen_texts_tell_first_occurrences_through_their_merges():
+    """`_SeenTexts` over 80 partitions of repeated texts (its sorted runs merged as they grow)
+    marks exactly each text's first occurrence in the pool, as `is_first_distinct` does."""
+    from dialinsight_engine.metrics.partitioned import _SeenTexts
+
+    rng = random.Random(8)
+    parts = [pl.Series([f"t{rng.randrange(3000)}" for _ in range(rng.randrange(0, 120))], dtype=pl.String)
+             for _ in range(80)]
+    seen = _SeenTexts()
+    firsts = np.concatenate([seen.add(part) for part in parts])
+    pool = pl.concat(parts)
+    assert firsts.tolist() == pool.hash(seed=0).is_first_distinct().to_list()
+    assert sum(len(run) for run in seen.runs) == pool.n_unique() and len(seen.runs) < 10
 
 
 @pytest.mark.parametrize("method", ["minmax", "z", "rank"])

@@ -14,13 +14,18 @@ reuse by default, so a process held the high-water mark of every pass it ran
   the heap, whose pages are kept after the arrays are freed. A fixed threshold (128 KiB,
   glibc's initial one) keeps each large array in its own mapping, unmapped when freed, and a
   fixed trim threshold gives the heap's free top back (what Dask sets for its workers).
+- pyarrow allocates through its own pool (mimalloc in its wheels), which keeps freed pages
+  for reuse: `ARROW_DEFAULT_MEMORY_POOL=system` sends it to glibc's malloc, set up as above
+  (read when pyarrow makes its first allocation). The content hash's tasks rebuild each
+  chunk's arrays in pyarrow (`dataset.chunk_digest`), and the row tasks that followed them in
+  a worker started from what the pool had kept.
 - Freed memory inside glibc's heaps (below their top, or in the arenas of the Rust core's
   threads) is trimmed only by ``malloc_trim``: `release()` calls it after each Ray task
   (`releasing`) and each stage, so a worker waits for its next task holding what it holds,
   not the high-water mark of the tasks before (an idle worker held 185 -> 208 MB of heap from
   300k to 10^6 dialogues, 116 MB at both with it; docs/performance.md).
 
-A user's own setting wins: `_RJEM_MALLOC_CONF`, or any of glibc's `MALLOC_MMAP_THRESHOLD_`,
+A user's own setting wins: `_RJEM_MALLOC_CONF`, `ARROW_DEFAULT_MEMORY_POOL`, or any of glibc's `MALLOC_MMAP_THRESHOLD_`,
 `MALLOC_TRIM_THRESHOLD_` (read by glibc when the process starts).
 """
 
@@ -46,6 +51,7 @@ def configure() -> bool:
     """Set both allocators to return freed memory promptly (see the module's text); True when
     glibc's thresholds were set here."""
     os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0")
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     libc = _glibc()
     if libc is None or any(os.environ.get(name) for name in GLIBC_SETTINGS):
         return False

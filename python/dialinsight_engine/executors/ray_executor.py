@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 #: environment the workers need to import the same code and plugins as the driver, and to
 #: set the allocators up as the driver's (`allocator.py`)
 FORWARDED_ENV = ("PYTHONPATH", "DIALENGINE_PLUGINS", "DIALENGINE_BLOCK_PLUGINS", WORKER_FAULT_ENV,
-                 "_RJEM_MALLOC_CONF", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
+                 "_RJEM_MALLOC_CONF", "ARROW_DEFAULT_MEMORY_POOL", "MALLOC_MMAP_THRESHOLD_",
+                 "MALLOC_TRIM_THRESHOLD_")
 CONNECT_TIMEOUT_S = 5.0
 HINT = ("start one with `ray start --head` (then --address auto), check the host:port, or drop"
         " --address to start a local Ray instance")

@@ -418,8 +418,9 @@ class _SeenTexts:
         if not known.all():
             self.runs.append(distinct[~known])  # np.unique's order: sorted
             while len(self.runs) > 1 and len(self.runs[-2]) <= 2 * len(self.runs[-1]):
-                top = self.runs.pop()
-                self.runs[-1] = np.sort(np.concatenate([self.runs[-1], top]))
+                merged = np.concatenate([self.runs[-2], self.runs[-1]])
+                merged.sort()  # in place: the two runs and their merge, no fourth copy
+                self.runs[-2:] = [merged]
         first = np.zeros(len(hashes), bool)
         first[index[~known]] = True
         return first

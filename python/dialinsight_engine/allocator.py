@@ -25,8 +25,9 @@ reuse by default, so a process held the high-water mark of every pass it ran
   not the high-water mark of the tasks before (an idle worker held 185 -> 208 MB of heap from
   300k to 10^6 dialogues, 116 MB at both with it; docs/performance.md).
 
-A user's own setting wins: `_RJEM_MALLOC_CONF`, `ARROW_DEFAULT_MEMORY_POOL`, or any of glibc's `MALLOC_MMAP_THRESHOLD_`,
-`MALLOC_TRIM_THRESHOLD_` (read by glibc when the process starts).
+A user's own setting wins: `_RJEM_MALLOC_CONF`, `ARROW_DEFAULT_MEMORY_POOL`, or any of
+glibc's `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_` (read by glibc when the process
+starts).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ GLIBC_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
 
 def configure() -> bool:
-    """Set both allocators to return freed memory promptly (see the module's text); True when
+    """Set the allocators to return freed memory promptly (see the module's text); True when
     glibc's thresholds were set here."""
     os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0")
     os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")

@@ -55,11 +55,11 @@ def hash_tasks(paths: list[str], rows: list[int], chunk_rows: int = dataset.HASH
         start, end = int(offsets[index]), int(offsets[index + 1])
         first, past = -(-start // chunk_rows), -(-end // chunk_rows)  # chunks k with start <= k * rows < end
         chunks = past - first
+        reach = min(past * chunk_rows, total)  # the row after its last chunk
         last = index
         if chunks:
             # the partition holding the last row of its last chunk (an empty one never does)
-            last = int(np.searchsorted(offsets, min(past * chunk_rows, total) - 1, side="right")) - 1
-        reach = min(past * chunk_rows, total)  # the row after its last chunk
+            last = int(np.searchsorted(offsets, reach - 1, side="right")) - 1
         heads = [int(min(offsets[j + 1], reach) - offsets[j]) for j in range(index + 1, last + 1)]
         tasks.append(HashTask(index, paths[index:last + 1], first * chunk_rows - start if chunks else 0, chunks, heads))
     return tasks

@@ -490,7 +490,7 @@ def test_the_seen_texts_tell_first_occurrences_through_their_merges():
     firsts = np.concatenate([seen.add(part) for part in parts])
     pool = pl.concat(parts)
     assert firsts.tolist() == pool.hash(seed=0).is_first_distinct().to_list()
-    assert sum(len(run) for run in seen.runs) == pool.n_unique() and len(seen.runs) < 10
+    assert sum(len(first) for first, in seen.keys.runs) == pool.n_unique() and len(seen.keys.runs) < 10
 
 
 @pytest.mark.parametrize("method", ["minmax", "z", "rank"])

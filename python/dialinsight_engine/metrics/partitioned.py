@@ -44,6 +44,7 @@ import pyarrow as pa
 from .. import records as R
 from ..errors import StageFailed
 from ..executors.base import PartitionContext, PartitionFailed, RowStage, merge_stats
+from ..keysets import SeenKeys
 from ..run import atomic, dataset
 from .base import SCORE, Metric, MetricContext, Phase
 from .combine import (
@@ -399,28 +400,19 @@ def _language_sample(metric: Metric, paths: list[Path]) -> list[str]:
 
 class _SeenTexts:
     """The hashes of the texts seen so far (Polars' `hash`, as the whole pool's
-    `is_first_distinct` compares them), 8 bytes per distinct text, in sorted runs merged as a
-    binary counter's digits: adding n hashes sorts O(n log n) and a lookup searches O(log n)
-    runs. (One sorted array with `np.insert` copied every hash seen for each partition:
-    quadratic in the pool, ~1.6 TB of copies at 10^8 dialogues in 2,000 partitions.)"""
+    `is_first_distinct` compares them), 8 bytes per distinct text, in `SeenKeys`' sorted runs.
+    (One sorted array with `np.insert` copied every hash seen for each partition: quadratic
+    in the pool, ~1.6 TB of copies at 10^8 dialogues in 2,000 partitions.)"""
 
     def __init__(self) -> None:
-        self.runs: list[np.ndarray] = []
+        self.keys = SeenKeys()
 
     def add(self, texts: pl.Series) -> np.ndarray:
         """Which of `texts` are first seen here: not seen before, nor earlier in `texts`."""
         hashes = texts.hash(seed=0).to_numpy()
         distinct, index = np.unique(hashes, return_index=True)
-        known = np.zeros(len(distinct), bool)
-        for run in self.runs:
-            at = np.minimum(np.searchsorted(run, distinct), len(run) - 1)
-            known |= run[at] == distinct
-        if not known.all():
-            self.runs.append(distinct[~known])  # np.unique's order: sorted
-            while len(self.runs) > 1 and len(self.runs[-2]) <= 2 * len(self.runs[-1]):
-                merged = np.concatenate([self.runs[-2], self.runs[-1]])
-                merged.sort()  # in place: the two runs and their merge, no fourth copy
-                self.runs[-2:] = [merged]
+        known = self.keys.contains(distinct[:, None])
+        self.keys.add(distinct[~known][:, None])
         first = np.zeros(len(hashes), bool)
         first[index[~known]] = True
         return first

@@ -3,7 +3,6 @@ partitions of `[executor] partition_rows` as it is read (streaming: memory stays
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ from .. import records as R
 from ..dialogue import render_dialogue, role_aliases
 from ..errors import DataError
 from ..executors.driver import StreamingStage
+from ..keysets import SeenKeys
 from ..readers.base import RawRecord, Reader, data_files, normalize_record
 from ..run.atomic import file_sha256
 from ..run.stage import ORDER
@@ -155,71 +155,6 @@ class _Tally:
             if name not in here and not self.seen.contains(SeenKeys.keys_of([name]))[0]:
                 self.repeats[rid] = count
                 return name
-
-
-class SeenKeys:
-    """A set of strings held as 128-bit BLAKE2b digests in sorted numpy runs: 16 bytes a
-    string, where a dict of the strings took ~93 (10^6 ids: 16 MB instead of 93 MB of driver
-    heap). Two different ids share a digest with probability ~n^2 / 2^129 (10^-21 for 10^9
-    ids). Runs are sorted by the digest's first 64 bits and merged as a binary counter's
-    digits, so adding n keys sorts O(n log n) and a lookup searches O(log n) runs."""
-
-    def __init__(self) -> None:
-        self.runs: list[tuple[np.ndarray, np.ndarray]] = []  # (first, second 64 bits), by first
-
-    @staticmethod
-    def keys_of(texts: list[str]) -> np.ndarray:
-        digests = b"".join(hashlib.blake2b(t.encode("utf-8", "surrogatepass"), digest_size=16).digest()
-                           for t in texts)
-        return np.frombuffer(digests, dtype=np.uint64).reshape(-1, 2)
-
-    def contains(self, keys: np.ndarray) -> np.ndarray:
-        found = np.zeros(len(keys), dtype=bool)
-        first, second = keys[:, 0].copy(), keys[:, 1].copy()
-        for run_first, run_second in self.runs:
-            at = np.searchsorted(run_first, first)
-            # where the first 64 bits are equal, compare the second; a 64-bit collision (rare)
-            # puts several rows with the same first bits in a run: look at each in turn
-            looking = ~found & (at < len(run_first))
-            while (rows := np.flatnonzero(looking)).size:
-                where = at[rows]
-                same_first = run_first[where] == first[rows]
-                match = same_first & (run_second[where] == second[rows])
-                found[rows[match]] = True
-                at[rows] += 1
-                looking[rows[~same_first | match]] = False
-                looking &= at < len(run_first)
-        return found
-
-    def add(self, keys: np.ndarray) -> None:
-        """Add keys not in the set yet."""
-        if not len(keys):
-            return
-        self.runs.append(_sorted(keys[:, 0], keys[:, 1]))
-        while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
-            top = self.runs.pop()
-            self.runs[-1] = _merged(self.runs[-1], top)
-
-
-def _sorted(first: np.ndarray, second: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(first, kind="stable")
-    return first[order], second[order]
-
-
-def _merged(below: tuple[np.ndarray, np.ndarray], top: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Two runs as one, each key put at its place: 17 bytes per key besides the runs and 8
-    per key of `top`. (Concatenating and sorting anew took 40 per key: the concatenation,
-    the order, the reordered copy; at 10^6 ids that merge set ingest's peak.)"""
-    at = np.searchsorted(below[0], top[0], side="right") + np.arange(len(top[0]))
-    from_top = np.zeros(len(below[0]) + len(top[0]), bool)
-    from_top[at] = True
-    merged = []
-    for below_part, top_part in zip(below, top, strict=True):
-        out = np.empty(len(from_top), np.uint64)
-        out[at] = top_part
-        out[~from_top] = below_part
-        merged.append(out)
-    return merged[0], merged[1]
 
 
 def _dialogue_row(rid: str, source: str, turns: list[dict[str, str]], rec: dict[str, Any]) -> dict[str, Any]:
